@@ -1,0 +1,115 @@
+"""Loading, overriding and validating configs.
+
+Configs are pydantic models validated once at the edge (the CLI), then passed
+as typed values.  Every error names the dotted key that is wrong and why, and
+says where the value came from (which file, or which ``--set``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from syngrpo.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML: ``1e-6``, ``true``, ``[a, b]``)."""
+    out = _deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} holds a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def validate(model: type[M], data: dict[str, Any], *, source: str = "config") -> M:
+    """Validate ``data`` into ``model``; a failure lists every bad key with its reason."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (misspelt? see docs/configuration.md)"
+            lines.append(f"  {loc}: {msg}")
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
+
+
+def load_config(model: type[M], path: str | Path | None = None, overrides: Iterable[str] = (),
+                *, defaults: dict[str, Any] | None = None) -> M:
+    """Defaults, then the YAML file, then ``--set`` overrides; validated once."""
+    data: dict[str, Any] = _deepcopy(defaults or {})
+    source = "defaults"
+    if path is not None:
+        data = _merge(data, load_yaml(path))
+        source = f"config {str(path)!r}"
+    overrides = list(overrides)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " with overrides " + " ".join(overrides)
+    return validate(model, data, source=source)
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML (written into every run directory)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = _deepcopy(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _deepcopy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in d.items()}

@@ -1,0 +1,91 @@
+"""The contract a perception task plugin fulfils.
+
+A task knows its data (file formats, toy generator), its question, how to read
+an answer, how to score it (the accuracy reward R_acc of paper eqs. 2-3), how
+to evaluate a split, and how its labels move when the image is resized, padded,
+cropped or pasted.  The trainer, the data server and the evaluator only talk to
+tasks through this class, so a new task is one subclass in its own package,
+registered under the ``syngrpo`` entry-point group with ``register_tasks``.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from syngrpo.geometry import ImageTransform
+from syngrpo.types import Box, Sample
+
+
+class Task(abc.ABC):
+    """Base class of every perception task.
+
+    Subclasses set ``name`` and implement the abstract methods.  Every method
+    that reads model output must never raise on any string: a malformed answer
+    scores 0, it does not crash a training step.
+    """
+
+    name: ClassVar[str]
+    #: one line shown to the model describing the answer format, e.g. ``[x1, y1, x2, y2]``
+    answer_format: ClassVar[str] = ""
+
+    # ---- data -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load(self, path: str | Path, *, image_root: str | Path | None = None) -> list[Sample]:
+        """Read a dataset file of this task's own format into samples (image paths made absolute)."""
+
+    @abc.abstractmethod
+    def make_toy_dataset(self, out_dir: str | Path, *, n: int, seed: int, split: str = "train",
+                         image_size: int = 112, **options: Any) -> list[Sample]:
+        """Draw ``n`` procedural images with exact labels into ``out_dir`` (no download needed)."""
+
+    def save(self, samples: Sequence[Sample], path: str | Path) -> None:
+        """Write samples as JSONL in this task's own format (inverse of :meth:`load`)."""
+        raise NotImplementedError(f"task {self.name!r} cannot save datasets")
+
+    # ---- prompting and answers --------------------------------------------------------
+    @abc.abstractmethod
+    def question(self, sample: Sample) -> str:
+        """The task part of the prompt (the core adds the response-format instructions)."""
+
+    @abc.abstractmethod
+    def parse_answer(self, text: str | None) -> Any | None:
+        """The prediction inside ``<answer>``, or ``None`` when it cannot be read. Never raises."""
+
+    @abc.abstractmethod
+    def accuracy(self, prediction: Any | None, sample: Sample, *,
+                 frame: ImageTransform | None = None) -> float:
+        """R_acc in [0, 1] for one parsed prediction. Never raises.
+
+        ``frame`` maps the original image to the model-input image: a prediction
+        made in the model-input frame is mapped back with ``frame.inverse()``
+        before it is compared with the label (which lives in the original frame).
+        """
+
+    @abc.abstractmethod
+    def evaluate(self, predictions: Sequence[Any | None], samples: Sequence[Sample], *,
+                 frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
+        """Split-level metrics (REC: Acc@0.5; OVD/ISR: mAP, GP, GR ...), values in [0, 1]."""
+
+    # ---- labels under image transforms -----------------------------------------------
+    @abc.abstractmethod
+    def foreground_boxes(self, sample: Sample) -> list[Box]:
+        """The labelled regions that synthesis must keep pixel-exact."""
+
+    @abc.abstractmethod
+    def transform_solution(self, solution: Any, transform: ImageTransform) -> Any:
+        """The label after the image went through ``transform`` (resize / pad / crop / paste)."""
+
+    def transform_sample(self, sample: Sample, transform: ImageTransform, image_path: str) -> Sample:
+        """A copy of ``sample`` whose image is ``image_path`` (already transformed)."""
+        return sample.evolve(
+            image=image_path,
+            solution=self.transform_solution(sample.solution, transform),
+            width=transform.width,
+            height=transform.height,
+        )
+
+    def class_names(self) -> list[str]:
+        """Object classes this task knows (synthesizers draw them as distractors)."""
+        return []

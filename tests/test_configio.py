@@ -1,0 +1,67 @@
+"""Config loading: YAML, --set overrides, and errors that name the bad key."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import Field
+
+from syngrpo.configio import StrictModel, apply_overrides, dump_config, load_config
+from syngrpo.errors import ConfigError
+
+
+class Optim(StrictModel):
+    lr: float = Field(1e-6, gt=0)
+    batch_size: int = 20
+
+
+class Cfg(StrictModel):
+    seed: int = 0
+    optim: Optim = Optim()
+
+
+def test_overrides_parse_values_as_yaml_and_create_sections():
+    out = apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr=1e-5", "seed=3", "a.b.c=[1, 2]"])
+    assert out == {"optim": {"lr": 1e-5}, "seed": 3, "a": {"b": {"c": [1, 2]}}}
+
+
+def test_override_without_equals_sign_is_rejected():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_file_then_overrides_win(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("seed: 1\noptim:\n  lr: 0.5\n")
+    cfg = load_config(Cfg, p, ["optim.batch_size=4"])
+    assert (cfg.seed, cfg.optim.lr, cfg.optim.batch_size) == (1, 0.5, 4)
+
+
+def test_misspelt_key_is_named_in_the_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  learning_rate: 0.5\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(Cfg, p)
+    assert "optim.learning_rate: unknown key" in str(exc.value)
+    assert str(p) in str(exc.value)
+
+
+def test_out_of_range_value_says_why():
+    with pytest.raises(ConfigError) as exc:
+        load_config(Cfg, None, ["optim.lr=-1"])
+    assert "optim.lr" in str(exc.value) and "greater than 0" in str(exc.value)
+
+
+def test_missing_file_and_non_mapping_yaml_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Cfg, tmp_path / "nope.yaml")
+    p = tmp_path / "list.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(Cfg, p)
+
+
+def test_dumped_config_loads_back_equal(tmp_path):
+    cfg = load_config(Cfg, None, ["seed=7"])
+    p = tmp_path / "out.yaml"
+    p.write_text(dump_config(cfg))
+    assert load_config(Cfg, p) == cfg
