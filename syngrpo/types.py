@@ -57,7 +57,8 @@ class ParsedResponse:
     """What the response parser found in one completion; missing parts are ``None``.
 
     ``well_formed`` is true when every tag the prompt asked for is present exactly
-    once and in order, with nothing but whitespace around them.
+    once and in order, with nothing but whitespace around them (and, in the
+    Syn-GRPO format, the score is a finite number already inside [0, 1]).
     """
 
     text: str
