@@ -11,6 +11,7 @@ registered under the ``syngrpo`` entry-point group with ``register_tasks``.
 from __future__ import annotations
 
 import abc
+import json
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -67,6 +68,13 @@ class Task(abc.ABC):
     def evaluate(self, predictions: Sequence[Any | None], samples: Sequence[Sample], *,
                  frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
         """Split-level metrics (REC: Acc@0.5; OVD/ISR: mAP, GP, GR ...), values in [0, 1]."""
+
+    def format_answer(self, solution: Any) -> str:
+        """The label written as the model should answer (SFT targets, contract tests).
+
+        The default is JSON; a task whose prompt asks for another form overrides it.
+        """
+        return json.dumps(solution)
 
     # ---- labels under image transforms -----------------------------------------------
     @abc.abstractmethod
