@@ -1,0 +1,1 @@
+"""The ``hf`` rollout engine plugin: transformers ``generate`` on the policy itself."""

@@ -1,0 +1,17 @@
+"""Entry-point module of the ``hf`` rollout engine (transformers ``generate``); imports nothing heavy."""
+
+from __future__ import annotations
+
+from syngrpo.hookspecs import hookimpl
+
+
+def hf_engine(**options):
+    """transformers generate on the policy itself (default; no weight sync needed)."""
+    from syngrpo_hf.engine import HFRolloutEngine
+
+    return HFRolloutEngine(**options)
+
+
+@hookimpl
+def register_rollout_engines(register):
+    register("hf", hf_engine, description="transformers generate on the policy itself (default)")

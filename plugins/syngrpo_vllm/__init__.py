@@ -1,0 +1,1 @@
+"""The ``vllm`` rollout engine plugin (optional GPU extra ``vllm``)."""

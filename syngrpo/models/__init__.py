@@ -1,0 +1,1 @@
+"""Model loading and tiny-model builders (nothing heavy imported here)."""

@@ -1,0 +1,421 @@
+"""Load a Qwen-VL policy and turn (image, text) pairs into model inputs.
+
+One code path serves real checkpoints (``Qwen/Qwen2.5-VL-3B-Instruct``,
+``Qwen/Qwen2-VL-2B-Instruct``, by hub id or local directory) and the tiny
+random models of :mod:`syngrpo.models.tiny_policy`.
+
+Two facts from ``REFERENCE.md`` shape this module:
+
+* every forward must receive ``mm_token_type_ids``; without it transformers 5
+  silently uses 1-D positions and log-probs drift from ``generate()`` by ~1e-3.
+  :class:`PromptBatch` always carries it and :meth:`PromptBatch.model_inputs`
+  always passes it;
+* the processor resizes each image to a multiple of the patch grid, so boxes the
+  model writes live in that resized frame.  :attr:`PromptBatch.frames` holds, for
+  each prompt, the :class:`~syngrpo.geometry.ImageTransform` from the original
+  image to the model-input image; a task maps predictions back with
+  ``frame.inverse()`` (the box-frame confusion VLM-R1's users report).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from syngrpo.errors import ConfigError, require
+from syngrpo.geometry import ImageTransform
+
+#: model types this module knows how to load
+SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
+
+#: special tokens that only the processor may place; sampling them breaks the next forward with pixels
+VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclass
+class PolicyBundle:
+    """A loaded policy: the model and everything needed to prompt it and read its output."""
+
+    model: Any
+    processor: Any
+    tokenizer: Any
+    #: token ids never to sample (the vision placeholders)
+    suppress_token_ids: list[int]
+    #: generation stops at any of these (``<|im_end|>``, ``<|endoftext|>``)
+    eos_token_ids: list[int]
+    pad_token_id: int
+    name_or_path: str
+    model_type: str
+    device: torch.device
+    dtype: torch.dtype
+    patch_size: int
+    merge_size: int
+    #: default pixel budget for :func:`encode_prompts` (``None`` keeps the processor's)
+    max_pixels: int | None = None
+    min_pixels: int | None = None
+    #: true when ``model`` is a peft model with LoRA adapters
+    lora: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.base_model.config.image_token_id)
+
+    @property
+    def base_model(self) -> Any:
+        """The transformers model under any peft wrapper."""
+        return unwrap_model(self.model)
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> list[str]:
+        """Texts of token rows, special tokens stripped; positions where ``mask`` is 0 are dropped."""
+        rows = []
+        for i in range(ids.shape[0]):
+            row = ids[i] if mask is None else ids[i][mask[i].bool()]
+            rows.append(row.tolist())
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+@dataclass
+class PromptBatch:
+    """Processor outputs for a batch of one-image prompts, plus the image frames.
+
+    Rows are prompts.  After :meth:`expand` each prompt appears ``group_size``
+    times in a row (p0 x G, p1 x G, ...), the order ``generate`` returns.
+    """
+
+    input_ids: torch.Tensor  # (B, P) left-padded
+    attention_mask: torch.Tensor  # (B, P)
+    pixel_values: torch.Tensor  # (sum of patches, C * temporal * patch * patch)
+    image_grid_thw: torch.Tensor  # (B, 3)
+    mm_token_type_ids: torch.Tensor  # (B, P) 0 text, 1 image
+    #: per row: original image frame -> model-input frame (width = grid_w * patch, height = grid_h * patch)
+    frames: list[ImageTransform]
+    #: how many consecutive rows share one prompt (1 = not expanded)
+    group_size: int = 1
+    #: the rendered prompt text of each row (chat template applied), for logs and engines that tokenize
+    prompts: list[str] = field(default_factory=list)
+    #: the original (RGB) image of each row, for engines that process images themselves (vLLM)
+    images: list[Any] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def num_prompts(self) -> int:
+        return self.num_rows // self.group_size
+
+    @property
+    def prompt_length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_ids.device
+
+    def patches_per_row(self) -> list[int]:
+        return [int(n) for n in self.image_grid_thw.prod(-1).tolist()]
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments of the model's forward / ``generate`` (``mm_token_type_ids`` always included)."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "pixel_values": self.pixel_values,
+            "image_grid_thw": self.image_grid_thw,
+            "mm_token_type_ids": self.mm_token_type_ids,
+        }
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptBatch:
+        """Tensors on ``device``; ``dtype`` (if given) applies to the pixel values only."""
+        pixels = self.pixel_values.to(device=device, dtype=dtype) if dtype else self.pixel_values.to(device)
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            pixel_values=pixels,
+            image_grid_thw=self.image_grid_thw.to(device),
+            mm_token_type_ids=self.mm_token_type_ids.to(device),
+        )
+
+    def select(self, rows: Sequence[int], *, group_size: int | None = None) -> PromptBatch:
+        """The given rows (pixel values follow their rows); ``group_size`` of the result defaults to 1."""
+        rows = [int(r) for r in rows]
+        counts = self.patches_per_row()
+        starts = [0]
+        for c in counts:
+            starts.append(starts[-1] + c)
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        pixel_chunks = [self.pixel_values[starts[r] : starts[r + 1]] for r in rows]
+        return PromptBatch(
+            input_ids=self.input_ids[idx],
+            attention_mask=self.attention_mask[idx],
+            pixel_values=torch.cat(pixel_chunks, 0) if pixel_chunks else self.pixel_values[:0],
+            image_grid_thw=self.image_grid_thw[idx],
+            mm_token_type_ids=self.mm_token_type_ids[idx],
+            frames=[self.frames[r] for r in rows],
+            group_size=group_size or 1,
+            prompts=[self.prompts[r] for r in rows] if self.prompts else [],
+            images=[self.images[r] for r in rows] if self.images else [],
+        )
+
+    def expand(self, group_size: int) -> PromptBatch:
+        """Each prompt repeated ``group_size`` times in a row (p0 x G, p1 x G, ...)."""
+        if self.group_size != 1:
+            raise ValueError(f"batch is already expanded (group_size={self.group_size}); collapse() it first")
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        rows = [r for r in range(self.num_rows) for _ in range(group_size)]
+        return self.select(rows, group_size=group_size)
+
+    def collapse(self) -> PromptBatch:
+        """One row per prompt (undoes :meth:`expand`)."""
+        if self.group_size == 1:
+            return self
+        return self.select(range(0, self.num_rows, self.group_size), group_size=1)
+
+    def select_prompts(self, prompt_indices: Sequence[int]) -> PromptBatch:
+        """Whole groups of the given prompts, keeping ``group_size`` (micro-batches of a step)."""
+        g = self.group_size
+        rows = [p * g + j for p in prompt_indices for j in range(g)]
+        return self.select(rows, group_size=g)
+
+
+# ---- loading --------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``auto`` = ``cuda`` when available, else ``cpu``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: DType | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto`` = float32 on CPU, bfloat16 on a GPU that supports it (else float16)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise ConfigError(f"dtype must be one of auto, float32, bfloat16, float16; got {dtype!r}")
+    return table[dtype]
+
+
+def unwrap_model(model: Any) -> Any:
+    """The transformers model under a peft (or DDP) wrapper."""
+    inner = model
+    for _ in range(4):
+        if hasattr(inner, "module") and not hasattr(inner, "config"):
+            inner = inner.module  # DistributedDataParallel
+        elif hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        else:
+            break
+    return inner
+
+
+def vision_tower(model: Any) -> torch.nn.Module:
+    """The vision encoder (patch embed, blocks, merger) of a Qwen-VL model."""
+    base = unwrap_model(model)
+    inner = getattr(base, "model", base)
+    tower = getattr(inner, "visual", None) or getattr(base, "visual", None)
+    if tower is None:
+        raise ValueError(f"{type(base).__name__} has no vision tower named 'visual'")
+    return tower
+
+
+def _model_class(model_type: str):
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+    return {"qwen2_5_vl": Qwen2_5_VLForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration}[model_type]
+
+
+def _apply_lora(model: Any, lora: dict[str, Any]) -> Any:
+    peft = require("peft", extra="lora", what="LoRA adapters (model.lora)", hint="pip install peft")
+    opts = {k: v for k, v in dict(lora).items() if k != "enabled"}
+    targets = opts.pop("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"])
+    if isinstance(targets, (list, tuple)):
+        # Only the language model's projections: the vision tower has its own q/k/v names.
+        targets = r".*language_model.*\.(" + "|".join(targets) + r")$"
+    config = peft.LoraConfig(
+        r=int(opts.pop("r", 16)),
+        lora_alpha=int(opts.pop("alpha", opts.pop("lora_alpha", 32))),
+        lora_dropout=float(opts.pop("dropout", opts.pop("lora_dropout", 0.05))),
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        **opts,
+    )
+    return peft.get_peft_model(model, config)
+
+
+def load_policy(
+    name_or_path: str | Path,
+    *,
+    dtype: DType | torch.dtype = "auto",
+    device: str | torch.device = "cpu",
+    attn_implementation: str | None = None,
+    freeze_vision: bool = False,
+    lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    max_pixels: int | None = None,
+    min_pixels: int | None = None,
+) -> PolicyBundle:
+    """Load a Qwen2.5-VL or Qwen2-VL policy (hub id or directory) with its processor.
+
+    ``freeze_vision`` stops gradients into the vision tower (VLM-R1's
+    ``freeze_vision_modules``); ``lora`` (``{"r", "alpha", "dropout",
+    "target_modules"}``) wraps the language model's projections in peft LoRA
+    adapters (needs ``pip install 'syngrpo[lora]'``); ``gradient_checkpointing``
+    trades compute for activation memory (and turns shared-prefix scoring off, see
+    :func:`syngrpo.scoring.supports_shared_prefix`).
+    """
+    from transformers import AutoConfig
+
+    from syngrpo.models.processing import load_processor
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    path = str(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    model_type = getattr(config, "model_type", "")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"{path!r} is a {model_type!r} model; syngrpo loads {', '.join(SUPPORTED_MODEL_TYPES)} policies "
+            "(Qwen2.5-VL, Qwen2-VL)"
+        )
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = _model_class(model_type).from_pretrained(path, **kwargs).to(dev)
+    processor = load_processor(path)
+    tokenizer = processor.tokenizer
+
+    if freeze_vision:
+        for p in vision_tower(model).parameters():
+            p.requires_grad_(False)
+    if gradient_checkpointing:
+        kwargs_ckpt = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs_ckpt)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs_ckpt)
+        if freeze_vision or lora:
+            model.enable_input_require_grads()
+    if lora:
+        model = _apply_lora(model, lora)
+
+    gen = unwrap_model(model).generation_config
+    eos: list[int] = []
+    for value in (gen.eos_token_id, tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")):
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and v >= 0 and v not in eos:
+                eos.append(v)
+    pad = gen.pad_token_id if gen.pad_token_id is not None else tokenizer.pad_token_id
+    if pad is None:
+        pad = eos[-1]
+    vocab = tokenizer.get_vocab()
+    suppress = [int(vocab[t]) for t in VISION_SPECIAL_TOKENS if t in vocab]
+    image_processor = processor.image_processor
+    return PolicyBundle(
+        model=model,
+        processor=processor,
+        tokenizer=tokenizer,
+        suppress_token_ids=suppress,
+        eos_token_ids=eos,
+        pad_token_id=int(pad),
+        name_or_path=path,
+        model_type=model_type,
+        device=dev,
+        dtype=torch_dtype,
+        patch_size=int(image_processor.patch_size),
+        merge_size=int(image_processor.merge_size),
+        max_pixels=max_pixels,
+        min_pixels=min_pixels,
+        lora=bool(lora),
+        options={"attn_implementation": attn_implementation, "freeze_vision": freeze_vision,
+                 "gradient_checkpointing": gradient_checkpointing},
+    )
+
+
+def reference_model(bundle: PolicyBundle) -> Any:
+    """A frozen copy of the policy as it is now (the KL reference of GRPO), in eval mode."""
+    ref = copy.deepcopy(bundle.model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+# ---- prompts --------------------------------------------------------------------------------------
+
+
+def render_prompt(bundle: PolicyBundle, text: str) -> str:
+    """The chat-formatted prompt for one image followed by ``text``, ending where the answer starts."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    return bundle.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(
+    bundle: PolicyBundle,
+    images: Sequence[Any],
+    texts: Sequence[str],
+    *,
+    max_pixels: int | None = None,
+    min_pixels: int | None = None,
+) -> PromptBatch:
+    """Tokenize one-image prompts (left padded) and record each image's frame.
+
+    ``images`` are PIL images (any mode; converted to RGB).  ``max_pixels`` /
+    ``min_pixels`` override the processor's pixel budget (default: the bundle's,
+    then the processor's).
+    """
+    if len(images) != len(texts):
+        raise ValueError(f"got {len(images)} images for {len(texts)} texts; one image per prompt")
+    if not texts:
+        raise ValueError("encode_prompts needs at least one prompt")
+    processor = bundle.processor
+    prompts = [render_prompt(bundle, t) for t in texts]
+    rgb = [im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im for im in images]
+    max_pixels = max_pixels if max_pixels is not None else bundle.max_pixels
+    min_pixels = min_pixels if min_pixels is not None else bundle.min_pixels
+    kwargs: dict[str, Any] = {}
+    if max_pixels is not None or min_pixels is not None:
+        size = dict(processor.image_processor.size)
+        if min_pixels is not None:
+            size["shortest_edge"] = int(min_pixels)
+        if max_pixels is not None:
+            size["longest_edge"] = int(max_pixels)
+        if size["shortest_edge"] > size["longest_edge"]:
+            raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
+        kwargs["size"] = size
+    enc = processor(text=prompts, images=rgb, padding=True, padding_side="left", return_tensors="pt", **kwargs)
+    grid = enc["image_grid_thw"]
+    frames = [
+        ImageTransform.resize(im.width, im.height, int(g[2]) * bundle.patch_size, int(g[1]) * bundle.patch_size)
+        for im, g in zip(rgb, grid.tolist(), strict=True)
+    ]
+    mm = enc.get("mm_token_type_ids")
+    if mm is None:  # older processors: derive it (image placeholders are type 1)
+        mm = (enc["input_ids"] == bundle.image_token_id).long()
+    batch = PromptBatch(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        pixel_values=enc["pixel_values"],
+        image_grid_thw=grid,
+        mm_token_type_ids=mm,
+        frames=frames,
+        prompts=prompts,
+        images=list(rgb),
+    )
+    return batch.to(bundle.device, dtype=bundle.dtype)
