@@ -1,0 +1,268 @@
+"""Helpers for plugin authors' tests (and syngrpo's own).
+
+Two things every plugin package wants to check without copying syngrpo's test
+suite:
+
+* :func:`registry_with` — a fresh :class:`~syngrpo.plugins.Registry` with your
+  plugin object registered directly (no install needed), optionally next to
+  everything the entry points provide.
+* :func:`check_task_contract` — a conformance check any :class:`~syngrpo.task.Task`
+  must pass: its toy data round-trips through ``save``/``load``, its reference
+  answers score 1.0 once written in its answer format and read back by its own
+  parser, its parser survives junk, its labels follow image transforms.
+
+Both are plain functions (no pytest dependency), so they work in any test runner::
+
+    from syngrpo.testing import check_task_contract, registry_with
+
+    def test_my_task_keeps_the_contract(tmp_path):
+        task = registry_with(my_plugin).create("tasks", "counting")
+        check_task_contract(task, tmp_path)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syngrpo.geometry import ImageTransform, valid_box
+from syngrpo.plugins import Registry, build_registry, make_plugin_manager
+from syngrpo.task import Task
+from syngrpo.types import Sample
+
+#: strings no parser may raise on (model output is arbitrary text)
+JUNK_ANSWERS: tuple[str | None, ...] = (
+    None, "", " ", "\n", "null", "None", "true", "[]", "{}", "[", "]", "{", "}", "[[[[", "]]}}", "0", "-1",
+    "1e999", "-1e999", "NaN", "Infinity", "3.5", "[1, 2, 3]", "[1, 2, 3, 4]", "[4, 3, 2, 1]", "[[1, 2, 3, 4]]",
+    '["a", "b", "c", "d"]', "[null, null, null, null]", "[true, false, true, false]", "[1e999, 0, 1, 2]",
+    '{"bbox_2d": "box"}', '[{"bbox_2d": [1, 2, 3], "label": 5}]', '[{"bbox_2d": [1, 2, 3, 4], "label": null}]',
+    '[{"bbox_2d": [3, 4, 1, 2], "label": "x", "rotation": "up"}]', '[{"label": "x"}]', "[{}]", "[[]]",
+    "```json\n[\n```", "\x00\x01\x02", "\ud800", "é" * 50, "<answer>1</answer>", "one two three",
+    "[" * 2000 + "]" * 2000, "9" * 5000,
+)
+
+
+class ContractError(AssertionError):
+    """A task broke the :class:`~syngrpo.task.Task` contract; the message says which clause."""
+
+
+@dataclass
+class ContractReport:
+    """What :func:`check_task_contract` checked, and what it could not check (with why)."""
+
+    task: str
+    checked: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def registry_with(*plugins: object, autoload: bool = False) -> Registry:
+    """A fresh registry with ``plugins`` (modules, classes or objects with ``@hookimpl`` functions).
+
+    With ``autoload=True`` the installed entry points load too (so a test can
+    check that a plugin's names do not clash with installed ones); a plugin
+    object that an entry point also loads cannot be registered twice.
+    """
+    return build_registry(make_plugin_manager(plugins, autoload=autoload))
+
+
+def _fail(task: Task, clause: str, detail: str) -> None:
+    raise ContractError(f"task {getattr(task, 'name', type(task).__name__)!r} breaks the contract: {clause}: {detail}")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-shaped copy (tuples become lists) for comparisons."""
+    return json.loads(json.dumps(value))
+
+
+def _close(a: Any, b: Any, tol: float) -> bool:
+    """Structural equality with numbers compared to ``tol`` (absolute)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=0.0, abs_tol=tol)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    return a == b
+
+
+def render_answer(task: Task, solution: Any) -> str:
+    """The task's answer text for a label: ``task.format_answer(solution)`` when the task has one, else JSON."""
+    fmt: Callable[[Any], str] | None = getattr(task, "format_answer", None)
+    return fmt(solution) if callable(fmt) else json.dumps(solution)
+
+
+def _prefixes(text: str, limit: int = 60) -> Iterable[str]:
+    """Truncations of a valid answer: the junk a model cut off by ``max_new_tokens`` writes."""
+    step = max(1, len(text) // limit)
+    return (text[:i] for i in range(0, len(text), step))
+
+
+def check_task_contract(
+    task: Task,
+    tmp_dir: str | Path,
+    *,
+    n: int = 3,
+    seed: int = 0,
+    image_size: int = 112,
+    toy_options: dict[str, Any] | None = None,
+    perfect_metrics_are_one: bool = True,
+    junk: Iterable[str | None] = JUNK_ANSWERS,
+) -> ContractReport:
+    """Check the generic clauses of the Task contract on the task's own toy data; raise :class:`ContractError`.
+
+    Clauses checked (each named in the error message when it fails):
+
+    1. ``make_toy_dataset`` gives ``n`` samples of this task with unique ids, existing images of the
+       stated size, JSON-serialisable records; the same seed gives the same labels.
+    2. ``save`` then ``load`` gives the samples back (skipped, and reported, when the task does not
+       implement ``save``).
+    3. ``question`` is a non-empty string; ``class_names`` a list of strings; ``foreground_boxes``
+       valid boxes inside the image.
+    4. Each reference answer, written in the answer format (:func:`render_answer`) and read back
+       with ``parse_answer``, scores ``accuracy`` 1.0, also when the model saw a resized image and
+       the ``frame`` maps its answer back; ``accuracy(None)`` is 0.
+    5. ``parse_answer`` never raises on junk (``junk`` plus every truncation of every reference
+       answer), and ``accuracy`` of whatever it returns is a number in [0, 1].
+    6. ``evaluate`` gives finite values in [0, 1] for perfect and for unreadable predictions; perfect
+       ones score at least as high on every metric (exactly 1.0 with ``perfect_metrics_are_one``).
+    7. ``transform_solution`` under the identity transform is the identity, and a uniform resize
+       followed by its inverse gives the label back.
+    """
+    tmp = Path(tmp_dir)
+    report = ContractReport(task=getattr(task, "name", type(task).__name__))
+    if not isinstance(task, Task):
+        _fail(task, "type", f"{type(task).__name__} is not a syngrpo.task.Task")
+    opts = dict(toy_options or {})
+
+    # 1. toy data
+    samples = task.make_toy_dataset(tmp / "toy_a", n=n, seed=seed, image_size=image_size, **opts)
+    if len(samples) != n:
+        _fail(task, "make_toy_dataset", f"asked for {n} samples, got {len(samples)}")
+    if len({s.id for s in samples}) != n:
+        _fail(task, "make_toy_dataset", "sample ids are not unique")
+    from PIL import Image
+
+    for s in samples:
+        if not isinstance(s, Sample) or s.task != task.name:
+            _fail(task, "make_toy_dataset", f"sample {getattr(s, 'id', s)!r} is not a Sample of task {task.name!r}")
+        if not Path(s.image).is_file():
+            _fail(task, "make_toy_dataset", f"image {s.image!r} of sample {s.id!r} does not exist")
+        with Image.open(s.image) as im:
+            if im.size != (s.width, s.height):
+                _fail(task, "make_toy_dataset", f"sample {s.id!r} says {s.width}x{s.height}, image is {im.size}")
+        try:
+            json.dumps(s.to_dict())
+        except (TypeError, ValueError) as exc:
+            _fail(task, "make_toy_dataset", f"sample {s.id!r} is not JSON-serialisable ({exc})")
+    again = task.make_toy_dataset(tmp / "toy_b", n=n, seed=seed, image_size=image_size, **opts)
+    if [_plain(s.solution) for s in again] != [_plain(s.solution) for s in samples]:
+        _fail(task, "make_toy_dataset", "the same seed gave different labels")
+    report.checked.append("toy data")
+
+    # 2. save / load round trip
+    path = tmp / "roundtrip" / "data.jsonl"
+    try:
+        task.save(samples, path)
+    except NotImplementedError as exc:
+        report.skipped["save/load"] = f"save is not implemented ({exc})"
+    else:
+        loaded = task.load(path)
+        if len(loaded) != len(samples):
+            _fail(task, "save/load", f"saved {len(samples)} samples, loaded {len(loaded)}")
+        for a, b in zip(samples, loaded, strict=True):
+            for attr in ("id", "task", "width", "height", "problem", "source_id", "generation", "description"):
+                if getattr(a, attr) != getattr(b, attr):
+                    _fail(task, "save/load", f"{attr} of {a.id!r} changed: {getattr(a, attr)!r} -> {getattr(b, attr)!r}")
+            if Path(a.image).resolve() != Path(b.image).resolve():
+                _fail(task, "save/load", f"image of {a.id!r} changed: {a.image!r} -> {b.image!r}")
+            if not _close(_plain(a.solution), _plain(b.solution), 1e-9):
+                _fail(task, "save/load", f"solution of {a.id!r} changed: {a.solution!r} -> {b.solution!r}")
+        report.checked.append("save/load")
+
+    # 3. prompt, classes, foreground
+    for s in samples:
+        q = task.question(s)
+        if not isinstance(q, str) or not q.strip():
+            _fail(task, "question", f"empty question for {s.id!r}")
+        for box in task.foreground_boxes(s):
+            inside = valid_box(box) and box[0] >= 0 and box[1] >= 0 and box[2] <= s.width and box[3] <= s.height
+            if not inside:
+                _fail(task, "foreground_boxes", f"{box!r} of {s.id!r} is not a valid box inside the image")
+    names = task.class_names()
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        _fail(task, "class_names", f"expected a list of strings, got {names!r}")
+    report.checked.append("question/class_names/foreground_boxes")
+
+    # 4. reference answers score 1.0, also through a resized frame
+    perfect = []
+    for s in samples:
+        text = render_answer(task, s.solution)
+        parsed = task.parse_answer(text)
+        if parsed is None:
+            _fail(task, "parse_answer", f"cannot read its own reference answer {text!r}")
+        acc = task.accuracy(parsed, s)
+        if not math.isclose(acc, 1.0, abs_tol=1e-6):
+            _fail(task, "accuracy", f"reference answer {text!r} of {s.id!r} scores {acc}, not 1.0")
+        frame = ImageTransform.resize(s.width, s.height, 2 * s.width, 3 * s.height)
+        seen = task.parse_answer(render_answer(task, task.transform_solution(s.solution, frame)))
+        acc = task.accuracy(seen, s, frame=frame)
+        if not math.isclose(acc, 1.0, abs_tol=1e-6):
+            _fail(task, "accuracy(frame=...)", f"the reference answer in a 2x3-resized frame of {s.id!r} "
+                  f"scores {acc} after mapping back, not 1.0")
+        none_acc = task.accuracy(None, s)
+        if none_acc != 0.0:
+            _fail(task, "accuracy(None)", f"an unreadable answer scores {none_acc}, not 0")
+        perfect.append(parsed)
+    report.checked.append("reference answers")
+
+    # 5. junk
+    texts = list(junk)
+    for s in samples:
+        texts.extend(_prefixes(render_answer(task, s.solution)))
+    for text in texts:
+        try:
+            parsed = task.parse_answer(text)
+        except Exception as exc:  # noqa: BLE001 - the clause is "never raises"
+            _fail(task, "parse_answer", f"raised {type(exc).__name__}: {exc} on {text!r:.80}")
+        try:
+            acc = task.accuracy(parsed, samples[0])
+        except Exception as exc:  # noqa: BLE001
+            _fail(task, "accuracy", f"raised {type(exc).__name__}: {exc} on the parse of {text!r:.80}")
+        if not (isinstance(acc, (int, float)) and 0.0 <= acc <= 1.0):
+            _fail(task, "accuracy", f"{acc!r} is not in [0, 1] for the parse of {text!r:.80}")
+    report.checked.append("junk answers")
+
+    # 6. evaluate
+    good = task.evaluate(perfect, samples)
+    bad = task.evaluate([None] * len(samples), samples)
+    for label, metrics in (("perfect", good), ("unreadable", bad)):
+        if not isinstance(metrics, dict) or not metrics:
+            _fail(task, "evaluate", f"expected a non-empty dict of metrics, got {metrics!r}")
+        for key, value in metrics.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+                _fail(task, "evaluate", f"{label} predictions give {key}={value!r}, not in [0, 1]")
+    for key, value in good.items():
+        if value < bad.get(key, 0.0):
+            _fail(task, "evaluate", f"{key} is lower for perfect predictions ({value}) than unreadable ones")
+        if perfect_metrics_are_one and not math.isclose(value, 1.0, abs_tol=1e-6):
+            _fail(task, "evaluate", f"perfect predictions give {key}={value}, not 1.0")
+    report.checked.append("evaluate")
+
+    # 7. transforms
+    for s in samples:
+        same = task.transform_solution(s.solution, ImageTransform.identity(s.width, s.height))
+        if _plain(same) != _plain(s.solution):
+            _fail(task, "transform_solution", f"the identity changed the label of {s.id!r}: {s.solution!r} -> {same!r}")
+        up = ImageTransform.resize(s.width, s.height, 2 * s.width, 2 * s.height)
+        back = task.transform_solution(task.transform_solution(s.solution, up), up.inverse(s.width, s.height))
+        if not _close(_plain(back), _plain(s.solution), 1e-6):
+            _fail(task, "transform_solution", f"resize x2 then back changed the label of {s.id!r}: "
+                  f"{s.solution!r} -> {back!r}")
+    report.checked.append("transforms")
+    return report

@@ -1,0 +1,1 @@
+"""ISR task plugin: indoor-scene perception from top-view renderings (docs/tasks/isr.md)."""

@@ -1,0 +1,1 @@
+"""OVD task plugin: open-vocabulary detection (VLM-R1 formats, eq. 3 reward, mAP/GP/GR)."""

@@ -1,0 +1,345 @@
+"""OVD: open-vocabulary object detection (paper §3.3.1, eq. 3; VLM-R1's OVD task).
+
+The prompt names the categories to look for; the model answers a JSON list of
+``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` objects in pixels of the image it
+saw, or ``None``.  The accuracy reward is ``min(1, N_gt/N_pred) * mAP`` (eq. 3)
+with COCO's AP@[.5:.95], after the boxes are mapped back to the original image;
+the split metrics are mAP, GP and GR (:mod:`syngrpo.detection`).
+
+Formats, prompts and metrics are documented in docs/tasks/ovd.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from syngrpo.answers import as_box, as_number, find_box, json_values, unwrap
+from syngrpo.datafiles import (
+    pop_image_size,
+    portable_image_path,
+    read_records,
+    resolve_image,
+    tidy_number,
+    write_records,
+)
+from syngrpo.detection import coco_ap_dataset, ovd_reward, precision_recall_dataset
+from syngrpo.geometry import ImageTransform, box_area
+from syngrpo.task import Task
+from syngrpo.types import Box, Sample
+
+IMAGE_KEYS = ("image", "image_path", "img_path", "file_name")
+ID_KEYS = ("id", "question_id", "sample_id")
+SOLUTION_KEYS = ("solution", "objects", "detections")
+QUESTION_KEYS = ("problem", "question")
+#: record keys listing the categories to detect (a list, or one comma-separated string)
+CATEGORY_KEYS = ("categories", "labels", "classes", "category_names")
+#: keys an object may use for its box and its label
+BOX_KEYS = ("bbox_2d", "bbox", "box")
+LABEL_KEYS = ("label", "category", "name", "class")
+#: answers meaning "nothing to detect" (compared after stripping, lower case, no final period)
+NONE_ANSWERS = ("none", "null", "[]", "no objects", "nothing")
+
+DEFAULT_TEMPLATE = (
+    "Detect every object of these categories in the image: {categories}. "
+    'Output a JSON list with one {{"bbox_2d": [x1, y1, x2, y2], "label": category}} per object, '
+    "with the box in pixels, or None if there is no such object."
+)
+
+_OBJECT_SPAN = re.compile(r"\{[^{}]*\}")
+_LABEL_FIELD = re.compile(r"""["']?(?:label|category|name|class)["']?\s*:\s*["']([^"'\n]{1,100})["']""")
+
+
+def to_detection(item: Any) -> dict[str, Any] | None:
+    """A clean ``{"bbox_2d", "label"[, "score"]}`` from one answer or dataset object, or ``None``.
+
+    Boxes under ``bbox_2d``/``bbox``/``box`` (four numbers, corners in either
+    order), labels under ``label``/``category``/``name``/``class`` (a non-empty
+    string), an optional finite ``score``.
+    """
+    if not isinstance(item, Mapping):
+        return None
+    box = next((b for b in (as_box(item.get(k)) for k in BOX_KEYS if k in item) if b is not None), None)
+    label = next((v for v in (item.get(k) for k in LABEL_KEYS) if isinstance(v, str) and v.strip()), None)
+    if box is None or label is None:
+        return None
+    det: dict[str, Any] = {"bbox_2d": list(box), "label": label.strip()}
+    score = as_number(item.get("score")) if "score" in item else None
+    if score is not None:
+        det["score"] = score
+    return det
+
+
+def _detections_in(value: Any) -> list[dict[str, Any]] | None:
+    """The detections of one parsed JSON value; ``[]`` for an empty list, ``None`` if unusable."""
+    if isinstance(value, Mapping):
+        if any(k in value for k in BOX_KEYS):
+            value = [value]
+        else:  # {"objects": [...]} and the like
+            value = next((v for v in value.values() if isinstance(v, list)), None)
+    if not isinstance(value, list):
+        return None
+    if not value:
+        return []
+    found = [d for d in map(to_detection, value[:1000]) if d is not None]
+    return found or None
+
+
+def parse_detections(text: str | None) -> list[dict[str, Any]] | None:
+    """The detections in an answer: a list (``[]`` for "None"), or ``None`` if unreadable. Never raises.
+
+    Accepted: a JSON list of objects (or one object, or ``{"objects": [...]}``),
+    optionally inside ``<answer>`` tags and/or a fenced code block, with prose
+    around it; ``None``/``null``/``[]`` for "nothing there".  Objects without a
+    readable box or label are left out; when none is readable the answer is.
+    Python-looking lists (single quotes) are read object by object.  An empty
+    answer is unreadable (``None``), not "nothing there".
+    """
+    if not isinstance(text, str):
+        return None
+    s = unwrap(text)
+    if not s:
+        return None
+    if s.rstrip(".").strip().lower() in NONE_ANSWERS:
+        return []
+    for value in json_values(s):
+        found = _detections_in(value)
+        if found is not None:
+            return found
+    loose = []
+    for span in _OBJECT_SPAN.finditer(s):
+        box, label = find_box(span.group(), bracketed_only=True), _LABEL_FIELD.search(span.group())
+        if box is not None and label is not None and label.group(1).strip():
+            loose.append({"bbox_2d": list(box), "label": label.group(1).strip()})
+    return loose or None
+
+
+def format_detections(objects: Sequence[Mapping[str, Any]]) -> str:
+    """The answer text of a label list: JSON objects, or ``None`` when it is empty."""
+    if not objects:
+        return "None"
+    return json.dumps([{"bbox_2d": [tidy_number(float(v)) for v in o["bbox_2d"]], "label": o["label"]}
+                       for o in objects])
+
+
+def _split_categories(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list):
+        return None
+    names = [v.strip() for v in value if isinstance(v, str) and v.strip()]
+    return list(dict.fromkeys(names))
+
+
+class OvdTask(Task):
+    """Open-vocabulary detection; reward min(1, N_gt/N_pred) * mAP (eq. 3); metrics mAP, GP, GR.
+
+    Options (``task_options`` in a config):
+    ``drop_unknown_labels`` (default False): when True, predictions whose label is
+    absent from the ground truth are dropped before the AP, as VLM-R1 does; by
+    default they are false positives (docs/tasks/ovd.md);
+    ``question_template`` with ``{categories}`` (default :data:`DEFAULT_TEMPLATE`).
+    """
+
+    name: ClassVar[str] = "ovd"
+    answer_format: ClassVar[str] = '[{"bbox_2d": [x1, y1, x2, y2], "label": "category"}, ...] or None'
+
+    def __init__(self, *, drop_unknown_labels: bool = False, question_template: str = DEFAULT_TEMPLATE) -> None:
+        if "{categories}" not in question_template:
+            raise ValueError("question_template must contain {categories}")
+        self.drop_unknown_labels = bool(drop_unknown_labels)
+        self.question_template = question_template
+        self._seen_labels: dict[str, None] = {}
+
+    # ---- data -------------------------------------------------------------------------
+    def load(self, path: str | Path, *, image_root: str | Path | None = None) -> list[Sample]:
+        """Read a JSON list or JSONL file of OVD records (fields in docs/tasks/ovd.md)."""
+        path = Path(path)
+        base = Path(image_root) if image_root is not None else path.parent
+        samples = [self._from_record(r, base, f"{path.stem}-{i}", f"{path}:{i}")
+                   for i, r in enumerate(read_records(path))]
+        self._remember(samples)
+        return samples
+
+    def _from_record(self, record: dict[str, Any], base: Path, default_id: str, where: str) -> Sample:
+        rec = dict(record)
+        turns = [t for t in rec.get("conversations", []) if isinstance(t, dict)] \
+            if isinstance(rec.get("conversations"), list) else []
+        image_key = next((k for k in IMAGE_KEYS if k in rec), None)
+        if image_key is None:
+            raise ValueError(f"{where}: OVD record has no image field (one of {IMAGE_KEYS})")
+        image = resolve_image(rec.pop(image_key), base)
+
+        sol_key = next((k for k in SOLUTION_KEYS if k in rec), None)
+        raw = rec.pop(sol_key) if sol_key else (turns[1].get("value") if len(turns) > 1 else None)
+        objects = self._label_objects(raw, where)
+
+        cat_key = next((k for k in CATEGORY_KEYS if k in rec), None)
+        categories = _split_categories(rec.pop(cat_key)) if cat_key else None
+        q_key = next((k for k in QUESTION_KEYS if isinstance(rec.get(k), str) and rec[k].strip()), None)
+        if q_key is not None:
+            problem = rec.pop(q_key)
+        elif turns and isinstance(turns[0].get("value"), str):
+            problem = turns[0]["value"].replace("<image>", "").strip()
+        else:
+            problem = ""
+        if categories is None:
+            categories = list(dict.fromkeys(o["label"] for o in objects))
+        if not problem and not categories:
+            raise ValueError(f"{where}: OVD record has no question, no categories and no objects: "
+                             f"nothing says what to detect (add 'categories' or 'problem')")
+        rec["categories"] = categories
+        if not problem:
+            problem = self.question_template.format(categories=", ".join(categories))
+
+        width, height = pop_image_size(rec, image)
+        id_key = next((k for k in ID_KEYS if k in rec), None)
+        return Sample(
+            id=str(rec.pop(id_key)) if id_key else default_id, task=self.name, image=image, problem=problem,
+            solution=objects, width=width, height=height,
+            source_id=rec.pop("source_id", None), generation=int(rec.pop("generation", 0) or 0),
+            description=rec.pop("description", None), meta=rec,
+        )
+
+    @staticmethod
+    def _label_objects(raw: Any, where: str) -> list[dict[str, Any]]:
+        """The ground-truth objects of a record; every object must be readable."""
+        if isinstance(raw, str):
+            parsed = parse_detections(raw)
+            if parsed is None:
+                raise ValueError(f"{where}: cannot read the OVD solution {raw[:200]!r}")
+            return parsed
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            raise ValueError(f"{where}: an OVD solution is a list of objects, 'None' or a JSON string, got {raw!r}")
+        objects = []
+        for j, item in enumerate(raw):
+            det = to_detection(item)
+            if det is None:
+                raise ValueError(f"{where}: object {j} of the solution has no readable box and label: {item!r}")
+            extra = {k: v for k, v in item.items() if k not in BOX_KEYS and k not in LABEL_KEYS and k != "score"}
+            objects.append({**det, **extra})
+        return objects
+
+    def save(self, samples: Sequence[Sample], path: str | Path) -> None:
+        """Write samples as JSONL (a JSON list for ``.json``) that :meth:`load` reads back."""
+        records = []
+        for s in samples:
+            record: dict[str, Any] = {"id": s.id, "image": portable_image_path(s.image, path), "problem": s.problem}
+            record["solution"] = [{**o, "bbox_2d": [tidy_number(float(v)) for v in o["bbox_2d"]]} for o in s.solution]
+            record["width"], record["height"] = s.width, s.height
+            if s.source_id is not None:
+                record["source_id"] = s.source_id
+            if s.generation:
+                record["generation"] = s.generation
+            if s.description is not None:
+                record["description"] = s.description
+            for k, v in s.meta.items():
+                record.setdefault(k, v)
+            records.append(record)
+        write_records(records, path)
+
+    def make_toy_dataset(self, out_dir: str | Path, *, n: int, seed: int, split: str = "train",
+                         image_size: int = 112, **options: Any) -> list[Sample]:
+        """Coloured shapes, each labelled by its shape (see :func:`tasks_ovd.toy.make_ovd_toy`)."""
+        from tasks_ovd.toy import make_ovd_toy
+
+        samples = make_ovd_toy(out_dir, n=n, seed=seed, split=split, image_size=image_size,
+                               question_template=self.question_template, **options)
+        samples = [s.evolve(task=self.name) for s in samples]  # a subclass may rename the task
+        self.save(samples, Path(out_dir) / f"{split}.jsonl")
+        self._remember(samples)
+        return samples
+
+    def _remember(self, samples: Sequence[Sample]) -> None:
+        for s in samples:
+            for label in list(s.meta.get("categories") or []) + [o["label"] for o in s.solution]:
+                self._seen_labels.setdefault(label, None)
+
+    # ---- prompting and answers --------------------------------------------------------
+    def question(self, sample: Sample) -> str:
+        if sample.problem.strip():
+            return sample.problem
+        cats = sample.meta.get("categories") or list(dict.fromkeys(o["label"] for o in sample.solution))
+        return self.question_template.format(categories=", ".join(cats))
+
+    def parse_answer(self, text: str | None) -> list[dict[str, Any]] | None:
+        """The detections in the answer (:func:`parse_detections`). Never raises."""
+        return parse_detections(text)
+
+    def format_answer(self, solution: Any) -> str:
+        """The reference answer text of a label list (tests and SFT warm starts use it)."""
+        return format_detections(solution)
+
+    def _to_original_frame(self, prediction: Any, sample: Sample, frame: ImageTransform | None
+                           ) -> list[dict[str, Any]] | None:
+        """Clean detections mapped from the model-input frame to the original image (clipped)."""
+        if not isinstance(prediction, list):
+            return None
+        back = (frame.inverse(sample.width, sample.height) if frame is not None
+                else ImageTransform.identity(sample.width, sample.height))
+        out = []
+        for det in map(to_detection, prediction):
+            if det is not None:
+                out.append({**det, "bbox_2d": list(back.box(det["bbox_2d"]))})
+        return out
+
+    def accuracy(self, prediction: Any | None, sample: Sample, *, frame: ImageTransform | None = None) -> float:
+        """R_acc^ovd = min(1, N_gt/N_pred) * mAP, eq. 3 of Syn-GRPO, in the original frame. Never raises."""
+        try:
+            preds = self._to_original_frame(prediction, sample, frame)
+        except ValueError:  # a frame with a zero scale has no inverse
+            return 0.0
+        if preds is None:
+            return 0.0
+        value = ovd_reward(sample.solution, preds, drop_unknown_labels=self.drop_unknown_labels)
+        return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+
+    def evaluate(self, predictions: Sequence[Any | None], samples: Sequence[Sample], *,
+                 frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
+        """``map``: COCO AP@[.5:.95] over the split; ``gp``/``gr``: greedy precision/recall at IoU 0.5.
+
+        An unreadable prediction (``None``) counts as predicting nothing.
+        """
+        if len(predictions) != len(samples):
+            raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
+        if frames is not None and len(frames) != len(samples):
+            raise ValueError(f"{len(frames)} frames for {len(samples)} samples")
+        preds = []
+        for i, (p, s) in enumerate(zip(predictions, samples, strict=True)):
+            try:
+                mapped = self._to_original_frame(p, s, frames[i] if frames is not None else None)
+            except ValueError:
+                mapped = None
+            preds.append(mapped or [])
+        gts = [s.solution for s in samples]
+        gp, gr = precision_recall_dataset(gts, preds, 0.5)
+        return {"map": coco_ap_dataset(gts, preds, drop_unknown_labels=self.drop_unknown_labels), "gp": gp, "gr": gr}
+
+    # ---- labels under image transforms -----------------------------------------------
+    def foreground_boxes(self, sample: Sample) -> list[Box]:
+        return [tuple(float(v) for v in o["bbox_2d"]) for o in sample.solution]  # type: ignore[misc]
+
+    def transform_solution(self, solution: Any, transform: ImageTransform) -> list[dict[str, Any]]:
+        """Objects after the image went through ``transform``; an object cropped away is dropped."""
+        out = []
+        for obj in solution:
+            box = [float(v) for v in obj["bbox_2d"]]
+            new = list(transform.box(box))
+            if box_area(box) > 0 and box_area(new) <= 0:
+                continue
+            out.append({**obj, "bbox_2d": new})
+        return out
+
+    def class_names(self) -> list[str]:
+        """Labels of the data this task loaded or generated; the toy shapes before any."""
+        if self._seen_labels:
+            return list(self._seen_labels)
+        from syngrpo.toyshapes import SHAPES
+
+        return list(SHAPES)
