@@ -1,0 +1,1 @@
+"""Built-in plugin: the ``aiohttp`` transport between the trainer and data servers."""

@@ -1,0 +1,375 @@
+"""The ``aiohttp`` transport: the trainer's HTTP client for one or more data servers.
+
+Synchronous to the trainer (:class:`syngrpo.transport.Transport`), asynchronous inside: a private
+event loop in a daemon thread submits jobs and polls the servers; ``poll()`` only reads a buffer.
+
+- **Timeouts** on connect and on every request.
+- **Retries with backoff** (exponential, jittered) on connection errors and 5xx answers.
+- **429 Retry-After** is honoured: the job goes to another server if one has room, else the
+  client waits what the server asked, up to ``submit_timeout_s`` (default 10 s; 0 refuses at once,
+  so an asynchronous trainer never stalls on full servers).
+- **Load spreading** over several URLs: each job goes to the reachable server with the fewest
+  of this client's unfinished jobs; a server that just failed is tried last for a cool-down
+  (``cooldown_s`` times its consecutive failures).
+- **Idempotency**: a retry re-sends the same client key, so a lost answer never makes a second
+  job on that server; after a time-out the same server is asked first.
+- **Bearer token** from ``token`` or ``$SYNGRPO_SERVER_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from syngrpo.server.clientside import LoopThread, ResultBuffer
+from syngrpo.transport import SynthesisJob, SynthesisResult, TransportError
+
+log = logging.getLogger("syngrpo.transport")
+
+TOKEN_ENV = "SYNGRPO_SERVER_TOKEN"
+
+
+@dataclass
+class _Server:
+    url: str
+    down_until: float = 0.0
+    failures: int = 0
+    jobs: dict[str, str] = field(default_factory=dict)  # job id -> key, unfinished
+    submitted: int = 0
+
+    def up(self, now: float) -> bool:
+        return now >= self.down_until
+
+
+@dataclass
+class _Pending:
+    server: str
+    job_id: str
+    submitted_at: float
+
+
+class AiohttpTransport:
+    """HTTP client of one or more ``syngrpo serve`` processes; see the module doc."""
+
+    def __init__(
+        self,
+        urls: str | Sequence[str] = "http://127.0.0.1:8765",
+        *,
+        token: str | None = None,
+        connect_timeout_s: float = 3.0,
+        request_timeout_s: float = 60.0,
+        retries: int = 4,
+        backoff_s: float = 0.25,
+        backoff_max_s: float = 8.0,
+        cooldown_s: float = 2.0,
+        submit_timeout_s: float = 10.0,
+        max_retry_after_s: float = 30.0,
+        poll_interval_s: float = 0.25,
+        give_up_after_s: float = 3600.0,
+    ) -> None:
+        if isinstance(urls, str):
+            urls = [u for u in urls.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("the aiohttp transport needs at least one server URL")
+        self._servers = [_Server(u.strip().rstrip("/")) for u in urls]
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.cooldown_s = cooldown_s
+        self.submit_timeout_s = submit_timeout_s
+        self.max_retry_after_s = max_retry_after_s
+        self.poll_interval_s = poll_interval_s
+        self.give_up_after_s = give_up_after_s
+        self._buffer = ResultBuffer()
+        self._rr = 0
+        self._closed = False
+        self._loop = LoopThread("syngrpo-aiohttp")
+        self._session: aiohttp.ClientSession | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop.call(self._start(), 10)
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self._servers]
+
+    # ------------------------------------------------------------------ loop side
+
+    async def _start(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        timeout = aiohttp.ClientTimeout(total=self.request_timeout_s, sock_connect=self.connect_timeout_s)
+        self._session = aiohttp.ClientSession(headers=headers, timeout=timeout)
+        self._wake = asyncio.Event()
+        self._poller = asyncio.create_task(self._poll_loop())
+
+    async def _stop(self) -> None:
+        self._poller.cancel()
+        try:
+            await self._poller
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
+        if self._session is not None:
+            await self._session.close()
+
+    def _order(self, prefer: _Server | None) -> list[_Server]:
+        """Reachable servers first, fewest unfinished jobs of ours first, round-robin among equals."""
+        now = time.monotonic()
+        self._rr += 1
+        n = len(self._servers)
+        ranked = sorted(
+            range(n),
+            key=lambda i: (not self._servers[i].up(now), len(self._servers[i].jobs), (i - self._rr) % n),
+        )
+        order = [self._servers[i] for i in ranked]
+        if prefer is not None:
+            order.remove(prefer)
+            order.insert(0, prefer)
+        return order
+
+    def _mark_down(self, srv: _Server) -> None:
+        srv.failures += 1
+        srv.down_until = time.monotonic() + min(self.backoff_max_s * 4, self.cooldown_s * srv.failures)
+
+    async def _submit(self, job: SynthesisJob) -> str:
+        assert self._session is not None
+        payload = json.dumps(job.to_json()).encode()
+        deadline = time.monotonic() + self.submit_timeout_s
+        failures = 0
+        prefer: _Server | None = None
+        last = "no server was tried"
+        while True:
+            retry_after: float | None = None
+            for srv in self._order(prefer):
+                prefer = None
+                try:
+                    async with self._session.post(srv.url + "/v1/jobs", data=payload,
+                                                  headers={"Content-Type": "application/json"}) as resp:
+                        status = resp.status
+                        body = await _json(resp)
+                        ra = resp.headers.get("Retry-After")
+                except asyncio.TimeoutError:
+                    # The job may have arrived: ask the same server again first (same key, no duplicate).
+                    last = f"{srv.url}: request timed out"
+                    self._mark_down(srv)
+                    prefer = srv
+                    break
+                except aiohttp.ClientError as exc:
+                    last = f"{srv.url}: {type(exc).__name__}: {exc}"
+                    self._mark_down(srv)
+                    continue
+                if status in (200, 201):
+                    srv.failures, srv.down_until = 0, 0.0
+                    job_id = body["id"]
+                    srv.jobs[job_id] = job.key
+                    srv.submitted += 1
+                    self._buffer.add(job.key, _Pending(srv.url, job_id, time.monotonic()))
+                    if body.get("state") in ("done", "failed", "cancelled") and self._wake is not None:
+                        self._wake.set()
+                    return job.key
+                err = _error_text(body, status)
+                if status == 429 or status == 503:
+                    wait = _parse_retry_after(ra, default=1.0)
+                    retry_after = wait if retry_after is None else min(retry_after, wait)
+                    last = f"{srv.url}: {err}"
+                    continue
+                if 400 <= status < 500:
+                    raise TransportError(f"{srv.url} refused job {job.key!r}: {err}")
+                last = f"{srv.url}: {err}"
+                self._mark_down(srv)
+            now = time.monotonic()
+            if retry_after is not None and prefer is None:
+                delay = min(retry_after, self.max_retry_after_s)
+            else:
+                failures += 1
+                if failures > self.retries:
+                    raise TransportError(f"no data server took job {job.key!r} after {self.retries} retries; "
+                                         f"last: {last}")
+                delay = min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
+            if now + delay > deadline:
+                raise TransportError(f"no data server took job {job.key!r} within {self.submit_timeout_s:g} s; "
+                                     f"last: {last}")
+            await asyncio.sleep(delay)
+
+    async def _poll_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the poller must survive anything
+                log.exception("polling the data servers failed")
+
+    async def _poll_once(self) -> None:
+        await asyncio.gather(*(self._poll_server(s) for s in self._servers if s.jobs))
+        now = time.monotonic()
+        for key, info in self._buffer.pending_items():
+            if isinstance(info, _Pending) and now - info.submitted_at > self.give_up_after_s:
+                self._forget(info.server, info.job_id)
+                self._buffer.complete(SynthesisResult(
+                    key, "failed", error=f"no result from {info.server} after {self.give_up_after_s:g} s",
+                    server=info.server))
+
+    def _forget(self, url: str, job_id: str) -> None:
+        for s in self._servers:
+            if s.url == url:
+                s.jobs.pop(job_id, None)
+
+    async def _poll_server(self, srv: _Server) -> None:
+        assert self._session is not None
+        ids = list(srv.jobs)
+        for start in range(0, len(ids), 200):
+            chunk = ids[start : start + 200]
+            try:
+                async with self._session.get(srv.url + "/v1/jobs",
+                                             params={"ids": ",".join(chunk), "limit": "500"}) as resp:
+                    if resp.status != 200:
+                        return
+                    body = await _json(resp)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return  # unreachable for now: the jobs are on its disk, try again later
+            found = {j["id"]: j for j in body.get("jobs", [])}
+            for job_id in chunk:
+                key = srv.jobs.get(job_id)
+                if key is None:
+                    continue
+                j = found.get(job_id)
+                if j is None:
+                    srv.jobs.pop(job_id, None)
+                    self._buffer.complete(SynthesisResult(key, "failed", error=f"{srv.url} no longer knows job "
+                                                          f"{job_id}", server=srv.url))
+                    continue
+                if j["state"] not in ("done", "failed", "cancelled"):
+                    continue
+                image = None
+                if j["state"] == "done":
+                    try:
+                        async with self._session.get(f"{srv.url}/v1/jobs/{job_id}/result.png") as resp:
+                            if resp.status != 200:
+                                continue
+                            image = await resp.read()
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        continue
+                srv.jobs.pop(job_id, None)
+                self._buffer.complete(SynthesisResult(key, j["state"], image_png=image, error=j.get("error"),
+                                                      seconds=j.get("seconds"), server=srv.url))
+
+    async def _healthy(self) -> bool:
+        assert self._session is not None
+
+        async def one(srv: _Server) -> bool:
+            try:
+                async with self._session.get(srv.url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    return r.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return False
+
+        return any(await asyncio.gather(*(one(s) for s in self._servers)))
+
+    async def _cancel(self, key: str) -> None:
+        assert self._session is not None
+        info = self._buffer.info(key)
+        if not isinstance(info, _Pending):
+            return
+        try:
+            async with self._session.post(f"{info.server}/v1/jobs/{info.job_id}/cancel") as resp:
+                await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # ------------------------------------------------------------------ Transport
+
+    def submit(self, job: SynthesisJob) -> str:
+        if self._closed:
+            raise TransportError("the aiohttp transport is closed")
+        return self._loop.call(self._submit(job), self.submit_timeout_s + self.request_timeout_s + 5)
+
+    def poll(self) -> list[SynthesisResult]:
+        return self._buffer.poll()
+
+    def wait(self, keys: Sequence[str], timeout: float) -> list[SynthesisResult]:
+        if not self._closed:
+            self._loop.spawn(self._wake_up())
+        return self._buffer.wait(keys, timeout)
+
+    def pending(self) -> int:
+        return self._buffer.pending()
+
+    def healthy(self) -> bool:
+        if self._closed:
+            return False
+        return bool(self._loop.call(self._healthy(), 10))
+
+    def cancel(self, key: str) -> None:
+        """Ask the server to cancel a job (its result arrives as ``cancelled`` unless it finished first)."""
+        if not self._closed:
+            self._loop.call(self._cancel(key), self.request_timeout_s + 5)
+
+    def stats(self) -> dict[str, Any]:
+        """Client-side counts and the jobs each server holds for us (for the trainer's logs)."""
+        out: dict[str, Any] = dict(self._buffer.counts)
+        out["pending"] = self._buffer.pending()
+        out["per_server"] = {s.url: {"unfinished": len(s.jobs), "submitted": s.submitted} for s in self._servers}
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.call(self._stop(), 10)
+        except Exception:  # noqa: BLE001
+            pass
+        self._loop.stop()
+
+    def __enter__(self) -> AiohttpTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    try:
+        data = await resp.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_text(body: dict[str, Any], status: int) -> str:
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        return f"{status} {err.get('code')}: {err.get('message')}"
+    return f"HTTP {status}"
+
+
+def _parse_retry_after(value: str | None, default: float) -> float:
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return default  # an HTTP date: not sent by syngrpo servers

@@ -1,0 +1,1 @@
+"""Built-in CPU plugins: the ``procedural`` synthesizer and the ``box`` segmenter."""

@@ -1,0 +1,1 @@
+"""Built-in plugin: the ``sdxl_controlnet`` synthesizer (needs ``pip install 'syngrpo[sdxl]'``)."""

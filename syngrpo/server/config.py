@@ -1,0 +1,119 @@
+"""The data server's configuration (``syngrpo serve -c server.yaml``).
+
+Defaults serve on a laptop: the ``procedural`` synthesizer and the ``box`` segmenter on one CPU
+worker, bound to 127.0.0.1.  ``configs/server_sdxl_ben2.yaml`` is the paper's GPU server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from syngrpo.configio import StrictModel
+from syngrpo.errors import ConfigError
+
+#: environment variable read for the bearer token when the config has none
+TOKEN_ENV = "SYNGRPO_SERVER_TOKEN"
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps(:\d+)?|xpu(:\d+)?)$")
+
+
+class ServerConfig(StrictModel):
+    """Every key of a data-server config; see docs/data-server.md for what each one does."""
+
+    host: str = Field("127.0.0.1", description="address to bind; non-loopback needs a token")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    token: str | None = Field(None, description=f"bearer token clients must send (or env {TOKEN_ENV})")
+    workers: list[str] = Field(default_factory=lambda: ["cpu"],
+                               description="one worker per entry, bound to that device; an integer N means N cpu workers")
+    queue_size: int = Field(64, ge=1, description="queued jobs beyond this are answered 429")
+    batch_size: int = Field(1, ge=1, description="queued jobs one synthesizer call may take")
+    batch_wait_s: float = Field(0.0, ge=0.0, le=60.0, description="how long a worker waits to fill a batch")
+    synthesizer: str = Field("procedural", description="default synthesizer plugin")
+    synthesizer_options: dict[str, Any] = Field(default_factory=dict)
+    extra_synthesizers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="more synthesizers a job may name in options.synthesizer, with their options")
+    segmenter: str = Field("box", description="segmenter plugin")
+    segmenter_options: dict[str, Any] = Field(default_factory=dict)
+    plugins: list[str] = Field(default_factory=list, description="extra plugin modules to import and register")
+    data_dir: Path = Field(Path("server-data"), description="SQLite database and images live here")
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(4096 * 4096, ge=1)
+    max_boxes: int = Field(100, ge=1)
+    max_label_chars: int = Field(200, ge=1)
+    max_description_chars: int = Field(1000, ge=1)
+    job_timeout_s: float = Field(600.0, gt=0, description="one synthesizer call per job; a batch gets this times its size")
+    load_timeout_s: float = Field(1800.0, gt=0, description="creating (loading) a segmenter or synthesizer")
+    max_attempts: int = Field(3, ge=1, description="a job running when the server died this many times is failed")
+    max_hung_calls: int = Field(2, ge=1, description="timed-out calls after which a worker stops taking jobs")
+    min_foreground_fraction: float = Field(0.05, ge=0.0, le=1.0,
+                                           description="a box with less segmented foreground is kept whole")
+    mask_threshold: int = Field(128, ge=1, le=255)
+    metrics_window: int = Field(1000, ge=1, description="finished jobs the mean/p95 job time is computed over")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("workers must be a list of devices (cpu, cuda:0, ...) or a count")
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError("workers must be at least 1")
+            return ["cpu"] * v
+        if isinstance(v, str):
+            return [v]
+        return v
+
+    @field_validator("workers")
+    @classmethod
+    def _devices(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one worker is needed")
+        for d in v:
+            if not _DEVICE.match(d):
+                raise ValueError(f"{d!r} is not a device (cpu, cuda, cuda:N, mps, xpu:N)")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 8:
+            raise ValueError("a token must be at least 8 characters")
+        return v
+
+    def served_synthesizers(self) -> dict[str, dict[str, Any]]:
+        """Every synthesizer a job may name, with its options; the default comes first."""
+        out = {self.synthesizer: dict(self.synthesizer_options)}
+        for name, opts in self.extra_synthesizers.items():
+            out.setdefault(name, dict(opts))
+        return out
+
+    def with_env_token(self) -> ServerConfig:
+        """This config with the token taken from ``$SYNGRPO_SERVER_TOKEN`` when it has none."""
+        if self.token is None and os.environ.get(TOKEN_ENV):
+            return self.model_copy(update={"token": os.environ[TOKEN_ENV]})
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_security(host: str, token: str | None) -> None:
+    """Refuse to expose the server beyond loopback without a bearer token."""
+    if not is_loopback(host) and not token:
+        raise ConfigError(
+            f"refusing to bind {host!r} without a token: a non-loopback address exposes the data server "
+            f"to the network. Set `token:` in the config or ${TOKEN_ENV}, or bind 127.0.0.1."
+        )

@@ -1,0 +1,447 @@
+"""The job service: bounded queue, workers bound to devices, batching, time-outs.
+
+:class:`JobService` owns the store and the workers and is what the HTTP handlers and the
+``inprocess`` transport call; it must run on one asyncio event loop.  Synthesis runs in a
+worker's own thread, one call at a time per worker, so the event loop keeps answering while a
+GPU works.  A call that raises fails its own jobs (a failing batch is retried job by job inside
+:func:`syngrpo.synthesis.run_pipeline`); a call that hangs past its time-out fails its jobs and
+is abandoned: the worker goes on with a fresh thread (Python cannot kill a thread), and after
+``max_hung_calls`` abandoned calls it stops taking jobs and reports itself broken in ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import io
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from syngrpo.plugins import Registry, get_registry
+from syngrpo.server.config import ServerConfig
+from syngrpo.server.store import DuplicateKeyError, JobRecord, JobStore, atomic_write
+from syngrpo.server.validation import ApiError, Submission, SubmissionBody, fingerprint, validate_submission
+from syngrpo.synthesis import PipelineItem, run_pipeline
+
+log = logging.getLogger("syngrpo.server")
+
+
+class CallTimeout(Exception):
+    """A call in a worker thread ran past its time-out (and was abandoned)."""
+
+
+async def call_in_thread(fn: Callable[..., Any], *args: Any, timeout: float | None = None, name: str = "syngrpo-call"
+                         ) -> Any:
+    """Run ``fn(*args)`` in a fresh daemon thread; raise :class:`CallTimeout` after ``timeout`` seconds.
+
+    A daemon thread, not an executor: a hung call must neither block the next one nor keep the
+    process alive at exit.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def target() -> None:
+        try:
+            value, ok = fn(*args), True
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            value, ok = exc, False
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:  # the loop is gone (server stopped while this call hung)
+            pass
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except asyncio.TimeoutError:
+        raise CallTimeout(f"timed out after {timeout:g} s") from None
+
+
+def make_plugin(registry: Registry, kind: str, name: str, options: dict[str, Any], device: str) -> Any:
+    """``registry.create`` with ``device`` passed when the factory accepts it and the options lack it."""
+    factory = registry.get(kind, name).factory
+    opts = dict(options)
+    if "device" not in opts:
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            params = {}
+        if "device" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            opts["device"] = device
+    return factory(**opts)
+
+
+def load_plugin_modules(names: list[str]) -> list[object]:
+    """Import the modules a config lists under ``plugins:`` (registered like entry-point plugins)."""
+    return [importlib.import_module(n) for n in names]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in [0, 100]); NaN for no values."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(s)))
+    return s[min(rank, len(s)) - 1]
+
+
+class Worker:
+    """One worker bound to one device: its own segmenter and synthesizers, one call at a time."""
+
+    def __init__(self, index: int, device: str, service: JobService) -> None:
+        self.index = index
+        self.device = device
+        self.name = f"worker-{index}@{device}"
+        self.service = service
+        self.state = "starting"
+        self.error: str | None = None
+        self.hung_calls = 0
+        self.current: list[str] = []
+        self._segmenter: Any = None
+        self._synthesizers: dict[str, Any] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def health(self) -> dict[str, Any]:
+        return {"name": self.name, "device": self.device, "state": self.state, "error": self.error,
+                "hung_calls": self.hung_calls, "running": len(self.current)}
+
+    # -- plugin objects (created in the worker's thread: loading a model takes time)
+
+    def _segmenter_obj(self) -> Any:
+        if self._segmenter is None:
+            cfg = self.service.config
+            self._segmenter = make_plugin(self.service.registry, "segmenters", cfg.segmenter,
+                                          cfg.segmenter_options, self.device)
+        return self._segmenter
+
+    def _synthesizer_obj(self, name: str) -> Any:
+        if name not in self._synthesizers:
+            opts = self.service.config.served_synthesizers()[name]
+            self._synthesizers[name] = make_plugin(self.service.registry, "synthesizers", name, opts, self.device)
+        return self._synthesizers[name]
+
+    def _load_default(self) -> None:
+        self._segmenter_obj()
+        self._synthesizer_obj(self.service.config.synthesizer)
+
+    def _run_batch(self, jobs: list[JobRecord]) -> list[str | None]:
+        """Runs in the worker's thread: pipeline, then result files; returns an error (or None) per job."""
+        store = self.service.store
+        cfg = self.service.config
+        items = []
+        for job in jobs:
+            with Image.open(store.input_path(job.id)) as im:
+                image = im.convert("RGB")
+            items.append(PipelineItem(image, [tuple(b) for b in job.boxes], job.labels, job.description,
+                                      job.seed, dict(job.options)))
+        outcomes = run_pipeline(items, segmenter=self._segmenter_obj(),
+                                synthesizer=self._synthesizer_obj(jobs[0].synthesizer),
+                                mask_threshold=cfg.mask_threshold,
+                                min_foreground_fraction=cfg.min_foreground_fraction)
+        errors: list[str | None] = []
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if not outcome.ok:
+                errors.append(outcome.error or "synthesis produced no image")
+                continue
+            assert outcome.image is not None and outcome.keep_mask is not None
+            atomic_write(store.mask_path(job.id), _png(outcome.keep_mask))
+            atomic_write(store.result_path(job.id), _png(outcome.image))
+            errors.append(None)
+        return errors
+
+    async def run(self) -> None:
+        cfg = self.service.config
+        self.state = "loading"
+        try:
+            await call_in_thread(self._load_default, timeout=cfg.load_timeout_s, name=f"{self.name}-load")
+        except Exception as exc:  # noqa: BLE001 - reported in /healthz; jobs go to other workers
+            self.state = "broken"
+            self.error = f"could not create the segmenter/synthesizer: {type(exc).__name__}: {exc}"
+            log.error("%s: %s", self.name, self.error)
+            return
+        self.state = "ready"
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or a dead database: say so in /healthz, do not vanish
+            self.state = "broken"
+            self.error = f"worker stopped: {type(exc).__name__}: {exc}"
+            log.exception("%s stopped", self.name)
+
+    async def _loop(self) -> None:
+        cfg = self.service.config
+        while True:
+            jobs = await self.service.next_batch(self)
+            self.current = [j.id for j in jobs]
+            self.state = "busy"
+            try:
+                await self._process(jobs)
+            finally:
+                self.current = []
+            if self.hung_calls >= cfg.max_hung_calls:
+                self.state = "broken"
+                self.error = f"{self.hung_calls} calls hung past the time-out; this worker takes no more jobs"
+                log.error("%s: %s", self.name, self.error)
+                return
+            self.state = "ready"
+
+    async def _process(self, jobs: list[JobRecord]) -> None:
+        cfg = self.service.config
+        timeout = cfg.job_timeout_s * len(jobs)
+        try:
+            errors = await call_in_thread(self._run_batch, jobs, timeout=timeout, name=f"{self.name}-synth")
+        except CallTimeout as exc:
+            self.hung_calls += 1
+            errors = [f"synthesis {exc} (job_timeout_s={cfg.job_timeout_s:g})"] * len(jobs)
+            log.warning("%s: batch of %d %s", self.name, len(jobs), exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. creating an extra synthesizer failed
+            errors = [f"{type(exc).__name__}: {exc}"] * len(jobs)
+            log.warning("%s: batch of %d failed: %s", self.name, len(jobs), errors[0])
+        for job, error in zip(jobs, errors, strict=True):
+            self.service.finish(job.id, error)
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+class JobService:
+    """Store + queue + workers; every method runs on the event loop that called :meth:`start`."""
+
+    def __init__(self, config: ServerConfig, registry: Registry | None = None) -> None:
+        self.config = config
+        if registry is None:
+            registry = get_registry(load_plugin_modules(config.plugins)) if config.plugins else get_registry()
+        self.registry = registry
+        # Unknown names are configuration errors at start-up, not failed jobs later.
+        for name in config.served_synthesizers():
+            registry.get("synthesizers", name)
+        registry.get("segmenters", config.segmenter)
+        self.store = JobStore(config.data_dir)
+        self.workers = [Worker(i, dev, self) for i, dev in enumerate(config.workers)]
+        self.rejected = 0
+        self.started_at = time.time()
+        self._cond: asyncio.Condition | None = None
+        self._listeners: list[Callable[[JobRecord], None]] = []
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        self._cond = asyncio.Condition()
+        requeued, failed = self.store.recover(self.config.max_attempts)
+        if requeued or failed:
+            log.info("recovered after a restart: %d jobs re-queued, %d failed", requeued, failed)
+        for w in self.workers:
+            w.task = asyncio.create_task(w.run(), name=w.name)
+
+    async def stop(self) -> None:
+        running: list[str] = []
+        for w in self.workers:
+            running.extend(w.current)
+            if w.task is not None:
+                w.task.cancel()
+        for w in self.workers:
+            if w.task is not None:
+                try:
+                    await w.task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+        self.store.requeue(running)  # a graceful stop does not count as an attempt
+        self.store.close()
+
+    def add_listener(self, fn: Callable[[JobRecord], None]) -> None:
+        """Call ``fn(job)`` (on the loop) whenever a job reaches a final state."""
+        self._listeners.append(fn)
+
+    # -- queue
+
+    def retry_after_s(self) -> int:
+        """A client's wait before a queue slot is likely free: one mean job time per busy worker slot."""
+        times = self.store.recent_seconds(50)
+        mean = sum(times) / len(times) if times else 1.0
+        active = max(1, sum(w.state in ("ready", "busy") for w in self.workers))
+        return max(1, min(600, math.ceil(mean / active)))
+
+    def _queue_full(self) -> ApiError:
+        self.rejected += 1
+        wait = self.retry_after_s()
+        return ApiError(429, "queue_full",
+                        f"the queue holds {self.config.queue_size} jobs; retry in {wait} s",
+                        headers={"Retry-After": str(wait)})
+
+    async def submit(self, body: SubmissionBody) -> tuple[JobRecord, bool]:
+        """Queue a job; returns ``(job, created)``: an idempotent retry returns the existing job."""
+        existing = self._existing(body)
+        if existing is not None:
+            return existing, False
+        if all(w.state == "broken" for w in self.workers):
+            raise ApiError(503, "unavailable", "every worker of this server is broken (see /healthz); "
+                           "submit to another server", headers={"Retry-After": "60"})
+        if self.store.queued_count() >= self.config.queue_size:
+            raise self._queue_full()
+        sub: Submission = await asyncio.to_thread(validate_submission, body, self.config)
+        existing = self._existing(body)  # a concurrent retry may have won while the image was decoded
+        if existing is not None:
+            return existing, False
+        if self.store.queued_count() >= self.config.queue_size:
+            raise self._queue_full()
+        job_id = uuid.uuid4().hex
+        await asyncio.to_thread(atomic_write, self.store.input_path(job_id), sub.png)
+        rec = JobRecord(
+            id=job_id, key=sub.key, fingerprint=sub.fingerprint, state="queued", synthesizer=sub.synthesizer,
+            group_key=sub.group_key, width=sub.image.width, height=sub.image.height, boxes=sub.boxes,
+            labels=sub.labels, description=sub.description, options=sub.options, seed=sub.seed,
+            created_at=time.time(),
+        )
+        try:
+            self.store.insert(rec)
+        except DuplicateKeyError:
+            existing = self._existing(body)
+            if existing is None:  # pragma: no cover - a key cannot vanish
+                raise
+            return existing, False
+        await self._notify()
+        return rec, True
+
+    def _existing(self, body: SubmissionBody) -> JobRecord | None:
+        found = self.store.get_by_key(body.key)
+        if found is None:
+            return None
+        if found.fingerprint != fingerprint(body):
+            raise ApiError(409, "key_conflict",
+                           f"key {body.key!r} was already used for a different job ({found.id}); "
+                           "use a new key for new content")
+        return found
+
+    async def _notify(self) -> None:
+        assert self._cond is not None, "JobService.start() was not awaited"
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def next_batch(self, worker: Worker) -> list[JobRecord]:
+        """Wait for queued jobs and claim up to ``batch_size`` of one group for ``worker``."""
+        assert self._cond is not None
+        cfg = self.config
+        async with self._cond:
+            while True:
+                jobs = self.store.claim(worker.name, cfg.batch_size)
+                if jobs:
+                    break
+                await self._cond.wait()
+        if cfg.batch_wait_s > 0 and len(jobs) < cfg.batch_size:
+            await asyncio.sleep(cfg.batch_wait_s)
+            jobs += self.store.claim(worker.name, cfg.batch_size - len(jobs), group_key=jobs[0].group_key)
+        return jobs
+
+    def finish(self, job_id: str, error: str | None) -> None:
+        rec = self.store.finish(job_id, "failed" if error else "done", error=error)
+        if rec is None:
+            return
+        if rec.state == "failed":
+            log.info("job %s (%s) failed: %s", rec.id, rec.key, rec.error)
+        for fn in self._listeners:
+            try:
+                fn(rec)
+            except Exception:  # noqa: BLE001 - a listener must not stop the worker
+                log.exception("job listener failed")
+
+    # -- reads
+
+    def get(self, job_id: str) -> JobRecord:
+        rec = self.store.get(job_id)
+        if rec is None:
+            raise ApiError(404, "not_found", f"no job {job_id}")
+        return rec
+
+    def cancel(self, job_id: str) -> JobRecord:
+        rec = self.get(job_id)
+        if rec.state in ("done", "failed"):
+            raise ApiError(409, "already_final", f"job {job_id} is already {rec.state}")
+        rec = self.store.cancel(job_id) or rec
+        if rec.state == "cancelled":
+            for fn in self._listeners:
+                fn(rec)
+        return rec
+
+    def result_path(self, job_id: str, which: str = "result") -> Path:
+        """The file of a done job (``result``, ``mask``) or any job's ``input``."""
+        rec = self.get(job_id)
+        if which != "input" and rec.state != "done":
+            if rec.state == "failed":
+                raise ApiError(409, "job_failed", f"job {job_id} failed: {rec.error}")
+            raise ApiError(409, "not_ready", f"job {job_id} is {rec.state}; its result is not there yet")
+        path = {"result": self.store.result_path, "mask": self.store.mask_path,
+                "input": self.store.input_path}[which](job_id)
+        if not path.is_file():  # pragma: no cover - only if someone deleted files under data_dir
+            raise ApiError(410, "gone", f"the {which} file of job {job_id} is missing on the server")
+        return path
+
+    def health(self) -> dict[str, Any]:
+        workers = [w.health() for w in self.workers]
+        usable = any(w["state"] != "broken" for w in workers)
+        return {
+            "status": "ok" if usable else "broken",
+            "ready": all(w["state"] in ("ready", "busy") for w in workers),
+            "queue_depth": self.store.queued_count(),
+            "workers": workers,
+        }
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition (version 0.0.4)."""
+        counts = self.store.count_by_state()
+        times = self.store.recent_seconds(self.config.metrics_window)
+        mean = sum(times) / len(times) if times else math.nan
+        p95 = percentile(times, 95)
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, value: float, labels: str = "") -> None:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.append(f"{name}{labels} {_fmt(value)}")
+
+        metric("syngrpo_queue_depth", "gauge", "Jobs waiting in the queue.", counts["queued"])
+        metric("syngrpo_queue_capacity", "gauge", "Queued jobs beyond which submissions get 429.",
+               self.config.queue_size)
+        metric("syngrpo_jobs_running", "gauge", "Jobs a worker is running now.", counts["running"])
+        metric("syngrpo_jobs_done_total", "counter", "Jobs finished with a new image.", counts["done"])
+        metric("syngrpo_jobs_failed_total", "counter", "Jobs that failed (error, time-out, label check).",
+               counts["failed"])
+        metric("syngrpo_jobs_cancelled_total", "counter", "Jobs cancelled by a client.", counts["cancelled"])
+        metric("syngrpo_submissions_rejected_total", "counter", "Submissions refused with 429 (queue full).",
+               self.rejected)
+        metric("syngrpo_job_seconds_mean", "gauge", "Mean run time of recent done jobs.", mean)
+        metric("syngrpo_job_seconds_p95", "gauge", "95th percentile run time of recent done jobs.", p95)
+        lines.append("# HELP syngrpo_workers Workers by state.")
+        lines.append("# TYPE syngrpo_workers gauge")
+        for state in ("loading", "ready", "busy", "broken"):
+            n = sum(w.state == state for w in self.workers)
+            lines.append(f'syngrpo_workers{{state="{state}"}} {n}')
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "NaN"
+    if float(v).is_integer():
+        return str(int(v))
+    return f"{v:.6g}"

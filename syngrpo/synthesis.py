@@ -1,0 +1,349 @@
+"""The label-preserving synthesis pipeline of the data server (paper §3.3.1).
+
+One job: an image, its labelled boxes and a new description.  The pipeline
+
+1. asks a **segmenter** for the foreground of the image,
+2. keeps the segmented foreground *within the labelled boxes* (the paper "masks out image
+   regions beyond the ground-truth bounding boxes" and uses a foreground segmenter to keep
+   only the objects themselves),
+3. asks a **synthesizer** (an outpainter) to repaint everything else from the description,
+4. pastes the original foreground pixels back (a diffusion model re-encodes them through its
+   VAE, so they are never exact on their own), and
+5. checks that the kept pixels of every labelled box equal the original's.  A result that fails
+   the check is a failed job, never a silently wrong label.
+
+Segmenters and synthesizers are plugins (``register_segmenters`` / ``register_synthesizers``);
+this module knows none of them by name.  Server workers and the ``inprocess`` transport both call
+:func:`run_pipeline`, and ``syngrpo synth`` calls it for one image.
+
+Pixel convention: a box ``(x1, y1, x2, y2)`` covers every pixel whose unit square
+``[c, c+1) x [r, r+1)`` overlaps it, so a fractional box edge keeps the whole border pixel: the
+conservative choice for label preservation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from syngrpo.types import Box
+
+#: a segmented box whose foreground covers less than this share of it keeps the whole box
+DEFAULT_MIN_FOREGROUND_FRACTION = 0.05
+#: mask values at or above this count as foreground (soft mattes such as BEN2's alpha)
+DEFAULT_MASK_THRESHOLD = 128
+
+
+@dataclass
+class SynthesisRequest:
+    """What a synthesizer gets for one image.
+
+    ``keep_mask`` is a binary ``'L'`` image (255 = keep the original pixel); the synthesizer
+    repaints the rest.  It may change kept pixels too (a VAE does): they are pasted back after.
+    ``options`` are the job's synthesizer options (``steps``, ``guidance_scale``, ...), already
+    stripped of the ``synthesizer`` name.
+    """
+
+    image: Image.Image
+    keep_mask: Image.Image
+    boxes: list[Box]
+    labels: list[str]
+    description: str
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Finds the foreground of images; a plugin registered with ``register_segmenters``."""
+
+    def segment(self, images: list[Image.Image], boxes: list[list[Box]]) -> list[Image.Image]:
+        """One ``'L'`` mask per image, the image's size, 255 = foreground (soft values allowed).
+
+        ``boxes[i]`` are the labelled boxes of ``images[i]``; segmenters that take prompts (SAM)
+        use them, others (BEN2) may ignore them: the pipeline intersects with the boxes anyway.
+        """
+        ...
+
+
+@runtime_checkable
+class Synthesizer(Protocol):
+    """Repaints the background of images; a plugin registered with ``register_synthesizers``.
+
+    ``max_batch_size`` is how many requests one ``synthesize`` call may take (a diffusion model
+    batches well on a GPU; the server groups queued jobs up to this size).
+    """
+
+    max_batch_size: int
+
+    def synthesize(self, requests: list[SynthesisRequest]) -> list[Image.Image]:
+        """One new RGB image per request, in order (ideally the request image's size)."""
+        ...
+
+
+@dataclass
+class PipelineItem:
+    """One job's input to :func:`run_pipeline`."""
+
+    image: Image.Image
+    boxes: list[Box]
+    labels: list[str]
+    description: str
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineOutcome:
+    """One job's output: the new image and the mask that was kept, or why there is none."""
+
+    image: Image.Image | None = None
+    keep_mask: Image.Image | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.image is not None
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def box_pixel_bounds(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """Pixel index bounds ``(c1, r1, c2, r2)`` (end exclusive) of the pixels a box overlaps, clipped."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    c1 = max(0, min(width, math.floor(x1)))
+    r1 = max(0, min(height, math.floor(y1)))
+    c2 = max(0, min(width, math.ceil(x2)))
+    r2 = max(0, min(height, math.ceil(y2)))
+    return c1, r1, max(c1, c2), max(r1, r2)
+
+
+def boxes_mask(boxes: Sequence[Sequence[float]], size: tuple[int, int]) -> Image.Image:
+    """A binary ``'L'`` mask (255 inside any box) of ``size = (width, height)``."""
+    width, height = size
+    arr = np.zeros((height, width), dtype=np.uint8)
+    for box in boxes:
+        c1, r1, c2, r2 = box_pixel_bounds(box, width, height)
+        arr[r1:r2, c1:c2] = 255
+    return Image.fromarray(arr, mode="L")
+
+
+def keep_mask(
+    seg_mask: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    size: tuple[int, int],
+    *,
+    threshold: int = DEFAULT_MASK_THRESHOLD,
+    min_foreground_fraction: float = DEFAULT_MIN_FOREGROUND_FRACTION,
+) -> Image.Image:
+    """The pixels to keep: segmented foreground within the labelled boxes (paper §3.3.1).
+
+    A box in which the segmenter found (almost) no foreground keeps the whole box: repainting a
+    labelled object away would make its label wrong, so when in doubt the box is kept.
+    Returns a binary ``'L'`` mask (0 or 255) of ``size = (width, height)``.
+    """
+    width, height = size
+    seg = seg_mask.convert("L")
+    if seg.size != (width, height):
+        seg = seg.resize((width, height), Image.Resampling.NEAREST)
+    fg = np.asarray(seg) >= threshold
+    keep = np.zeros((height, width), dtype=bool)
+    for box in boxes:
+        c1, r1, c2, r2 = box_pixel_bounds(box, width, height)
+        if c2 <= c1 or r2 <= r1:
+            continue
+        region = fg[r1:r2, c1:c2]
+        if region.mean() < min_foreground_fraction:
+            keep[r1:r2, c1:c2] = True
+        else:
+            keep[r1:r2, c1:c2] |= region
+    return Image.fromarray(np.where(keep, 255, 0).astype(np.uint8), mode="L")
+
+
+def paste_back(original: Image.Image, generated: Image.Image, keep: Image.Image) -> Image.Image:
+    """The generated image with the original's pixels wherever ``keep`` is set (exact copy).
+
+    A generated image of another size is resized to the original's first (outpainters work at
+    their own resolution).
+    """
+    orig = original.convert("RGB")
+    gen = generated.convert("RGB")
+    if gen.size != orig.size:
+        gen = gen.resize(orig.size, Image.Resampling.BICUBIC)
+    mask = np.asarray(keep.convert("L")) >= DEFAULT_MASK_THRESHOLD
+    out = np.where(mask[..., None], np.asarray(orig), np.asarray(gen))
+    return Image.fromarray(out.astype(np.uint8), mode="RGB")
+
+
+def verify_labelled_regions(
+    original: Image.Image,
+    result: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    keep: Image.Image | None = None,
+) -> bool:
+    """True when every kept pixel of every labelled box equals the original's.
+
+    With ``keep`` (the mask the pipeline kept) only the kept foreground inside the boxes is
+    compared; without it, every pixel of every box.  Sizes must match.
+    """
+    if original.size != result.size:
+        return False
+    region = np.asarray(boxes_mask(boxes, original.size)) > 0
+    if keep is not None:
+        km = keep.convert("L")
+        if km.size != original.size:
+            return False
+        region &= np.asarray(km) >= DEFAULT_MASK_THRESHOLD
+    a = np.asarray(original.convert("RGB"))
+    b = np.asarray(result.convert("RGB"))
+    return bool(np.array_equal(a[region], b[region]))
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A pipeline stage's failure for one item (kept apart from any value a plugin could return)."""
+
+    reason: str
+
+
+def _describe(stage: str, exc: BaseException) -> _Failed:
+    text = str(exc).strip() or "(no message)"
+    return _Failed(f"{stage} failed: {type(exc).__name__}: {text}"[:2000])
+
+
+def _check_images(images: Sequence[Any], what: str) -> None:
+    for im in images:
+        if not isinstance(im, Image.Image):
+            raise TypeError(f"{what} returned a {type(im).__name__}, not a PIL image")
+
+
+def _segment_all(segmenter: Segmenter, items: Sequence[PipelineItem]) -> list[Image.Image | _Failed]:
+    """Masks for all items in one call; if that call fails, item by item so one bad image fails alone."""
+
+    def call(group: Sequence[PipelineItem]) -> list[Image.Image]:
+        masks = segmenter.segment([it.image for it in group], [list(it.boxes) for it in group])
+        if len(masks) != len(group):
+            raise RuntimeError(f"segmenter returned {len(masks)} masks for {len(group)} images")
+        _check_images(masks, "segmenter")
+        return list(masks)
+
+    try:
+        return list(call(items))
+    except Exception as exc:  # noqa: BLE001 - a plugin may raise anything; it fails its jobs only
+        if len(items) == 1:
+            return [_describe("segmentation", exc)]
+    out: list[Image.Image | _Failed] = []
+    for it in items:
+        try:
+            out.append(call([it])[0])
+        except Exception as exc:  # noqa: BLE001
+            out.append(_describe("segmentation", exc))
+    return out
+
+
+def _synthesize_all(synthesizer: Synthesizer, requests: Sequence[SynthesisRequest]) -> list[Image.Image | _Failed]:
+    """Outputs in chunks of ``max_batch_size``; a failing chunk is retried one request at a time."""
+
+    def call(group: Sequence[SynthesisRequest]) -> list[Image.Image]:
+        images = synthesizer.synthesize(list(group))
+        if len(images) != len(group):
+            raise RuntimeError(f"synthesizer returned {len(images)} images for {len(group)} requests")
+        _check_images(images, "synthesizer")
+        return list(images)
+
+    size = max(1, int(getattr(synthesizer, "max_batch_size", 1) or 1))
+    out: list[Image.Image | _Failed] = []
+    for start in range(0, len(requests), size):
+        chunk = requests[start : start + size]
+        try:
+            out.extend(call(chunk))
+            continue
+        except Exception as exc:  # noqa: BLE001
+            if len(chunk) == 1:
+                out.append(_describe("synthesis", exc))
+                continue
+        for req in chunk:
+            try:
+                out.append(call([req])[0])
+            except Exception as exc:  # noqa: BLE001
+                out.append(_describe("synthesis", exc))
+    return out
+
+
+def run_pipeline(
+    items: Sequence[PipelineItem],
+    *,
+    segmenter: Segmenter,
+    synthesizer: Synthesizer,
+    mask_threshold: int = DEFAULT_MASK_THRESHOLD,
+    min_foreground_fraction: float = DEFAULT_MIN_FOREGROUND_FRACTION,
+) -> list[PipelineOutcome]:
+    """Segment → keep-mask → outpaint → paste back → verify, for a batch of jobs.
+
+    Never raises for a plugin's failure: each item gets an outcome with either the new image or
+    the reason it has none, so one bad job never fails its batch-mates.
+    """
+    items = list(items)
+    if not items:
+        return []
+    outcomes = [PipelineOutcome() for _ in items]
+    images = [it.image.convert("RGB") for it in items]
+    items = [PipelineItem(img, list(it.boxes), list(it.labels), it.description, it.seed, dict(it.options))
+             for img, it in zip(images, items, strict=True)]
+
+    masks = _segment_all(segmenter, items)
+    requests: list[SynthesisRequest] = []
+    index: list[int] = []
+    for i, (it, seg) in enumerate(zip(items, masks, strict=True)):
+        if isinstance(seg, _Failed):
+            outcomes[i].error = seg.reason
+            continue
+        try:
+            km = keep_mask(seg, it.boxes, it.image.size, threshold=mask_threshold,
+                           min_foreground_fraction=min_foreground_fraction)
+        except Exception as exc:  # noqa: BLE001 - a malformed mask from a plugin
+            outcomes[i].error = _describe("segmentation", exc).reason
+            continue
+        outcomes[i].keep_mask = km
+        requests.append(SynthesisRequest(it.image, km, it.boxes, it.labels, it.description, it.seed, it.options))
+        index.append(i)
+
+    for i, generated in zip(index, _synthesize_all(synthesizer, requests), strict=True):
+        if isinstance(generated, _Failed):
+            outcomes[i].error = generated.reason
+            continue
+        it, km = items[i], outcomes[i].keep_mask
+        assert km is not None
+        try:
+            result = paste_back(it.image, generated, km)
+        except Exception as exc:  # noqa: BLE001 - e.g. a synthesizer returned something that is no image
+            outcomes[i].error = _describe("paste-back", exc).reason
+            continue
+        if not verify_labelled_regions(it.image, result, it.boxes, km):
+            outcomes[i].error = "label check failed: the labelled foreground changed after paste-back"
+            continue
+        outcomes[i].image = result
+    return outcomes
+
+
+def side_by_side(panels: Sequence[Image.Image], gap: int = 4, background: tuple[int, int, int] = (255, 255, 255)
+                 ) -> Image.Image:
+    """Panels (e.g. original | mask | result) next to each other in one RGB image."""
+    rgb = [p.convert("RGB") for p in panels]
+    width = sum(p.width for p in rgb) + gap * max(0, len(rgb) - 1)
+    height = max((p.height for p in rgb), default=1)
+    canvas = Image.new("RGB", (max(1, width), height), background)
+    x = 0
+    for p in rgb:
+        canvas.paste(p, (x, 0))
+        x += p.width + gap
+    return canvas

@@ -1,0 +1,1 @@
+"""Tests of the data server (syngrpo serve), its plugins and transports."""

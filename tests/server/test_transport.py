@@ -1,0 +1,211 @@
+"""Transports: the ``aiohttp`` client against real servers on 127.0.0.1, and ``inprocess``, same behaviour.
+
+The servers run on the test's event loop; the transports are synchronous (the trainer's side),
+so the tests call them through ``asyncio.to_thread`` to keep the servers answering meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from syngrpo.plugins import get_registry
+from syngrpo.server.app import SERVICE, create_app
+from syngrpo.transport import Transport, TransportError
+
+from .support import ControlledPlugin, make_job, scene, wait_until
+
+
+def url_of(server) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+def free_port_url() -> str:
+    """A URL where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def transports():
+    made = []
+
+    def make(name: str, **options):
+        t = get_registry().create("transports", name, **options)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()
+
+
+def labelled_pixels_kept(png: bytes) -> bool:
+    original, boxes, _ = scene()
+    result = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    orig = np.asarray(original)
+    return all(np.array_equal(orig[int(b[1]):int(b[3]), int(b[0]):int(b[2])],
+                              result[int(b[1]):int(b[3]), int(b[0]):int(b[2])]) for b in boxes)
+
+
+async def test_the_aiohttp_transport_spreads_jobs_over_two_servers_and_gets_every_result(
+        aiohttp_server, config_for, transports):
+    s1 = await aiohttp_server(create_app(config_for()))
+    s2 = await aiohttp_server(create_app(config_for()))
+    t = transports("aiohttp", urls=[url_of(s1), url_of(s2)], poll_interval_s=0.05)
+    assert isinstance(t, Transport)
+    keys = [await asyncio.to_thread(t.submit, make_job(f"spread-{i}", seed=i)) for i in range(6)]
+    results = await asyncio.to_thread(t.wait, keys, 20)
+    assert sorted(r.key for r in results) == sorted(keys)
+    assert all(r.state == "done" and labelled_pixels_kept(r.image_png) for r in results)
+    per_server = [s.app[SERVICE].store.count_by_state()["done"] for s in (s1, s2)]
+    assert sum(per_server) == 6 and min(per_server) >= 2
+    assert {r.server for r in results} == {url_of(s1), url_of(s2)}
+    assert t.pending() == 0 and t.poll() == []
+
+
+async def test_a_full_server_answers_429_and_the_client_waits_retry_after_then_gets_in(
+        aiohttp_server, config_for, registry, transports):
+    cfg = config_for(synthesizer="controlled", synthesizer_options={"delay_s": 0.4}, queue_size=1)
+    server = await aiohttp_server(create_app(cfg, registry=registry))
+    t = transports("aiohttp", urls=[url_of(server)], poll_interval_s=0.05)
+    await asyncio.to_thread(t.submit, make_job("busy-0"))
+    service = server.app[SERVICE]
+    await wait_until(lambda: service.store.count_by_state()["running"] == 1)
+    await asyncio.to_thread(t.submit, make_job("busy-1"))  # fills the queue
+    started = time.monotonic()
+    await asyncio.to_thread(t.submit, make_job("busy-2"))  # 429, Retry-After: 1, then accepted
+    waited = time.monotonic() - started
+    assert service.rejected >= 1
+    assert waited >= 0.9  # it honoured Retry-After instead of hammering
+    results = await asyncio.to_thread(t.wait, ["busy-0", "busy-1", "busy-2"], 20)
+    assert [r.state for r in results] == ["done"] * 3
+
+
+async def test_a_dead_server_is_skipped_and_all_dead_is_a_transport_error(aiohttp_server, config_for, transports):
+    live = await aiohttp_server(create_app(config_for()))
+    t = transports("aiohttp", urls=[free_port_url(), url_of(live)], poll_interval_s=0.05, backoff_s=0.01)
+    keys = [await asyncio.to_thread(t.submit, make_job(f"d-{i}")) for i in range(3)]
+    assert [r.state for r in await asyncio.to_thread(t.wait, keys, 20)] == ["done"] * 3
+    assert await asyncio.to_thread(t.healthy)
+
+    dead = transports("aiohttp", urls=[free_port_url()], retries=2, backoff_s=0.01, connect_timeout_s=1)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="no data server took job 'lost' after 2 retries"):
+        await asyncio.to_thread(dead.submit, make_job("lost"))
+    assert time.monotonic() - started < 5
+    assert not await asyncio.to_thread(dead.healthy)
+
+
+async def test_the_bearer_token_is_sent_and_a_missing_one_is_refused(aiohttp_server, config_for, transports):
+    server = await aiohttp_server(create_app(config_for(token="token-1234")))
+    good = transports("aiohttp", urls=[url_of(server)], token="token-1234", poll_interval_s=0.05)
+    key = await asyncio.to_thread(good.submit, make_job("tok-1"))
+    assert (await asyncio.to_thread(good.wait, [key], 10))[0].state == "done"
+    bad = transports("aiohttp", urls=[url_of(server)], token=None)
+    with pytest.raises(TransportError, match="401 unauthorized"):
+        await asyncio.to_thread(bad.submit, make_job("tok-2"))
+
+
+async def test_poll_returns_at_once_while_jobs_are_still_running(aiohttp_server, config_for, registry, control,
+                                                                 transports):
+    server = await aiohttp_server(create_app(config_for(synthesizer="controlled"), registry=registry))
+    t = transports("aiohttp", urls=[url_of(server)], poll_interval_s=0.05)
+    control.gate.clear()
+    await asyncio.to_thread(t.submit, make_job("slow"))
+    started = time.monotonic()
+    assert t.poll() == []  # called on the server's own loop: it must not need it
+    assert time.monotonic() - started < 0.05
+    assert t.pending() == 1
+    control.gate.set()
+    assert (await asyncio.to_thread(t.wait, ["slow"], 10))[0].state == "done"
+
+
+# ------------------------------------------------------------- the same behaviour through both transports
+
+
+@pytest.fixture(params=["aiohttp", "inprocess"])
+async def transport_with(request, aiohttp_server, config_for, transports, control):
+    """``make(**server_config)``: a transport of either kind over a server with those settings."""
+
+    async def make(**keys):
+        registry = get_registry([ControlledPlugin(control)])
+        if request.param == "inprocess":
+            return transports("inprocess", registry=registry, data_dir=config_for().data_dir, **keys)
+        server = await aiohttp_server(create_app(config_for(**keys), registry=registry))
+        return transports("aiohttp", urls=[url_of(server)], poll_interval_s=0.05)
+
+    return make
+
+
+async def test_both_transports_deliver_done_results_with_the_labelled_pixels_kept(transport_with):
+    t = await transport_with()
+    keys = [await asyncio.to_thread(t.submit, make_job(f"same-{i}", seed=i)) for i in range(3)]
+    results = await asyncio.to_thread(t.wait, keys, 20)
+    assert [r.key for r in results] == keys
+    assert all(r.state == "done" and r.error is None and labelled_pixels_kept(r.image_png) for r in results)
+    assert await asyncio.to_thread(t.poll) == []  # each result is handed over once
+    assert t.pending() == 0 and await asyncio.to_thread(t.healthy)
+
+
+async def test_both_transports_report_a_failed_job_with_its_reason(transport_with):
+    t = await transport_with(synthesizer="controlled")
+    key = await asyncio.to_thread(t.submit, make_job("doomed", description="boom"))
+    (result,) = await asyncio.to_thread(t.wait, [key], 10)
+    assert result.state == "failed" and result.image_png is None and "boom requested" in result.error
+
+
+async def test_both_transports_make_a_resubmitted_key_one_job(transport_with):
+    t = await transport_with()
+    job = make_job("twice")
+    await asyncio.to_thread(t.submit, job)
+    await asyncio.to_thread(t.submit, job)
+    results = await asyncio.to_thread(t.wait, ["twice"], 10)
+    await asyncio.sleep(0.2)
+    assert len(results) == 1 and results[0].state == "done"
+    assert await asyncio.to_thread(t.poll) == []
+
+
+async def test_both_transports_refuse_a_bad_job_with_the_servers_reason(transport_with):
+    t = await transport_with()
+    bad = make_job("bad-box", boxes=[(50.0, 10.0, 20.0, 30.0), (1.0, 1.0, 5.0, 5.0)])
+    with pytest.raises(TransportError, match="invalid_boxes"):
+        await asyncio.to_thread(t.submit, bad)
+    assert t.pending() == 0
+
+
+async def test_both_transports_poll_results_as_jobs_finish(transport_with):
+    t = await transport_with()
+    await asyncio.to_thread(t.submit, make_job("p-1"))
+    got = []
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        got = await asyncio.to_thread(t.poll)
+        await asyncio.sleep(0.02)
+    assert [(r.key, r.state) for r in got] == [("p-1", "done")]
+
+
+async def test_both_transports_wait_out_a_full_queue_or_refuse_at_once_when_told(transport_with, control):
+    t = await transport_with(synthesizer="controlled", queue_size=1)
+    control.gate.clear()
+    await asyncio.to_thread(t.submit, make_job("full-0"))
+    await wait_until(lambda: len(control.calls) == 1)  # full-0 is running
+    await asyncio.to_thread(t.submit, make_job("full-1"))  # the queue is full now
+    t.submit_timeout_s = 0
+    with pytest.raises(TransportError, match="queue_full|full"):
+        await asyncio.to_thread(t.submit, make_job("full-2"))
+    t.submit_timeout_s = 10
+    asyncio.get_running_loop().call_later(0.3, control.gate.set)
+    started = time.monotonic()
+    await asyncio.to_thread(t.submit, make_job("full-3"))
+    assert time.monotonic() - started >= 0.9  # waited for Retry-After, then got in
+    results = await asyncio.to_thread(t.wait, ["full-0", "full-1", "full-3"], 20)
+    assert [r.state for r in results] == ["done"] * 3
