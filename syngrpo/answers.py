@@ -16,12 +16,24 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from syngrpo.types import Box
 
-__all__ = ["MAX_ANSWER_CHARS", "as_box", "as_number", "find_box", "json_values", "unwrap"]
+__all__ = [
+    "BOX_KEYS",
+    "LABEL_KEYS",
+    "MAX_ANSWER_CHARS",
+    "NONE_ANSWERS",
+    "as_box",
+    "as_number",
+    "find_box",
+    "json_values",
+    "parse_detections",
+    "to_detection",
+    "unwrap",
+]
 
 #: longer answers are cut to this many characters before parsing
 MAX_ANSWER_CHARS = 20_000
@@ -31,6 +43,14 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _FENCED = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.S)
 _OPEN_FENCE = re.compile(r"^```[A-Za-z0-9_-]*[ \t]*\n?")
 _COMMA = re.compile(r"\s*,\s*")
+_OBJECT_SPAN = re.compile(r"\{[^{}]*\}")
+_LABEL_FIELD = re.compile(r"""["']?(?:label|category|name|class)["']?\s*:\s*["']([^"'\n]{1,100})["']""")
+
+#: keys a detection object may use for its box, and for its label (first readable one wins)
+BOX_KEYS = ("bbox_2d", "bbox", "box")
+LABEL_KEYS = ("label", "category", "name", "class")
+#: answers meaning "nothing to detect" (compared after stripping, lower case, no final period)
+NONE_ANSWERS = ("none", "null", "[]", "no objects", "nothing")
 
 
 def unwrap(text: str) -> str:
@@ -131,3 +151,78 @@ def find_box(text: str, *, bracketed_only: bool = False) -> Box | None:
         if bare is None:
             bare = box
     return None if bracketed_only else bare
+
+
+# ---- detections: lists of {"bbox_2d", "label"} objects (OVD, ISR, ...) ----------------------
+
+
+def to_detection(item: Any, *, numbers: Sequence[str] = ()) -> dict[str, Any] | None:
+    """A clean ``{"bbox_2d", "label"[, "score"]}`` from one answer or dataset object, or ``None``.
+
+    Boxes under ``bbox_2d``/``bbox``/``box`` (four numbers, corners in either
+    order), labels under ``label``/``category``/``name``/``class`` (a non-empty
+    string, outer spaces stripped), an optional finite ``score``.  Each key in
+    ``numbers`` (ISR: ``("rotation",)``) is carried as a finite float, or ``None``
+    when it is missing or not a number: a task-specific extra never makes the
+    object unusable.
+    """
+    if not isinstance(item, Mapping):
+        return None
+    box = next((b for b in (as_box(item.get(k)) for k in BOX_KEYS if k in item) if b is not None), None)
+    label = next((v for v in (item.get(k) for k in LABEL_KEYS) if isinstance(v, str) and v.strip()), None)
+    if box is None or label is None:
+        return None
+    det: dict[str, Any] = {"bbox_2d": list(box), "label": label.strip()}
+    score = as_number(item.get("score")) if "score" in item else None
+    if score is not None:
+        det["score"] = score
+    for key in numbers:
+        det[key] = as_number(item.get(key))
+    return det
+
+
+def _detections_in(value: Any, numbers: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The detections of one parsed JSON value; ``[]`` for an empty list, ``None`` if unusable."""
+    if isinstance(value, Mapping):
+        if any(k in value for k in BOX_KEYS):
+            value = [value]
+        else:  # {"objects": [...]} and the like
+            value = next((v for v in value.values() if isinstance(v, list)), None)
+    if not isinstance(value, list):
+        return None
+    if not value:
+        return []
+    found = [d for d in (to_detection(v, numbers=numbers) for v in value[:1000]) if d is not None]
+    return found or None
+
+
+def parse_detections(text: str | None, *, numbers: Sequence[str] = (),
+                     none_answers: Sequence[str] = NONE_ANSWERS) -> list[dict[str, Any]] | None:
+    """The detections in an answer: a list (``[]`` for "nothing there"), or ``None`` if unreadable. Never raises.
+
+    Accepted: a JSON list of objects (or one object, or ``{"objects": [...]}``),
+    optionally inside ``<answer>`` tags and/or a fenced code block, with prose
+    around it; the words in ``none_answers`` (default :data:`NONE_ANSWERS`; pass
+    ``()`` for a task whose prompt offers no such answer) for "nothing there".
+    Objects are read by :func:`to_detection` (``numbers`` passed on); objects
+    without a readable box or label are left out, and when none is readable the
+    answer is.  Python-looking lists (single quotes) are read object by object.
+    An empty answer is unreadable (``None``), not "nothing there".
+    """
+    if not isinstance(text, str):
+        return None
+    s = unwrap(text)
+    if not s:
+        return None
+    if s.rstrip(".").strip().lower() in none_answers:
+        return []
+    for value in json_values(s):
+        found = _detections_in(value, numbers)
+        if found is not None:
+            return found
+    loose = []
+    for span in _OBJECT_SPAN.finditer(s):
+        box, label = find_box(span.group(), bracketed_only=True), _LABEL_FIELD.search(span.group())
+        if box is not None and label is not None and label.group(1).strip():
+            loose.append({"bbox_2d": list(box), "label": label.group(1).strip(), **dict.fromkeys(numbers)})
+    return loose or None

@@ -49,53 +49,46 @@ def _keyword_options(cls: type) -> set[str]:
     return names
 
 
+#: kind -> (name, module, class, description) of every built-in; one row per registration
+_BUILTINS: dict[str, list[tuple[str, str, str, str]]] = {
+    "reward": [
+        ("accuracy", "syngrpo.rewards", "AccuracyReward",
+         "R_acc: the task's accuracy of the parsed <answer> (IoU for REC, scaled mAP for OVD/ISR)"),
+        ("format", "syngrpo.rewards", "FormatReward",
+         "R_format: 1 when every tag the prompt asked for is present once and in order"),
+    ],
+    "advantage estimator": [
+        ("grpo", "syngrpo.losses", "GRPOAdvantage", "(r - mean) / (std + eps) per group (eq. 1); options: eps, std"),
+        ("dr_grpo", "syngrpo.losses", "DrGRPOAdvantage", "Dr. GRPO: r - mean per group, no std division"),
+        ("mc_grpo", "syngrpo.losses", "MCGRPOAdvantage",
+         "MC-GRPO: (r - median) / (MAD + eps), G+1 rollouts with the median one dropped"),
+    ],
+    "policy loss": [
+        ("grpo", "syngrpo.losses", "GRPOLoss",
+         "clipped surrogate + beta * KL(k3); options: eps_low, eps_high, beta, aggregation, max_tokens"),
+        ("entropy_loss", "syngrpo.losses", "EntropyLoss",
+         "grpo minus coef * token entropy (paper baseline 'GRPO + Entropy Loss')"),
+        ("entropy_advantage", "syngrpo.losses", "EntropyAdvantageLoss",
+         "grpo on advantages + min(alpha*H, |A|/kappa) (paper baseline 'GRPO + Entropy Adv.')"),
+    ],
+}
+
+
+def _register_all(kind: str, register: Callable[..., Any]) -> None:
+    for name, module, cls_name, description in _BUILTINS[kind]:
+        register(name, _factory(module, cls_name, f"{kind} {name!r}"), description=description)
+
+
 @hookimpl
 def register_rewards(register):
-    register(
-        "accuracy",
-        _factory("syngrpo.rewards", "AccuracyReward", "reward 'accuracy'"),
-        description="R_acc: the task's accuracy of the parsed <answer> (IoU for REC, scaled mAP for OVD/ISR)",
-    )
-    register(
-        "format",
-        _factory("syngrpo.rewards", "FormatReward", "reward 'format'"),
-        description="R_format: 1 when every tag the prompt asked for is present once and in order",
-    )
+    _register_all("reward", register)
 
 
 @hookimpl
 def register_advantage_estimators(register):
-    register(
-        "grpo",
-        _factory("syngrpo.losses", "GRPOAdvantage", "advantage estimator 'grpo'"),
-        description="(r - mean) / (std + eps) per group (eq. 1); options: eps, std",
-    )
-    register(
-        "dr_grpo",
-        _factory("syngrpo.losses", "DrGRPOAdvantage", "advantage estimator 'dr_grpo'"),
-        description="Dr. GRPO: r - mean per group, no std division",
-    )
-    register(
-        "mc_grpo",
-        _factory("syngrpo.losses", "MCGRPOAdvantage", "advantage estimator 'mc_grpo'"),
-        description="MC-GRPO: (r - median) / (MAD + eps), G+1 rollouts with the median one dropped",
-    )
+    _register_all("advantage estimator", register)
 
 
 @hookimpl
 def register_policy_losses(register):
-    register(
-        "grpo",
-        _factory("syngrpo.losses", "GRPOLoss", "policy loss 'grpo'"),
-        description="clipped surrogate + beta * KL(k3); options: eps_low, eps_high, beta, aggregation, max_tokens",
-    )
-    register(
-        "entropy_loss",
-        _factory("syngrpo.losses", "EntropyLoss", "policy loss 'entropy_loss'"),
-        description="grpo minus coef * token entropy (paper baseline 'GRPO + Entropy Loss')",
-    )
-    register(
-        "entropy_advantage",
-        _factory("syngrpo.losses", "EntropyAdvantageLoss", "policy loss 'entropy_advantage'"),
-        description="grpo on advantages + min(alpha*H, |A|/kappa) (paper baseline 'GRPO + Entropy Adv.')",
-    )
+    _register_all("policy loss", register)

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from syngrpo import __version__
 from syngrpo.errors import SyngrpoError

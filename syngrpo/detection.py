@@ -43,6 +43,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from syngrpo.geometry import ImageTransform, box_area
+
 __all__ = [
     "COCO_IOU_THRESHOLDS",
     "COCO_MAX_DETS",
@@ -52,6 +54,7 @@ __all__ = [
     "coco_ap_dataset",
     "greedy_match",
     "iou_matrix",
+    "map_detections",
     "normalize_label",
     "ovd_reward",
     "precision_recall",
@@ -107,6 +110,26 @@ def ovd_reward(gts: Sequence[Mapping[str, Any]], preds: Sequence[Mapping[str, An
     if n_pred == 0:
         return 0.0
     return redundancy_scale(n_gt, n_pred) * coco_ap(gts, preds, drop_unknown_labels=drop_unknown_labels)
+
+
+def map_detections(objects: Sequence[Mapping[str, Any]], transform: ImageTransform, *,
+                   drop_vanished: bool = True) -> list[dict[str, Any]]:
+    """Detection dicts after the image went through ``transform``: boxes mapped and clipped.
+
+    Other keys are copied unchanged.  With ``drop_vanished`` an object whose box had
+    an area and has none left (cropped away) is dropped: a label must not name pixels
+    that are gone.  Mapping a *prediction* back to the original image keeps such
+    objects (``drop_vanished=False``): a box outside the image is still a prediction,
+    counted by N_pred of eq. 3 and a false positive of the AP.
+    """
+    out = []
+    for obj in objects:
+        box = [float(v) for v in obj["bbox_2d"]]
+        new = list(transform.box(box))
+        if drop_vanished and box_area(box) > 0 and box_area(new) <= 0:
+            continue
+        out.append({**obj, "bbox_2d": new})
+    return out
 
 
 # ---- parsing the dicts --------------------------------------------------------------

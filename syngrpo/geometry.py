@@ -10,8 +10,8 @@ the model-input frame maps back to the original frame with ``inverse()``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from syngrpo.types import Box
 
@@ -28,27 +28,27 @@ class ImageTransform:
     height: int = 0
 
     @classmethod
-    def identity(cls, width: int = 0, height: int = 0) -> "ImageTransform":
+    def identity(cls, width: int = 0, height: int = 0) -> ImageTransform:
         return cls(width=width, height=height)
 
     @classmethod
-    def resize(cls, src_w: int, src_h: int, dst_w: int, dst_h: int) -> "ImageTransform":
+    def resize(cls, src_w: int, src_h: int, dst_w: int, dst_h: int) -> ImageTransform:
         return cls(dst_w / src_w, dst_h / src_h, 0.0, 0.0, dst_w, dst_h)
 
     @classmethod
-    def pad(cls, src_w: int, src_h: int, left: int, top: int, right: int, bottom: int) -> "ImageTransform":
+    def pad(cls, src_w: int, src_h: int, left: int, top: int, right: int, bottom: int) -> ImageTransform:
         return cls(1.0, 1.0, float(left), float(top), src_w + left + right, src_h + top + bottom)
 
     @classmethod
-    def crop(cls, x1: int, y1: int, x2: int, y2: int) -> "ImageTransform":
+    def crop(cls, x1: int, y1: int, x2: int, y2: int) -> ImageTransform:
         return cls(1.0, 1.0, -float(x1), -float(y1), x2 - x1, y2 - y1)
 
     @classmethod
-    def paste(cls, x: int, y: int, canvas_w: int, canvas_h: int) -> "ImageTransform":
+    def paste(cls, x: int, y: int, canvas_w: int, canvas_h: int) -> ImageTransform:
         """Place the source image with its top-left corner at ``(x, y)`` on a canvas."""
         return cls(1.0, 1.0, float(x), float(y), canvas_w, canvas_h)
 
-    def then(self, other: "ImageTransform") -> "ImageTransform":
+    def then(self, other: ImageTransform) -> ImageTransform:
         """First ``self``, then ``other``."""
         return ImageTransform(
             other.sx * self.sx,
@@ -59,7 +59,7 @@ class ImageTransform:
             other.height,
         )
 
-    def inverse(self, src_w: int = 0, src_h: int = 0) -> "ImageTransform":
+    def inverse(self, src_w: int = 0, src_h: int = 0) -> ImageTransform:
         """The map back; pass the source size so clipping applies in the source frame."""
         if self.sx == 0 or self.sy == 0:
             raise ValueError("a transform with a zero scale has no inverse")

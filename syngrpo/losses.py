@@ -178,6 +178,7 @@ class GRPOLoss:
     ``advantage_mean``, and ``entropy`` when per-token entropy was passed in.
     """
 
+    name = "grpo"
     needs_entropy = False
     entropy_needs_grad = False
 
@@ -213,39 +214,6 @@ class GRPOLoss:
         if self.beta > 0 and ref_logp is None:
             raise ValueError("this policy loss has beta > 0 and needs ref_logp (the reference model's log-probs)")
 
-    def _loss(
-        self,
-        *,
-        logp: Tensor,
-        old_logp: Tensor | None,
-        ref_logp: Tensor | None,
-        advantages: Tensor,
-        mask: Tensor,
-        entropy: Tensor | None,
-    ) -> tuple[Tensor, dict[str, float]]:
-        self._check(logp, advantages, mask, ref_logp)
-        old = logp.detach() if old_logp is None else old_logp
-        per_token, clip_frac = grpo.clipped_surrogate(
-            logp, old, advantages.detach(), mask, self.eps_low, self.eps_high
-        )  # (N, T)
-        policy_loss = grpo.aggregate(per_token, mask, self.aggregation, self.max_tokens)  # type: ignore[arg-type]
-        loss = policy_loss
-        kl_value = 0.0
-        if ref_logp is not None:
-            kl = grpo.kl_k3(logp, ref_logp.detach())  # (N, T)
-            kl_value = _masked_mean(kl, mask)
-            if self.beta > 0:
-                loss = loss + self.beta * grpo.aggregate(kl, mask, self.aggregation, self.max_tokens)  # type: ignore[arg-type]
-        stats = {
-            "policy_loss": float(policy_loss.detach()),
-            "kl": kl_value,
-            "clip_frac": float(clip_frac),
-            "advantage_mean": float(advantages.detach().float().mean()) if advantages.numel() else 0.0,
-        }
-        if entropy is not None:
-            stats["entropy"] = _masked_mean(entropy, mask)
-        return loss, stats
-
     def __call__(
         self,
         *,
@@ -256,11 +224,48 @@ class GRPOLoss:
         mask: Tensor,
         entropy: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
-        loss, stats = self._loss(
-            logp=logp, old_logp=old_logp, ref_logp=ref_logp, advantages=advantages, mask=mask, entropy=entropy
-        )
+        """One step's loss: check, shape the advantages, surrogate + KL, then the variant's own term."""
+        self._check(logp, advantages, mask, ref_logp)
+        if self.needs_entropy and entropy is None:
+            raise ValueError(f"the {self.name} policy loss needs per-token entropy (N, T)"
+                             + (" with its graph" if self.entropy_needs_grad else ""))
+        token_advantages = self._advantages(advantages, entropy)
+        old = logp.detach() if old_logp is None else old_logp
+        per_token, clip_frac = grpo.clipped_surrogate(
+            logp, old, token_advantages.detach(), mask, self.eps_low, self.eps_high
+        )  # (N, T)
+        policy_loss = self._aggregate(per_token, mask)
+        loss = policy_loss
+        kl_value = 0.0
+        if ref_logp is not None:
+            kl = grpo.kl_k3(logp, ref_logp.detach())  # (N, T)
+            kl_value = _masked_mean(kl, mask)
+            if self.beta > 0:
+                loss = loss + self.beta * self._aggregate(kl, mask)
+        stats = {
+            "policy_loss": float(policy_loss.detach()),
+            "kl": kl_value,
+            "clip_frac": float(clip_frac),
+            "advantage_mean": float(advantages.detach().float().mean()) if advantages.numel() else 0.0,
+        }
+        if entropy is not None:
+            stats["entropy"] = _masked_mean(entropy, mask)
+        loss = self._extra_term(loss, stats, advantages=advantages, shaped=token_advantages, mask=mask,
+                                entropy=entropy)
         stats["loss"] = float(loss.detach())
         return loss, stats
+
+    def _aggregate(self, per_token: Tensor, mask: Tensor) -> Tensor:
+        return grpo.aggregate(per_token, mask, self.aggregation, self.max_tokens)  # type: ignore[arg-type]
+
+    def _advantages(self, advantages: Tensor, entropy: Tensor | None) -> Tensor:
+        """The advantages the surrogate uses: (N,) or (N, T); plain GRPO leaves them as they are."""
+        return advantages
+
+    def _extra_term(self, loss: Tensor, stats: dict[str, float], *, advantages: Tensor, shaped: Tensor,
+                    mask: Tensor, entropy: Tensor | None) -> Tensor:
+        """A variant's term added to the loss (and its stats); plain GRPO adds nothing."""
+        return loss
 
 
 class EntropyLoss(GRPOLoss):
@@ -273,6 +278,7 @@ class EntropyLoss(GRPOLoss):
     ``entropy_bonus`` (coef × aggregated entropy).
     """
 
+    name = "entropy_loss"
     needs_entropy = True
     entropy_needs_grad = True
 
@@ -282,26 +288,12 @@ class EntropyLoss(GRPOLoss):
             raise ConfigError(f"coef must be a finite number, got {coef!r}")
         self.coef = float(coef)
 
-    def __call__(
-        self,
-        *,
-        logp: Tensor,
-        old_logp: Tensor | None,
-        ref_logp: Tensor | None,
-        advantages: Tensor,
-        mask: Tensor,
-        entropy: Tensor | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
-        if entropy is None:
-            raise ValueError("the entropy_loss policy loss needs per-token entropy (N, T) with its graph")
-        loss, stats = self._loss(
-            logp=logp, old_logp=old_logp, ref_logp=ref_logp, advantages=advantages, mask=mask, entropy=entropy
-        )
-        bonus = self.coef * grpo.aggregate(entropy, mask, self.aggregation, self.max_tokens)  # type: ignore[arg-type]
-        loss = loss - bonus
+    def _extra_term(self, loss: Tensor, stats: dict[str, float], *, advantages: Tensor, shaped: Tensor,
+                    mask: Tensor, entropy: Tensor | None) -> Tensor:
+        assert entropy is not None  # checked in __call__
+        bonus = self.coef * self._aggregate(entropy, mask)
         stats["entropy_bonus"] = float(bonus.detach())
-        stats["loss"] = float(loss.detach())
-        return loss, stats
+        return loss - bonus
 
 
 class EntropyAdvantageLoss(GRPOLoss):
@@ -314,6 +306,7 @@ class EntropyAdvantageLoss(GRPOLoss):
     ``entropy_advantage`` (mean added term over unmasked tokens).
     """
 
+    name = "entropy_advantage"
     needs_entropy = True
     entropy_needs_grad = False
 
@@ -326,25 +319,13 @@ class EntropyAdvantageLoss(GRPOLoss):
         self.alpha = float(alpha)
         self.kappa = float(kappa)
 
-    def __call__(
-        self,
-        *,
-        logp: Tensor,
-        old_logp: Tensor | None,
-        ref_logp: Tensor | None,
-        advantages: Tensor,
-        mask: Tensor,
-        entropy: Tensor | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
-        if entropy is None:
-            raise ValueError("the entropy_advantage policy loss needs per-token entropy (N, T)")
-        if advantages.dim() != 1 or advantages.shape[0] != logp.shape[0]:
-            raise ValueError(f"advantages must be (N,) with N={logp.shape[0]}, got {tuple(advantages.shape)}")
-        shaped = grpo.entropy_advantage(advantages.detach(), entropy.detach(), self.alpha, self.kappa)  # (N, T)
-        loss, stats = self._loss(
-            logp=logp, old_logp=old_logp, ref_logp=ref_logp, advantages=shaped, mask=mask, entropy=entropy
-        )
+    def _advantages(self, advantages: Tensor, entropy: Tensor | None) -> Tensor:
+        assert entropy is not None  # checked in __call__
+        if advantages.dim() != 1:
+            raise ValueError(f"advantages must be (N,) with N={entropy.shape[0]}, got {tuple(advantages.shape)}")
+        return grpo.entropy_advantage(advantages.detach(), entropy.detach(), self.alpha, self.kappa)  # (N, T)
+
+    def _extra_term(self, loss: Tensor, stats: dict[str, float], *, advantages: Tensor, shaped: Tensor,
+                    mask: Tensor, entropy: Tensor | None) -> Tensor:
         stats["entropy_advantage"] = _masked_mean(shaped - advantages.detach().unsqueeze(1).to(shaped.dtype), mask)
-        stats["advantage_mean"] = float(advantages.detach().float().mean()) if advantages.numel() else 0.0
-        stats["loss"] = float(loss.detach())
-        return loss, stats
+        return loss

@@ -18,8 +18,9 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pluggy
 
@@ -166,11 +167,12 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
             dist, version = _distribution_of(pm, plugin)
 
             def register(name: str, factory: Callable[..., Any], *, description: str = "",
-                         _plugin=plugin_name, _dist=dist, _version=version, _kind=kind) -> None:
+                         _plugin=plugin_name, _dist=dist, _version=version, _kind=kind,
+                         _found=found) -> None:
                 if not isinstance(name, str) or not name:
                     raise ValueError(f"plugin {_plugin!r} registered a {SINGULAR[_kind]} with an empty name")
-                if name in found:
-                    other = found[name]
+                if name in _found:
+                    other = _found[name]
                     raise DuplicateNameError(
                         f"two plugins register a {SINGULAR[_kind]} named {name!r}: "
                         f"{other.plugin!r} ({other.distribution}) and {_plugin!r} ({_dist})"
@@ -178,7 +180,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
                 if not description:
                     doc = (getattr(factory, "__doc__", None) or "").strip()
                     description = doc.splitlines()[0] if doc else ""
-                found[name] = Registration(_kind, name, factory, _plugin, _dist, _version, description)
+                _found[name] = Registration(_kind, name, factory, _plugin, _dist, _version, description)
 
             if os.environ.get("SYNGRPO_TRACE_HOOKS"):
                 print(f"[syngrpo hook] {hook_name} -> {plugin_name} ({dist})", file=sys.stderr)

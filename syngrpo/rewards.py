@@ -49,14 +49,48 @@ class RewardFunction(Protocol):
     ) -> list[float]: ...
 
 
-def _check_lengths(responses: Sequence[object], samples: Sequence[object], frames: Sequence[object] | None) -> None:
-    if len(responses) != len(samples):
-        raise ValueError(f"{len(responses)} responses but {len(samples)} samples: pass the sample of every response")
-    if frames is not None and len(frames) != len(responses):
-        raise ValueError(f"{len(frames)} frames for {len(responses)} responses: pass one frame (or None) each")
+class PerResponseReward:
+    """Base of rewards that score each response on its own: checks the batch, then calls :meth:`score`.
+
+    Subclasses implement ``score(response, sample, *, task, frame) -> float``.
+    """
+
+    name = "per_response"
+
+    def __call__(
+        self,
+        responses: Sequence[ParsedResponse],
+        samples: Sequence[Sample],
+        *,
+        task: Task,
+        frames: Sequence[ImageTransform | None] | None = None,
+    ) -> list[float]:
+        if len(responses) != len(samples):
+            raise ValueError(f"{len(responses)} responses but {len(samples)} samples: pass the sample of every response")
+        if frames is not None and len(frames) != len(responses):
+            raise ValueError(f"{len(frames)} frames for {len(responses)} responses: pass one frame (or None) each")
+        each_frame = frames if frames is not None else [None] * len(responses)
+        values = []
+        for response, sample, frame in zip(responses, samples, each_frame, strict=True):
+            values.append(self.score(response, sample, task=task, frame=frame))
+        return values
+
+    def score(self, response: ParsedResponse, sample: Sample, *, task: Task, frame: ImageTransform | None) -> float:
+        raise NotImplementedError  # pragma: no cover - abstract
 
 
-class AccuracyReward:
+def _zero_with_warning(task: Task, sample: Sample, what: str) -> float:
+    """0.0, with a :class:`RewardWarning` that points at the code that called the reward."""
+    warnings.warn(
+        f"task {getattr(task, 'name', type(task).__name__)!r} {what} on sample "
+        f"{getattr(sample, 'id', '?')!r}; accuracy reward set to 0",
+        RewardWarning,
+        stacklevel=4,  # here, score, __call__, the caller
+    )
+    return 0.0
+
+
+class AccuracyReward(PerResponseReward):
     """R_acc: the task's own accuracy of the parsed ``<answer>`` (REC: IoU, eq. 2; OVD/ISR: eq. 3), in [0, 1].
 
     Calls ``task.accuracy(task.parse_answer(response.answer), sample, frame=frame)``.
@@ -66,53 +100,21 @@ class AccuracyReward:
 
     name = "accuracy"
 
-    def __call__(
-        self,
-        responses: Sequence[ParsedResponse],
-        samples: Sequence[Sample],
-        *,
-        task: Task,
-        frames: Sequence[ImageTransform | None] | None = None,
-    ) -> list[float]:
-        _check_lengths(responses, samples, frames)
-        out: list[float] = []
-        for i, (response, sample) in enumerate(zip(responses, samples, strict=True)):
-            frame = frames[i] if frames is not None else None
-            try:
-                prediction = task.parse_answer(response.answer)
-                value = float(task.accuracy(prediction, sample, frame=frame))
-            except Exception as exc:  # a reward never crashes a step
-                warnings.warn(
-                    f"task {getattr(task, 'name', type(task).__name__)!r} raised {type(exc).__name__}: {exc} "
-                    f"while scoring sample {getattr(sample, 'id', '?')!r}; accuracy reward set to 0",
-                    RewardWarning,
-                    stacklevel=2,
-                )
-                value = 0.0
-            if not math.isfinite(value):
-                warnings.warn(
-                    f"task {getattr(task, 'name', type(task).__name__)!r} returned accuracy {value!r} for sample "
-                    f"{getattr(sample, 'id', '?')!r}; accuracy reward set to 0",
-                    RewardWarning,
-                    stacklevel=2,
-                )
-                value = 0.0
-            out.append(min(1.0, max(0.0, value)))
-        return out
+    def score(self, response: ParsedResponse, sample: Sample, *, task: Task, frame: ImageTransform | None) -> float:
+        try:
+            prediction = task.parse_answer(response.answer)
+            value = float(task.accuracy(prediction, sample, frame=frame))
+        except Exception as exc:  # a reward never crashes a step
+            return _zero_with_warning(task, sample, f"raised {type(exc).__name__}: {exc}")
+        if not math.isfinite(value):
+            return _zero_with_warning(task, sample, f"returned accuracy {value!r}")
+        return min(1.0, max(0.0, value))
 
 
-class FormatReward:
+class FormatReward(PerResponseReward):
     """R_format: 1.0 for a well-formed response (every tag the prompt asked for, in order), else 0.0."""
 
     name = "format"
 
-    def __call__(
-        self,
-        responses: Sequence[ParsedResponse],
-        samples: Sequence[Sample],
-        *,
-        task: Task,
-        frames: Sequence[ImageTransform | None] | None = None,
-    ) -> list[float]:
-        _check_lengths(responses, samples, frames)
-        return [format_reward(r) for r in responses]
+    def score(self, response: ParsedResponse, sample: Sample, *, task: Task, frame: ImageTransform | None) -> float:
+        return format_reward(response)

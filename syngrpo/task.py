@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from syngrpo.geometry import ImageTransform
 from syngrpo.types import Box, Sample
@@ -97,3 +98,56 @@ class Task(abc.ABC):
     def class_names(self) -> list[str]:
         """Object classes this task knows (synthesizers draw them as distractors)."""
         return []
+
+
+# ---- helpers every task needs in the same form --------------------------------------------
+
+
+def original_frame(sample: Sample, frame: ImageTransform | None) -> ImageTransform:
+    """The map from the model-input image back to ``sample``'s original image.
+
+    ``frame`` maps the original image to what the model saw (``None``: it saw the
+    original).  The result's frame is the original image, so ``.box()`` clips a
+    predicted box to it.  Raises ``ValueError`` for a frame with no inverse (a zero
+    scale); callers that must never raise score such a prediction 0.
+    """
+    if frame is None:
+        return ImageTransform.identity(sample.width, sample.height)
+    return frame.inverse(sample.width, sample.height)
+
+
+def split_frames(predictions: Sequence[Any], samples: Sequence[Sample],
+                 frames: Sequence[ImageTransform | None] | None) -> list[ImageTransform | None]:
+    """One frame per sample for :meth:`Task.evaluate` (``None`` each when not given); checks the lengths."""
+    if len(predictions) != len(samples):
+        raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
+    if frames is None:
+        return [None] * len(samples)
+    if len(frames) != len(samples):
+        raise ValueError(f"{len(frames)} frames for {len(samples)} samples")
+    return list(frames)
+
+
+def sample_record(sample: Sample, data_file: str | Path, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The record :meth:`Task.save` writes for ``sample`` into ``data_file``.
+
+    ``id``, the image path (relative to the data file where it can be,
+    :func:`syngrpo.datafiles.portable_image_path`), the task's own ``fields``
+    (question, label), ``width``/``height``, the provenance of a synthesized sample
+    (``source_id``, ``generation``, ``description``, only when set), then the keys of
+    ``meta`` that none of these already uses, so a loader that sends unknown keys to
+    ``meta`` reads the record back unchanged.
+    """
+    from syngrpo.datafiles import portable_image_path
+
+    record: dict[str, Any] = {"id": sample.id, "image": portable_image_path(sample.image, data_file), **fields,
+                              "width": sample.width, "height": sample.height}
+    if sample.source_id is not None:
+        record["source_id"] = sample.source_id
+    if sample.generation:
+        record["generation"] = sample.generation
+    if sample.description is not None:
+        record["description"] = sample.description
+    for key, value in sample.meta.items():
+        record.setdefault(key, value)
+    return record

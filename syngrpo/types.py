@@ -45,10 +45,10 @@ class Sample:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Sample":
+    def from_dict(cls, d: dict[str, Any]) -> Sample:
         return cls(**d)
 
-    def evolve(self, **changes: Any) -> "Sample":
+    def evolve(self, **changes: Any) -> Sample:
         return replace(self, **changes)
 
 

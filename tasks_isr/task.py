@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.answers import as_box, as_number, json_values, unwrap
-from syngrpo.datafiles import image_size, portable_image_path, read_records, resolve_image, write_jsonl
-from syngrpo.detection import coco_ap_dataset, normalize_label, ovd_reward, precision_recall_dataset
-from syngrpo.geometry import ImageTransform, box_area, valid_box
-from syngrpo.task import Task
+from syngrpo.answers import parse_detections, to_detection
+from syngrpo.datafiles import image_size, read_records, resolve_image, write_records
+from syngrpo.detection import coco_ap_dataset, map_detections, normalize_label, ovd_reward, precision_recall_dataset
+from syngrpo.geometry import ImageTransform, valid_box
+from syngrpo.task import Task, original_frame, sample_record, split_frames
 from syngrpo.types import Box, Sample
 from tasks_isr.metrics import refinement_scores
 from tasks_isr.rotation import normalize_rotation, transform_rotation
@@ -31,59 +31,53 @@ _RECORD_KEYS = {"id", "image", "width", "height", "problem", "objects", "solutio
 
 
 def _parse_object(item: Any) -> dict[str, Any] | None:
-    """One ``{"bbox_2d", "label", "rotation"}`` object, or ``None`` when it is unusable."""
-    if not isinstance(item, dict):
+    """One ``{"bbox_2d", "label", "rotation"[, "score"]}`` object, or ``None`` when it is unusable.
+
+    The shared reader (:func:`syngrpo.answers.to_detection`) plus ISR's two
+    normal forms: labels compare lower case and single-spaced, rotations fold into [0, 360).
+    """
+    det = to_detection(item, numbers=("rotation",))
+    return _normal_form(det) if det is not None else None
+
+
+def _normal_form(det: dict[str, Any]) -> dict[str, Any] | None:
+    label = normalize_label(det["label"])
+    if not label:
         return None
-    box = as_box(item.get("bbox_2d"))
-    label = item.get("label")
-    if box is None or not isinstance(label, str) or not normalize_label(label):
-        return None
-    rotation = as_number(item.get("rotation"))
-    return {
-        "bbox_2d": list(box),
-        "label": normalize_label(label),
-        "rotation": normalize_rotation(rotation) if rotation is not None else None,
-    }
+    rotation = det.get("rotation")
+    return {**det, "label": label, "rotation": normalize_rotation(rotation) if rotation is not None else None}
 
 
 def parse_objects(text: str | None) -> list[dict[str, Any]] | None:
     """The objects of an answer, or ``None`` when it holds no readable JSON list. Never raises.
 
-    Lenient where models are sloppy in harmless ways (the shared rules of
-    :mod:`syngrpo.answers`: ``<answer>`` tags, code fences, prose around the
-    list, numbers as strings, box corners in either order), plus a single bare
-    object instead of a list and a label's case and spacing.  Unusable objects
-    (no box of four numbers, no label) are dropped; a list that had objects but
-    none usable is unreadable.  A missing or non-numeric rotation becomes ``None``.
+    The detection-answer rules every detection task shares
+    (:func:`syngrpo.answers.parse_detections`: ``<answer>`` tags, code fences,
+    prose around the list, a single bare object, numbers as strings, box corners
+    in either order), plus a label's case and spacing.  Unusable objects (no box
+    of four numbers, no label) are dropped; a list that had objects but none
+    usable is unreadable.  A missing or non-numeric rotation becomes ``None``.
+    The prompt offers no "None" answer, so ``None``/``null`` is unreadable, not an empty room.
     """
-    if not isinstance(text, str):
+    found = parse_detections(text, numbers=("rotation",), none_answers=())
+    if found is None:
         return None
-    for value in json_values(unwrap(text)):
-        if isinstance(value, dict) and "bbox_2d" in value:
-            value = [value]
-        if isinstance(value, list):
-            objects = [obj for obj in map(_parse_object, value) if obj is not None]
-            return objects if objects or not value else None
-    return None
+    objects = [obj for obj in map(_normal_form, found) if obj is not None]
+    return objects if objects or not found else None
 
 
-def map_objects(objects: Sequence[Mapping[str, Any]], transform: ImageTransform) -> list[dict[str, Any]]:
+def map_objects(objects: Sequence[Mapping[str, Any]], transform: ImageTransform, *,
+                drop_vanished: bool = True) -> list[dict[str, Any]]:
     """Objects after the image went through ``transform``: boxes mapped (and clipped), rotations turned.
 
-    An object whose box had an area and has none left (cropped away) is dropped.
+    Boxes move as in :func:`syngrpo.detection.map_detections` (``drop_vanished``:
+    an object whose box had an area and has none left is dropped).
     """
-    out = []
-    for obj in objects:
-        box = [float(v) for v in obj["bbox_2d"]]
-        new_box = list(transform.box(box))
-        if box_area(box) > 0 and box_area(new_box) <= 0:
-            continue
-        moved = dict(obj)
-        moved["bbox_2d"] = new_box
+    moved = map_detections(objects, transform, drop_vanished=drop_vanished)
+    for obj in moved:
         if "rotation" in obj:
-            moved["rotation"] = transform_rotation(obj["rotation"], transform)
-        out.append(moved)
-    return out
+            obj["rotation"] = transform_rotation(obj["rotation"], transform)
+    return moved
 
 
 class IsrTask(Task):
@@ -153,24 +147,8 @@ class IsrTask(Task):
 
     def save(self, samples: Sequence[Sample], path: str | Path) -> None:
         """Write JSONL (a JSON list for ``.json``); image paths relative to the file where possible."""
-        path = Path(path)
-        records = []
-        for s in samples:
-            record: dict[str, Any] = {k: v for k, v in s.meta.items() if k not in _RECORD_KEYS}
-            record.update(id=s.id, image=portable_image_path(s.image, path), width=s.width, height=s.height,
-                          problem=s.problem, objects=s.solution)
-            if s.source_id is not None:
-                record["source_id"] = s.source_id
-            if s.generation:
-                record["generation"] = s.generation
-            if s.description is not None:
-                record["description"] = s.description
-            records.append(record)
-        if path.suffix == ".json":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
-        else:
-            write_jsonl(records, path)
+        meta_only = [s.evolve(meta={k: v for k, v in s.meta.items() if k not in _RECORD_KEYS}) for s in samples]
+        write_records([sample_record(s, path, {"problem": s.problem, "objects": s.solution}) for s in meta_only], path)
 
     def make_toy_dataset(self, out_dir: str | Path, *, n: int, seed: int, split: str = "train",
                          image_size: int = 112, **options: Any) -> list[Sample]:
@@ -224,17 +202,19 @@ class IsrTask(Task):
 
     @staticmethod
     def _to_original_frame(prediction: Any, sample: Sample, frame: ImageTransform | None) -> list[dict[str, Any]]:
-        """Clean objects (re-checked, so any list is safe) mapped back to the original image; [] if unusable."""
+        """Clean objects (re-checked, so any list is safe) mapped back to the original image; [] if unusable.
+
+        As in OVD (R^isr_acc = R^ovd_acc), boxes are clipped to the image and a box
+        outside it is kept: it is still a prediction (N_pred of eq. 3, a false positive).
+        """
         if not isinstance(prediction, list):
             return []
         objects = [o for o in map(_parse_object, prediction) if o is not None]
-        if frame is None:
-            return objects
         try:
-            back = frame.inverse(sample.width, sample.height)
+            back = original_frame(sample, frame)
         except ValueError:  # a frame with a zero scale has no inverse
             return []
-        return map_objects(objects, back)
+        return map_objects(objects, back, drop_vanished=False)
 
     def accuracy(self, prediction: Any | None, sample: Sample, *, frame: ImageTransform | None = None) -> float:
         """Eq. 3 (R^isr_acc = R^ovd_acc): ``min(1, N_gt/N_pred) * mAP``; rotations do not count here."""
@@ -255,9 +235,7 @@ class IsrTask(Task):
         S_bbox / S_rotation are defined in
         :mod:`tasks_isr.metrics`.  An unreadable prediction counts as no objects.
         """
-        if len(predictions) != len(samples):
-            raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
-        frames = list(frames) if frames is not None else [None] * len(samples)
+        frames = split_frames(predictions, samples, frames)
         gts = [self._ground_truth(s) for s in samples]
         preds = [self._to_original_frame(p, s, f) for p, s, f in zip(predictions, samples, frames, strict=True)]
         gp, gr = precision_recall_dataset(gts, preds, 0.5)

@@ -13,24 +13,26 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.answers import as_box, as_number, find_box, json_values, unwrap
+from syngrpo.answers import BOX_KEYS, LABEL_KEYS, NONE_ANSWERS, parse_detections, to_detection
 from syngrpo.datafiles import (
     pop_image_size,
-    portable_image_path,
     read_records,
     resolve_image,
     tidy_number,
     write_records,
 )
-from syngrpo.detection import coco_ap_dataset, ovd_reward, precision_recall_dataset
-from syngrpo.geometry import ImageTransform, box_area
-from syngrpo.task import Task
+from syngrpo.detection import coco_ap_dataset, map_detections, ovd_reward, precision_recall_dataset
+from syngrpo.geometry import ImageTransform
+from syngrpo.task import Task, original_frame, sample_record, split_frames
 from syngrpo.types import Box, Sample
+
+# The answer parser is the one every detection task shares (syngrpo.answers); re-exported here.
+__all__ = ["BOX_KEYS", "LABEL_KEYS", "NONE_ANSWERS", "OvdTask", "format_detections", "parse_detections",
+           "to_detection"]
 
 IMAGE_KEYS = ("image", "image_path", "img_path", "file_name")
 ID_KEYS = ("id", "question_id", "sample_id")
@@ -38,84 +40,12 @@ SOLUTION_KEYS = ("solution", "objects", "detections")
 QUESTION_KEYS = ("problem", "question")
 #: record keys listing the categories to detect (a list, or one comma-separated string)
 CATEGORY_KEYS = ("categories", "labels", "classes", "category_names")
-#: keys an object may use for its box and its label
-BOX_KEYS = ("bbox_2d", "bbox", "box")
-LABEL_KEYS = ("label", "category", "name", "class")
-#: answers meaning "nothing to detect" (compared after stripping, lower case, no final period)
-NONE_ANSWERS = ("none", "null", "[]", "no objects", "nothing")
 
 DEFAULT_TEMPLATE = (
     "Detect every object of these categories in the image: {categories}. "
     'Output a JSON list with one {{"bbox_2d": [x1, y1, x2, y2], "label": category}} per object, '
     "with the box in pixels, or None if there is no such object."
 )
-
-_OBJECT_SPAN = re.compile(r"\{[^{}]*\}")
-_LABEL_FIELD = re.compile(r"""["']?(?:label|category|name|class)["']?\s*:\s*["']([^"'\n]{1,100})["']""")
-
-
-def to_detection(item: Any) -> dict[str, Any] | None:
-    """A clean ``{"bbox_2d", "label"[, "score"]}`` from one answer or dataset object, or ``None``.
-
-    Boxes under ``bbox_2d``/``bbox``/``box`` (four numbers, corners in either
-    order), labels under ``label``/``category``/``name``/``class`` (a non-empty
-    string), an optional finite ``score``.
-    """
-    if not isinstance(item, Mapping):
-        return None
-    box = next((b for b in (as_box(item.get(k)) for k in BOX_KEYS if k in item) if b is not None), None)
-    label = next((v for v in (item.get(k) for k in LABEL_KEYS) if isinstance(v, str) and v.strip()), None)
-    if box is None or label is None:
-        return None
-    det: dict[str, Any] = {"bbox_2d": list(box), "label": label.strip()}
-    score = as_number(item.get("score")) if "score" in item else None
-    if score is not None:
-        det["score"] = score
-    return det
-
-
-def _detections_in(value: Any) -> list[dict[str, Any]] | None:
-    """The detections of one parsed JSON value; ``[]`` for an empty list, ``None`` if unusable."""
-    if isinstance(value, Mapping):
-        if any(k in value for k in BOX_KEYS):
-            value = [value]
-        else:  # {"objects": [...]} and the like
-            value = next((v for v in value.values() if isinstance(v, list)), None)
-    if not isinstance(value, list):
-        return None
-    if not value:
-        return []
-    found = [d for d in map(to_detection, value[:1000]) if d is not None]
-    return found or None
-
-
-def parse_detections(text: str | None) -> list[dict[str, Any]] | None:
-    """The detections in an answer: a list (``[]`` for "None"), or ``None`` if unreadable. Never raises.
-
-    Accepted: a JSON list of objects (or one object, or ``{"objects": [...]}``),
-    optionally inside ``<answer>`` tags and/or a fenced code block, with prose
-    around it; ``None``/``null``/``[]`` for "nothing there".  Objects without a
-    readable box or label are left out; when none is readable the answer is.
-    Python-looking lists (single quotes) are read object by object.  An empty
-    answer is unreadable (``None``), not "nothing there".
-    """
-    if not isinstance(text, str):
-        return None
-    s = unwrap(text)
-    if not s:
-        return None
-    if s.rstrip(".").strip().lower() in NONE_ANSWERS:
-        return []
-    for value in json_values(s):
-        found = _detections_in(value)
-        if found is not None:
-            return found
-    loose = []
-    for span in _OBJECT_SPAN.finditer(s):
-        box, label = find_box(span.group(), bracketed_only=True), _LABEL_FIELD.search(span.group())
-        if box is not None and label is not None and label.group(1).strip():
-            loose.append({"bbox_2d": list(box), "label": label.group(1).strip()})
-    return loose or None
 
 
 def format_detections(objects: Sequence[Mapping[str, Any]]) -> str:
@@ -228,21 +158,10 @@ class OvdTask(Task):
 
     def save(self, samples: Sequence[Sample], path: str | Path) -> None:
         """Write samples as JSONL (a JSON list for ``.json``) that :meth:`load` reads back."""
-        records = []
-        for s in samples:
-            record: dict[str, Any] = {"id": s.id, "image": portable_image_path(s.image, path), "problem": s.problem}
-            record["solution"] = [{**o, "bbox_2d": [tidy_number(float(v)) for v in o["bbox_2d"]]} for o in s.solution]
-            record["width"], record["height"] = s.width, s.height
-            if s.source_id is not None:
-                record["source_id"] = s.source_id
-            if s.generation:
-                record["generation"] = s.generation
-            if s.description is not None:
-                record["description"] = s.description
-            for k, v in s.meta.items():
-                record.setdefault(k, v)
-            records.append(record)
-        write_records(records, path)
+        write_records([sample_record(s, path, {
+            "problem": s.problem,
+            "solution": [{**o, "bbox_2d": [tidy_number(float(v)) for v in o["bbox_2d"]]} for o in s.solution],
+        }) for s in samples], path)
 
     def make_toy_dataset(self, out_dir: str | Path, *, n: int, seed: int, split: str = "train",
                          image_size: int = 112, **options: Any) -> list[Sample]:
@@ -281,13 +200,8 @@ class OvdTask(Task):
         """Clean detections mapped from the model-input frame to the original image (clipped)."""
         if not isinstance(prediction, list):
             return None
-        back = (frame.inverse(sample.width, sample.height) if frame is not None
-                else ImageTransform.identity(sample.width, sample.height))
-        out = []
-        for det in map(to_detection, prediction):
-            if det is not None:
-                out.append({**det, "bbox_2d": list(back.box(det["bbox_2d"]))})
-        return out
+        clean = [d for d in map(to_detection, prediction) if d is not None]
+        return map_detections(clean, original_frame(sample, frame), drop_vanished=False)
 
     def accuracy(self, prediction: Any | None, sample: Sample, *, frame: ImageTransform | None = None) -> float:
         """R_acc^ovd = min(1, N_gt/N_pred) * mAP, eq. 3 of Syn-GRPO, in the original frame. Never raises."""
@@ -306,14 +220,10 @@ class OvdTask(Task):
 
         An unreadable prediction (``None``) counts as predicting nothing.
         """
-        if len(predictions) != len(samples):
-            raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
-        if frames is not None and len(frames) != len(samples):
-            raise ValueError(f"{len(frames)} frames for {len(samples)} samples")
         preds = []
-        for i, (p, s) in enumerate(zip(predictions, samples, strict=True)):
+        for p, s, frame in zip(predictions, samples, split_frames(predictions, samples, frames), strict=True):
             try:
-                mapped = self._to_original_frame(p, s, frames[i] if frames is not None else None)
+                mapped = self._to_original_frame(p, s, frame)
             except ValueError:
                 mapped = None
             preds.append(mapped or [])
@@ -327,14 +237,7 @@ class OvdTask(Task):
 
     def transform_solution(self, solution: Any, transform: ImageTransform) -> list[dict[str, Any]]:
         """Objects after the image went through ``transform``; an object cropped away is dropped."""
-        out = []
-        for obj in solution:
-            box = [float(v) for v in obj["bbox_2d"]]
-            new = list(transform.box(box))
-            if box_area(box) > 0 and box_area(new) <= 0:
-                continue
-            out.append({**obj, "bbox_2d": new})
-        return out
+        return map_detections(solution, transform)
 
     def class_names(self) -> list[str]:
         """Labels of the data this task loaded or generated; the toy shapes before any."""

@@ -18,14 +18,13 @@ from typing import Any, ClassVar
 from syngrpo.answers import as_box, find_box, json_values, unwrap
 from syngrpo.datafiles import (
     pop_image_size,
-    portable_image_path,
     read_records,
     resolve_image,
     tidy_number,
     write_records,
 )
 from syngrpo.geometry import ImageTransform, iou
-from syngrpo.task import Task
+from syngrpo.task import Task, original_frame, sample_record, split_frames
 from syngrpo.types import Box, Sample
 
 #: record keys holding a referring expression, in order of preference
@@ -177,22 +176,10 @@ class RecTask(Task):
 
     def save(self, samples: Sequence[Sample], path: str | Path) -> None:
         """Write samples as JSONL (a JSON list for ``.json``) that :meth:`load` reads back (expression as ``normal_caption``)."""
-        records = []
-        for s in samples:
-            record: dict[str, Any] = {"id": s.id, "image": portable_image_path(s.image, path)}
-            record["problem" if s.meta.get(VERBATIM_FLAG) else "normal_caption"] = s.problem
-            record["solution"] = [tidy_number(float(v)) for v in s.solution]
-            record["width"], record["height"] = s.width, s.height
-            if s.source_id is not None:
-                record["source_id"] = s.source_id
-            if s.generation:
-                record["generation"] = s.generation
-            if s.description is not None:
-                record["description"] = s.description
-            for k, v in s.meta.items():
-                record.setdefault(k, v)
-            records.append(record)
-        write_records(records, path)
+        write_records([sample_record(s, path, {
+            "problem" if s.meta.get(VERBATIM_FLAG) else "normal_caption": s.problem,
+            "solution": [tidy_number(float(v)) for v in s.solution],
+        }) for s in samples], path)
 
     def make_toy_dataset(self, out_dir: str | Path, *, n: int, seed: int, split: str = "train",
                          image_size: int = 112, **options: Any) -> list[Sample]:
@@ -229,8 +216,7 @@ class RecTask(Task):
         if box is None or gt is None:
             return 0.0
         try:
-            back = (frame.inverse(sample.width, sample.height) if frame is not None
-                    else ImageTransform.identity(sample.width, sample.height))
+            back = original_frame(sample, frame)
         except ValueError:
             return 0.0
         value = iou(gt, back.box(box))
@@ -242,12 +228,8 @@ class RecTask(Task):
 
         An unreadable prediction (``None``) counts as IoU 0.  An empty split gives 0.0.
         """
-        if len(predictions) != len(samples):
-            raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
-        if frames is not None and len(frames) != len(samples):
-            raise ValueError(f"{len(frames)} frames for {len(samples)} samples")
-        ious = [self.accuracy(p, s, frame=frames[i] if frames is not None else None)
-                for i, (p, s) in enumerate(zip(predictions, samples, strict=True))]
+        ious = [self.accuracy(p, s, frame=f)
+                for p, s, f in zip(predictions, samples, split_frames(predictions, samples, frames), strict=True)]
         if not ious:
             return {"acc@0.5": 0.0, "mean_iou": 0.0}
         return {"acc@0.5": sum(v > 0.5 for v in ious) / len(ious), "mean_iou": sum(ious) / len(ious)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import Field
 
-from syngrpo.configio import StrictModel, apply_overrides, dump_config, load_config
+from syngrpo.configio import StrictModel, apply_overrides, dump_config, load_config, load_yaml
 from syngrpo.errors import ConfigError
 
 
@@ -22,6 +22,16 @@ class Cfg(StrictModel):
 def test_overrides_parse_values_as_yaml_and_create_sections():
     out = apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr=1e-5", "seed=3", "a.b.c=[1, 2]"])
     assert out == {"optim": {"lr": 1e-5}, "seed": 3, "a": {"b": {"c": [1, 2]}}}
+
+
+def test_exponent_numbers_without_a_dot_are_floats_in_files_and_free_option_maps(tmp_path):
+    # YAML 1.1 (PyYAML) would read these as strings; a plugin's options dict has no type to coerce them.
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  lr: 5E-7\nextra:\n  eps: 1e-4\n  big: +2e3\n  name: 1e-4x\n")
+    data = load_yaml(p)
+    assert data == {"optim": {"lr": 5e-7}, "extra": {"eps": 1e-4, "big": 2000.0, "name": "1e-4x"}}
+    assert isinstance(data["extra"]["eps"], float)
+    assert apply_overrides({}, ["opts.eps=-3e-2", "opts.tag=e5"]) == {"opts": {"eps": -0.03, "tag": "e5"}}
 
 
 def test_override_without_equals_sign_is_rejected():

@@ -201,6 +201,22 @@ def test_reward_maps_the_answer_back_through_the_frame(task):
     assert task.accuracy(task.parse_answer(seen), s) < 0.2
 
 
+def test_reward_equals_the_ovd_reward_for_boxes_reaching_outside_the_image(task):
+    # R^isr_acc = R^ovd_acc (paper): a box outside the image is clipped like OVD's, and one
+    # mapped entirely outside the image still counts as a prediction (N_pred of eq. 3).
+    from tasks_ovd.task import OvdTask
+
+    ovd = OvdTask()
+    s = sample_with([obj([90, 90, 100, 100], "bed", 0)])
+    overhanging = [obj([90, 90, 130, 130], "bed", 0)]  # clipped to the label's box exactly
+    assert task.accuracy(overhanging, s) == pytest.approx(ovd.accuracy(overhanging, s)) == pytest.approx(1.0)
+    frame = ImageTransform.resize(100, 100, 50, 50)
+    seen = [obj([45, 45, 50, 50], "bed", 0), obj([60, 60, 70, 70], "bed", 0)]  # the second lies off the image
+    expected = ovd.accuracy(seen, s, frame=frame)
+    assert expected < 1.0
+    assert task.accuracy(seen, s, frame=frame) == pytest.approx(expected)
+
+
 # ---- parser --------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from syngrpo.server.clientside import LoopThread, ResultBuffer
+from syngrpo.server.clientside import BufferedTransport, LoopThread, ResultBuffer
 from syngrpo.transport import SynthesisJob, SynthesisResult, TransportError
 
 log = logging.getLogger("syngrpo.transport")
@@ -57,7 +57,7 @@ class _Pending:
     submitted_at: float
 
 
-class AiohttpTransport:
+class AiohttpTransport(BufferedTransport):
     """HTTP client of one or more ``syngrpo serve`` processes; see the module doc."""
 
     def __init__(
@@ -306,16 +306,10 @@ class AiohttpTransport:
             raise TransportError("the aiohttp transport is closed")
         return self._loop.call(self._submit(job), self.submit_timeout_s + self.request_timeout_s + 5)
 
-    def poll(self) -> list[SynthesisResult]:
-        return self._buffer.poll()
-
     def wait(self, keys: Sequence[str], timeout: float) -> list[SynthesisResult]:
         if not self._closed:
-            self._loop.spawn(self._wake_up())
-        return self._buffer.wait(keys, timeout)
-
-    def pending(self) -> int:
-        return self._buffer.pending()
+            self._loop.spawn(self._wake_up())  # poll the servers now, not at the next interval
+        return super().wait(keys, timeout)
 
     def healthy(self) -> bool:
         if self._closed:
@@ -329,8 +323,7 @@ class AiohttpTransport:
 
     def stats(self) -> dict[str, Any]:
         """Client-side counts and the jobs each server holds for us (for the trainer's logs)."""
-        out: dict[str, Any] = dict(self._buffer.counts)
-        out["pending"] = self._buffer.pending()
+        out = super().stats()
         out["per_server"] = {s.url: {"unfinished": len(s.jobs), "submitted": s.submitted} for s in self._servers}
         return out
 
@@ -344,11 +337,6 @@ class AiohttpTransport:
             pass
         self._loop.stop()
 
-    def __enter__(self) -> AiohttpTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:

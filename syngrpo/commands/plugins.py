@@ -26,5 +26,5 @@ def run(args: argparse.Namespace) -> int:
             rows.append((kind, entry["name"], dist, entry["plugin"], entry["description"][:60]))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
     return 0

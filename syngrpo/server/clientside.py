@@ -11,9 +11,12 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from syngrpo.transport import SynthesisResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 T = TypeVar("T")
 
@@ -145,3 +148,38 @@ class ResultBuffer:
     def pending(self) -> int:
         with self._cond:
             return len(self._pending)
+
+
+class BufferedTransport:
+    """What every transport does the same way: finished jobs wait in a :class:`ResultBuffer`.
+
+    A subclass sets ``self._buffer`` and completes results into it from its loop
+    thread; ``poll``, ``wait`` and ``pending`` of :class:`syngrpo.transport.Transport`
+    then only read the buffer.
+    """
+
+    _buffer: ResultBuffer
+
+    def poll(self) -> list[SynthesisResult]:
+        return self._buffer.poll()
+
+    def wait(self, keys: Sequence[str], timeout: float) -> list[SynthesisResult]:
+        return self._buffer.wait(keys, timeout)
+
+    def pending(self) -> int:
+        return self._buffer.pending()
+
+    def stats(self) -> dict[str, Any]:
+        """Client-side counts (submitted, done, failed, cancelled) and ``pending``; subclasses add theirs."""
+        out: dict[str, Any] = dict(self._buffer.counts)
+        out["pending"] = self._buffer.pending()
+        return out
+
+    def close(self) -> None:  # pragma: no cover - every transport overrides it
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -14,16 +14,16 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from syngrpo.hookspecs import hookimpl
+from syngrpo.server.clientside import BufferedTransport, LoopThread, ResultBuffer
 from syngrpo.transport import SynthesisJob, SynthesisResult, TransportError
 
 log = logging.getLogger("syngrpo.transport")
 
 
-class InProcessTransport:
+class InProcessTransport(BufferedTransport):
     """:class:`syngrpo.transport.Transport` over an in-process job service.
 
     Options are :class:`~syngrpo.server.config.ServerConfig` keys (``synthesizer``,
@@ -35,7 +35,6 @@ class InProcessTransport:
 
     def __init__(self, *, registry: Any = None, submit_timeout_s: float = 10.0, **config: Any) -> None:
         from syngrpo.configio import validate
-        from syngrpo.server.clientside import LoopThread, ResultBuffer
         from syngrpo.server.config import ServerConfig
         from syngrpo.server.workers import JobService
 
@@ -107,15 +106,6 @@ class InProcessTransport:
             self._loop.call(_call(self._on_final, rec), 5)
         return job.key
 
-    def poll(self) -> list[SynthesisResult]:
-        return self._buffer.poll()
-
-    def wait(self, keys: Sequence[str], timeout: float) -> list[SynthesisResult]:
-        return self._buffer.wait(keys, timeout)
-
-    def pending(self) -> int:
-        return self._buffer.pending()
-
     def healthy(self) -> bool:
         if self._closed:
             return False
@@ -147,8 +137,7 @@ class InProcessTransport:
         async def _depth() -> int:
             return self.service.store.queued_count()
 
-        out: dict[str, Any] = dict(self._buffer.counts)
-        out["pending"] = self._buffer.pending()
+        out = super().stats()
         out["queue_depth"] = self._loop.call(_depth(), 5) if not self._closed else 0
         return out
 
@@ -168,11 +157,6 @@ class InProcessTransport:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    def __enter__(self) -> InProcessTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 async def _call(fn: Any, *args: Any) -> Any:
