@@ -1,0 +1,82 @@
+"""``syngrpo train``: run Syn-GRPO from a config; with no config, the quickstart.
+
+The quickstart (``syngrpo train``, optionally ``--out DIR``) needs nothing but a
+CPU: it builds a tiny random Qwen2.5-VL if absent, draws toy REC data, starts a
+data server subprocess on 127.0.0.1 (procedural synthesizer), runs an SFT warm
+start, then Syn-GRPO, evaluates, stops the server and prints the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train with Syn-GRPO (no config: the CPU quickstart)",
+        description="Train a multimodal policy with Syn-GRPO. Without -c it runs the quickstart: a tiny model on "
+                    "toy REC data with a local data server, a few minutes on a CPU. See docs/training.md.",
+    )
+    p.add_argument("-c", "--config", help="training config YAML (configs/*.yaml); default: the quickstart")
+    p.add_argument("--out", help="run directory (default: logging.out_dir, else runs/<UTC time>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set optim.lr=1e-5 --set synthesis.mode=sync")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue a run from its latest checkpoint (a run directory or a checkpoint directory); "
+                        "the run's own config.yaml is used unless -c is given")
+    p.set_defaults(func=run)
+
+
+def resolve_run(args: argparse.Namespace):
+    """(config, run directory, checkpoint to resume from) for the given arguments."""
+    from syngrpo.checkpoint import latest_checkpoint, run_dir_of
+    from syngrpo.config import QUICKSTART_CONFIG, load_train_config
+    from syngrpo.errors import ConfigError
+
+    resume = None
+    if args.resume:
+        resume = latest_checkpoint(args.resume)
+        if resume is None:
+            raise ConfigError(f"--resume {args.resume!r}: no checkpoint there (looked for checkpoints/step-*)")
+        run_dir = run_dir_of(resume)
+        config = args.config or run_dir / "config.yaml"
+        cfg = load_train_config(config, args.overrides)
+        if args.out and Path(args.out).resolve() != run_dir:
+            raise ConfigError("--out and --resume disagree: a resumed run continues in its own directory "
+                              f"({run_dir})")
+        return cfg, run_dir, resume
+    cfg = load_train_config(args.config or QUICKSTART_CONFIG, args.overrides)
+    out = args.out or cfg.logging.out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    return cfg, Path(out), None
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from syngrpo.evaluate import markdown_table
+    from syngrpo.trainer import Trainer
+
+    cfg, run_dir, resume = resolve_run(args)
+    hf_logging.disable_progress_bar()  # weight loading/saving bars would bury the training bar
+    hf_logging.set_verbosity_error()
+    started = time.perf_counter()
+    kind = "quickstart" if not args.config and not resume else "run"
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    if main_rank:
+        print(f"syngrpo: {kind} in {run_dir}" + (f" (resuming {resume})" if resume else ""), flush=True)
+    with Trainer(cfg, run_dir, resume=resume) as trainer:
+        summary = trainer.train()
+    if not main_rank:
+        return 0
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\nsyngrpo: done: {summary['steps']} steps in {minutes:.1f} min")
+    if "eval" in summary:
+        print(markdown_table(summary["eval"], title=f"evaluation ({cfg.data.task})"))
+    print(f"run directory: {run_dir}")
+    print(f"  metrics: {run_dir / 'metrics.jsonl'}   plots: {run_dir / 'plots'}   gallery: {run_dir / 'gallery.html'}")
+    print(f"  tensorboard --logdir {run_dir}")
+    return 0

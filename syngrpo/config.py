@@ -1,0 +1,372 @@
+"""The training configuration: one validated object, section by section.
+
+Every key is documented in ``docs/configuration.md``.  Defaults are the
+paper's settings where the paper gives one (Syn-GRPO §4: AdamW, lr 1e-6, batch
+size 20, G = 6 rollouts, 5 epochs, smoothing weight gamma = 0.7); the rest
+follow VLM-R1, the framework the paper builds on (clip 0.2, KL beta 0.04).
+
+The config is validated once, at the edge (``syngrpo train`` / ``syngrpo
+eval``), with :func:`load_train_config`; everything after that receives typed
+values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from syngrpo.configio import StrictModel, load_config
+from syngrpo.errors import ConfigError
+
+#: the shipped quickstart config (package data), used by ``syngrpo train`` with no ``-c``
+QUICKSTART_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny models live: ``$SYNGRPO_CACHE`` or ``~/.cache/syngrpo``."""
+    env = os.environ.get("SYNGRPO_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "syngrpo"
+
+
+class LoraConfig(StrictModel):
+    """Low-rank adapters on the language model (needs ``peft``); off by default."""
+
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class ModelConfig(StrictModel):
+    """The policy being trained and the reference model of the KL term."""
+
+    #: hub id or local directory; ``tiny`` builds a tiny random Qwen2.5-VL into ``tiny_dir`` if absent
+    policy: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    #: where ``policy: tiny`` is built (default: ``<cache>/tiny-policy-seed<tiny_seed>``)
+    tiny_dir: str | None = None
+    tiny_seed: int = 0
+    #: passed to ``build_tiny_policy`` (text_hidden, layers, vision_hidden, vision_depth, vocab_size, max_pixels)
+    tiny_options: dict[str, Any] = Field(default_factory=dict)
+    #: reference model for KL; ``null`` = the policy as it is when RL starts (after the SFT warm start)
+    reference: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: ``auto`` = cuda when available, else cpu
+    device: str = "auto"
+    freeze_vision: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    #: processor pixel budget (Qwen2.5-VL ``min_pixels``/``max_pixels``); ``null`` keeps the processor's
+    max_pixels: int | None = Field(None, ge=1)
+    min_pixels: int | None = Field(None, ge=1)
+    attn_implementation: str | None = None
+
+    @model_validator(mode="after")
+    def _pixels_ordered(self) -> ModelConfig:
+        if self.max_pixels is not None and self.min_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        return self
+
+    def resolved_tiny_dir(self) -> Path:
+        """Where ``policy: tiny`` lives; the name changes with the build options, so builds never mix."""
+        if self.tiny_dir:
+            return Path(self.tiny_dir).expanduser()
+        name = f"tiny-policy-seed{self.tiny_seed}"
+        if self.tiny_options:
+            digest = hashlib.sha256(json.dumps(self.tiny_options, sort_keys=True).encode()).hexdigest()[:10]
+            name += f"-{digest}"
+        return default_cache_dir() / name
+
+
+class ToyDataConfig(StrictModel):
+    """Procedural data the task draws itself when no dataset file is given."""
+
+    n_train: int = Field(200, ge=1)
+    n_eval: int = Field(50, ge=1)
+    image_size: int = Field(112, ge=16)
+    seed: int = 0
+    #: passed to ``task.make_toy_dataset(**options)``
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(StrictModel):
+    """Which task, and its training / evaluation splits."""
+
+    task: str = "rec"
+    #: passed to the task factory: ``registry.create("tasks", task, **task_options)``
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    #: dataset file in the task's own format; ``null`` = toy data (``toy`` section)
+    train: str | None = None
+    eval: str | None = None
+    image_root: str | None = None
+    #: randomly keep this many training samples (the paper keeps 2,000); ``null`` = all
+    max_train_samples: int | None = Field(None, ge=1)
+    toy: ToyDataConfig = Field(default_factory=ToyDataConfig)
+    #: where toy data is written (default: ``<run dir>/data``)
+    toy_dir: str | None = None
+
+
+class RolloutConfig(StrictModel):
+    """Sampling G responses per prompt."""
+
+    engine: str = "hf"
+    #: G, the group size of GRPO (paper: 6)
+    num_generations: int = 6
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1)
+    #: ``syn`` asks for <think><score><description><answer>; ``plain`` for <think><answer>;
+    #: ``auto`` = ``syn`` when synthesis is on, else ``plain``
+    response_format: Literal["auto", "syn", "plain"] = "auto"
+    #: passed to the engine factory
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("num_generations")
+    @classmethod
+    def _group_of_two(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(
+                f"must be at least 2 (got {v}): group-normalised advantages and the diversity V(q) "
+                "need two or more responses per prompt"
+            )
+        return v
+
+
+class NamedPlugin(StrictModel):
+    """A registry name plus the options its factory takes."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlgorithmConfig(StrictModel):
+    """Advantages and the policy loss (eq. 1 of GRPO, with the registry's variants)."""
+
+    #: ``grpo`` (eq. 1), ``dr_grpo``, ``mc_grpo`` ... (``syngrpo plugins`` lists them)
+    advantage: NamedPlugin = Field(default_factory=lambda: NamedPlugin(name="grpo"))
+    #: ``grpo`` (clipped surrogate + KL), ``entropy_loss``, ``entropy_advantage`` ...
+    policy_loss: NamedPlugin = Field(default_factory=lambda: NamedPlugin(name="grpo"))
+    #: ratio clip range [1 - eps_low, 1 + eps_high] (DAPO clip-higher: eps_high 0.28)
+    eps_low: float = Field(0.2, ge=0.0, lt=1.0)
+    eps_high: float = Field(0.2, ge=0.0)
+    #: KL weight to the reference model (k3 estimator); 0 loads no reference model
+    beta: float = Field(0.04, ge=0.0)
+    #: ``sequence_mean`` = mean over each response's tokens, then over responses (GRPO, VLM-R1);
+    #: ``token_mean`` = mean over all tokens (DAPO); ``constant`` = sum / (N * max tokens) (Dr. GRPO)
+    aggregation: Literal["sequence_mean", "token_mean", "constant"] = "sequence_mean"
+    #: score G completions against one forward of their shared prompt (faster); ``auto`` = when the engine allows
+    shared_prefix: Literal["auto", "true", "false"] = "auto"
+    #: optimisation passes over each batch of rollouts (mu); with 1 the old policy is the current one
+    updates_per_batch: int = Field(1, ge=1)
+
+    @field_validator("shared_prefix", mode="before")
+    @classmethod
+    def _bool_to_word(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return v
+
+
+class RewardTerm(StrictModel):
+    """One reward function from the registry and its weight in the sum of eq. 7."""
+
+    name: str
+    weight: float = 1.0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RewardsConfig(StrictModel):
+    """r_i = sum of weighted terms (+ diversity reward in synthesis modes): eq. 7."""
+
+    terms: list[RewardTerm] = Field(
+        default_factory=lambda: [RewardTerm(name="accuracy"), RewardTerm(name="format")]
+    )
+    #: weight of R_diversity (eq. 6); 0 is the paper's "w/o R_diversity" ablation
+    diversity_weight: float = Field(1.0, ge=0.0)
+
+    @field_validator("terms")
+    @classmethod
+    def _at_least_one(cls, v: list[RewardTerm]) -> list[RewardTerm]:
+        if not v:
+            raise ValueError("needs at least one reward term (e.g. {name: accuracy})")
+        names = [t.name for t in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"reward term(s) listed twice: {dup}")
+        return v
+
+
+class SynthesisConfig(StrictModel):
+    """Online data synthesis through the data server (paper §3.3)."""
+
+    #: ``off`` = plain GRPO; ``sync`` waits for each batch's images (Table 5 ablation); ``async`` never waits
+    mode: Literal["off", "sync", "async"] = "async"
+    #: smoothing weight of the moving average of diversity (the paper's gamma / beta; 0.7 in §4)
+    gamma: float = Field(0.7, ge=0.0, le=1.0)
+    smoothing: bool = True
+    #: eq. 8 picks the description of the best-calibrated response; ``random`` is an ablation
+    description_selection: Literal["diversity", "random"] = "diversity"
+    #: synthesize from the original image each time, or from the latest synthesized version
+    source: Literal["original", "latest"] = "original"
+    transport: str = "aiohttp"
+    transport_options: dict[str, Any] = Field(default_factory=dict)
+    #: data-server URLs (several spread the load)
+    servers: list[str] = Field(default_factory=list)
+    #: bearer token; ``null`` reads ``$SYNGRPO_SERVER_TOKEN`` when set
+    token: str | None = None
+    #: start a local ``syngrpo serve`` subprocess on 127.0.0.1 (the quickstart does)
+    spawn_server: bool = False
+    #: server config file for the spawned server (``null`` = the server's defaults)
+    server_config: str | None = None
+    #: keys of the spawned server's config to override (synthesizer, segmenter, workers ...)
+    server: dict[str, Any] = Field(default_factory=dict)
+    #: seconds the spawned server may take to start
+    server_startup_timeout: float = Field(120.0, gt=0.0)
+    #: options sent with every job to the synthesizer (steps, guidance ...)
+    job_options: dict[str, Any] = Field(default_factory=dict)
+    #: seconds the sync mode waits for a batch's jobs before going on with the originals
+    sync_timeout: float = Field(120.0, gt=0.0)
+    #: seconds after which an unanswered job is abandoned (the original stays)
+    job_timeout: float = Field(900.0, gt=0.0)
+    #: never more than this many jobs in flight (new submissions are skipped, not queued)
+    max_in_flight: int = Field(64, ge=1)
+    #: seconds between health probes while the server is marked down
+    health_interval: float = Field(5.0, ge=0.0)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare ``off`` as false
+        return "off" if v is False else v
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+class OptimConfig(StrictModel):
+    """AdamW and its schedule (paper §4: lr 1e-6, batch 20, 5 epochs)."""
+
+    lr: float = Field(1e-6, gt=0.0)
+    #: prompts per optimizer step (each rolled out G times)
+    batch_size: int = Field(20, ge=1)
+    epochs: float = Field(5.0, gt=0.0)
+    #: stop after this many steps (overrides ``epochs`` when set)
+    max_steps: int | None = Field(None, ge=1)
+    #: split each step's batch into this many micro-batches for forward/backward (memory), one optimizer step
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(1e-8, gt=0.0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _accum_fits(self) -> OptimConfig:
+        if self.grad_accum > self.batch_size:
+            raise ValueError(
+                f"grad_accum ({self.grad_accum}) cannot exceed batch_size ({self.batch_size}): "
+                "each micro-batch needs at least one prompt"
+            )
+        return self
+
+
+class SFTConfig(StrictModel):
+    """Supervised warm start on the task's data, so a fresh model writes parsable answers before RL."""
+
+    enabled: bool = False
+    steps: int = Field(200, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+
+
+class EvalConfig(StrictModel):
+    """Greedy evaluation with the task's metrics."""
+
+    #: dataset file; ``null`` = ``data.eval`` (or the toy evaluation split)
+    split: str | None = None
+    batch_size: int = Field(16, ge=1)
+    #: evaluate every N steps (0 = only at the end)
+    every: int = Field(0, ge=0)
+    #: evaluate before the first RL step too (after the SFT warm start): the baseline of the run
+    at_start: bool = False
+    at_end: bool = True
+    max_samples: int | None = Field(None, ge=1)
+    #: ``null`` = ``rollout.max_new_tokens``
+    max_new_tokens: int | None = Field(None, ge=1)
+
+
+class LoggingConfig(StrictModel):
+    """What the run directory holds."""
+
+    #: run directory; ``null`` = ``runs/<UTC time>``
+    out_dir: str | None = None
+    #: checkpoint every N steps (0 = only at the end)
+    save_every: int = Field(0, ge=0)
+    #: keep this many step checkpoints (the final one is always kept)
+    keep_last: int = Field(2, ge=1)
+    tensorboard: bool = True
+    plots: bool = True
+    gallery: bool = True
+    progress: bool = True
+    #: completions written to samples.jsonl every ``samples_every`` steps (0 = never)
+    samples_every: int = Field(1, ge=0)
+    samples_per_step: int = Field(2, ge=0)
+    #: original/synthesized pairs shown per epoch in gallery.html
+    gallery_per_epoch: int = Field(12, ge=0)
+
+
+class TrainConfig(StrictModel):
+    """Everything one ``syngrpo train`` run needs."""
+
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def response_mode(self) -> Literal["syn", "plain"]:
+        """The response format the prompt asks for (see ``rollout.response_format``)."""
+        fmt = self.rollout.response_format
+        if fmt == "auto":
+            return "syn" if self.synthesis.enabled else "plain"
+        return fmt
+
+
+def check_runnable(cfg: TrainConfig) -> None:
+    """Cross-section checks a run needs (the defaults alone are a valid object, not a runnable run)."""
+    s = cfg.synthesis
+    if s.enabled and not s.spawn_server and not s.servers and s.transport != "inprocess":
+        raise ConfigError(
+            f"invalid config:\n  synthesis.servers: synthesis.mode is {s.mode!r} but no data server is given; "
+            "set synthesis.servers (URLs of `syngrpo serve`), synthesis.spawn_server: true, "
+            "synthesis.transport: inprocess, or synthesis.mode: off"
+        )
+    if s.enabled and cfg.response_mode == "plain":
+        raise ConfigError(
+            "invalid config:\n  rollout.response_format: 'plain' responses have no <description> to synthesize "
+            f"from, but synthesis.mode is {s.mode!r}; use response_format: syn (or auto), or synthesis.mode: off"
+        )
+
+
+def load_train_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Defaults, then the YAML file, then ``--set key=value`` overrides; validated once."""
+    cfg = load_config(TrainConfig, path, overrides)
+    check_runnable(cfg)
+    return cfg

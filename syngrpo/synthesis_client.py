@@ -1,0 +1,289 @@
+"""The trainer's side of online synthesis: send chosen descriptions, fold finished images into the pool.
+
+Steps 5-6 of Syn-GRPO's workflow (paper §3.3.2, Figure 3): for each prompt of
+the batch, the description picked by eq. 8 goes to the data server with the
+image and its labelled boxes; when the server hands back a new image, the new
+sample takes its source's place in the :class:`~syngrpo.pool.DataPool`, with
+the source's labels (foreground consistency).
+
+The data server is a separate service that may be slow, full, down or
+restarted.  None of that stops training: a submission that no server takes
+marks synthesis as *down* (training goes on with the samples the pool has, and
+the run log says so); a health probe every ``health_interval`` seconds notices
+when a server answers again, and synthesis resumes.  A failed job or one that
+never returns (``job_timeout``) leaves the sample as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syngrpo.config import SynthesisConfig
+from syngrpo.geometry import ImageTransform
+from syngrpo.pool import DataPool, PendingJob
+from syngrpo.task import Task
+from syngrpo.transport import SynthesisJob, SynthesisResult, Transport, TransportError
+from syngrpo.types import Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Replacement:
+    """A synthesized sample that entered the pool (for the gallery and the logs)."""
+
+    job: PendingJob
+    sample: Sample
+
+
+@dataclass
+class StepSynthesis:
+    """What happened to synthesis during one step (the ``synthesis/*`` metrics)."""
+
+    submitted: int = 0
+    skipped_busy: int = 0
+    skipped_down: int = 0
+    done: int = 0
+    failed: int = 0
+    stale: int = 0
+    expired: int = 0
+    wait_seconds: float = 0.0
+    replacements: list[Replacement] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def job_seed(run_seed: int, step: int, origin_id: str) -> int:
+    """A synthesis seed fixed by (run seed, step, sample): resubmission and reruns ask for the same image."""
+    return zlib.crc32(f"{run_seed}/{step}/{origin_id}".encode()) & 0x7FFFFFFF
+
+
+def foreground_labels(sample: Sample, n_boxes: int) -> list[str]:
+    """One text label per foreground box: object labels when the solution has them, else the question."""
+    solution = sample.solution
+    if isinstance(solution, list) and len(solution) == n_boxes and all(isinstance(o, dict) for o in solution):
+        return [str(o.get("label", "")) for o in solution]
+    return [sample.problem] * n_boxes
+
+
+def _png_bytes(path: str) -> tuple[bytes, int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+        buf = io.BytesIO()
+        rgb.save(buf, "PNG")
+        return buf.getvalue(), rgb.width, rgb.height
+
+
+class SynthesisClient:
+    """Submits jobs through a :class:`~syngrpo.transport.Transport` and routes results into a pool."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        pool: DataPool,
+        task: Task,
+        cfg: SynthesisConfig,
+        out_dir: str | Path,
+        *,
+        run_seed: int = 0,
+        message: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.transport = transport
+        self.pool = pool
+        self.task = task
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.run_seed = run_seed
+        self.message = message or log.info
+        self.clock = clock
+        self.healthy = True
+        self._last_probe = -float("inf")
+
+    # ---- health -----------------------------------------------------------------------
+    def _mark_down(self, why: str) -> None:
+        if self.healthy:
+            self.message(f"data server unavailable ({why}): training continues on the pool's current samples")
+        self.healthy = False
+        self._last_probe = self.clock()
+
+    def check_health(self) -> bool:
+        """While marked down, probe the server every ``health_interval`` seconds; say when it is back."""
+        if self.healthy:
+            return True
+        now = self.clock()
+        if now - self._last_probe < self.cfg.health_interval:
+            return False
+        self._last_probe = now
+        try:
+            ok = bool(self.transport.healthy())
+        except Exception as exc:  # a probe never crashes training
+            log.debug("health probe failed: %s", exc)
+            ok = False
+        if ok:
+            self.healthy = True
+            self.message("data server is back: synthesis resumes")
+            self.resubmit_in_flight()
+        return self.healthy
+
+    # ---- submitting -------------------------------------------------------------------
+    def _job_for(self, pending: PendingJob) -> SynthesisJob:
+        base = pending.base_sample()
+        png, _, _ = _png_bytes(base.image)
+        boxes = [tuple(float(v) for v in b) for b in self.task.foreground_boxes(base)]
+        return SynthesisJob(
+            key=pending.key,
+            image_png=png,
+            boxes=boxes,  # type: ignore[arg-type]
+            labels=foreground_labels(base, len(boxes)),
+            description=pending.description,
+            options=dict(self.cfg.job_options),
+            seed=pending.seed,
+        )
+
+    def submit(self, step: int, epoch: int, chosen: Sequence[tuple[Sample, str]], report: StepSynthesis) -> list[str]:
+        """Send one job per (sample, description) without waiting; returns the keys that went out."""
+        keys: list[str] = []
+        for sample, description in chosen:
+            if not self.check_health():
+                report.skipped_down += 1
+                continue
+            origin = sample.origin_id
+            if not self.pool.can_submit(origin, self.cfg.max_in_flight):
+                report.skipped_busy += 1
+                continue
+            base = self.pool.synthesis_base(origin)
+            pending = PendingJob(key=self.pool.job_key(origin, step), origin_id=origin, base=base.to_dict(),
+                                 description=description, seed=job_seed(self.run_seed, step, origin), step=step,
+                                 submitted_at=self.clock(), epoch=epoch)
+            try:
+                job = self._job_for(pending)
+            except (OSError, ValueError) as exc:
+                report.errors.append(f"{origin}: cannot build job: {exc}")
+                continue
+            self.pool.track(pending)
+            try:
+                self.transport.submit(job)
+            except TransportError as exc:
+                self.pool.untrack(pending.key)
+                report.skipped_down += 1
+                self._mark_down(str(exc))
+                continue
+            keys.append(pending.key)
+            report.submitted += 1
+        return keys
+
+    def resubmit_in_flight(self) -> int:
+        """Ask again for every job the pool still waits on (after a resume or an outage); keys are idempotent."""
+        sent = 0
+        for pending in list(self.pool.in_flight.values()):
+            try:
+                self.transport.submit(self._job_for(pending))
+                pending.submitted_at = self.clock()  # the job timeout counts from the new submission
+                sent += 1
+            except TransportError as exc:
+                self._mark_down(str(exc))
+                break
+            except (OSError, ValueError) as exc:
+                log.warning("cannot resubmit job %s: %s", pending.key, exc)
+        return sent
+
+    # ---- collecting -------------------------------------------------------------------
+    def collect(self, report: StepSynthesis) -> None:
+        """Fold every finished job into the pool (never waits); abandon jobs past ``job_timeout``."""
+        try:
+            results = self.transport.poll()
+        except Exception as exc:  # a transport hiccup never crashes training
+            results = []
+            self._mark_down(f"poll failed: {exc}")
+        self._absorb(results, report)
+        report.expired += len(self.pool.expire(self.clock(), self.cfg.job_timeout))
+
+    def wait(self, keys: Sequence[str], report: StepSynthesis) -> None:
+        """Synchronous mode (Table 5 ablation): block until this step's jobs finish or ``sync_timeout`` passes."""
+        t0 = time.perf_counter()
+        results: list[SynthesisResult] = []
+        if keys:
+            try:
+                results = self.transport.wait(list(keys), self.cfg.sync_timeout)
+            except Exception as exc:
+                self._mark_down(f"wait failed: {exc}")
+        report.wait_seconds += time.perf_counter() - t0
+        self._absorb(results, report)
+        self.collect(report)
+
+    def _absorb(self, results: Sequence[SynthesisResult], report: StepSynthesis) -> None:
+        # Deterministic order whatever order results arrived in: by submission step, then key.
+        known = []
+        for result in results:
+            job = self.pool.take(result.key)
+            if job is not None:
+                known.append((job, result))
+        known.sort(key=lambda jr: (jr[0].step, jr[0].key))
+        for job, result in known:
+            if result.state != "done" or not result.image_png:
+                report.failed += 1
+                self.pool.counters.failed += 1
+                report.errors.append(f"{job.origin_id}: {result.state}: {result.error or 'no image'}")
+                continue
+            try:
+                sample = self._synthesized_sample(job, result.image_png)
+            except (OSError, ValueError) as exc:
+                report.failed += 1
+                self.pool.counters.failed += 1
+                report.errors.append(f"{job.origin_id}: unreadable image: {exc}")
+                continue
+            report.done += 1
+            self.pool.counters.done += 1
+            if self.pool.replace(job.origin_id, sample, base_generation=job.base_generation):
+                report.replacements.append(Replacement(job, sample))
+            else:
+                report.stale += 1
+
+    def _synthesized_sample(self, job: PendingJob, png: bytes) -> Sample:
+        """The new sample: the base's labels on the new image (mapped when the server changed the size)."""
+        from PIL import Image
+
+        base = job.base_sample()
+        with Image.open(io.BytesIO(png)) as im:
+            im.load()
+            width, height = im.size
+            folder = self.out_dir / _safe(job.origin_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{_safe(job.key)}.png"
+            im.save(path, "PNG")
+        sample = base
+        if (width, height) != (base.width, base.height):
+            sample = self.task.transform_sample(
+                base, ImageTransform.resize(base.width, base.height, width, height), str(path)
+            )
+        meta: dict[str, Any] = {**base.meta, "synthesis": {"key": job.key, "step": job.step,
+                                                             "base_id": base.id}}
+        return sample.evolve(
+            id=f"{job.origin_id}~{job.step}",
+            image=str(path),
+            width=width,
+            height=height,
+            source_id=job.origin_id,
+            generation=job.base_generation + 1,
+            description=job.description,
+            meta=meta,
+        )
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        except Exception as exc:  # pragma: no cover - closing never fails a run
+            log.debug("closing transport: %s", exc)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))[:80]

@@ -1,0 +1,125 @@
+"""The training config: paper defaults, errors that name the key, and every shipped config validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from syngrpo.config import QUICKSTART_CONFIG, TrainConfig, load_train_config
+from syngrpo.configio import dump_config, load_yaml
+from syngrpo.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+PAPER_CONFIGS = ["rec_qwen2_5_vl_3b.yaml", "rec_qwen2_5_vl_7b.yaml", "ovd_qwen2_5_vl_3b.yaml", "isr_qwen2_5_vl_3b.yaml"]
+SHIPPED = [REPO / "configs" / name for name in PAPER_CONFIGS] + [QUICKSTART_CONFIG]
+
+
+def test_defaults_are_the_papers_settings():
+    cfg = TrainConfig()
+    assert cfg.optim.lr == 1e-6
+    assert cfg.optim.batch_size == 20
+    assert cfg.optim.epochs == 5
+    assert cfg.rollout.num_generations == 6
+    assert cfg.synthesis.gamma == 0.7
+    assert cfg.synthesis.mode == "async"
+    assert cfg.synthesis.description_selection == "diversity"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_train_config(path)
+    # and the resolved config written into a run directory loads back to the same object
+    assert TrainConfig.model_validate(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_paper_configs_keep_the_papers_optimisation_settings():
+    for name in PAPER_CONFIGS:
+        cfg = load_train_config(REPO / "configs" / name)
+        assert (cfg.optim.lr, cfg.optim.batch_size, cfg.optim.epochs) == (1e-6, 20, 5), name
+        assert (cfg.rollout.num_generations, cfg.synthesis.gamma) == (6, 0.7), name
+        assert cfg.synthesis.mode == "async" and cfg.synthesis.servers, name
+
+
+def test_quickstart_is_package_data_and_spawns_its_own_server():
+    data = load_yaml(QUICKSTART_CONFIG)
+    assert data["model"]["policy"] == "tiny"
+    cfg = load_train_config(QUICKSTART_CONFIG)
+    assert cfg.synthesis.spawn_server and cfg.sft.enabled
+
+
+def test_a_group_of_one_rollout_is_rejected_with_the_key_named():
+    with pytest.raises(ConfigError, match=r"rollout\.num_generations: .*at least 2"):
+        load_train_config(overrides=["synthesis.mode=off", "rollout.num_generations=1"])
+
+
+def test_misspelt_key_is_named():
+    with pytest.raises(ConfigError, match=r"optim\.learning_rate: unknown key"):
+        load_train_config(overrides=["synthesis.mode=off", "optim.learning_rate=1e-5"])
+
+
+def test_out_of_range_values_name_their_keys():
+    with pytest.raises(ConfigError) as err:
+        load_train_config(overrides=["synthesis.mode=off", "synthesis.gamma=1.5", "optim.lr=0"])
+    assert "synthesis.gamma" in str(err.value) and "optim.lr" in str(err.value)
+
+
+def test_bare_yaml_off_means_synthesis_off():
+    cfg = load_train_config(overrides=["synthesis.mode=off"])  # YAML 1.1 reads it as false
+    assert cfg.synthesis.mode == "off" and not cfg.synthesis.enabled
+    assert cfg.response_mode == "plain"
+
+
+def test_synthesis_without_any_server_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"synthesis\.servers"):
+        load_train_config()
+    cfg = load_train_config(overrides=["synthesis.servers=[http://127.0.0.1:8765]"])
+    assert cfg.response_mode == "syn"
+
+
+def test_plain_responses_cannot_feed_synthesis():
+    with pytest.raises(ConfigError, match=r"rollout\.response_format"):
+        load_train_config(overrides=["synthesis.spawn_server=true", "rollout.response_format=plain"])
+
+
+def test_grad_accum_larger_than_the_batch_is_rejected():
+    with pytest.raises(ConfigError, match=r"optim: .*grad_accum"):
+        load_train_config(overrides=["synthesis.mode=off", "optim.batch_size=2", "optim.grad_accum=4"])
+
+
+def test_duplicate_reward_terms_are_rejected():
+    with pytest.raises(ConfigError, match=r"rewards\.terms: .*listed twice"):
+        load_train_config(overrides=["synthesis.mode=off", "rewards.terms=[{name: accuracy}, {name: accuracy}]"])
+
+
+def test_unknown_aggregation_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"algorithm\.aggregation: .*sequence_mean"):
+        load_train_config(overrides=["synthesis.mode=off", "algorithm.aggregation=mean"])
+
+
+def test_config_file_errors_say_which_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("optim:\n  batch_size: 0\nsynthesis:\n  mode: off\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*\n  optim\.batch_size"):
+        load_train_config(p)
+
+
+def _dotted_keys(model, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel) and name not in ("advantage", "policy_loss"):
+            yield from _dotted_keys(type(default), f"{prefix}{name}.")
+        elif name in ("advantage", "policy_loss"):
+            yield f"{prefix}{name}.name"
+            yield f"{prefix}{name}.options"
+        else:
+            yield f"{prefix}{name}"
+
+
+def test_every_config_key_is_documented():
+    page = (REPO / "docs" / "configuration.md").read_text()
+    missing = [key for key in _dotted_keys(TrainConfig) if f"`{key}`" not in page]
+    assert not missing, f"docs/configuration.md lacks {missing}"
