@@ -7,6 +7,17 @@ the target is relative to its twin ("the red circle on the left").  Distractors
 often share the target's colour or its shape, so both words matter.  The
 expression always names exactly one object, and the box is the exact box of the
 target's painted pixels.
+
+``grid=N`` snaps the layout to an N x N grid of cells: every object is centred in
+its own cell at one size, so the box takes one of N*N values.  With cells of 28
+pixels (``image_size = 28 * N``) a cell is exactly one merged vision token of
+Qwen2.5-VL (patch 14, merge 2).  ``position_code=True`` (grid only) also paints two
+small grey marks inside every object, whose grey levels say the object's row
+(upper mark) and column (lower mark).  A randomly initialised tiny vision tower
+has no sense of absolute position (its rotary embeddings are relative), so without
+some such cue the box cannot be read from the image at all; the marks stand in for
+the position sense of a pretrained tower and stay inside the object's box, so a
+synthesizer that keeps the labelled foreground keeps them too (docs/study.md).
 """
 
 from __future__ import annotations
@@ -52,9 +63,51 @@ def _expression(drawn: list[DrawnShape], target: int, twin: int | None, rng: np.
     return f"{base} {fits[int(rng.integers(len(fits)))]}"
 
 
+def grid_boxes(rng: np.random.Generator, k: int, grid: int, size: int, fill: float = 0.75
+               ) -> list[tuple[int, int, int, int]] | None:
+    """Placement boxes of ``k`` objects in ``k`` distinct cells of a ``grid`` x ``grid`` layout, or None.
+
+    Every box is a square of ``fill`` times the cell side, centred in its cell.
+    """
+    if k > grid * grid:
+        return None
+    cell = size / grid
+    side = max(4, round(cell * fill))
+    cells = rng.choice(grid * grid, size=k, replace=False)
+    boxes = []
+    for c in cells:
+        r, col = divmod(int(c), grid)
+        x0 = round(col * cell + (cell - side) / 2)
+        y0 = round(r * cell + (cell - side) / 2)
+        boxes.append((x0, y0, x0 + side, y0 + side))
+    return boxes
+
+
+def code_level(index: int, grid: int) -> int:
+    """The grey level that codes row or column ``index`` of a ``grid``: evenly spread over 20..235."""
+    return round(20 + (235 - 20) * index / max(1, grid - 1))
+
+
+def draw_position_code(image: Any, bbox: Sequence[int], grid: int, size: int) -> None:
+    """Paint the row mark (upper) and column mark (lower) inside an object's box (in place)."""
+    from PIL import ImageDraw
+
+    x0, y0, x1, y1 = (int(v) for v in bbox)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    cell = size / grid
+    row, col = int(cy // cell), int(cx // cell)
+    half = max(1, round((x1 - x0) * 0.12))  # marks of ~1/4 of the object, inside even a star's core
+    draw = ImageDraw.Draw(image)
+    for level, dy in ((code_level(row, grid), -1), (code_level(col, grid), 1)):
+        my = cy + dy * (half + 0.5)
+        draw.rectangle((round(cx - half), round(my - half), round(cx + half) - 1, round(my + half) - 1),
+                       fill=(level, level, level))
+
+
 def make_rec_toy(out_dir: str | Path, *, n: int, seed: int, split: str = "train", image_size: int = 112,
                  style: str = "plain", n_shapes: tuple[int, int] = (2, 4), relational_prob: float = 0.3,
-                 shapes: Sequence[str] = SHAPES, colours: Sequence[str] = tuple(COLOURS)) -> list[Sample]:
+                 shapes: Sequence[str] = SHAPES, colours: Sequence[str] = tuple(COLOURS), grid: int = 0,
+                 position_code: bool = False) -> list[Sample]:
     """Draw ``n`` REC images into ``out_dir/images`` and return their samples (paths absolute).
 
     ``style`` is the background (:mod:`syngrpo.toyshapes`): ``"plain"`` by default,
@@ -68,6 +121,11 @@ def make_rec_toy(out_dir: str | Path, *, n: int, seed: int, split: str = "train"
         raise ValueError(f"n_shapes must be (min, max) with 1 <= min <= max, got {n_shapes!r}")
     if len(shapes) * len(colours) < 2:
         raise ValueError("need at least two (shape, colour) combinations")
+    grid = int(grid)
+    if grid < 0 or (grid and grid * grid < lo):
+        raise ValueError(f"grid must be 0 (free layout) or have at least n_shapes[0] cells, got {grid}")
+    if position_code and not grid:
+        raise ValueError("position_code needs a grid (grid=N)")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     size = int(image_size)
@@ -76,11 +134,16 @@ def make_rec_toy(out_dir: str | Path, *, n: int, seed: int, split: str = "train"
     for i in range(n):
         rng = scene_rng(seed, "rec", split, i)
         k = int(rng.integers(lo, hi + 1))
+        if grid:
+            k = min(k, grid * grid)
         twin = k >= 2 and rng.random() < relational_prob
         while True:
             combos = _pick_combos(rng, k, twin, shapes, colours)
-            boxes = place_boxes(rng, rng.integers(min_side, max_side + 1, size=k), size, size,
-                                gap=max(2, size // 40))
+            if grid:
+                boxes = grid_boxes(rng, k, grid, size)
+            else:
+                boxes = place_boxes(rng, rng.integers(min_side, max_side + 1, size=k), size, size,
+                                    gap=max(2, size // 40))
             if boxes is not None:
                 break
             k = max(1, k - 1)  # no room: fewer shapes
@@ -88,6 +151,9 @@ def make_rec_toy(out_dir: str | Path, *, n: int, seed: int, split: str = "train"
         order = rng.permutation(k)  # draw order (and list order) independent of role
         specs = [ShapeSpec(combos[j][0], combos[j][1], boxes[j]) for j in order]
         image, drawn = render_scene(specs, size, size, scene_rng(seed, "rec", split, i, "background"), style=style)
+        if position_code:
+            for d in drawn:
+                draw_position_code(image, d.bbox, grid, size)
         target = int(np.nonzero(order == 0)[0][0])
         twin_at = int(np.nonzero(order == 1)[0][0]) if twin else None
         expression = _expression(drawn, target, twin_at, rng)

@@ -1,0 +1,505 @@
+"""The CPU study: Syn-GRPO against plain GRPO on the toy REC task, reported like the paper.
+
+One study is: toy splits drawn once (train, validation and in-domain test on the
+train style, an out-of-domain test on background styles the train split never
+shows), one SFT warm start shared by every arm, then RL arms with the same number
+of policy updates each, several seeds per arm, and the paper's outputs:
+
+* ``table.md`` -- Table 1 shape: Acc@0.5 (%) per split, mean ± std over seeds;
+* ``fig2_entropy_diversity.png`` -- entropy H(q) and diversity V(q) against
+  training progress per arm (paper Fig. 2);
+* ``fig7_diversity_smoothing.png`` -- the diversity reward with the smoothed
+  target (eq. 6) and with the raw one (eq. 5), per step of the Syn-GRPO arm (Fig. 7a);
+* ``fig8_gallery.png`` -- one source image and what the data server made of it
+  at successive epochs (Fig. 8).
+
+The test splits are only ever scored, never used to choose anything; every
+setting of ``configs/study_rec_toy.yaml`` was chosen on the validation split
+(docs/study.md).  Synthesis runs in ``sync`` mode through the ``inprocess``
+transport: each step waits for its images, so what enters the pool does not
+depend on timing, and the same command and seed give the same table on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from syngrpo.configio import StrictModel, load_config
+
+log = logging.getLogger(__name__)
+
+#: the arms of the study: TrainConfig keys each arm sets on top of the shared ``rl`` section
+ARMS: dict[str, dict[str, Any]] = {
+    "grpo": {"synthesis": {"mode": "off"}},
+    "syn_grpo_no_div": {"synthesis": {"mode": "sync", "description_selection": "random"},
+                        "rewards": {"diversity_weight": 0.0}},
+    "syn_grpo": {"synthesis": {"mode": "sync", "description_selection": "diversity"}},
+    "grpo_entropy": {"synthesis": {"mode": "off"}, "algorithm": {"policy_loss": {"name": "entropy_loss"}}},
+}
+#: row labels of the table, in the paper's words
+ARM_LABELS = {
+    "grpo": "GRPO",
+    "syn_grpo_no_div": "Syn-GRPO w/o R_diversity",
+    "syn_grpo": "Syn-GRPO",
+    "grpo_entropy": "GRPO + Entropy Loss",
+}
+SPLITS = ("val", "test_id", "test_ood")
+SPLIT_LABELS = {"val": "Validation (train style)", "test_id": "In-domain test", "test_ood": "Out-of-domain test"}
+
+
+class StudyData(StrictModel):
+    """The toy REC splits; ``options`` go to ``make_rec_toy`` (grid, position_code, n_shapes ...)."""
+
+    seed: int = 0
+    image_size: int = Field(112, ge=28)
+    n_train: int = Field(300, ge=1)
+    n_val: int = Field(64, ge=1)
+    n_test: int = Field(120, ge=1)
+    train_style: str = "plain"
+    #: background styles of the out-of-domain test, never seen in training
+    ood_styles: list[str] = Field(default_factory=lambda: ["textured", "cluttered", "ood"])
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyPolicy(StrictModel):
+    """``build_tiny_policy`` options of the shared starting model."""
+
+    seed: int = 0
+    text_hidden: int = 128
+    layers: int = 4
+    vision_hidden: int = 64
+    vision_depth: int = 2
+    vocab_size: int = 640
+
+
+class StudySFT(StrictModel):
+    """The warm start every arm starts from."""
+
+    steps: int = Field(600, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+
+
+class StudyEval(StrictModel):
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(80, ge=1)
+
+
+class StudyConfig(StrictModel):
+    """Everything ``syngrpo study`` needs; ``quick`` is deep-merged over the rest by ``--quick``."""
+
+    seed: int = 0
+    #: seeds per arm (RL seeds ``seed .. seed + seeds - 1``; data and SFT use ``seed``)
+    seeds: int = Field(3, ge=1)
+    arms: list[str] = Field(default_factory=lambda: list(ARMS))
+    data: StudyData = Field(default_factory=StudyData)
+    policy: StudyPolicy = Field(default_factory=StudyPolicy)
+    sft: StudySFT = Field(default_factory=StudySFT)
+    #: TrainConfig keys shared by every arm (nested, as in a ``syngrpo train`` config)
+    rl: dict[str, Any] = Field(default_factory=dict)
+    eval: StudyEval = Field(default_factory=StudyEval)
+    quick: dict[str, Any] = Field(default_factory=dict)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``; nested dicts merge, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_study_config(path: str | Path | None, overrides: Sequence[str] = (), *, quick: bool = False,
+                      seeds: int | None = None) -> StudyConfig:
+    """The study config: file, ``--set`` overrides, then the ``quick`` section when asked."""
+    cfg = load_config(StudyConfig, path, overrides)
+    if quick and cfg.quick:
+        cfg = StudyConfig.model_validate(deep_merge(cfg.model_dump(), {**cfg.quick, "quick": {}}))
+    if seeds is not None:
+        cfg = cfg.model_copy(update={"seeds": int(seeds)})
+    unknown = [a for a in cfg.arms if a not in ARMS]
+    if unknown:
+        from syngrpo.errors import ConfigError
+
+        raise ConfigError(f"unknown arm(s) {unknown}; arms are {', '.join(ARMS)}")
+    return cfg
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def make_splits(cfg: StudyConfig, out_dir: Path) -> dict[str, Path]:
+    """Draw the toy splits into ``out_dir`` and return ``{split: jsonl path}`` (train, val, test_id, test_ood).
+
+    ``test_ood`` holds the *same scenes* as ``test_id`` (image i has the same objects
+    and expression), drawn on the out-of-domain backgrounds in turn, so the two test
+    columns differ only in what the train split never showed.
+    """
+    from syngrpo.plugins import get_registry
+
+    d = cfg.data
+    task = get_registry().create("tasks", "rec")
+    common = dict(seed=d.seed, image_size=d.image_size, **d.options)
+    paths: dict[str, Path] = {}
+    for split, n in (("train", d.n_train), ("val", d.n_val), ("test", d.n_test)):
+        task.make_toy_dataset(out_dir / split, n=n, split=split, style=d.train_style, **common)
+        paths["test_id" if split == "test" else split] = out_dir / split / f"{split}.jsonl"
+    ood = []
+    for j, style in enumerate(d.ood_styles):
+        drawn = task.make_toy_dataset(out_dir / f"test_ood_{style}", n=d.n_test, split="test", style=style, **common)
+        ood += [s for i, s in enumerate(drawn) if i % len(d.ood_styles) == j]
+    ood.sort(key=lambda s: s.id)
+    paths["test_ood"] = out_dir / "test_ood.jsonl"
+    task.save(ood, paths["test_ood"])
+    return paths
+
+
+def chance_levels(samples: Sequence[Any], train: Sequence[Any]) -> dict[str, float]:
+    """Two floors for Acc@0.5: answering a random object of the image, and always the train split's commonest box."""
+    from collections import Counter
+
+    from syngrpo.geometry import iou
+
+    def hits(box: Sequence[float], sample: Any) -> float:
+        return float(iou(box, sample.solution) > 0.5)
+
+    random_object = sum(sum(hits(o["bbox_2d"], s) for o in s.meta["objects"]) / len(s.meta["objects"])
+                        for s in samples) / len(samples)
+    common = Counter(tuple(s.solution) for s in train).most_common(1)[0][0]
+    constant = sum(hits(common, s) for s in samples) / len(samples)
+    return {"random_object": random_object, "constant_box": constant}
+
+
+# ---- one study -------------------------------------------------------------------------------
+
+
+def evaluate_splits(bundle: Any, task: Any, engine: Any, splits: dict[str, Sequence[Any]], cfg: StudyConfig,
+                    response_mode: str = "syn") -> dict[str, dict[str, float]]:
+    """Greedy Acc@0.5 / mean IoU of one model on every split."""
+    from syngrpo.evaluate import evaluate_policy
+
+    return {name: dict(evaluate_policy(bundle, task, samples, engine=engine, response_mode=response_mode,
+                                       batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                       progress=False).metrics)
+            for name, samples in splits.items()}
+
+
+def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
+               eval_splits: dict[str, Sequence[Any]]) -> tuple[Path, dict[str, Any]]:
+    """Build the tiny policy, SFT it on the train split, score it; reused when its inputs are unchanged."""
+    from syngrpo.models.policy import load_policy
+    from syngrpo.models.tiny_policy import build_tiny_policy
+    from syngrpo.plugins import get_registry
+    from syngrpo.sft import run_sft
+
+    sft_dir = out_dir / "sft"
+    stamp = _digest({"policy": cfg.policy.model_dump(), "sft": cfg.sft.model_dump(), "data": cfg.data.model_dump(),
+                     "seed": cfg.seed, "eval": cfg.eval.model_dump()})
+    summary_path = sft_dir / "study_sft.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("stamp") == stamp:
+            return sft_dir, summary
+    registry = get_registry()
+    task = registry.create("tasks", "rec")
+    p = cfg.policy
+    base = build_tiny_policy(out_dir / "policy", seed=p.seed, text_hidden=p.text_hidden, layers=p.layers,
+                             vision_hidden=p.vision_hidden, vision_depth=p.vision_depth, vocab_size=p.vocab_size,
+                             max_pixels=cfg.data.image_size ** 2)
+    bundle = load_policy(str(base), device="cpu", dtype="float32")
+    train = task.load(data["train"])
+    result = run_sft(bundle, task, train, steps=cfg.sft.steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
+                     mode="syn", seed=cfg.seed, progress=False)
+    bundle.model.save_pretrained(str(sft_dir), safe_serialization=True)
+    bundle.processor.save_pretrained(str(sft_dir))
+    engine = registry.create("rollout_engines", "hf", bundle=bundle)
+    t0 = time.perf_counter()
+    metrics = evaluate_splits(bundle, task, engine, eval_splits, cfg)
+    summary = {"stamp": stamp, "sft_seconds": result["seconds"], "eval_seconds": time.perf_counter() - t0,
+               "loss_first": result["loss_first"], "loss_last10": result["loss_mean_last10"],
+               "parameters": sum(q.numel() for q in bundle.model.parameters()), "metrics": metrics}
+    summary_path.write_text(json.dumps(summary, indent=1))
+    return sft_dir, summary
+
+
+def arm_config(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[str, Path], run_dir: Path) -> Any:
+    """The TrainConfig of one (arm, seed) run: shared ``rl`` keys, the arm's keys, then the study's wiring."""
+    from syngrpo.config import TrainConfig
+
+    wiring = {
+        "seed": seed,
+        "model": {"policy": str(sft_dir), "device": "cpu", "dtype": "float32"},
+        "data": {"task": "rec", "train": str(data["train"]), "eval": str(data["val"])},
+        "rollout": {"response_format": "syn"},  # one warm start for every arm: all write <score>/<description>
+        "sft": {"enabled": False},
+        "eval": {"at_start": False, "at_end": False, "every": 0},
+        "logging": {"out_dir": str(run_dir), "tensorboard": False, "progress": False, "plots": False,
+                    "samples_every": 0, "gallery_per_epoch": 1000},
+    }
+    merged = deep_merge(deep_merge(cfg.rl, ARMS[arm]), wiring)
+    if merged.get("synthesis", {}).get("mode", "off") != "off":
+        synth = merged.setdefault("synthesis", {})
+        synth["transport"] = "inprocess"
+        synth.setdefault("transport_options", {})
+        synth["transport_options"] = {"data_dir": str(run_dir / "server"), **synth["transport_options"]}
+    return TrainConfig.model_validate(merged)
+
+
+def run_arm(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[str, Path],
+            eval_splits: dict[str, Sequence[Any]], run_dir: Path) -> dict[str, Any]:
+    """Train one arm with one seed and score it on every split; reused when already done."""
+    from syngrpo.trainer import Trainer
+
+    result_path = run_dir / "study_result.json"
+    train_cfg = arm_config(cfg, arm, seed, sft_dir, data, run_dir)
+    stamp = _digest({"train": train_cfg.model_dump(mode="json"), "eval": cfg.eval.model_dump(),
+                     "sft": (sft_dir / "study_sft.json").read_text() if (sft_dir / "study_sft.json").is_file() else ""})
+    if result_path.is_file():
+        done = json.loads(result_path.read_text())
+        if done.get("stamp") == stamp:
+            return done
+    t0 = time.perf_counter()
+    with Trainer(train_cfg, run_dir) as trainer:
+        trainer.train()
+        t_train = time.perf_counter() - t0
+        metrics = evaluate_splits(trainer.bundle, trainer.task, trainer.engine, eval_splits, cfg,
+                                  response_mode=trainer.response_mode)
+        steps = trainer.step
+    result = {"stamp": stamp, "arm": arm, "seed": seed, "steps": steps, "train_seconds": t_train,
+              "seconds": time.perf_counter() - t0, "metrics": metrics}
+    result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run_study(cfg: StudyConfig, out_dir: str | Path, *, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or finish) the whole study into ``out_dir`` and write its table and figures; returns the summary."""
+    import torch
+
+    from syngrpo.plugins import get_registry
+
+    torch.set_num_threads(1)  # a laptop's study; also makes CPU runs bit-reproducible across machines' core counts
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+    t0 = time.perf_counter()
+    data = make_splits(cfg, out / "data")
+    task = get_registry().create("tasks", "rec")
+    eval_splits = {name: task.load(data[name]) for name in SPLITS}
+    train = task.load(data["train"])
+    chance = {name: chance_levels(s, train) for name, s in eval_splits.items()}
+    say(f"data: {len(train)} train, " + ", ".join(f"{k} {len(v)}" for k, v in eval_splits.items()))
+
+    sft_dir, sft = warm_start(cfg, out, data, eval_splits)
+    say(f"SFT warm start: {cfg.sft.steps} steps in {sft['sft_seconds']:.0f} s; Acc@0.5 "
+        + ", ".join(f"{k} {v['acc@0.5']:.3f}" for k, v in sft["metrics"].items()))
+
+    runs: list[dict[str, Any]] = []
+    for arm in cfg.arms:
+        for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+            res = run_arm(cfg, arm, seed, sft_dir, data, eval_splits, out / "runs" / f"{arm}-seed{seed}")
+            runs.append(res)
+            say(f"{arm} seed {seed}: {res['steps']} steps in {res['train_seconds']:.0f} s; Acc@0.5 "
+                + ", ".join(f"{k} {v['acc@0.5']:.3f}" for k, v in res["metrics"].items()))
+
+    summary = {"sft": sft, "chance": chance, "runs": runs, "seconds": time.perf_counter() - t0,
+               "n": {k: len(v) for k, v in eval_splits.items()} | {"train": len(train)}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    table = results_table(summary, cfg)
+    (out / "table.md").write_text(table)
+    figures = write_figures(cfg, out)
+    say(table)
+    say("figures: " + ", ".join(str(p) for p in figures))
+    return summary
+
+
+# ---- reporting -------------------------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def results_table(summary: dict[str, Any], cfg: StudyConfig) -> str:
+    """Markdown in the shape of the paper's Table 1: Acc@0.5 (%) per split, mean ± std over seeds."""
+    head = "| Method | " + " | ".join(SPLIT_LABELS[s] for s in SPLITS) + " |"
+    lines = [head, "|" + "---|" * (len(SPLITS) + 1)]
+    chance = summary["chance"]
+    lines.append("| Chance: a random object of the image | "
+                 + " | ".join(f"{100 * chance[s]['random_object']:.2f}" for s in SPLITS) + " |")
+    lines.append("| Chance: the commonest train box | "
+                 + " | ".join(f"{100 * chance[s]['constant_box']:.2f}" for s in SPLITS) + " |")
+    lines.append("| SFT (warm start of every arm) | "
+                 + " | ".join(f"{100 * summary['sft']['metrics'][s]['acc@0.5']:.2f}" for s in SPLITS) + " |")
+    for arm in cfg.arms:
+        runs = [r for r in summary["runs"] if r["arm"] == arm]
+        if not runs:
+            continue
+        cells = []
+        for s in SPLITS:
+            m, sd = mean_std([100 * r["metrics"][s]["acc@0.5"] for r in runs])
+            cells.append(f"{m:.2f} ± {sd:.2f}")
+        lines.append(f"| {ARM_LABELS[arm]} | " + " | ".join(cells) + " |")
+    n = summary["n"]
+    steps = sorted({r["steps"] for r in summary["runs"]})
+    lines.append("")
+    lines.append(f"Acc@0.5 in %, greedy decoding; {cfg.seeds} seed(s) per arm (mean ± sample std); "
+                 f"{', '.join(f'{k} n={v}' for k, v in n.items())}; RL steps per run: {steps}.")
+    return "\n".join(lines) + "\n"
+
+
+def _curves(run_dirs: Sequence[Path], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """x (progress), mean, min and max of ``key`` over runs, step by step."""
+    from syngrpo.runlog import read_jsonl
+
+    series = []
+    for d in run_dirs:
+        recs = [r for r in read_jsonl(d / "metrics.jsonl") if r.get(key) is not None and "progress" in r]
+        series.append([(float(r["progress"]), float(r[key])) for r in recs])
+    series = [s for s in series if s]
+    if not series:
+        return [], [], [], []
+    n = min(len(s) for s in series)
+    xs = [series[0][i][0] for i in range(n)]
+    cols = [[s[i][1] for s in series] for i in range(n)]
+    return xs, [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average (for readability of noisy per-step curves)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def write_figures(cfg: StudyConfig, out: Path) -> list[Path]:
+    """Fig. 2, Fig. 7 and Fig. 8 analogues as PNGs in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    runs_dir = out / "runs"
+    dirs = {arm: sorted(runs_dir.glob(f"{arm}-seed*")) for arm in cfg.arms}
+    written: list[Path] = []
+    window = max(1, int(cfg.rl.get("optim", {}).get("max_steps", 20) or 20) // 10)
+
+    # Fig. 2: entropy and diversity against training progress
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], "entropy", "Entropy H(q)"), (axes[1], "diversity/v_mean", "Diversity V(q)")):
+        for arm in cfg.arms:
+            xs, mean, lo, hi = _curves(dirs[arm], key)
+            if xs:
+                line, = ax.plot(xs, smooth(mean, window), label=ARM_LABELS[arm])
+                ax.fill_between(xs, smooth(lo, window), smooth(hi, window), color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("training progress (epochs)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Entropy and diversity during RL (mean over seeds, band = min..max, moving average {window})")
+    fig.tight_layout()
+    path = out / "fig2_entropy_diversity.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    # Fig. 7: diversity reward with and without smoothing (the same Syn-GRPO runs, eq. 6 vs eq. 5 target)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    arm = "syn_grpo" if "syn_grpo" in cfg.arms else next((a for a in cfg.arms if a.startswith("syn")), None)
+    if arm is not None:
+        for key, label in (("reward/diversity_raw", "with smoothing (eq. 6)"),
+                           ("reward/diversity_unsmoothed", "without smoothing (eq. 5)")):
+            xs, mean, _, _ = _curves(dirs[arm], key)
+            if xs:
+                ax.plot(xs, mean, alpha=0.35, lw=0.8)
+                ax.plot(xs, smooth(mean, window), label=label, color=ax.lines[-1].get_color())
+    ax.set_xlabel("training progress (epochs)")
+    ax.set_ylabel("diversity reward R_diversity")
+    ax.set_title(f"{ARM_LABELS.get(arm or '', '')}: diversity reward (faint: per step)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "fig7_diversity_smoothing.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    gallery = write_gallery_figure(dirs.get("syn_grpo") or [], out / "fig8_gallery.png")
+    if gallery is not None:
+        written.append(gallery)
+    return written
+
+
+def write_gallery_figure(run_dirs: Sequence[Path], path: Path) -> Path | None:
+    """One source image and its synthesized versions at successive epochs (paper Fig. 8)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from syngrpo.runlog import read_jsonl
+
+    for run_dir in run_dirs:
+        entries = read_jsonl(run_dir / "gallery" / "gallery.jsonl")
+        by_origin: dict[str, dict[int, dict[str, Any]]] = {}
+        for e in entries:
+            by_origin.setdefault(e["origin_id"], {}).setdefault(int(e["epoch"]), e)
+        if not by_origin:
+            continue
+        origin, epochs = max(sorted(by_origin.items()), key=lambda kv: len(kv[1]))
+        shown = [epochs[k] for k in sorted(epochs)]
+        fig, axes = plt.subplots(1, len(shown) + 1, figsize=(2.6 * (len(shown) + 1), 3.0))
+        gdir = run_dir / "gallery"
+        axes[0].imshow(Image.open(gdir / shown[0]["original"]))
+        axes[0].set_title("original", fontsize=9)
+        for ax, e in zip(axes[1:], shown, strict=True):
+            ax.imshow(Image.open(gdir / e["synthesized"]))
+            ax.set_title(f"epoch {int(e['epoch']) + 1}", fontsize=9)
+            ax.set_xlabel("\n".join(_wrap(str(e["description"]), 28)[:3]), fontsize=6)
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"{origin} synthesized at successive epochs ({run_dir.name})", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+    return None
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width and line:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    if line:
+        lines.append(line)
+    return lines

@@ -1,0 +1,189 @@
+"""The CPU study (syngrpo study): splits, arm configs, the Table 1 / figure writers, and --quick end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from syngrpo.study import (
+    ARM_LABELS,
+    ARMS,
+    SPLIT_LABELS,
+    SPLITS,
+    StudyConfig,
+    arm_config,
+    chance_levels,
+    deep_merge,
+    load_study_config,
+    make_splits,
+    mean_std,
+    results_table,
+    write_figures,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY_CONFIG = REPO / "configs" / "study_rec_toy.yaml"
+
+
+def small_config(**over) -> StudyConfig:
+    base = {
+        "seeds": 2,
+        "data": {"image_size": 84, "n_train": 6, "n_val": 3, "n_test": 6,
+                 "options": {"grid": 3, "position_code": True, "n_shapes": [1, 2]}},
+        "rl": {"optim": {"max_steps": 4}},
+    }
+    return StudyConfig.model_validate(deep_merge(base, over))
+
+
+def test_deep_merge_keeps_siblings_and_replaces_leaves():
+    base = {"a": {"x": 1, "y": 2}, "b": [1]}
+    assert deep_merge(base, {"a": {"y": 3}, "b": [2]}) == {"a": {"x": 1, "y": 3}, "b": [2]}
+    assert base == {"a": {"x": 1, "y": 2}, "b": [1]}  # the input is not changed
+
+
+def test_mean_std_uses_sample_deviation():
+    assert mean_std([1.0, 3.0]) == pytest.approx((2.0, 2 ** 0.5))
+    assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_shipped_study_config_loads_and_quick_shrinks_it():
+    full = load_study_config(STUDY_CONFIG)
+    quick = load_study_config(STUDY_CONFIG, quick=True)
+    assert full.arms == list(ARMS)
+    assert quick.data.n_train < full.data.n_train and quick.seeds == 1
+    assert quick.rl["optim"]["max_steps"] < full.rl["optim"]["max_steps"]
+    assert quick.rl["synthesis"] == full.rl["synthesis"]  # quick merges into the sections, it does not drop them
+
+
+def test_unknown_arm_is_a_config_error():
+    from syngrpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown arm"):
+        load_study_config(STUDY_CONFIG, ["arms=[grpo,ppo]"])
+
+
+def test_out_of_domain_split_holds_the_in_domain_scenes_on_unseen_backgrounds(tmp_path):
+    cfg = small_config()
+    paths = make_splits(cfg, tmp_path)
+    from tasks_rec.task import RecTask
+
+    task = RecTask()
+    test_id, test_ood, train = task.load(paths["test_id"]), task.load(paths["test_ood"]), task.load(paths["train"])
+    assert [s.problem for s in test_id] == [s.problem for s in test_ood]
+    assert [s.solution for s in test_id] == [s.solution for s in test_ood]
+    assert {s.meta["style"] for s in test_ood} == set(cfg.data.ood_styles)
+    assert {s.meta["style"] for s in train} == {"plain"}
+    assert not {s.image for s in train} & {s.image for s in test_id}
+
+
+def test_chance_of_a_random_object_is_one_over_the_object_count(tmp_path):
+    from tasks_rec.toy import make_rec_toy
+
+    samples = make_rec_toy(tmp_path, n=30, seed=1, image_size=84, grid=3, n_shapes=(1, 2))
+    expected = sum(1 / len(s.meta["objects"]) for s in samples) / len(samples)
+    levels = chance_levels(samples, samples)
+    assert levels["random_object"] == pytest.approx(expected)
+    assert 0.0 < levels["constant_box"] < 1.0
+
+
+def test_arms_differ_only_in_what_the_ablation_names(tmp_path):
+    cfg = small_config()
+    data = {"train": tmp_path / "train.jsonl", "val": tmp_path / "val.jsonl"}
+    made = {arm: arm_config(cfg, arm, 0, tmp_path / "sft", data, tmp_path / arm) for arm in ARMS}
+    assert made["grpo"].synthesis.mode == "off" and made["grpo_entropy"].synthesis.mode == "off"
+    assert made["grpo_entropy"].algorithm.policy_loss.name == "entropy_loss"
+    assert made["syn_grpo"].synthesis.mode == "sync" and made["syn_grpo"].rewards.diversity_weight == 1.0
+    assert made["syn_grpo"].synthesis.description_selection == "diversity"
+    assert made["syn_grpo_no_div"].synthesis.description_selection == "random"
+    assert made["syn_grpo_no_div"].rewards.diversity_weight == 0.0
+    assert made["syn_grpo"].synthesis.transport == "inprocess"  # deterministic: no HTTP, sync waits
+    for c in made.values():  # the same warm start, format and number of policy updates everywhere
+        assert c.model.policy == str(tmp_path / "sft") and c.response_mode == "syn" and c.optim.max_steps == 4
+        assert not c.sft.enabled
+
+
+def _fake_run_dir(root: Path, arm: str, seed: int, steps: int = 5) -> None:
+    d = root / "runs" / f"{arm}-seed{seed}"
+    d.mkdir(parents=True)
+    with (d / "metrics.jsonl").open("w") as f:
+        for step in range(1, steps + 1):
+            rec = {"step": step, "progress": step / steps, "entropy": 1.0 / step, "diversity/v_mean": 0.5 / step}
+            if arm.startswith("syn"):
+                rec.update({"reward/diversity_raw": 0.6, "reward/diversity_unsmoothed": 0.4 + 0.1 * (step % 2)})
+            f.write(json.dumps(rec) + "\n")
+
+
+def test_table_has_every_arm_and_split_with_mean_and_std(tmp_path):
+    cfg = small_config()
+    metrics = lambda a: {s: {"acc@0.5": a, "mean_iou": a} for s in SPLITS}  # noqa: E731
+    summary = {
+        "chance": {s: {"random_object": 0.5, "constant_box": 0.1} for s in SPLITS},
+        "sft": {"metrics": metrics(0.25)},
+        "runs": [{"arm": arm, "seed": seed, "steps": 4, "metrics": metrics(0.5 + 0.1 * seed)}
+                 for arm in ARMS for seed in (0, 1)],
+        "n": {"val": 3, "test_id": 6, "test_ood": 6, "train": 6},
+    }
+    table = results_table(summary, cfg)
+    for label in list(ARM_LABELS.values()) + list(SPLIT_LABELS.values()):
+        assert label in table
+    assert "55.00 ± 7.07" in table  # mean of 50 and 60, sample std of the two
+    assert "| SFT (warm start of every arm) | 25.00 | 25.00 | 25.00 |" in table
+
+
+def test_figures_are_written_from_run_metrics(tmp_path):
+    cfg = small_config()
+    for arm in ARMS:
+        for seed in (0, 1):
+            _fake_run_dir(tmp_path, arm, seed)
+    written = write_figures(cfg, tmp_path)
+    names = {p.name for p in written}
+    assert {"fig2_entropy_diversity.png", "fig7_diversity_smoothing.png"} <= names
+    for p in written:
+        assert p.stat().st_size > 5000
+
+
+def test_gallery_figure_shows_one_source_across_epochs(tmp_path):
+    from PIL import Image
+
+    from syngrpo.study import write_gallery_figure
+
+    gdir = tmp_path / "runs" / "syn_grpo-seed0" / "gallery"
+    gdir.mkdir(parents=True)
+    entries = []
+    for epoch, origin in ((0, "a"), (1, "a"), (2, "a"), (0, "b")):
+        Image.new("RGB", (32, 32), (200, 200, 200)).save(gdir / f"{origin}{epoch}-o.jpg")
+        Image.new("RGB", (32, 32), (40 * epoch, 90, 90)).save(gdir / f"{origin}{epoch}-s.jpg")
+        entries.append({"step": epoch + 1, "epoch": epoch, "origin_id": origin, "original": f"{origin}{epoch}-o.jpg",
+                        "synthesized": f"{origin}{epoch}-s.jpg", "description": f"stripes {epoch}", "generation": 1})
+    (gdir / "gallery.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    path = write_gallery_figure([gdir.parent], tmp_path / "fig8.png")
+    assert path is not None and path.stat().st_size > 3000
+    assert write_gallery_figure([tmp_path / "nothing"], tmp_path / "none.png") is None
+
+
+@pytest.mark.slow
+def test_quick_study_runs_end_to_end_and_writes_table_and_figures(tmp_path):
+    """`syngrpo study --quick` on the shipped config: every arm trains, is scored on every split, and reported."""
+    from syngrpo.cli import main
+
+    out = tmp_path / "study"
+    assert main(["study", "-c", str(STUDY_CONFIG), "--quick", "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    for arm in ARMS:
+        assert ARM_LABELS[arm] in table
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["arm"] for r in summary["runs"]} == set(ARMS)
+    assert len({r["steps"] for r in summary["runs"]}) == 1  # the same number of policy updates per arm
+    assert (out / "fig2_entropy_diversity.png").is_file() and (out / "fig7_diversity_smoothing.png").is_file()
+    # the same command in a fresh directory gives the same table and the same training curves (reproducible)
+    again = tmp_path / "again"
+    assert main(["study", "-c", str(STUDY_CONFIG), "--quick", "--out", str(again)]) == 0
+    assert (again / "table.md").read_text() == table
+    def curve(root: Path, arm: str) -> list[tuple]:
+        lines = (root / "runs" / f"{arm}-seed0" / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["entropy"], r["reward/total"]) for r in map(json.loads, lines)]
+
+    for arm in ARMS:
+        assert curve(out, arm) == curve(again, arm)
