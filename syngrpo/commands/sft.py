@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
 
@@ -31,29 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_samples(cfg, task, out: Path) -> list:
-    """The training split of ``cfg.data``: a dataset file, or the task's toy data written under ``out``."""
-    data = cfg.data
-    if data.train:
-        samples = task.load(data.train, image_root=data.image_root)
-    else:
-        toy = data.toy
-        where = Path(data.toy_dir) if data.toy_dir else out / "data"
-        samples = task.make_toy_dataset(where / "train", n=toy.n_train, seed=toy.seed, split="train",
-                                        image_size=toy.image_size, **toy.options)
-    if data.max_train_samples and len(samples) > data.max_train_samples:
-        samples = random.Random(cfg.seed).sample(samples, data.max_train_samples)
-    return samples
-
-
 def run(args: argparse.Namespace) -> int:
     from syngrpo.config import QUICKSTART_CONFIG, TrainConfig
     from syngrpo.configio import load_config
-    from syngrpo.errors import ConfigError
     from syngrpo.models.policy import load_policy
     from syngrpo.plugins import get_registry
     from syngrpo.sft import run_sft
-    from syngrpo.trainer import resolve_policy
+    from syngrpo.trainer import load_split, resolve_policy
 
     path = args.config or (QUICKSTART_CONFIG if QUICKSTART_CONFIG.is_file() else None)
     cfg = load_config(TrainConfig, path, list(args.overrides or []))
@@ -62,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else cfg.sft.steps
 
     task = get_registry().create("tasks", cfg.data.task, **cfg.data.task_options)
-    samples = load_samples(cfg, task, out)
-    if not samples:
-        raise ConfigError("the training split is empty")
+    samples = load_split(cfg, task, "train", out)
     m = cfg.model
     bundle = load_policy(
         resolve_policy(cfg), dtype=m.dtype, device=m.device, attn_implementation=m.attn_implementation,
