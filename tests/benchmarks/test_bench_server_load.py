@@ -1,0 +1,297 @@
+"""Issue 5 item 4: the data server under load, a real ``syngrpo serve`` child process on 127.0.0.1.
+
+* submit latency p50 / p99 on loopback: raw ``POST /v1/jobs`` round trips, and
+  the trainer's own client (``aiohttp`` transport ``submit()``, which waits for the
+  server's 201);
+* sustained jobs per second with the ``procedural`` synthesizer (one CPU worker)
+  and 1, 2, 4 concurrent clients;
+* no job lost over 1,000 submissions (quick mode: 64) while the queue is full about
+  half of the time: 4 clients submit in waves of three times the queue's capacity, back
+  off on 429 (5 ms, then 10 ms, never longer than the server's
+  ``Retry-After``) and retry with the same key; every key must end as exactly one
+  job, done, with its image.
+
+The server runs on its own core, the clients (one event loop in this process) on
+the other.  No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from PIL import Image, ImageDraw
+
+from .support import core_plan, median, start_server, thread_affinity
+
+pytestmark = pytest.mark.benchmark
+
+BOXES = [[10.0, 12.0, 40.0, 42.0], [60.0, 20.0, 88.0, 48.0]]
+LABELS = ["red circle", "blue square"]
+
+
+def _png() -> bytes:
+    image = Image.new("RGB", (112, 112), (200, 200, 200))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse(BOXES[0], fill=(220, 40, 40))
+    draw.rectangle(BOXES[1], fill=(40, 80, 220))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+PNG_B64 = base64.b64encode(_png()).decode("ascii")
+
+
+def body(key: str) -> dict:
+    return {"key": key, "image": PNG_B64, "boxes": BOXES, "labels": LABELS,
+            "description": "a busy green striped kitchen", "options": {}, "seed": 0}
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
+
+
+@dataclass
+class ClientStats:
+    accepted: dict[str, str] = field(default_factory=dict)  # key -> job id
+    rejected_429: int = 0
+    duplicates: int = 0  # 200 answers: the server already had the key (a retry whose first answer was lost)
+
+
+async def submit_with_backoff(session, url: str, key: str, stats: ClientStats) -> None:
+    """POST one job until the server takes it; on 429 wait (5 ms, then 10 ms; at most Retry-After) and retry."""
+    delay = 0.005
+    while True:
+        async with session.post(url + "/v1/jobs", json=body(key)) as resp:
+            if resp.status in (200, 201):
+                job = await resp.json()
+                if resp.status == 200:
+                    stats.duplicates += 1
+                stats.accepted[key] = job["id"]
+                return
+            if resp.status != 429:
+                raise AssertionError(f"{key}: unexpected {resp.status}: {await resp.text()}")
+            stats.rejected_429 += 1
+            retry_after = float(resp.headers.get("Retry-After", "1"))
+        await asyncio.sleep(min(delay, retry_after))
+        delay = min(delay * 2, 0.01)
+
+
+async def metric(session, url: str, name: str) -> float:
+    async with session.get(url + "/metrics") as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise KeyError(name)
+
+
+async def queue_depth(session, url: str) -> int:
+    async with session.get(url + "/healthz") as resp:
+        return int((await resp.json())["queue_depth"])
+
+
+async def wait_done(session, url: str, total: float, timeout: float = 600.0) -> float:
+    """Until the server's done counter reaches ``total``; returns when (perf_counter)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if await metric(session, url, "syngrpo_jobs_done_total") >= total:
+            return time.perf_counter()
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{url}: fewer than {total} jobs done after {timeout:g} s")
+
+
+async def all_jobs(session, url: str) -> list[dict]:
+    jobs, after = [], 0
+    while True:
+        async with session.get(url + "/v1/jobs", params={"limit": "500", "after": str(after)}) as resp:
+            page = await resp.json()
+        jobs += page["jobs"]
+        if page["next_after"] is None:
+            return jobs
+        after = page["next_after"]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def cores():
+    return core_plan()
+
+
+QUEUE_CAPACITY = 16
+
+
+def _server(tmp_path, cores, queue: int):
+    """A ``procedural`` server with one worker on its own core."""
+    return start_server(tmp_path / "server", cores[1], synthesizer="procedural", queue_size=queue, workers=1)
+
+
+@pytest.fixture
+def server(tmp_path, cores):
+    srv = _server(tmp_path, cores, 4096)  # never full
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def small_queue_server(tmp_path, cores):
+    srv = _server(tmp_path, cores, QUEUE_CAPACITY)
+    yield srv
+    srv.stop()
+
+
+def test_submit_latency_on_loopback(server, cores, figures, quick):
+    import aiohttp
+    from syngrpo_aiohttp.client import AiohttpTransport
+
+    from syngrpo.transport import SynthesisJob
+
+    n = 20 if quick else 300
+
+    async def raw() -> list[float]:
+        out = []
+        async with aiohttp.ClientSession() as session:
+            for i in range(n + 5):
+                t0 = time.perf_counter()
+                async with session.post(server.url + "/v1/jobs", json=body(f"raw-{i}")) as resp:
+                    assert resp.status == 201, await resp.text()
+                    await resp.read()
+                if i >= 5:  # the first requests open the connection
+                    out.append(time.perf_counter() - t0)
+            await wait_done(session, server.url, n + 5)
+        return out
+
+    with thread_affinity(cores[0]):
+        raw_s = run(raw())
+        png = base64.b64decode(PNG_B64)
+        client_s = []
+        with AiohttpTransport([server.url]) as transport:
+            for i in range(n + 5):
+                job = SynthesisJob(key=f"tr-{i}", image_png=png, boxes=[tuple(b) for b in BOXES], labels=LABELS,
+                                   description="a calm blue beach")
+                t0 = time.perf_counter()
+                transport.submit(job)
+                if i >= 5:
+                    client_s.append(time.perf_counter() - t0)
+            results = transport.wait([f"tr-{i}" for i in range(n + 5)], timeout=300)
+    assert len(raw_s) == len(client_s) == n
+    assert sorted(r.key for r in results) == sorted(f"tr-{i}" for i in range(n + 5))
+    assert all(r.state == "done" and r.image_png for r in results)
+    ms = 1e3
+    figures("Server: raw POST /v1/jobs latency p50", ms * median(raw_s), unit="ms", target="report",
+            p99_ms=ms * percentile(raw_s, 99), n=n)
+    figures("Server: raw POST /v1/jobs latency p99", ms * percentile(raw_s, 99), unit="ms", target="report", n=n)
+    figures("Server: transport.submit() latency p50", ms * median(client_s), unit="ms", target="report",
+            p99_ms=ms * percentile(client_s, 99), n=n)
+    figures("Server: transport.submit() latency p99", ms * percentile(client_s, 99), unit="ms", target="report", n=n)
+
+
+def test_sustained_jobs_per_second_with_1_2_4_clients(server, cores, figures, quick):
+    import aiohttp
+
+    per_round = 24 if quick else 240
+    done_before = 0
+
+    async def round_with(k: int) -> tuple[float, ClientStats]:
+        nonlocal done_before
+        stats = ClientStats()
+        keys = [f"k{k}-{i}" for i in range(per_round)]
+        sessions = [aiohttp.ClientSession() for _ in range(k)]  # k independent clients (own connection pools)
+        try:
+            async def client(c: int) -> None:
+                for key in keys[c::k]:
+                    await submit_with_backoff(sessions[c], server.url, key, stats)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client(c) for c in range(k)))
+            t1 = await wait_done(sessions[0], server.url, done_before + per_round)
+            done_before += per_round
+            return per_round / (t1 - t0), stats
+        finally:
+            for s in sessions:
+                await s.close()
+
+    with thread_affinity(cores[0]):
+        results = {k: run(round_with(k)) for k in (1, 2, 4)}
+    for k, (rate, stats) in results.items():
+        assert len(stats.accepted) == per_round and stats.rejected_429 == 0
+        figures(f"Server: sustained jobs/s, procedural, {k} client(s)", rate, unit="jobs/s", target="report",
+                jobs=per_round, workers=1)
+
+
+def test_no_job_is_lost_over_1000_submissions_with_the_queue_full_half_the_time(small_queue_server, cores, figures,
+                                                                                quick):
+    import aiohttp
+
+    server = small_queue_server
+    capacity, clients = QUEUE_CAPACITY, 4
+    total = 64 if quick else 1000
+    wave = 3 * capacity  # three times what the queue holds: full for about the first half of each wave
+    stats = ClientStats()
+    samples: list[bool] = []
+    stop = threading.Event()
+
+    async def main() -> tuple[float, list[dict], float]:
+        sessions = [aiohttp.ClientSession() for _ in range(clients)]
+        monitor = aiohttp.ClientSession()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                samples.append(await queue_depth(monitor, server.url) >= capacity)
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            t0 = time.perf_counter()
+            keys = [f"job-{i:05d}" for i in range(total)]
+            for start in range(0, total, wave):
+                chunk = keys[start : start + wave]
+
+                async def client(c: int, chunk: list[str] = chunk) -> None:
+                    for key in chunk[c::clients]:
+                        await submit_with_backoff(sessions[c], server.url, key, stats)
+
+                await asyncio.gather(*(client(c) for c in range(clients)))
+                while await queue_depth(monitor, server.url) > 0:  # the queue drains before the next wave
+                    await asyncio.sleep(0.01)
+            await wait_done(monitor, server.url, total)
+            elapsed = time.perf_counter() - t0
+            stop.set()
+            await watcher
+            jobs = await all_jobs(monitor, server.url)
+            rejected = await metric(monitor, server.url, "syngrpo_submissions_rejected_total")
+            # every result image is there (a sample of them in quick mode is all of them)
+            for job in jobs[:: max(1, len(jobs) // 50)]:
+                async with monitor.get(f"{server.url}/v1/jobs/{job['id']}/result.png") as resp:
+                    assert resp.status == 200 and (await resp.read()).startswith(b"\x89PNG")
+            return elapsed, jobs, rejected
+        finally:
+            stop.set()
+            for s in [*sessions, monitor]:
+                await s.close()
+
+    with thread_affinity(cores[0]):
+        elapsed, jobs, rejected = run(main())
+
+    keys = [f"job-{i:05d}" for i in range(total)]
+    assert sorted(stats.accepted) == keys  # every submission was eventually taken
+    assert len(jobs) == total and sorted(j["key"] for j in jobs) == keys  # one job per key, none extra
+    assert {j["id"] for j in jobs} == set(stats.accepted.values())
+    assert all(j["state"] == "done" for j in jobs), [j for j in jobs if j["state"] != "done"][:3]
+    assert stats.rejected_429 > 0 and rejected == stats.rejected_429  # the queue was full and said so
+    full = sum(samples) / max(1, len(samples))
+    figures("Server: 429-backoff run, jobs lost", float(total - sum(j["state"] == "done" for j in jobs)),
+            unit="jobs", target="0", met=True, submissions=total, rejected_429=stats.rejected_429,
+            queue_full_fraction=full, seconds=elapsed)
+    figures("Server: 429-backoff run, fraction of time queue full", full, unit="", target="~0.5",
+            submissions=total, rejected_429=stats.rejected_429, jobs_per_s=total / elapsed, cpus=os.cpu_count())

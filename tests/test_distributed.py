@@ -1,0 +1,329 @@
+"""Issue 5 item 5: one data-parallel optimisation step equals the single-process step on the same global batch.
+
+``torchrun --standalone --nproc_per_node=2`` starts two CPU ranks (gloo), twice:
+
+* **the scoring + loss path**: each rank wraps the tiny Qwen2.5-VL in
+  ``DistributedDataParallel`` and takes one prompt (G = 3 completions) of a
+  two-prompt global batch: :func:`syngrpo.scoring.completion_logprobs` (naive and
+  shared-prefix), the ``grpo`` policy loss, backward, one SGD step.  DDP averages
+  the gradients, so the single-process reference is the mean of the two
+  per-prompt losses on the whole batch at once (one left-padded batch);
+* **the trainer**: one :meth:`syngrpo.trainer.Trainer.train_step` per rank, each
+  on its half of a 4-prompt global batch, against one single-process step on all
+  4 prompts.  Sampling must not depend on how the batch is split, so the rollout
+  engine here (``per_prompt_hf``, a real plugin registered below) runs the ``hf``
+  engine one prompt at a time with a seed taken from the prompt itself; the
+  reward is the completion's length (a random tiny model earns no other reward).
+  ``adam_eps`` = 1 makes AdamW's first step proportional to the gradient (near
+  zero, ``g / (|g| + eps)`` would turn float noise into sign flips).
+
+Gradients and parameters after the step must agree to float rounding.  The file
+doubles as the worker script torchrun runs.  The trainer's own test
+(``tests/trainer/test_data_parallel.py``) checks that the ranks stay identical
+over several steps, with synthesis; this one checks that they compute the
+single-process step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syngrpo.hookspecs import hookimpl
+
+GROUP = 3
+TOKENS = 12
+LR = 0.5
+
+
+def _setup(model_dir: str):
+    """The policy, the two-prompt batch (different image sizes: different lengths, left padding) and completions."""
+    import torch
+    from PIL import Image, ImageDraw
+
+    from syngrpo.models.policy import encode_prompts, load_policy
+
+    torch.manual_seed(0)
+    policy = load_policy(model_dir)
+    a = Image.new("RGB", (112, 112), (230, 230, 225))
+    ImageDraw.Draw(a).ellipse([20, 30, 60, 70], fill=(220, 40, 40))
+    b = Image.new("RGB", (168, 112), (210, 215, 220))
+    ImageDraw.Draw(b).rectangle([100, 20, 150, 90], fill=(40, 90, 230))
+    batch = encode_prompts(policy, [a, b], ["Locate the red circle.", "Locate the blue square on the right side."])
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, len(policy.tokenizer) - 20, (2 * GROUP, TOKENS), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    mask[4, 5:] = 0
+    advantages = torch.tensor([1.0, -0.5, -0.5, 0.8, 0.2, -1.0])
+    return policy, batch, ids, mask, advantages
+
+
+def _loss(model, batch, ids, mask, advantages, *, shared_prefix: bool):
+    from syngrpo.losses import GRPOLoss
+    from syngrpo.scoring import completion_logprobs
+
+    logp, _ = completion_logprobs(model, batch, ids, mask, group_size=GROUP, shared_prefix=shared_prefix)
+    loss, _ = GRPOLoss(beta=0.0)(logp=logp, old_logp=None, ref_logp=None, advantages=advantages, mask=mask)
+    return loss
+
+
+def _state(model) -> dict:
+    from syngrpo.models.policy import unwrap_model
+
+    base = unwrap_model(model)
+    return {
+        "grads": {n: p.grad.detach().clone() for n, p in base.named_parameters() if p.grad is not None},
+        "params": {n: p.detach().clone() for n, p in base.named_parameters()},
+    }
+
+
+def single_process_step(model_dir: str, *, shared_prefix: bool) -> dict:
+    """The whole global batch in one process: loss = mean of the two per-prompt losses."""
+    import torch
+
+    from syngrpo.losses import GRPOLoss
+    from syngrpo.scoring import completion_logprobs
+
+    policy, batch, ids, mask, adv = _setup(model_dir)
+    model = policy.model.train()
+    rows = [list(range(0, GROUP)), list(range(GROUP, 2 * GROUP))]
+    # both prompts scored together (one left-padded batch), the loss split per prompt
+    logp_all, _ = completion_logprobs(model, batch, ids, mask, group_size=GROUP, shared_prefix=shared_prefix)
+    losses = [GRPOLoss(beta=0.0)(logp=logp_all[r], old_logp=None, ref_logp=None, advantages=adv[r],
+                                 mask=mask[r])[0] for r in rows]
+    (sum(losses) / len(losses)).backward()
+    grads = _state(model)["grads"]
+    torch.optim.SGD(model.parameters(), lr=LR).step()
+    out = _state(model)
+    out["grads"] = grads
+    return out
+
+
+def ddp_worker(model_dir: str, out: str) -> None:
+    """One rank: its own prompt, DDP-averaged gradients, one SGD step, for each scoring path; rank 0 saves."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    assert world == 2, world
+    results = {}
+    for shared_prefix in (False, True):
+        policy, batch, ids, mask, adv = _setup(model_dir)  # a fresh copy of the initial weights
+        model = DistributedDataParallel(policy.model.train())
+        rows = list(range(rank * GROUP, (rank + 1) * GROUP))
+        mine = batch.select([rank])  # this rank's prompt, unpadded as a batch of one
+        _loss(model, mine, ids[rows], mask[rows], adv[rows], shared_prefix=shared_prefix).backward()
+        grads = _state(model)["grads"]
+        torch.optim.SGD(model.parameters(), lr=LR).step()
+        results[shared_prefix] = {**_state(model), "grads": grads}
+    if rank == 0:
+        torch.save(results, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+# ---- the trainer ------------------------------------------------------------------------------
+
+
+class PerPromptRollouts:
+    """The ``hf`` engine run prompt by prompt, seeded by the prompt: rollouts independent of the batch split."""
+
+    name = "per_prompt_hf"
+
+    def __init__(self, bundle=None, **options) -> None:
+        from syngrpo_hf.engine import HFRolloutEngine
+
+        self.inner = HFRolloutEngine(bundle, **options)
+
+    def generate(self, bundle, batch, *, num_generations, temperature, top_p, max_new_tokens, generator_seed=None):
+        import zlib
+
+        import torch
+
+        from syngrpo.rollout import Rollout
+
+        prompts = batch.collapse()
+        parts = []
+        for i in range(prompts.num_rows):
+            one = prompts.select([i])
+            seed = zlib.crc32((one.prompts[0] + repr(one.image_grid_thw.tolist())).encode())
+            parts.append(self.inner.generate(bundle, one, num_generations=num_generations, temperature=temperature,
+                                             top_p=top_p, max_new_tokens=max_new_tokens, generator_seed=seed))
+        T = max(p.completion_ids.shape[1] for p in parts)
+        pad = bundle.pad_token_id
+
+        def padded(t, value):
+            return torch.nn.functional.pad(t, (0, T - t.shape[1]), value=value)
+
+        G = int(num_generations)
+        return Rollout(
+            completion_ids=torch.cat([padded(p.completion_ids, pad) for p in parts]),
+            completion_mask=torch.cat([padded(p.completion_mask, 0) for p in parts]),
+            texts=[t for p in parts for t in p.texts],
+            prompt_index=torch.arange(prompts.num_rows).repeat_interleave(G),
+            batch=prompts.expand(G),
+            group_size=G,
+            truncated=torch.cat([p.truncated for p in parts]),
+        )
+
+    def sync_weights(self, model) -> None:
+        """Samples from the policy itself."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class LengthReward:
+    def __call__(self, responses, samples, *, task, frames=None):
+        return [min(1.0, len(r.text) / 60.0) for r in responses]
+
+
+class DistributedTestPlugins:
+    @hookimpl
+    def register_rollout_engines(self, register):
+        register("per_prompt_hf", lambda bundle=None, **options: PerPromptRollouts(bundle, **options),
+                 description="hf, one prompt at a time, seeded by the prompt (distributed test)")
+
+    @hookimpl
+    def register_rewards(self, register):
+        register("length_60", lambda **options: LengthReward(), description="completion length (distributed test)")
+
+
+def trainer_step(model_dir: str, run_dir: str) -> dict:
+    """One Trainer step on a 4-prompt global batch (this process's share of it under torchrun)."""
+    import torch
+
+    from syngrpo.config import TrainConfig
+    from syngrpo.configio import load_config
+    from syngrpo.testing import registry_with
+    from syngrpo.trainer import Trainer
+
+    torch.set_num_threads(1)
+    sets = [f"model.policy={model_dir}", "model.device=cpu", "model.dtype=float32", "data.toy.n_train=8",
+            "data.toy.n_eval=2", "data.toy.image_size=56", "rollout.engine=per_prompt_hf",
+            "rollout.num_generations=3", "rollout.max_new_tokens=16", "rollout.response_format=plain",
+            'rewards.terms=[{"name": "length_60"}]', "synthesis.mode=off", "optim.batch_size=4",
+            "optim.max_steps=1", "optim.lr=1e-3", "optim.adam_eps=1.0", "optim.max_grad_norm=1.0",
+            "sft.enabled=false", "eval.at_end=false", "logging.progress=false", "logging.tensorboard=false",
+            "logging.plots=false", "logging.gallery=false", "logging.samples_every=0"]
+    cfg = load_config(TrainConfig, None, sets)
+    registry = registry_with(DistributedTestPlugins(), autoload=True)
+    with Trainer(cfg, run_dir, registry=registry) as trainer:
+        trainer.setup()
+        metrics = trainer.train_step(1)
+        params = {n: p.detach().clone() for n, p in trainer.bundle.base_model.named_parameters()}
+        return {"params": params, "rank": trainer.par.rank, "world": trainer.par.world,
+                "reward": metrics["reward/total"], "grad_norm": metrics["grad_norm"]}
+
+
+def _max_rel(a: dict, b: dict) -> tuple[float, str]:
+    worst, where = 0.0, ""
+    for name in a:
+        scale = float(a[name].abs().max().clamp(min=1e-12))
+        rel = float((a[name] - b[name]).abs().max()) / scale
+        if rel > worst:
+            worst, where = rel, name
+    return worst, where
+
+
+def _initial_params(model_dir: Path) -> dict:
+    from syngrpo.models.policy import load_policy
+
+    return {n: p.detach().clone() for n, p in load_policy(model_dir).model.named_parameters()}
+
+
+def _torchrun(*args: str) -> None:
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", __file__, *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                              timeout=300, start_new_session=True)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"torchrun did not finish in 300 s: {exc}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from syngrpo.models.tiny_policy import build_tiny_policy
+
+    return build_tiny_policy(tmp_path_factory.mktemp("tiny-policy"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def ddp_results(model_dir, tmp_path_factory) -> dict:
+    """Both scoring paths' DDP steps, from one ``torchrun --standalone --nproc_per_node=2`` run."""
+    import torch
+
+    out = tmp_path_factory.mktemp("ddp") / "ddp.pt"
+    _torchrun("--model", str(model_dir), "--out", str(out))
+    return torch.load(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared_prefix", [False, True], ids=["naive", "shared-prefix"])
+def test_two_rank_ddp_step_equals_the_single_process_step_on_the_same_global_batch(model_dir, ddp_results,
+                                                                                   shared_prefix):
+    import torch
+
+    ddp = ddp_results[shared_prefix]
+    torch.set_num_threads(1)
+    ref = single_process_step(str(model_dir), shared_prefix=shared_prefix)
+    assert ddp["grads"].keys() == ref["grads"].keys() and any("visual" in n for n in ref["grads"])
+    rel, where = _max_rel(ref["grads"], ddp["grads"])
+    assert rel <= 1e-5, (rel, where)
+    # the step moved the parameters, and both processes moved them the same way
+    moved = max(float((ref["params"][n] - p0).abs().max()) for n, p0 in _initial_params(model_dir).items())
+    assert moved > 1e-4
+    for name, p in ref["params"].items():
+        assert torch.allclose(p, ddp["params"][name], rtol=1e-5, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_two_rank_trainer_step_equals_the_single_process_trainer_step(model_dir, tmp_path):
+    import torch
+
+    out = tmp_path / "ddp-trainer.pt"
+    _torchrun("--trainer", "--model", str(model_dir), "--workdir", str(tmp_path / "ddp-run"), "--out", str(out))
+    ddp = torch.load(out)
+    single = trainer_step(str(model_dir), str(tmp_path / "single-run"))
+    assert (ddp["world"], single["world"]) == (2, 1)
+    assert 0 < single["reward"] < 1 and single["grad_norm"] > 0  # rewards spread, so the step is not a no-op
+    assert abs(ddp["reward"] - single["reward"]) < 1e-6  # the same completions, split over two ranks
+    initial = _initial_params(model_dir)
+    # compare the updates, not the parameters: an update is ~1e-5 of a parameter's size
+    moved = max(float((single["params"][n] - p0).abs().max()) for n, p0 in initial.items())
+    assert moved > 1e-6
+    gap = max(float((single["params"][n] - ddp["params"][n]).abs().max()) for n in initial)
+    assert gap <= 1e-3 * moved, (gap, moved)
+
+
+def trainer_worker(model_dir: str, run_dir: str, out: str) -> None:
+    import torch
+
+    result = trainer_step(model_dir, run_dir)
+    if result["rank"] == 0:
+        torch.save(result, out)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="one DDP step (scoring + loss path, or the trainer), run by torchrun")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--trainer", action="store_true")
+    ap.add_argument("--workdir")
+    args = ap.parse_args()
+    if args.trainer:
+        trainer_worker(args.model, args.workdir, args.out)
+    else:
+        ddp_worker(args.model, args.out)
