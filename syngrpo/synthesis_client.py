@@ -76,6 +76,9 @@ def _png_bytes(path: str) -> tuple[bytes, int, int]:
     from PIL import Image
 
     with Image.open(path) as im:
+        if im.format == "PNG" and im.mode == "RGB":
+            # already what the server takes: send the file's bytes, no decode and re-encode
+            return Path(path).read_bytes(), im.width, im.height
         rgb = im.convert("RGB")
         buf = io.BytesIO()
         rgb.save(buf, "PNG")
@@ -254,12 +257,16 @@ class SynthesisClient:
 
         base = job.base_sample()
         with Image.open(io.BytesIO(png)) as im:
-            im.load()
-            width, height = im.size
-            folder = self.out_dir / _safe(job.origin_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{_safe(job.key)}.png"
-            im.save(path, "PNG")
+            width, height = im.size  # the header only: the server checked the image, its bytes are stored as they are
+            is_png = im.format == "PNG"
+        folder = self.out_dir / _safe(job.origin_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{_safe(job.key)}.png"
+        if is_png:
+            path.write_bytes(png)
+        else:
+            with Image.open(io.BytesIO(png)) as im:
+                im.save(path, "PNG")
         sample = base
         if (width, height) != (base.width, base.height):
             sample = self.task.transform_sample(
