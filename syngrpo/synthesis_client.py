@@ -29,7 +29,7 @@ from syngrpo.config import SynthesisConfig
 from syngrpo.geometry import ImageTransform
 from syngrpo.pool import DataPool, PendingJob
 from syngrpo.task import Task
-from syngrpo.transport import SynthesisJob, SynthesisResult, Transport, TransportError
+from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, Transport, TransportError
 from syngrpo.types import Sample
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,10 @@ class SynthesisClient:
     def submit(self, step: int, epoch: int, chosen: Sequence[tuple[Sample, str]], report: StepSynthesis) -> list[str]:
         """Send one job per (sample, description) without waiting; returns the keys that went out."""
         keys: list[str] = []
+        # Asynchronous mode does not even wait for the server's acknowledgement when the transport can
+        # say "no server took it" later (a refused result); the Table 5 profile put ~5 ms per job there.
+        nowait = getattr(self.transport, "submit_nowait", None)
+        send = nowait if self.cfg.mode == "async" and callable(nowait) else self.transport.submit
         for sample, description in chosen:
             if not self.check_health():
                 report.skipped_down += 1
@@ -174,7 +178,14 @@ class SynthesisClient:
                 continue
             self.pool.track(pending)
             try:
-                self.transport.submit(job)
+                send(job)
+            except JobRejected as exc:  # this job's content, not the servers: the others still go
+                self.pool.take(pending.key)  # submitted and failed, as if the server had failed it
+                report.submitted += 1
+                report.failed += 1
+                self.pool.counters.failed += 1
+                report.errors.append(f"{origin}: rejected: {exc}")
+                continue
             except TransportError as exc:
                 self.pool.untrack(pending.key)
                 report.skipped_down += 1
@@ -192,6 +203,10 @@ class SynthesisClient:
                 self.transport.submit(self._job_for(pending))
                 pending.submitted_at = self.clock()  # the job timeout counts from the new submission
                 sent += 1
+            except JobRejected as exc:
+                self.pool.take(pending.key)
+                self.pool.counters.failed += 1
+                log.warning("data server rejected resubmitted job %s: %s", pending.key, exc)
             except TransportError as exc:
                 self._mark_down(str(exc))
                 break
@@ -232,6 +247,12 @@ class SynthesisClient:
                 known.append((job, result))
         known.sort(key=lambda jr: (jr[0].step, jr[0].key))
         for job, result in known:
+            if result.refused:  # a fire-and-forget job that found no server: the sample stays as it was
+                # (the transport's next submission raises, which marks the server down)
+                report.failed += 1
+                self.pool.counters.failed += 1
+                report.errors.append(f"{job.origin_id}: {result.error or 'not submitted'}")
+                continue
             if result.state != "done" or not result.image_png:
                 report.failed += 1
                 self.pool.counters.failed += 1

@@ -57,10 +57,16 @@ class SynthesisResult:
     error: str | None = None
     seconds: float | None = None
     server: str | None = None
+    #: a fire-and-forget submission that no server took (the servers are down or full), not a failed synthesis
+    refused: bool = False
 
 
 class TransportError(RuntimeError):
     """No data server could take the job (all down, or all full for longer than the retry budget)."""
+
+
+class JobRejected(TransportError):
+    """A server refused this job itself (a 4xx about its content): other jobs may still go through."""
 
 
 @runtime_checkable
@@ -69,6 +75,11 @@ class Transport(Protocol):
 
     ``submit`` returns quickly (it never waits for synthesis); ``poll`` returns
     the jobs that reached a final state since the last call, each exactly once.
+
+    A transport may also offer ``submit_nowait(job) -> key``, which returns before
+    any server answered: a job that no server takes then comes back from ``poll``
+    as a ``failed`` result with ``refused=True``.  The asynchronous trainer uses it
+    when present (the ``aiohttp`` transport has it).
     """
 
     def submit(self, job: SynthesisJob) -> str:

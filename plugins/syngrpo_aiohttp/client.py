@@ -14,6 +14,11 @@ event loop in a daemon thread submits jobs and polls the servers; ``poll()`` onl
 - **Idempotency**: a retry re-sends the same client key, so a lost answer never makes a second
   job on that server; after a time-out the same server is asked first.
 - **Bearer token** from ``token`` or ``$SYNGRPO_SERVER_TOKEN``.
+- **Fire-and-forget submission** (:meth:`AiohttpTransport.submit_nowait`, what an asynchronous trainer
+  uses): the POST runs on the loop while the trainer goes on; a job no server took comes back from
+  ``poll`` as a ``failed`` result with ``refused=True``, and the next submission raises
+  :class:`~syngrpo.transport.TransportError` at once, so an outage is noticed one job later than with
+  the acknowledged :meth:`~AiohttpTransport.submit`, never lost.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from syngrpo.server.clientside import BufferedTransport, LoopThread, ResultBuffer
-from syngrpo.transport import SynthesisJob, SynthesisResult, TransportError
+from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, TransportError
 
 log = logging.getLogger("syngrpo.transport")
 
@@ -48,6 +53,13 @@ class _Server:
 
     def up(self, now: float) -> bool:
         return now >= self.down_until
+
+
+@dataclass
+class _Submitting:
+    """A fire-and-forget job whose POST has not been answered yet."""
+
+    since: float
 
 
 @dataclass
@@ -95,6 +107,7 @@ class AiohttpTransport(BufferedTransport):
         self._buffer = ResultBuffer()
         self._rr = 0
         self._closed = False
+        self._refusal: str | None = None  # why the last fire-and-forget job found no server (cleared when read)
         self._loop = LoopThread("syngrpo-aiohttp")
         self._session: aiohttp.ClientSession | None = None
         self._wake: asyncio.Event | None = None
@@ -170,6 +183,7 @@ class AiohttpTransport(BufferedTransport):
                     continue
                 if status in (200, 201):
                     srv.failures, srv.down_until = 0, 0.0
+                    self._refusal = None  # a server took a job: an earlier refusal is old news
                     job_id = body["id"]
                     srv.jobs[job_id] = job.key
                     srv.submitted += 1
@@ -183,8 +197,10 @@ class AiohttpTransport(BufferedTransport):
                     retry_after = wait if retry_after is None else min(retry_after, wait)
                     last = f"{srv.url}: {err}"
                     continue
-                if 400 <= status < 500:
+                if status in (401, 403):  # every job would be refused: the client is misconfigured
                     raise TransportError(f"{srv.url} refused job {job.key!r}: {err}")
+                if 400 <= status < 500:
+                    raise JobRejected(f"{srv.url} refused job {job.key!r}: {err}")
                 last = f"{srv.url}: {err}"
                 self._mark_down(srv)
             now = time.monotonic()
@@ -200,6 +216,18 @@ class AiohttpTransport(BufferedTransport):
                 raise TransportError(f"no data server took job {job.key!r} within {self.submit_timeout_s:g} s; "
                                      f"last: {last}")
             await asyncio.sleep(delay)
+
+    async def _submit_in_background(self, job: SynthesisJob) -> None:
+        try:
+            await self._submit(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a refusal becomes a result, never a lost job
+            no_server = not isinstance(exc, JobRejected)
+            if no_server:
+                self._refusal = str(exc)
+            self._buffer.complete(SynthesisResult(job.key, "failed", error=f"not submitted: {exc}",
+                                                  refused=no_server))
 
     async def _poll_loop(self) -> None:
         assert self._wake is not None
@@ -306,6 +334,32 @@ class AiohttpTransport(BufferedTransport):
             raise TransportError("the aiohttp transport is closed")
         return self._loop.call(self._submit(job), self.submit_timeout_s + self.request_timeout_s + 5)
 
+    def submit_nowait(self, job: SynthesisJob) -> str:
+        """Queue a job without waiting for a server's answer (see the module doc); returns its key.
+
+        Raises :class:`TransportError` at once when the previous fire-and-forget job found no
+        server, or when every server is cooling down after failures.
+        """
+        if self._closed:
+            raise TransportError("the aiohttp transport is closed")
+        refusal, self._refusal = self._refusal, None
+        if refusal is not None:
+            raise TransportError(refusal)
+        now = time.monotonic()
+        if not any(s.up(now) for s in self._servers):
+            raise TransportError(f"every data server failed recently ({', '.join(self.urls)}); cooling down")
+        if self._buffer.is_pending(job.key):
+            return job.key  # already on its way or on a server: the key makes a resend pointless
+        self._buffer.add(job.key, _Submitting(now))
+        self._loop.spawn(self._submit_in_background(job))
+        return job.key
+
+    def poll(self) -> list[SynthesisResult]:
+        """Finished jobs since the last call; also asks the servers now, so the next call sees fresh results."""
+        if not self._closed:
+            self._loop.spawn(self._wake_up())
+        return super().poll()
+
     def wait(self, keys: Sequence[str], timeout: float) -> list[SynthesisResult]:
         if not self._closed:
             self._loop.spawn(self._wake_up())  # poll the servers now, not at the next interval
@@ -314,7 +368,10 @@ class AiohttpTransport(BufferedTransport):
     def healthy(self) -> bool:
         if self._closed:
             return False
-        return bool(self._loop.call(self._healthy(), 10))
+        ok = bool(self._loop.call(self._healthy(), 10))
+        if ok:
+            self._refusal = None
+        return ok
 
     def cancel(self, key: str) -> None:
         """Ask the server to cancel a job (its result arrives as ``cancelled`` unless it finished first)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from syngrpo.hookspecs import hookimpl
 from syngrpo.server.clientside import BufferedTransport, LoopThread, ResultBuffer
-from syngrpo.transport import SynthesisJob, SynthesisResult, TransportError
+from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, TransportError
 
 log = logging.getLogger("syngrpo.transport")
 
@@ -96,11 +96,12 @@ class InProcessTransport(BufferedTransport):
         except ApiError as err:
             if not known:
                 self._buffer.discard(job.key)
-            raise TransportError(f"inprocess data server refused job {job.key!r}: {err.code}: {err.message}") from err
+            kind = TransportError if err.status in (429, 503) else JobRejected
+            raise kind(f"inprocess data server refused job {job.key!r}: {err.code}: {err.message}") from err
         except Exception as exc:  # pydantic errors for a malformed SynthesisJob
             if not known:
                 self._buffer.discard(job.key)
-            raise TransportError(f"inprocess data server refused job {job.key!r}: {exc}") from exc
+            raise JobRejected(f"inprocess data server refused job {job.key!r}: {exc}") from exc
         self._buffer.add(job.key, rec.id)
         if rec.state in ("done", "failed", "cancelled"):  # an idempotent re-submit of a finished job
             self._loop.call(_call(self._on_final, rec), 5)

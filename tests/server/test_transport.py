@@ -17,7 +17,7 @@ from PIL import Image
 
 from syngrpo.plugins import get_registry
 from syngrpo.server.app import SERVICE, create_app
-from syngrpo.transport import Transport, TransportError
+from syngrpo.transport import JobRejected, Transport, TransportError
 
 from .support import ControlledPlugin, make_job, scene, wait_until
 
@@ -177,7 +177,7 @@ async def test_both_transports_make_a_resubmitted_key_one_job(transport_with):
 async def test_both_transports_refuse_a_bad_job_with_the_servers_reason(transport_with):
     t = await transport_with()
     bad = make_job("bad-box", boxes=[(50.0, 10.0, 20.0, 30.0), (1.0, 1.0, 5.0, 5.0)])
-    with pytest.raises(TransportError, match="invalid_boxes"):
+    with pytest.raises(JobRejected, match="invalid_boxes"):  # a TransportError about this job alone
         await asyncio.to_thread(t.submit, bad)
     assert t.pending() == 0
 
@@ -209,3 +209,41 @@ async def test_both_transports_wait_out_a_full_queue_or_refuse_at_once_when_told
     assert time.monotonic() - started >= 0.9  # waited for Retry-After, then got in
     results = await asyncio.to_thread(t.wait, ["full-0", "full-1", "full-3"], 20)
     assert [r.state for r in results] == ["done"] * 3
+
+
+async def test_fire_and_forget_submission_returns_before_the_server_answers_and_gets_the_result(
+        aiohttp_server, config_for, registry, control, transports):
+    server = await aiohttp_server(create_app(config_for(synthesizer="controlled"), registry=registry))
+    t = transports("aiohttp", urls=[url_of(server)], poll_interval_s=0.05)
+    control.gate.clear()
+    assert t.submit_nowait(make_job("nw-1")) == "nw-1"  # on the server's own loop: it cannot have answered
+    assert t.pending() == 1
+    assert t.submit_nowait(make_job("nw-1")) == "nw-1"  # the same key again: nothing new is sent
+    control.gate.set()
+    results = await asyncio.to_thread(t.wait, ["nw-1"], 10)
+    assert [(r.key, r.state, r.refused) for r in results] == [("nw-1", "done", False)]
+    assert server.app[SERVICE].store.count_by_state()["done"] == 1  # one job, not two
+    assert t.pending() == 0
+
+
+async def test_a_fire_and_forget_job_no_server_takes_comes_back_refused_and_the_next_submit_raises(transports):
+    t = transports("aiohttp", urls=[free_port_url()], retries=0, backoff_s=0.01, connect_timeout_s=1,
+                   poll_interval_s=0.05)
+    t.submit_nowait(make_job("gone-1"))  # returns: nobody has tried the server yet
+    results = await asyncio.to_thread(t.wait, ["gone-1"], 10)
+    assert [(r.key, r.state, r.refused) for r in results] == [("gone-1", "failed", True)]
+    assert "not submitted" in results[0].error and "no data server took job 'gone-1'" in results[0].error
+    with pytest.raises(TransportError):  # the outage is reported to the next submission, at once
+        t.submit_nowait(make_job("gone-2"))
+    assert t.pending() == 0  # nothing is left waiting for a result that cannot come
+
+
+async def test_a_fire_and_forget_job_the_server_rejects_fails_alone(aiohttp_server, config_for, transports):
+    server = await aiohttp_server(create_app(config_for()))
+    t = transports("aiohttp", urls=[url_of(server)], poll_interval_s=0.05)
+    t.submit_nowait(make_job("nw-bad", boxes=[(50.0, 10.0, 20.0, 30.0), (1.0, 1.0, 5.0, 5.0)]))
+    results = await asyncio.to_thread(t.wait, ["nw-bad"], 10)
+    assert [(r.state, r.refused) for r in results] == [("failed", False)]
+    assert "invalid_boxes" in results[0].error
+    t.submit_nowait(make_job("nw-good"))  # a rejected job says nothing about the servers: no error here
+    assert [r.state for r in await asyncio.to_thread(t.wait, ["nw-good"], 10)] == ["done"]

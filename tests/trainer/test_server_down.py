@@ -45,9 +45,12 @@ def test_training_survives_a_dead_server_and_synthesis_resumes_when_it_returns(s
     assert sorted(steps) == list(range(1, 10))
     assert all(math.isfinite(r["loss"]) for r in steps.values())  # training never stopped
     assert steps[1]["synthesis/server_healthy"] == 1.0 and steps[1]["synthesis/submitted"] > 0
-    down = [steps[s] for s in (3, 4, 5)]
+    # Async mode submits fire-and-forget: step 3's first jobs may leave before the outage is known; they come
+    # back refused (failed, the samples unchanged) and the next submission marks the server down.
+    assert steps[3]["synthesis/submitted"] <= sum(steps[s]["synthesis/failed"] for s in (3, 4, 5))
+    down = [steps[s] for s in (4, 5)]
     assert all(r["synthesis/server_healthy"] == 0.0 for r in down)
-    assert sum(r["synthesis/skipped_server_down"] for r in down) > 0
+    assert sum(steps[s]["synthesis/skipped_server_down"] for s in (3, 4, 5)) > 0
     assert all(r["synthesis/submitted"] == 0 for r in down)
     back = [steps[s] for s in range(6, 10)]
     assert all(r["synthesis/server_healthy"] == 1.0 for r in back)
