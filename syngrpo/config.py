@@ -287,6 +287,8 @@ class SFTConfig(StrictModel):
     steps: int = Field(200, ge=1)
     lr: float = Field(1e-4, gt=0.0)
     batch_size: int = Field(8, ge=1)
+    #: loss weight of the tokens inside <answer>...</answer> relative to the rest of the response
+    answer_weight: float = Field(1.0, gt=0.0)
 
 
 class EvalConfig(StrictModel):

@@ -76,23 +76,52 @@ def _load_image(path: str):
 
 def target_tokens(bundle: Any, texts: Sequence[str]):
     """(N, T) ids of ``texts`` each followed by the end-of-turn token, right-padded, and the (N, T) mask."""
+    ids, mask, _ = _target_tokens_and_answer(bundle, texts)
+    return ids, mask
+
+
+def answer_span(text: str) -> tuple[int, int] | None:
+    """Character span of what lies between ``<answer>`` and ``</answer>`` in ``text`` (None without both tags)."""
+    start = text.find("<answer>")
+    if start < 0:
+        return None
+    start += len("<answer>")
+    end = text.find("</answer>", start)
+    return (start, end) if end >= 0 else None
+
+
+def _target_tokens_and_answer(bundle: Any, texts: Sequence[str]):
+    """``target_tokens`` plus an (N, T) 0/1 mask of the tokens that overlap each text's answer span."""
     import torch
 
     tok = bundle.tokenizer
     end = bundle.eos_token_ids[0]
-    rows = [list(ids) + [end] for ids in tok(list(texts), add_special_tokens=False)["input_ids"]]
+    enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    rows = [list(r) + [end] for r in enc["input_ids"]]
     T = max(len(r) for r in rows)
     ids = torch.full((len(rows), T), bundle.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
+    answer = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, (r, offsets, text) in enumerate(zip(rows, enc["offset_mapping"], texts, strict=True)):
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
-    return ids.to(bundle.device), mask.to(bundle.device)
+        span = answer_span(text)
+        if span is not None:
+            for j, (a, b) in enumerate(offsets):
+                if a < span[1] and b > span[0]:  # the token holds answer characters (BPE may glue a tag on)
+                    answer[i, j] = 1
+    return ids.to(bundle.device), mask.to(bundle.device), answer.to(bundle.device)
 
 
 def sft_loss(bundle: Any, task: Task, samples: Sequence[Sample], mode: ResponseMode = "syn", *,
-             images: Sequence[Any] | None = None):
-    """Mean negative log-likelihood of the SFT targets over completion tokens only (prompt tokens excluded)."""
+             images: Sequence[Any] | None = None, answer_weight: float = 1.0):
+    """Mean negative log-likelihood of the SFT targets over completion tokens only (prompt tokens excluded).
+
+    ``answer_weight`` multiplies the loss of the tokens inside ``<answer>…</answer>`` (a
+    weighted mean): the answer is a handful of tokens among the 30-70 of a formatted
+    response, and a small policy otherwise spends its warm start on the text it
+    already writes (docs/study.md).
+    """
     from syngrpo.models.policy import encode_prompts
     from syngrpo.scoring import completion_logprobs
 
@@ -100,9 +129,10 @@ def sft_loss(bundle: Any, task: Task, samples: Sequence[Sample], mode: ResponseM
     texts = [build_instruction(task.question(s), mode) for s in samples]
     batch = encode_prompts(bundle, images, texts)
     targets = [sft_targets(task, s, mode, frame=f) for s, f in zip(samples, batch.frames, strict=True)]
-    ids, mask = target_tokens(bundle, targets)
+    ids, mask, answer = _target_tokens_and_answer(bundle, targets)
     logp, _ = completion_logprobs(bundle.model, batch, ids, mask, group_size=1)
-    return -(logp * mask).sum() / mask.sum().clamp(min=1)
+    weight = mask.to(logp.dtype) + (float(answer_weight) - 1.0) * (answer * mask).to(logp.dtype)
+    return -(logp * weight).sum() / weight.sum().clamp(min=1)
 
 
 def run_sft(
@@ -119,6 +149,7 @@ def run_sft(
     log_fn: Callable[[int, dict[str, float]], None] | None = None,
     max_grad_norm: float | None = 1.0,
     weight_decay: float = 0.0,
+    answer_weight: float = 1.0,
 ) -> dict[str, Any]:
     """``steps`` AdamW steps of :func:`sft_loss` on batches drawn (epoch by epoch, shuffled) from ``samples``.
 
@@ -132,6 +163,8 @@ def run_sft(
         raise ValueError("run_sft needs at least one sample")
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1 (got {steps}, {batch_size})")
+    if not answer_weight > 0:
+        raise ValueError(f"answer_weight must be > 0, got {answer_weight}")
     model = bundle.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -157,7 +190,8 @@ def run_sft(
             for i in idx:
                 if i not in images:
                     images[i] = _load_image(samples[i].image)
-            loss = sft_loss(bundle, task, [samples[i] for i in idx], mode, images=[images[i] for i in idx])
+            loss = sft_loss(bundle, task, [samples[i] for i in idx], mode, images=[images[i] for i in idx],
+                            answer_weight=answer_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if max_grad_norm is not None:

@@ -88,6 +88,21 @@ class StudySFT(StrictModel):
     steps: int = Field(600, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(16, ge=1)
+    #: loss weight of the answer tokens (``syngrpo.sft.sft_loss``)
+    answer_weight: float = Field(1.0, gt=0)
+
+
+class StudyVisionPretrain(StrictModel):
+    """Dense pre-training of the random vision tower (:mod:`syngrpo.models.vision_pretrain`) before SFT.
+
+    Stands in for the pretrained encoder the paper starts from; on images of its own
+    split (``pretrain``), disjoint from train, val and the tests.  ``steps: 0`` skips it.
+    """
+
+    steps: int = Field(300, ge=0)
+    n_images: int = Field(1000, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
 
 
 class StudyEval(StrictModel):
@@ -104,6 +119,7 @@ class StudyConfig(StrictModel):
     arms: list[str] = Field(default_factory=lambda: list(ARMS))
     data: StudyData = Field(default_factory=StudyData)
     policy: StudyPolicy = Field(default_factory=StudyPolicy)
+    vision_pretrain: StudyVisionPretrain = Field(default_factory=StudyVisionPretrain)
     sft: StudySFT = Field(default_factory=StudySFT)
     #: TrainConfig keys shared by every arm (nested, as in a ``syngrpo train`` config)
     rl: dict[str, Any] = Field(default_factory=dict)
@@ -211,7 +227,8 @@ def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
 
     sft_dir = out_dir / "sft"
     stamp = _digest({"policy": cfg.policy.model_dump(), "sft": cfg.sft.model_dump(), "data": cfg.data.model_dump(),
-                     "seed": cfg.seed, "eval": cfg.eval.model_dump()})
+                     "seed": cfg.seed, "eval": cfg.eval.model_dump(),
+                     "vision_pretrain": cfg.vision_pretrain.model_dump()})
     summary_path = sft_dir / "study_sft.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
@@ -224,15 +241,27 @@ def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
                              vision_hidden=p.vision_hidden, vision_depth=p.vision_depth, vocab_size=p.vocab_size,
                              max_pixels=cfg.data.image_size ** 2)
     bundle = load_policy(str(base), device="cpu", dtype="float32")
+    vision: dict[str, Any] = {"steps": 0}
+    vp = cfg.vision_pretrain
+    if vp.steps > 0:
+        from syngrpo.models.vision_pretrain import pretrain_vision
+
+        d = cfg.data
+        # its own split, in the train style only: the out-of-domain backgrounds stay unseen
+        pre = task.make_toy_dataset(out_dir / "pretrain", n=vp.n_images, split="pretrain", style=d.train_style,
+                                    seed=d.seed, image_size=d.image_size, **d.options)
+        vision = pretrain_vision(bundle, task, pre, steps=vp.steps, lr=vp.lr, batch_size=vp.batch_size,
+                                 seed=cfg.seed)
     train = task.load(data["train"])
     result = run_sft(bundle, task, train, steps=cfg.sft.steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
-                     mode="syn", seed=cfg.seed, progress=False)
+                     mode="syn", seed=cfg.seed, progress=False,
+                     answer_weight=cfg.sft.answer_weight)
     bundle.model.save_pretrained(str(sft_dir), safe_serialization=True)
     bundle.processor.save_pretrained(str(sft_dir))
     engine = registry.create("rollout_engines", "hf", bundle=bundle)
     t0 = time.perf_counter()
     metrics = evaluate_splits(bundle, task, engine, eval_splits, cfg)
-    summary = {"stamp": stamp, "sft_seconds": result["seconds"], "eval_seconds": time.perf_counter() - t0,
+    summary = {"stamp": stamp, "vision_pretrain": vision, "sft_seconds": result["seconds"], "eval_seconds": time.perf_counter() - t0,
                "loss_first": result["loss_first"], "loss_last10": result["loss_mean_last10"],
                "parameters": sum(q.numel() for q in bundle.model.parameters()), "metrics": metrics}
     summary_path.write_text(json.dumps(summary, indent=1))

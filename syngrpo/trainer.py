@@ -554,7 +554,7 @@ class Trainer:
         t0 = time.perf_counter()
         result = run_sft(self.bundle, self.task, self.train_samples, steps=cfg.sft.steps, lr=cfg.sft.lr,
                          batch_size=cfg.sft.batch_size, mode=self.response_mode, seed=cfg.seed,
-                         progress=cfg.logging.progress and sys.stderr.isatty())
+                         answer_weight=cfg.sft.answer_weight, progress=cfg.logging.progress and sys.stderr.isatty())
         self.bundle.model.save_pretrained(str(sft_dir), safe_serialization=True)
         self.bundle.processor.save_pretrained(str(sft_dir))
         (sft_dir / "sft_stats.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

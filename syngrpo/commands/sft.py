@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
             metrics.write(json.dumps({"step": step, **values}) + "\n")
 
         stats = run_sft(bundle, task, samples, steps=steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
-                        mode=cfg.response_mode, seed=cfg.seed, progress=not args.no_progress, log_fn=log_fn)
+                        mode=cfg.response_mode, seed=cfg.seed, answer_weight=cfg.sft.answer_weight,
+                        progress=not args.no_progress, log_fn=log_fn)
     model_out = out / "model"
     model = bundle.model
     if bundle.lora and hasattr(model, "merge_and_unload"):

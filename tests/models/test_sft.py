@@ -9,7 +9,7 @@ import torch
 
 from syngrpo.geometry import ImageTransform
 from syngrpo.response import parse_response
-from syngrpo.sft import run_sft, sft_loss, sft_targets, target_tokens
+from syngrpo.sft import _target_tokens_and_answer, answer_span, run_sft, sft_loss, sft_targets, target_tokens
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,44 @@ def test_sft_loss_counts_completion_tokens_only(policy, rec, toy):
             labels=labels,
         )
     assert ours.item() == pytest.approx(out.loss.item(), rel=1e-5)
+
+
+def test_the_answer_mask_covers_exactly_the_answer_tokens(policy, rec, toy):
+    texts = [sft_targets(rec, s, mode) for s in toy[:3] for mode in ("syn", "plain")]
+    ids, mask, answer = _target_tokens_and_answer(policy, texts)
+    for row, text in enumerate(texts):
+        start, end = answer_span(text)
+        inside = [int(t) for t, a in zip(ids[row], answer[row], strict=True) if a]
+        decoded = policy.tokenizer.decode(inside)
+        # every answer character is covered; at most a glued tag piece ("<answer>[" is one BPE token here) is extra
+        assert text[start:end] in decoded and len(decoded) <= (end - start) + len("></answer>")
+        assert all(mask[row][answer[row] == 1] == 1)
+    assert answer_span("no tags here") is None and answer_span("<answer>1") is None
+
+
+def test_answer_weight_is_a_weighted_mean_of_the_token_losses(policy, rec, toy):
+    """By hand from the per-token log-probs; weight 1 is the plain mean."""
+    from syngrpo.evaluate import load_rgb
+    from syngrpo.models.policy import encode_prompts
+    from syngrpo.response import build_instruction
+    from syngrpo.scoring import completion_logprobs
+
+    samples = toy[:2]
+    images = [load_rgb(s.image) for s in samples]
+    with torch.no_grad():
+        batch = encode_prompts(policy, images, [build_instruction(rec.question(s), "syn") for s in samples])
+        texts = [sft_targets(rec, s, "syn", frame=f) for s, f in zip(samples, batch.frames, strict=True)]
+        ids, mask, answer = _target_tokens_and_answer(policy, texts)
+        logp, _ = completion_logprobs(policy.model, batch, ids, mask, group_size=1)
+        nll_answer = -(logp * answer).sum().item()
+        nll_rest = -(logp * mask * (1 - answer)).sum().item()
+        n_answer, n_rest = answer.sum().item(), (mask * (1 - answer)).sum().item()
+        for w in (1.0, 10.0, 0.5):
+            expected = (w * nll_answer + nll_rest) / (w * n_answer + n_rest)
+            got = sft_loss(policy, rec, samples, "syn", images=images, answer_weight=w).item()
+            assert got == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="answer_weight"):
+        run_sft(policy, rec, toy, steps=1, lr=1e-3, batch_size=2, answer_weight=0.0)
 
 
 def test_one_sft_step_changes_the_parameters(fresh_policy, rec, toy):
