@@ -304,9 +304,12 @@ class AiohttpTransport(BufferedTransport):
         async def one(srv: _Server) -> bool:
             try:
                 async with self._session.get(srv.url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    return r.status == 200
+                    ok = r.status == 200
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 return False
+            if ok:  # it answers: no reason left to cool it down (submit_nowait refuses while all cool down)
+                srv.failures, srv.down_until = 0, 0.0
+            return ok
 
         return any(await asyncio.gather(*(one(s) for s in self._servers)))
 

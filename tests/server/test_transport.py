@@ -247,3 +247,16 @@ async def test_a_fire_and_forget_job_the_server_rejects_fails_alone(aiohttp_serv
     assert "invalid_boxes" in results[0].error
     t.submit_nowait(make_job("nw-good"))  # a rejected job says nothing about the servers: no error here
     assert [r.state for r in await asyncio.to_thread(t.wait, ["nw-good"], 10)] == ["done"]
+
+
+async def test_a_server_that_answers_its_health_check_is_not_cooled_down_any_more(aiohttp_server, config_for,
+                                                                                 transports):
+    """After an outage the trainer probes health, then submits fire-and-forget at once: that must go out."""
+    server = await aiohttp_server(create_app(config_for()))
+    t = transports("aiohttp", urls=[url_of(server)], poll_interval_s=0.05, cooldown_s=60)
+    t._servers[0].failures, t._servers[0].down_until = 3, time.monotonic() + 180  # as after failed submissions
+    with pytest.raises(TransportError, match="cooling down"):
+        t.submit_nowait(make_job("cool-1"))
+    assert await asyncio.to_thread(t.healthy)
+    t.submit_nowait(make_job("cool-2"))
+    assert [r.state for r in await asyncio.to_thread(t.wait, ["cool-2"], 10)] == ["done"]
