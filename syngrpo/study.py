@@ -119,6 +119,9 @@ class StudyConfig(StrictModel):
     arms: list[str] = Field(default_factory=lambda: list(ARMS))
     data: StudyData = Field(default_factory=StudyData)
     policy: StudyPolicy = Field(default_factory=StudyPolicy)
+    #: start every arm from this finished warm start (a study's ``sft/`` directory) instead of building one:
+    #: the data-size ablation varies the RL train split under one shared warm start
+    warm_start: str | None = None
     vision_pretrain: StudyVisionPretrain = Field(default_factory=StudyVisionPretrain)
     sft: StudySFT = Field(default_factory=StudySFT)
     #: TrainConfig keys shared by every arm (nested, as in a ``syngrpo train`` config)
@@ -140,10 +143,13 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def load_study_config(path: str | Path | None, overrides: Sequence[str] = (), *, quick: bool = False,
                       seeds: int | None = None) -> StudyConfig:
-    """The study config: file, ``--set`` overrides, then the ``quick`` section when asked."""
+    """The study config: file, the ``quick`` section when asked, then ``--set`` overrides (they win)."""
     cfg = load_config(StudyConfig, path, overrides)
     if quick and cfg.quick:
-        cfg = StudyConfig.model_validate(deep_merge(cfg.model_dump(), {**cfg.quick, "quick": {}}))
+        from syngrpo.configio import apply_overrides, validate
+
+        merged = deep_merge(load_config(StudyConfig, path).model_dump(), {**cfg.quick, "quick": {}})
+        cfg = validate(StudyConfig, apply_overrides(merged, overrides), source=str(path or "study config"))
     if seeds is not None:
         cfg = cfg.model_copy(update={"seeds": int(seeds)})
     unknown = [a for a in cfg.arms if a not in ARMS]
@@ -225,6 +231,8 @@ def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
     from syngrpo.plugins import get_registry
     from syngrpo.sft import run_sft
 
+    if cfg.warm_start:
+        return _reuse_warm_start(cfg, Path(cfg.warm_start), out_dir, eval_splits)
     sft_dir = out_dir / "sft"
     stamp = _digest({"policy": cfg.policy.model_dump(), "sft": cfg.sft.model_dump(), "data": cfg.data.model_dump(),
                      "seed": cfg.seed, "eval": cfg.eval.model_dump(),
@@ -264,6 +272,33 @@ def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
     summary = {"stamp": stamp, "vision_pretrain": vision, "sft_seconds": result["seconds"], "eval_seconds": time.perf_counter() - t0,
                "loss_first": result["loss_first"], "loss_last10": result["loss_mean_last10"],
                "parameters": sum(q.numel() for q in bundle.model.parameters()), "metrics": metrics}
+    summary_path.write_text(json.dumps(summary, indent=1))
+    return sft_dir, summary
+
+
+def _reuse_warm_start(cfg: StudyConfig, sft_dir: Path, out_dir: Path,
+                      eval_splits: dict[str, Sequence[Any]]) -> tuple[Path, dict[str, Any]]:
+    """An existing warm start, scored again on this study's splits (its own summary is kept beside)."""
+    from syngrpo.models.policy import load_policy
+    from syngrpo.plugins import get_registry
+
+    if not (sft_dir / "study_sft.json").is_file():
+        raise FileNotFoundError(f"warm_start {sft_dir} is not a finished study warm start (no study_sft.json); "
+                                "point it at a study's sft/ directory")
+    original = json.loads((sft_dir / "study_sft.json").read_text())
+    summary_path = out_dir / "reused_sft.json"
+    stamp = _digest({"from": str(sft_dir.resolve()), "original": original.get("stamp"),
+                     "data": cfg.data.model_dump(), "eval": cfg.eval.model_dump()})
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("stamp") == stamp:
+            return sft_dir, summary
+    registry = get_registry()
+    bundle = load_policy(str(sft_dir), device="cpu", dtype="float32")
+    engine = registry.create("rollout_engines", "hf", bundle=bundle)
+    metrics = evaluate_splits(bundle, registry.create("tasks", "rec"), engine, eval_splits, cfg)
+    summary = {**original, "stamp": stamp, "reused_from": str(sft_dir), "metrics": metrics}
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1))
     return sft_dir, summary
 

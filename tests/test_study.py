@@ -187,3 +187,28 @@ def test_quick_study_runs_end_to_end_and_writes_table_and_figures(tmp_path):
 
     for arm in ARMS:
         assert curve(out, arm) == curve(again, arm)
+
+
+def test_a_warm_start_that_is_not_a_finished_one_is_refused_with_the_fix(tmp_path):
+    from syngrpo.study import warm_start
+
+    cfg = small_config(warm_start=str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="point it at a study's sft/ directory"):
+        warm_start(cfg, tmp_path / "out", {}, {})
+
+
+@pytest.mark.slow
+def test_the_data_size_ablation_reuses_one_warm_start(tmp_path):
+    """`--set warm_start=...` with another train size: no new SFT, the same weights, the arms train on the new split."""
+    from syngrpo.cli import main
+
+    first = tmp_path / "first"
+    assert main(["study", "-c", str(STUDY_CONFIG), "--quick", "--out", str(first), "--arms", "grpo"]) == 0
+    again = tmp_path / "n8"
+    assert main(["study", "-c", str(STUDY_CONFIG), "--quick", "--out", str(again), "--arms", "grpo",
+                 "--set", f"warm_start={first / 'sft'}", "--set", "data.n_train=8"]) == 0
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["n"]["train"] == 8 and summary["sft"]["reused_from"] == str(first / "sft")
+    assert not (again / "sft").exists() and not (again / "policy").exists()  # nothing was built or trained
+    run_cfg = (again / "runs" / "grpo-seed0" / "config.yaml").read_text()
+    assert str(first / "sft") in run_cfg and "n8/data/train" in run_cfg
