@@ -39,12 +39,15 @@ from syngrpo.configio import StrictModel, load_config
 log = logging.getLogger(__name__)
 
 #: the arms of the study: TrainConfig keys each arm sets on top of the shared ``rl`` section
+# Every arm writes the syn response format (one shared warm start), and the trainer rewards <score> with
+# R_diversity whenever the format is syn: the GRPO arms turn that term off explicitly.
 ARMS: dict[str, dict[str, Any]] = {
-    "grpo": {"synthesis": {"mode": "off"}},
+    "grpo": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0}},
     "syn_grpo_no_div": {"synthesis": {"mode": "sync", "description_selection": "random"},
                         "rewards": {"diversity_weight": 0.0}},
     "syn_grpo": {"synthesis": {"mode": "sync", "description_selection": "diversity"}},
-    "grpo_entropy": {"synthesis": {"mode": "off"}, "algorithm": {"policy_loss": {"name": "entropy_loss"}}},
+    "grpo_entropy": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
+                     "algorithm": {"policy_loss": {"name": "entropy_loss"}}},
 }
 #: row labels of the table, in the paper's words
 ARM_LABELS = {

@@ -93,6 +93,8 @@ def test_arms_differ_only_in_what_the_ablation_names(tmp_path):
     data = {"train": tmp_path / "train.jsonl", "val": tmp_path / "val.jsonl"}
     made = {arm: arm_config(cfg, arm, 0, tmp_path / "sft", data, tmp_path / arm) for arm in ARMS}
     assert made["grpo"].synthesis.mode == "off" and made["grpo_entropy"].synthesis.mode == "off"
+    # plain GRPO rewards neither <score> nor <description>, though it writes them (one warm start for all arms)
+    assert made["grpo"].rewards.diversity_weight == 0.0 and made["grpo_entropy"].rewards.diversity_weight == 0.0
     assert made["grpo_entropy"].algorithm.policy_loss.name == "entropy_loss"
     assert made["syn_grpo"].synthesis.mode == "sync" and made["syn_grpo"].rewards.diversity_weight == 1.0
     assert made["syn_grpo"].synthesis.description_selection == "diversity"
