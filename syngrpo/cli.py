@@ -18,7 +18,7 @@ from syngrpo import __version__
 from syngrpo.errors import SyngrpoError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["train", "sft", "eval", "serve", "synth", "make_tiny", "score", "study", "plugins"]
+COMMANDS = ["train", "sft", "eval", "serve", "synth", "make_tiny", "study", "plugins"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"syngrpo.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"syngrpo.commands.{name}":
-                continue  # a command not written yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"syngrpo.commands.{name}").add_parser(sub)
     return parser
 
 
