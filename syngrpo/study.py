@@ -508,7 +508,10 @@ def write_figures(cfg: StudyConfig, out: Path) -> list[Path]:
     ax.set_ylabel("diversity reward R_diversity")
     ax.set_title(f"{ARM_LABELS.get(arm or '', '')}: diversity reward (faint: per step)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:  # e.g. --arms grpo: no run wrote a diversity reward
+        ax.text(0.5, 0.5, "no Syn-GRPO arm in this study", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     path = out / "fig7_diversity_smoothing.png"
     fig.savefig(path, dpi=110)

@@ -247,12 +247,8 @@ class SynthesisClient:
                 known.append((job, result))
         known.sort(key=lambda jr: (jr[0].step, jr[0].key))
         for job, result in known:
-            if result.refused:  # a fire-and-forget job that found no server: the sample stays as it was
-                # (the transport's next submission raises, which marks the server down)
-                report.failed += 1
-                self.pool.counters.failed += 1
-                report.errors.append(f"{job.origin_id}: {result.error or 'not submitted'}")
-                continue
+            # a failed job, or a fire-and-forget one no server took (``refused``; the transport's next
+            # submission raises, which marks synthesis down): the sample stays as it was
             if result.state != "done" or not result.image_png:
                 report.failed += 1
                 self.pool.counters.failed += 1
