@@ -573,3 +573,56 @@ def _wrap(text: str, width: int) -> list[str]:
     if line:
         lines.append(line)
     return lines
+
+
+def data_size_table(study_dirs: Sequence[str | Path], arms: Sequence[str] | None = None
+                    ) -> dict[str, dict[int, dict[str, tuple[float, float, int]]]]:
+    """``{arm: {n_train: {split: (mean %, sample std %, runs)}}}`` over finished study directories (``arms``: only those).
+
+    Each directory is one study (``summary.json``), typically the same warm start with another
+    ``data.n_train``; runs of one arm and size from several directories are pooled.
+    """
+    pooled: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for d in study_dirs:
+        summary = json.loads((Path(d) / "summary.json").read_text())
+        n = int(summary["n"]["train"])
+        for run in summary["runs"]:
+            if arms is not None and run["arm"] not in arms:
+                continue
+            pooled.setdefault((run["arm"], n), []).append({k: v["acc@0.5"] for k, v in run["metrics"].items()})
+    table: dict[str, dict[int, dict[str, tuple[float, float, int]]]] = {}
+    for (arm, n), runs in sorted(pooled.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), kv[0][1])):
+        table.setdefault(arm, {})[n] = {split: (*mean_std([100 * r[split] for r in runs]), len(runs))
+                                        for split in runs[0]}
+    return table
+
+
+def data_size_figure(study_dirs: Sequence[str | Path], path: str | Path,
+                     splits: Sequence[str] = ("test_id", "test_ood"), arms: Sequence[str] | None = None) -> Path:
+    """The Fig. 6 analogue: Acc@0.5 per arm against the train-split size (:func:`data_size_table`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = data_size_table(study_dirs, arms)
+    if not table:
+        raise ValueError("no finished runs in the given study directories")
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 3.8), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        for arm, by_size in table.items():
+            sizes = sorted(by_size)
+            ax.errorbar(sizes, [by_size[n][split][0] for n in sizes], yerr=[by_size[n][split][1] for n in sizes],
+                        marker="o", capsize=3, label=ARM_LABELS[arm])
+        ax.set_xlabel("train images")
+        ax.set_ylabel("Acc@0.5 (%)")
+        ax.set_title(SPLIT_LABELS.get(split, split))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Accuracy against training-data size (mean ± std over seeds)")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

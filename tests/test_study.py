@@ -214,3 +214,30 @@ def test_the_data_size_ablation_reuses_one_warm_start(tmp_path):
     assert not (again / "sft").exists() and not (again / "policy").exists()  # nothing was built or trained
     run_cfg = (again / "runs" / "grpo-seed0" / "config.yaml").read_text()
     assert str(first / "sft") in run_cfg and "n8/data/train" in run_cfg
+
+
+def test_data_size_figure_pools_runs_by_arm_and_train_size(tmp_path):
+    from syngrpo.study import data_size_figure, data_size_table
+
+    def fake_study(name: str, n_train: int, accs: dict[str, list[float]]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        runs = [{"arm": arm, "seed": i, "metrics": {s: {"acc@0.5": a} for s in SPLITS}}
+                for arm, values in accs.items() for i, a in enumerate(values)]
+        (d / "summary.json").write_text(json.dumps({"n": {"train": n_train}, "runs": runs}))
+        return d
+
+    dirs = [fake_study("n100", 100, {"grpo": [0.5, 0.6], "syn_grpo": [0.4]}),
+            fake_study("n200", 200, {"grpo": [0.7], "syn_grpo": [0.8, 0.6]}),
+            fake_study("n200b", 200, {"grpo": [0.9]})]  # a second directory of the same size is pooled
+    table = data_size_table(dirs)
+    assert list(table) == ["grpo", "syn_grpo"] and sorted(table["grpo"]) == [100, 200]
+    mean, std, runs = table["grpo"][200]["test_ood"]
+    assert runs == 2 and mean == pytest.approx(80.0) and std == pytest.approx(14.1421356)  # pooled over n200, n200b
+    assert table["grpo"][100]["val"] == (pytest.approx(55.0), pytest.approx(7.0710678), 2)
+    assert table["syn_grpo"][100]["test_id"] == (pytest.approx(40.0), 0.0, 1)
+    assert list(data_size_table(dirs, arms=["syn_grpo"])) == ["syn_grpo"]
+    path = data_size_figure(dirs, tmp_path / "fig6.png")
+    assert path.stat().st_size > 3000
+    with pytest.raises(ValueError, match="no finished runs"):
+        data_size_figure([fake_study("empty", 100, {})], tmp_path / "none.png")
