@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from syngrpo.evaluate import load_rgb
 from syngrpo.geometry import ImageTransform
 from syngrpo.models.corpus import SCENES
 from syngrpo.response import ResponseMode, build_instruction, render_response
@@ -65,13 +66,6 @@ def sft_targets(task: Task, sample: Sample, mode: ResponseMode = "syn", *,
     score = round(rng.uniform(0.0, 0.6), 2)
     description = f"the same objects in {rng.choice(SCENES)}"
     return render_response(SFT_THINK, answer, score=score, description=description, mode="syn")
-
-
-def _load_image(path: str):
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.convert("RGB")
 
 
 def target_tokens(bundle: Any, texts: Sequence[str]):
@@ -125,7 +119,7 @@ def sft_loss(bundle: Any, task: Task, samples: Sequence[Sample], mode: ResponseM
     from syngrpo.models.policy import encode_prompts
     from syngrpo.scoring import completion_logprobs
 
-    images = list(images) if images is not None else [_load_image(s.image) for s in samples]
+    images = list(images) if images is not None else [load_rgb(s.image) for s in samples]
     texts = [build_instruction(task.question(s), mode) for s in samples]
     batch = encode_prompts(bundle, images, texts)
     targets = [sft_targets(task, s, mode, frame=f) for s, f in zip(samples, batch.frames, strict=True)]
@@ -189,7 +183,7 @@ def run_sft(
             idx, order = order[:batch_size], order[batch_size:]
             for i in idx:
                 if i not in images:
-                    images[i] = _load_image(samples[i].image)
+                    images[i] = load_rgb(samples[i].image)
             loss = sft_loss(bundle, task, [samples[i] for i in idx], mode, images=[images[i] for i in idx],
                             answer_weight=answer_weight)
             optimizer.zero_grad(set_to_none=True)

@@ -80,7 +80,7 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
     import torch
 
     from syngrpo.models.policy import encode_prompts, vision_tower
-    from syngrpo.sft import _load_image
+    from syngrpo.evaluate import load_rgb
 
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1 (got {steps}, {batch_size})")
@@ -109,7 +109,7 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
             idx = rng.sample(range(len(samples)), min(batch_size, len(samples)))
             for i in idx:
                 if i not in images:
-                    images[i] = _load_image(samples[i].image)
+                    images[i] = load_rgb(samples[i].image)
             batch = encode_prompts(bundle, [images[i] for i in idx], [""] * len(idx))
             grid = batch.image_grid_thw.tolist()
             n_tokens = {int(t) * (int(h) // merge) * (int(w) // merge) for t, h, w in grid}
