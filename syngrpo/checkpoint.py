@@ -70,8 +70,14 @@ def save_checkpoint(
     state: dict[str, Any],
     extra_torch: dict[str, Any] | None = None,
     keep_last: int | None = None,
+    model_state: dict[str, Any] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` and point ``latest`` at it; keep only the ``keep_last`` newest."""
+    """Write checkpoint ``step`` and point ``latest`` at it; keep only the ``keep_last`` newest.
+
+    ``model_state`` / ``optimizer_state`` replace ``model.state_dict()`` / ``optimizer.state_dict()``
+    (a sharded run passes the full states it gathered on rank 0).
+    """
     import torch
 
     root = Path(run_dir) / CHECKPOINT_DIR
@@ -81,12 +87,14 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(str(tmp / MODEL_DIR), safe_serialization=True)
+    weights = {"state_dict": model_state} if model_state is not None else {}
+    model.save_pretrained(str(tmp / MODEL_DIR), safe_serialization=True, **weights)
     if processor is not None:
         processor.save_pretrained(str(tmp / MODEL_DIR))
     torch.save(
         {
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "optimizer": optimizer_state if optimizer_state is not None
+            else (optimizer.state_dict() if optimizer is not None else None),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": capture_rng_state(),
             **(extra_torch or {}),

@@ -327,6 +327,19 @@ class LoggingConfig(StrictModel):
     gallery_per_epoch: int = Field(12, ge=0)
 
 
+class ParallelConfig(StrictModel):
+    """How the policy is spread over the processes ``torchrun`` starts (docs/training.md, "Memory and scale")."""
+
+    #: ``auto`` = ``ddp`` under torchrun (WORLD_SIZE > 1), else one process; ``fsdp`` = FSDP2 ``fully_shard``
+    #: per decoder layer and vision block (parameters, gradients and AdamW state split over the ranks;
+    #: works with one process too)
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    #: FSDP: free the gathered weights of a layer after its forward (less memory, one more all-gather in backward)
+    reshard_after_forward: bool = True
+    #: seconds a collective may wait for the other ranks before the run fails (instead of hanging)
+    timeout: float = Field(1800.0, gt=0.0)
+
+
 class TrainConfig(StrictModel):
     """Everything one ``syngrpo train`` run needs."""
 
@@ -341,6 +354,7 @@ class TrainConfig(StrictModel):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
 
     @property
     def response_mode(self) -> Literal["syn", "plain"]:

@@ -144,8 +144,12 @@ def run_sft(
     max_grad_norm: float | None = 1.0,
     weight_decay: float = 0.0,
     answer_weight: float = 1.0,
+    precision: Any | None = None,
 ) -> dict[str, Any]:
     """``steps`` AdamW steps of :func:`sft_loss` on batches drawn (epoch by epoch, shuffled) from ``samples``.
+
+    ``precision`` (a :class:`syngrpo.precision.Precision`; default: float32) runs the forward in
+    its compute dtype over the model's float32 weights, as RL does.
 
     Returns ``{"steps", "loss_first", "loss_last", "loss_mean_last10", "losses", "seconds"}``;
     ``log_fn(step, {"sft/loss", "sft/grad_norm", "sft/lr"})`` is called after every step.
@@ -159,6 +163,9 @@ def run_sft(
         raise ValueError(f"steps must be >= 0 and batch_size >= 1 (got {steps}, {batch_size})")
     if not answer_weight > 0:
         raise ValueError(f"answer_weight must be > 0, got {answer_weight}")
+    from syngrpo.precision import Precision
+
+    precision = precision or Precision()
     model = bundle.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -184,15 +191,12 @@ def run_sft(
             for i in idx:
                 if i not in images:
                     images[i] = load_rgb(samples[i].image)
-            loss = sft_loss(bundle, task, [samples[i] for i in idx], mode, images=[images[i] for i in idx],
-                            answer_weight=answer_weight)
+            with precision.autocast():
+                loss = sft_loss(bundle, task, [samples[i] for i in idx], mode, images=[images[i] for i in idx],
+                                answer_weight=answer_weight)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-            else:
-                grad_norm = float(torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in params if p.grad is not None)))
-            optimizer.step()
+            precision.backward(loss)
+            grad_norm = precision.clip_and_step(optimizer, params, max_grad_norm)
             value = float(loss.detach())
             losses.append(value)
             if log_fn is not None:

@@ -25,6 +25,7 @@ the data-server link, data parallelism under ``torchrun``) is orchestration in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -139,6 +140,7 @@ class Trainer:
         self._last_eval: EvalResult | None = None
         self._sft_summary = ""
         self.par = Parallel()
+        self.precision: Any = None  # syngrpo.precision.Precision, set by setup()
         self._stream_suffix = ""
 
     # =====================================================================================
@@ -169,9 +171,10 @@ class Trainer:
         # 3. G responses per prompt (prompt-major rows: p0 x G, p1 x G, ...); MC-GRPO asks for one more
         G = cfg.rollout.num_generations + self.estimator.extra_rollouts
         t0 = time.perf_counter()
-        rollout = self.engine.generate(bundle, prompts, num_generations=G, temperature=cfg.rollout.temperature,
-                                       top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
-                                       generator_seed=step_seed(cfg.seed, step, f"rollout{self._stream_suffix}"))
+        with self.sampling():  # the bf16 compute weights of a mixed-precision or sharded run
+            rollout = self.engine.generate(bundle, prompts, num_generations=G, temperature=cfg.rollout.temperature,
+                                           top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
+                                           generator_seed=step_seed(cfg.seed, step, f"rollout{self._stream_suffix}"))
         t_rollout = time.perf_counter() - t0
         parsed = [parse_response(text, self.response_mode) for text in rollout.texts]
         row_samples = [samples[int(i)] for i in rollout.prompt_index]
@@ -212,7 +215,7 @@ class Trainer:
 
         # 6. policy update: log-probs under the policy (and old policy / reference), loss, backward, step
         t0 = time.perf_counter()
-        model = self.train_model  # the policy, wrapped in DistributedDataParallel under torchrun
+        model = self.train_model  # the policy; under torchrun wrapped in DDP or sharded by FSDP (parallel.py)
         model.train()
         chunks = [c for c in _split(list(range(B)), cfg.optim.grad_accum) if c]
         total_rows, total_tokens = B * G, float(loss_mask.sum().clamp(min=1))
@@ -225,9 +228,10 @@ class Trainer:
             cmask = completion_mask[rows]
             T = max(1, int(cmask.sum(-1).max()))  # trim the padding every row of this chunk has
             ids, cmask = completion_ids[rows][:, :T], cmask[:, :T]
-            logp, ent = completion_logprobs(m, rollout.batch.select_prompts(prompt_ids), ids, cmask, group_size=G,
-                                            shared_prefix=self.shared_prefix, with_entropy=entropy,
-                                            temperature=cfg.rollout.temperature)
+            with self.precision.autocast():  # bf16 compute on float32 masters (precision.py)
+                logp, ent = completion_logprobs(m, rollout.batch.select_prompts(prompt_ids), ids, cmask, group_size=G,
+                                                shared_prefix=self.shared_prefix, with_entropy=entropy,
+                                                temperature=cfg.rollout.temperature)
             return logp, ent, rows, T
 
         old_logps: list[Any] = [None] * len(chunks)
@@ -245,9 +249,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             entropy_sum = 0.0
             for c, prompt_ids in enumerate(chunks):
-                # under DDP the gradients are averaged over ranks once, with the last micro-batch
-                last = c == len(chunks) - 1
-                with contextlib.nullcontext() if last or not self.par.enabled else model.no_sync():
+                # under torchrun the gradients are averaged over ranks once, with the last micro-batch
+                with self.par.grad_sync(model, c == len(chunks) - 1):
                     logp, ent, rows, T = score(model, prompt_ids, entropy=True)
                     if not self.policy_loss.entropy_needs_grad:
                         ent = ent.detach()  # frees the entropy's graph now
@@ -259,7 +262,7 @@ class Trainer:
                     # micro-batches weighted so that their sum is the loss of the whole batch
                     weight = (float(mask.sum()) / total_tokens if cfg.algorithm.aggregation == "token_mean"
                               else len(rows) / total_rows)
-                    (loss * weight).backward()
+                    self.precision.backward(loss * weight)
                 for k, v in stats.items():
                     stats_sum[k] = stats_sum.get(k, 0.0) + weight * float(v)
                 # H(q) of §3.2: per-response mean token entropy, averaged over the batch
@@ -270,11 +273,7 @@ class Trainer:
                     gap = float(((logp.detach() - rollout.logprobs[rows][:, :T].to(logp.device)).abs()
                                  * completion_mask[rows][:, :T].to(logp.device)).max())
                     engine_gap = gap if engine_gap is None else max(engine_gap, gap)
-            if cfg.optim.max_grad_norm is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm))
-            else:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, float("inf")))
-            self.optimizer.step()
+            grad_norm = self.precision.clip_and_step(self.optimizer, self.trainable, cfg.optim.max_grad_norm)
         self.scheduler.step()
         self.engine.sync_weights(bundle.model)
         t_update = time.perf_counter() - t0
@@ -307,11 +306,11 @@ class Trainer:
                     self.synthesis.collect(report)
                 for err in report.errors[:3]:
                     log.debug("synthesis: %s", err)
-            if self.par.enabled:  # every rank's pool takes the same new samples
-                arrived = self.par.broadcast([(r.job.origin_id, r.sample.to_dict(), r.job.base_generation)
-                                              for r in report.replacements])
+            if self.par.enabled:  # every rank's pool takes the same new samples (images sent as bytes)
+                arrived = self.par.broadcast([(r.job.origin_id, r.job.base_generation) for r in report.replacements])
+                records = self._broadcast_samples([r.sample.to_dict() for r in report.replacements])
                 if not self.par.is_main:
-                    for origin_id, sample, base_generation in arrived:
+                    for (origin_id, base_generation), sample in zip(arrived, records, strict=True):
                         self.pool.replace(origin_id, Sample.from_dict(sample), base_generation=base_generation)
 
         # ---- metrics of the step (what the paper plots, and what an operator needs) ----
@@ -418,23 +417,37 @@ class Trainer:
 
         from syngrpo.checkpoint import latest_checkpoint, load_state, model_dir, restore_rng_state
         from syngrpo.models.policy import load_policy, reference_model
+        from syngrpo.precision import Precision
 
         cfg = self.cfg
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         torch.manual_seed(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.par = Parallel.from_env()  # torchrun: this process's rank; else a single process
+        # torchrun: this process's rank; else a single process (parallel.strategy fsdp: a one-rank group)
+        self.par = Parallel.from_env(cfg.parallel.strategy, reshard_after_forward=cfg.parallel.reshard_after_forward,
+                                     timeout=cfg.parallel.timeout)
+        if self.par.enabled:  # rank 0's config is the run's: a node resuming a run need not hold its config.yaml
+            self.cfg = cfg = self.par.broadcast(cfg)
+            self.par.use_strategy(cfg.parallel.strategy, reshard_after_forward=cfg.parallel.reshard_after_forward)
         self._stream_suffix = f"/{self.par.rank}" if self.par.enabled else ""
         if self.par.enabled and cfg.optim.batch_size % self.par.world:
             raise ConfigError(f"optim.batch_size ({cfg.optim.batch_size}) must be a multiple of the number of "
                               f"processes ({self.par.world})")
+        self.precision = Precision.for_model(cfg.model.dtype, self.par.device(cfg.model.device),
+                                             sharded=self.par.sharded)
+        if self.par.sharded and (cfg.model.lora.enabled or self.precision.compute == torch.float16):
+            raise ConfigError("parallel.strategy fsdp supports full fine-tuning in float32 or bfloat16; "
+                              "turn model.lora off or use model.dtype: bfloat16 (or parallel.strategy: ddp)")
 
+        # only rank 0 reads the checkpoint; the other ranks receive what they need from it by broadcast
         ckpt = None
         if self.resume_from is not None:
-            ckpt = latest_checkpoint(self.resume_from)
-            if ckpt is None:
+            if self.par.is_main:
+                ckpt = latest_checkpoint(self.resume_from)
+            if not self.par.broadcast(ckpt is not None):
                 raise ConfigError(f"--resume {str(self.resume_from)!r}: no checkpoint found there")
+        resuming = self.resume_from is not None
 
         # --- task and data ---
         self.task = self.registry.create("tasks", cfg.data.task, **cfg.data.task_options)
@@ -445,31 +458,39 @@ class Trainer:
 
         # --- policy (from the checkpoint when resuming), SFT warm start, reference ---
         policy_path = resolve_policy(cfg)
-        load_kwargs = dict(dtype=cfg.model.dtype, device=self.par.device(cfg.model.device),
+        # float32 masters whatever model.dtype says: the compute dtype is precision.py's business
+        load_kwargs = dict(dtype=self.precision.master, device=self.par.device(cfg.model.device),
                            attn_implementation=cfg.model.attn_implementation, freeze_vision=cfg.model.freeze_vision,
                            gradient_checkpointing=cfg.model.gradient_checkpointing,
                            max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels)
         lora = cfg.model.lora.model_dump() if cfg.model.lora.enabled else None
         if ckpt is not None and not lora:
             self.bundle = load_policy(str(model_dir(ckpt)), **load_kwargs)
-        else:
+        else:  # other ranks of a resumed run: the architecture here, the weights from rank 0 below
             self.bundle = load_policy(policy_path, lora=lora, **load_kwargs)
             if ckpt is not None:  # a LoRA checkpoint holds the adapters only: base weights + saved adapters
                 _load_adapters(self.bundle.model, model_dir(ckpt))
+        if resuming:
+            self.par.broadcast_weights(self.bundle.model)
         sft_dir = self.run_dir / "sft"
-        if ckpt is None and cfg.sft.enabled:
+        if not resuming and cfg.sft.enabled:
             if self.par.is_main:
                 self._run_sft(sft_dir)
-            self.par.barrier()
-            if not self.par.is_main:  # every rank starts RL from rank 0's warm-started weights
-                self.bundle = load_policy(str(sft_dir), lora=lora, **load_kwargs)
-        reference_path = cfg.model.reference or (str(sft_dir) if cfg.sft.enabled else policy_path)
+            self.par.broadcast_weights(self.bundle.model)  # every rank starts RL from rank 0's warm start
         self.ref_model = None
-        if cfg.algorithm.beta > 0:
-            if ckpt is None and cfg.model.reference is None:
-                self.ref_model = reference_model(self.bundle)  # the policy as RL starts
+        if cfg.algorithm.beta > 0:  # the reference lives in the compute dtype (bf16): it is never updated
+            if not resuming and cfg.model.reference is None:
+                self.ref_model = reference_model(self.bundle, dtype=self.precision.compute)  # the policy as RL starts
             else:
-                self.ref_model = reference_model(load_policy(reference_path, **load_kwargs))
+                from_run = cfg.model.reference is None and cfg.sft.enabled  # <run dir>/sft: on rank 0's disk only
+                path = cfg.model.reference or (str(sft_dir) if cfg.sft.enabled else policy_path)
+                if from_run and not self.par.is_main:
+                    path = policy_path
+                self.ref_model = reference_model(load_policy(path, **{**load_kwargs, "gradient_checkpointing": False}),
+                                                 dtype=self.precision.compute)
+                if from_run:
+                    self.par.broadcast_weights(self.ref_model)
+            self.ref_model = self.par.wrap_reference(self.ref_model)
 
         # --- plugins: rollout engine, rewards, advantages, policy loss ---
         self.engine = self.registry.create("rollout_engines", cfg.rollout.engine, bundle=self.bundle,
@@ -486,14 +507,8 @@ class Trainer:
         self.policy_loss = self.registry.create("policy_losses", cfg.algorithm.policy_loss.name, **loss_options)
         self.shared_prefix = self._shared_prefix()
 
-        # --- optimiser and schedule (under torchrun the policy trains wrapped in DistributedDataParallel) ---
-        self.train_model = self.bundle.model
-        if self.par.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            on_gpu = self.bundle.device.type == "cuda"
-            self.train_model = DistributedDataParallel(self.bundle.model,
-                                                       device_ids=[self.bundle.device.index] if on_gpu else None)
+        # --- optimiser and schedule (the policy as the strategy holds it: itself, DDP, or FSDP shards) ---
+        self.train_model = self.par.wrap(self.bundle.model, self.precision)
         self.trainable = [p for p in self.bundle.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                            eps=cfg.optim.adam_eps, weight_decay=cfg.optim.weight_decay)
@@ -507,15 +522,22 @@ class Trainer:
         self.smoother = DiversitySmoother(cfg.synthesis.gamma, enabled=cfg.synthesis.smoothing)
 
         # --- restore ---
-        if ckpt is not None:
-            state, blob = load_state(ckpt)
+        if resuming:  # rank 0 reads the checkpoint; the others receive it
+            state, blob, optim_state = None, None, None
+            if self.par.is_main:
+                state, blob = load_state(ckpt)
+                optim_state = blob.pop("optimizer", None)
+            state, blob = self.par.broadcast((state, blob))
+            replaced = state["pool"]["replaced"]  # synthesized images: files on rank 0's disk, sent as bytes
+            state["pool"]["replaced"] = dict(zip(replaced, self._broadcast_samples(list(replaced.values())),
+                                                 strict=True))
             self.step = int(state["step"])
             self.pool.load_state_dict(state["pool"])
             self.smoother.load_state_dict(state["smoother"])
-            if blob.get("optimizer") is not None:
-                self.optimizer.load_state_dict(blob["optimizer"])
+            self.par.load_optimizer_state(self.bundle.model, self.optimizer, optim_state)
             if blob.get("scheduler") is not None:
                 self.scheduler.load_state_dict(blob["scheduler"])
+            self.precision.load_state_dict(blob.get("precision", {}))
             restore_rng_state(blob["rng"])
 
         # --- run directory (rank 0) ---
@@ -529,8 +551,12 @@ class Trainer:
             self._message(self._sft_summary)
         if ckpt is not None:
             self._message(f"resumed from {ckpt} at step {self.step}")
-        if self.par.enabled:
+        if self.par.sharded:
+            self._message(f"sharded (FSDP) over {self.par.world} process(es)")
+        elif self.par.enabled:
             self._message(f"data parallel over {self.par.world} processes")
+        if self.precision.mixed:
+            self._message(f"mixed precision: float32 master weights, {str(self.precision.compute)[6:]} compute")
 
         # --- data server (rank 0) ---
         if cfg.synthesis.enabled and self.par.is_main:
@@ -540,6 +566,38 @@ class Trainer:
                 sent = self.synthesis.resubmit_in_flight()
                 self._message(f"asked the data server again for {sent} job(s) in flight at the checkpoint")
         self._ready = True
+
+    def sampling(self) -> contextlib.AbstractContextManager[Any]:
+        """Where rollouts and evaluation run: the whole policy on every rank (FSDP gathers its shards; a
+        collective) and the compute dtype (autocast over the float32 masters; see precision.py)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.par.full_weights(self.bundle.model))
+        stack.enter_context(self.precision.autocast())
+        return stack
+
+    def _broadcast_samples(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rank 0's sample records on every rank, their image files sent as bytes (nodes share no disk).
+
+        The other ranks write the images into their own run directory and get records pointing there.
+        """
+        if not self.par.enabled:
+            return records
+        payload = None
+        if self.par.is_main:
+            payload = [(r, Path(r["image"]).read_bytes() if Path(r["image"]).is_file() else None) for r in records]
+        payload = self.par.broadcast(payload)
+        if self.par.is_main:
+            return records
+        folder = self.run_dir / "synth" / "received"
+        out = []
+        for record, data in payload:
+            if data is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / Path(record["image"]).name
+                path.write_bytes(data)
+                record = {**record, "image": str(path)}
+            out.append(record)
+        return out
 
     def _message(self, text: str) -> None:
         if self.runlog is not None:
@@ -552,8 +610,10 @@ class Trainer:
 
         cfg = self.cfg
         t0 = time.perf_counter()
+        # the warm start runs on rank 0's unsharded policy, in the run's precision (autocast on float32 masters)
         result = run_sft(self.bundle, self.task, self.train_samples, steps=cfg.sft.steps, lr=cfg.sft.lr,
                          batch_size=cfg.sft.batch_size, mode=self.response_mode, seed=cfg.seed,
+                         precision=dataclasses.replace(self.precision, sharded=False),
                          answer_weight=cfg.sft.answer_weight, progress=cfg.logging.progress and sys.stderr.isatty())
         self.bundle.model.save_pretrained(str(sft_dir), safe_serialization=True)
         self.bundle.processor.save_pretrained(str(sft_dir))
@@ -611,8 +671,10 @@ class Trainer:
         main = self.par.is_main
         last_epoch = self.pool.epoch
         metrics: dict[str, Any] = {}
-        if cfg.eval.at_start and self.step == 0 and main:
-            rl.log(0, {"progress": 0.0, **self._eval_metrics(self.evaluate(0))})
+        if cfg.eval.at_start and self.step == 0:
+            with self.sampling():  # every rank enters (FSDP gathers the shards); rank 0 evaluates
+                if main:
+                    rl.log(0, {"progress": 0.0, **self._eval_metrics(self.evaluate(0))})
         try:
             stop = self.total_steps if until is None else min(until, self.total_steps)
             while self.step < stop:
@@ -621,8 +683,10 @@ class Trainer:
                 self.step = step
                 evaluate = (cfg.eval.every and step % cfg.eval.every == 0) or (step == self.total_steps
                                                                                and cfg.eval.at_end)
-                if evaluate and main:
-                    metrics.update(self._eval_metrics(self.evaluate(step)))
+                if evaluate:
+                    with self.sampling():
+                        if main:
+                            metrics.update(self._eval_metrics(self.evaluate(step)))
                 if main:
                     rl.log(step, metrics)
                     if cfg.logging.samples_every and step % cfg.logging.samples_every == 0 and self._step_samples:
@@ -681,15 +745,23 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Checkpoint the current step (rank 0 writes; every rank waits until it is on disk)."""
+        """Checkpoint the current step (rank 0 writes; every rank waits until it is on disk).
+
+        The model directory holds the float32 master weights (FSDP: gathered on rank 0), the
+        optimizer state is keyed by parameter name: any strategy resumes it.
+        """
         from syngrpo.checkpoint import checkpoint_name, save_checkpoint
 
         path = self.run_dir / "checkpoints" / checkpoint_name(self.step)
+        model_state = self.par.full_model_state(self.bundle.model)  # collectives: every rank takes part
+        optimizer_state = self.par.optimizer_state(self.bundle.model, self.optimizer)
         if self.par.is_main:
             path = save_checkpoint(self.run_dir, self.step, model=self.bundle.model,
-                                   processor=self.bundle.processor, optimizer=self.optimizer,
+                                   processor=self.bundle.processor, optimizer=None,
                                    scheduler=self.scheduler, state=self.state_dict(),
-                                   keep_last=self.cfg.logging.keep_last)
+                                   keep_last=self.cfg.logging.keep_last, model_state=model_state,
+                                   optimizer_state=optimizer_state,
+                                   extra_torch={"precision": self.precision.state_dict()})
             self._message(f"checkpoint saved: {path}")
         self.par.barrier()
         return path

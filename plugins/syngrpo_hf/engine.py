@@ -95,7 +95,9 @@ class HFRolloutEngine:
                     # generate's generic expansion would interleave patches, not images: expand ourselves
                     inputs = prompts.expand(G).model_inputs()
                     cfg.num_return_sequences = 1
-                out = model.generate(**inputs, generation_config=cfg)
+                # an FSDP policy arrives with its shards gathered (Parallel.full_weights): no per-token sync
+                extra = {"synced_gpus": False} if _fsdp_managed(model) else {}
+                out = model.generate(**inputs, generation_config=cfg, **extra)
         finally:
             model.train(was_training)
 
@@ -131,6 +133,15 @@ class HFRolloutEngine:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _fsdp_managed(model: Any) -> bool:
+    """True for a policy sharded by FSDP2 (transformers would otherwise sync every decoding step over ranks)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch built without distributed
+        return False
+    return isinstance(model, FSDPModule)
 
 
 def _expands_pixels(model: Any) -> bool:

@@ -348,9 +348,15 @@ def load_policy(
     )
 
 
-def reference_model(bundle: PolicyBundle) -> Any:
-    """A frozen copy of the policy as it is now (the KL reference of GRPO), in eval mode."""
+def reference_model(bundle: PolicyBundle, dtype: torch.dtype | None = None) -> Any:
+    """A frozen copy of the policy as it is now (the KL reference of GRPO), in eval mode.
+
+    ``dtype`` (e.g. the bf16 compute dtype of a mixed-precision run) casts the copy: it is
+    never updated, so it needs no float32 master.
+    """
     ref = copy.deepcopy(bundle.model)
+    if dtype is not None:
+        ref.to(dtype)
     ref.eval()
     for p in ref.parameters():
         p.requires_grad_(False)
