@@ -188,6 +188,9 @@ class Parallel:
             yield
             return
         units = fsdp_units(model)
+        # generate runs the vision blocks before any root forward; without this the first block to run
+        # would make itself FSDP's root (torch 2.13 has no public call for it; a root forward does the same)
+        model._get_fsdp_state()._lazy_init()
         model.set_reshard_after_forward(False)
         for unit in units:
             unit.unshard()

@@ -1,0 +1,58 @@
+"""``syngrpo export``: a serving copy of a trained policy (``save_pretrained`` in the dtype you serve in).
+
+Checkpoints hold the float32 master weights, so that a resume loses no update
+(docs/training.md, "Precision").  Serving wants half of that: ``export`` loads a run's
+latest checkpoint (or a given checkpoint or model directory), casts it and writes a
+``save_pretrained`` directory with the processor, ready for ``from_pretrained``, vLLM or
+``syngrpo eval --checkpoint DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a serving copy (save_pretrained, e.g. bfloat16) of a run or checkpoint",
+        description="Load the float32 weights of a run's latest checkpoint (or a checkpoint / model directory), "
+                    "cast them to --dtype and write a save_pretrained model directory with its processor. "
+                    "See docs/training.md.",
+    )
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT",
+                   help="a run directory (its latest checkpoint), a checkpoint directory, or a model directory")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16",
+                   help="dtype of the exported weights (default: bfloat16)")
+    p.add_argument("--out", required=True, help="directory to write (must not exist or be empty)")
+    p.set_defaults(func=run)
+
+
+def export_policy(checkpoint: str | Path, out: str | Path, *, dtype: str = "bfloat16") -> Path:
+    """Write ``checkpoint``'s policy to ``out`` in ``dtype`` (``save_pretrained`` + processor); returns ``out``."""
+    from syngrpo.errors import ConfigError
+    from syngrpo.evaluate import resolve_model_dir
+    from syngrpo.models.policy import load_policy
+
+    source = resolve_model_dir(checkpoint)
+    if not any(source.glob("*.safetensors")) and (source / "adapter_config.json").is_file():
+        raise ConfigError(f"{source} holds LoRA adapters only; merge them into the base model to export")
+    target = Path(out)
+    if target.exists() and any(target.iterdir()):
+        raise ConfigError(f"--out {str(target)!r} exists and is not empty")
+    bundle = load_policy(source, dtype=dtype, device="cpu")
+    target.mkdir(parents=True, exist_ok=True)
+    bundle.model.save_pretrained(str(target), safe_serialization=True)
+    bundle.processor.save_pretrained(str(target))
+    return target
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    out = export_policy(args.checkpoint, args.out, dtype=args.dtype)
+    print(f"wrote {args.dtype} weights and the processor to {out}")
+    return 0
