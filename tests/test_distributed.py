@@ -199,12 +199,16 @@ class DistributedTestPlugins:
         register("length_60", lambda **options: LengthReward(), description="completion length (distributed test)")
 
 
-def trainer_step(model_dir: str, run_dir: str) -> dict:
-    """One Trainer step on a 4-prompt global batch (this process's share of it under torchrun)."""
+def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
+    """One Trainer step on a 4-prompt global batch (this process's share of it under torchrun).
+
+    ``extra`` are more ``--set`` overrides (the FSDP test: the strategy, gradient accumulation, KL).
+    """
     import torch
 
     from syngrpo.config import TrainConfig
     from syngrpo.configio import load_config
+    from syngrpo.parallel import state_bytes
     from syngrpo.testing import registry_with
     from syngrpo.trainer import Trainer
 
@@ -215,14 +219,19 @@ def trainer_step(model_dir: str, run_dir: str) -> dict:
             'rewards.terms=[{"name": "length_60"}]', "synthesis.mode=off", "optim.batch_size=4",
             "optim.max_steps=1", "optim.lr=1e-3", "optim.adam_eps=1.0", "optim.max_grad_norm=1.0",
             "sft.enabled=false", "eval.at_end=false", "logging.progress=false", "logging.tensorboard=false",
-            "logging.plots=false", "logging.gallery=false", "logging.samples_every=0"]
+            "logging.plots=false", "logging.gallery=false", "logging.samples_every=0", "parallel.timeout=120",
+            *extra]
     cfg = load_config(TrainConfig, None, sets)
     registry = registry_with(DistributedTestPlugins(), autoload=True)
     with Trainer(cfg, run_dir, registry=registry) as trainer:
         trainer.setup()
         metrics = trainer.train_step(1)
-        params = {n: p.detach().clone() for n, p in trainer.bundle.base_model.named_parameters()}
+        nbytes = state_bytes(trainer.bundle.model, trainer.optimizer)  # this rank's, before any gathering
+        # FSDP parameters are shards (DTensors): gather the full tensors (a collective on every rank)
+        params = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+                  for n, p in trainer.bundle.base_model.named_parameters()}
         return {"params": params, "rank": trainer.par.rank, "world": trainer.par.world,
+                "strategy": trainer.par.strategy, "bytes": nbytes,
                 "reward": metrics["reward/total"], "grad_norm": metrics["grad_norm"]}
 
 
@@ -244,7 +253,8 @@ def _initial_params(model_dir: Path) -> dict:
 
 def _torchrun(*args: str) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", __file__, *args]
+    script = [] if args[:1] == ("-m",) else [__file__]  # this file as the worker, or ``-m module ...``
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", *script, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
                               timeout=300, start_new_session=True)
@@ -308,12 +318,79 @@ def test_two_rank_trainer_step_equals_the_single_process_trainer_step(model_dir,
     assert gap <= 1e-3 * moved, (gap, moved)
 
 
-def trainer_worker(model_dir: str, run_dir: str, out: str) -> None:
+#: the FSDP step: sharded policy and reference, KL term, shared-prefix scoring, two micro-batches per rank
+FSDP_SETS = ("algorithm.beta=0.04", "algorithm.shared_prefix=true", "optim.grad_accum=2")
+
+
+@pytest.mark.slow
+def test_two_rank_fsdp_step_equals_the_single_process_step_with_half_the_state_per_rank(model_dir, tmp_path):
+    """FSDP2 on two ranks: the single-process step, with params + grads + AdamW state split in half.
+
+    The per-rank byte counts go to ``state_bytes.json`` (compare with ``syngrpo plan``: fp32 masters
+    4 B/param, fp32 gradients 4 B/param, AdamW 8 B/param, rows split ceil-wise over the ranks).
+    """
+    import json
+
     import torch
 
-    result = trainer_step(model_dir, run_dir)
+    out = tmp_path / "fsdp-trainer.pt"
+    sets = [f"--set={s}" for s in (*FSDP_SETS, "parallel.strategy=fsdp")]
+    _torchrun("--trainer", "--model", str(model_dir), "--workdir", str(tmp_path / "fsdp-run"), "--out", str(out),
+              *sets)
+    fsdp = torch.load(out)
+    fsdp_rank1 = torch.load(str(out) + ".rank1")
+    single = trainer_step(str(model_dir), str(tmp_path / "single-run"), *FSDP_SETS)
+    assert (fsdp["world"], fsdp["strategy"], single["world"], single["strategy"]) == (2, "fsdp", 1, "single")
+    assert abs(fsdp["reward"] - single["reward"]) < 1e-6 and single["grad_norm"] > 0
+    assert abs(fsdp["grad_norm"] - single["grad_norm"]) <= 1e-4 * single["grad_norm"]
+    initial = _initial_params(model_dir)
+    moved = max(float((single["params"][n] - p0).abs().max()) for n, p0 in initial.items())
+    assert moved > 1e-6
+    gap = max(float((single["params"][n] - fsdp["params"][n]).abs().max()) for n in initial)
+    assert gap <= 1e-3 * moved, (gap, moved)
+    report = {"single": single["bytes"], "fsdp_rank0": fsdp["bytes"], "fsdp_rank1": fsdp_rank1["bytes"],
+              "params": sum(p.numel() for p in initial.values())}
+    (tmp_path / "state_bytes.json").write_text(json.dumps(report, indent=1))
+    print("state bytes:", json.dumps(report))
+    for rank in ("fsdp_rank0", "fsdp_rank1"):
+        per_rank = sum(report[rank].values())
+        assert per_rank <= 0.55 * sum(report["single"].values()), (rank, report)
+        assert report[rank]["params"] <= 0.55 * report["single"]["params"], (rank, report)
+
+
+@pytest.mark.slow
+def test_torchrun_fsdp_train_command_finishes_evaluates_and_resumes(model_dir, tmp_path):
+    """``torchrun --nproc_per_node=2 -m syngrpo.cli train --set parallel.strategy=fsdp`` in bf16 with gradient
+    checkpointing and accumulation; its checkpoint (gathered on rank 0) evaluates in one process and resumes."""
+    from syngrpo.checkpoint import latest_checkpoint
+    from syngrpo.cli import main
+    from syngrpo.runlog import read_jsonl
+
+    run = tmp_path / "run"
+    sets = [f"model.policy={model_dir}", "model.device=cpu", "model.dtype=bfloat16", "parallel.strategy=fsdp",
+            "parallel.timeout=120", "model.gradient_checkpointing=true", "optim.grad_accum=2", "optim.batch_size=4",
+            "optim.max_steps=2", "logging.save_every=1", "data.toy.n_train=8", "data.toy.n_eval=2",
+            "data.toy.image_size=56", "rollout.num_generations=3", "rollout.max_new_tokens=16",
+            "synthesis.mode=off", "sft.enabled=false", "eval.at_start=false", "eval.batch_size=2",
+            "logging.progress=false", "logging.tensorboard=false", "logging.plots=false"]
+    argv = [a for s in sets for a in ("--set", s)]
+    _torchrun("-m", "syngrpo.cli", "train", "--out", str(run), *argv)
+    assert "sharded (FSDP) over 2 process(es)" in (run / "train.log").read_text()
+    assert main(["eval", "--checkpoint", str(run), "--no-progress"]) == 0
+    _torchrun("-m", "syngrpo.cli", "train", "--resume", str(run), "--set", "optim.max_steps=3")
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
+    assert latest_checkpoint(run).name == "step-000003"
+    assert "resumed from" in (run / "train.log").read_text()
+
+
+def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str) -> None:
+    import torch
+
+    result = trainer_step(model_dir, run_dir, *extra)
     if result["rank"] == 0:
         torch.save(result, out)
+    else:  # rank 1 reports its own state bytes
+        torch.save({"bytes": result["bytes"]}, out + ".rank1")
 
 
 if __name__ == "__main__":
@@ -322,8 +399,9 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     ap.add_argument("--trainer", action="store_true")
     ap.add_argument("--workdir")
+    ap.add_argument("--set", dest="sets", action="append", default=[])
     args = ap.parse_args()
     if args.trainer:
-        trainer_worker(args.model, args.workdir, args.out)
+        trainer_worker(args.model, args.workdir, args.out, *args.sets)
     else:
         ddp_worker(args.model, args.out)

@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override a config key (repeatable), e.g. --set optim.lr=1e-5 --set synthesis.mode=sync")
     p.add_argument("--resume", metavar="DIR",
                    help="continue a run from its latest checkpoint (a run directory or a checkpoint directory); "
-                        "the run's own config.yaml is used unless -c is given")
+                        "the run's own config.yaml is used unless -c is given. Under torchrun only rank 0 reads "
+                        "it (other nodes need no copy; their run directory is their --out)")
     p.set_defaults(func=run)
 
 
@@ -38,6 +39,13 @@ def resolve_run(args: argparse.Namespace):
     from syngrpo.errors import ConfigError
 
     resume = None
+    if args.resume and os.environ.get("RANK", "0") != "0":
+        # another node of a torchrun job: rank 0 reads the checkpoint (and the run's config) and sends
+        # them; this rank needs no copy of it.  Its run directory is --out (default: the same path here).
+        found = latest_checkpoint(args.resume)
+        cfg = load_train_config(args.config or QUICKSTART_CONFIG, args.overrides)  # replaced by rank 0's
+        run_dir = Path(args.out) if args.out else (run_dir_of(found) if found else Path(args.resume))
+        return cfg, run_dir, found or Path(args.resume)
     if args.resume:
         resume = latest_checkpoint(args.resume)
         if resume is None:
