@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from syngrpo.configio import load_config
     from syngrpo.models.policy import load_policy
     from syngrpo.plugins import get_registry
+    from syngrpo.precision import Precision
     from syngrpo.sft import run_sft
     from syngrpo.trainer import load_split, resolve_policy
 
@@ -47,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     task = get_registry().create("tasks", cfg.data.task, **cfg.data.task_options)
     samples = load_split(cfg, task, "train", out)
     m = cfg.model
+    precision = Precision.for_model(m.dtype, m.device)  # float32 weights, compute in model.dtype (as RL)
     bundle = load_policy(
-        resolve_policy(cfg), dtype=m.dtype, device=m.device, attn_implementation=m.attn_implementation,
+        resolve_policy(cfg), dtype=precision.master, device=m.device, attn_implementation=m.attn_implementation,
         freeze_vision=m.freeze_vision, gradient_checkpointing=m.gradient_checkpointing,
         lora=m.lora.model_dump() if m.lora.enabled else None, max_pixels=m.max_pixels, min_pixels=m.min_pixels,
     )
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
         stats = run_sft(bundle, task, samples, steps=steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
                         mode=cfg.response_mode, seed=cfg.seed, answer_weight=cfg.sft.answer_weight,
-                        progress=not args.no_progress, log_fn=log_fn)
+                        progress=not args.no_progress, log_fn=log_fn, precision=precision)
     model_out = out / "model"
     model = bundle.model
     if bundle.lora and hasattr(model, "merge_and_unload"):
