@@ -62,6 +62,19 @@ class Precision:
         """The dtype of the weights the optimizer updates (and checkpoints hold): always float32."""
         return torch.float32
 
+    def load_dtype(self, *, lora: bool) -> torch.dtype:
+        """The dtype to load the policy in: float32 masters; with LoRA the frozen base in the compute dtype.
+
+        LoRA trains the adapters only; :meth:`upcast_trainable` makes them the float32 masters.
+        """
+        return self.compute if lora else self.master
+
+    def upcast_trainable(self, model: Any) -> None:
+        """Every parameter the optimizer will update in float32 (LoRA adapters on a bf16 base)."""
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != self.master:
+                param.data = param.data.to(self.master)
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Forward passes in the compute dtype (a no-op in float32 and under FSDP's own policy)."""
         if not self.mixed or self.sharded:

@@ -458,18 +458,19 @@ class Trainer:
 
         # --- policy (from the checkpoint when resuming), SFT warm start, reference ---
         policy_path = resolve_policy(cfg)
-        # float32 masters whatever model.dtype says: the compute dtype is precision.py's business
-        load_kwargs = dict(dtype=self.precision.master, device=self.par.device(cfg.model.device),
+        lora = cfg.model.lora.model_dump() if cfg.model.lora.enabled else None
+        # float32 masters whatever model.dtype says (LoRA: the adapters); the compute dtype is precision.py's
+        load_kwargs = dict(dtype=self.precision.load_dtype(lora=bool(lora)), device=self.par.device(cfg.model.device),
                            attn_implementation=cfg.model.attn_implementation, freeze_vision=cfg.model.freeze_vision,
                            gradient_checkpointing=cfg.model.gradient_checkpointing,
                            max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels)
-        lora = cfg.model.lora.model_dump() if cfg.model.lora.enabled else None
         if ckpt is not None and not lora:
             self.bundle = load_policy(str(model_dir(ckpt)), **load_kwargs)
         else:  # other ranks of a resumed run: the architecture here, the weights from rank 0 below
             self.bundle = load_policy(policy_path, lora=lora, **load_kwargs)
             if ckpt is not None:  # a LoRA checkpoint holds the adapters only: base weights + saved adapters
                 _load_adapters(self.bundle.model, model_dir(ckpt))
+        self.precision.upcast_trainable(self.bundle.model)
         if resuming:
             self.par.broadcast_weights(self.bundle.model)
         sft_dir = self.run_dir / "sft"
