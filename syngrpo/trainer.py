@@ -713,7 +713,11 @@ class Trainer:
         return summary
 
     def evaluate(self, step: int | None = None) -> EvalResult:
-        """Greedy evaluation on the eval split; writes ``eval/step-N.{json,md}`` into the run directory."""
+        """Greedy evaluation on the eval split; writes ``eval/step-N.{json,md}`` into the run directory.
+
+        Under FSDP call it inside :meth:`sampling` entered by every rank (``train`` does): the
+        shards must be gathered for ``generate``.
+        """
         cfg = self.cfg
         result = evaluate_policy(self.bundle, self.task, self.eval_samples, engine=self.engine,
                                  response_mode=self.response_mode, batch_size=cfg.eval.batch_size,
