@@ -82,3 +82,19 @@ def test_fsdp_bf16_checkpoint_holds_full_float32_weights_evaluates_and_resumes_e
     plain = cfg.model_copy(update={"parallel": cfg.parallel.model_copy(update={"strategy": "auto"})})
     result, json_path, _ = evaluate_checkpoint(plain, tmp_path / "stopped", progress=False, registry=registry)
     assert json_path.is_file() and "acc@0.5" in result.metrics
+
+
+def test_an_unknown_parallel_strategy_is_a_config_error():
+    from syngrpo.config import load_train_config
+    from syngrpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"parallel\.strategy"):
+        load_train_config(None, ["parallel.strategy=deepspeed", "synthesis.mode=off"])
+
+
+def test_fsdp_with_lora_is_refused_before_any_model_loads(tiny_policy_dir, tmp_path, registry, config_for):
+    from syngrpo.errors import ConfigError
+
+    cfg = config_for(tiny_policy_dir, "parallel.strategy=fsdp", "model.lora.enabled=true", "parallel.timeout=60")
+    with Trainer(cfg, tmp_path, registry=registry) as trainer, pytest.raises(ConfigError, match="lora"):
+        trainer.setup()
