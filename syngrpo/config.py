@@ -327,6 +327,13 @@ class LoggingConfig(StrictModel):
     gallery_per_epoch: int = Field(12, ge=0)
 
 
+class ParallelConfig(StrictModel):
+    """How the policy is spread over the processes ``torchrun`` starts."""
+
+    #: ``auto`` = ``ddp`` when more than one process runs, else a single process; ``fsdp`` = FSDP2 fully_shard
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+
+
 class TrainConfig(StrictModel):
     """Everything one ``syngrpo train`` run needs."""
 
@@ -341,6 +348,7 @@ class TrainConfig(StrictModel):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
 
     @property
     def response_mode(self) -> Literal["syn", "plain"]:

@@ -1,0 +1,135 @@
+"""``syngrpo plan``: per-GPU memory by part, pinned against hand arithmetic, and the paper configs' verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syngrpo.cli import main
+from syngrpo.models.architecture import Tensor, load_architecture
+from syngrpo.plan import GiB, PlanInputs, plan_memory
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_7B = ROOT / "configs" / "rec_qwen2_5_vl_7b.yaml"
+
+# Qwen2.5-VL-7B-Instruct's published figures
+H, I, L, V, KV = 3584, 18944, 28, 152064, 4 * 128  # noqa: E741 - hidden, intermediate, layers, vocab, kv heads x head dim
+HV, IV, D, PATCH_IN = 1280, 3420, 32, 3 * 2 * 14 * 14  # vision hidden, intermediate, depth, conv3d fan-in
+
+
+def hand_counts() -> tuple[int, int, int]:
+    """(all parameters, root-unit parameters, one decoder layer) of Qwen2.5-VL-7B, counted by hand."""
+    layer = (H * H + H) + 2 * (H * KV + KV) + H * H + 3 * H * I + 2 * H  # q(+bias) k v(+bias) o, MLP, 2 norms
+    block = 2 * HV + (HV * 3 * HV + 3 * HV) + (HV * HV + HV) + 2 * (HV * IV + IV) + (IV * HV + HV)
+    merger = HV + (4 * HV * 4 * HV + 4 * HV) + (4 * HV * H + H)
+    root = V * H + H + V * H + PATCH_IN * HV + merger  # embeddings, final norm, untied LM head, patch embed, merger
+    return root + L * layer + D * block, root, layer
+
+
+def test_architecture_of_the_7b_matches_the_published_count():
+    arch = load_architecture("Qwen/Qwen2.5-VL-7B-Instruct")
+    total, root, layer = hand_counts()
+    assert arch.params == total == 8_292_166_656
+    units = arch.units()
+    assert units[""] == root
+    assert units["model.language_model.layers.0"] == layer
+    assert load_architecture("Qwen/Qwen2.5-VL-3B-Instruct").params == 3_754_622_976  # tied embeddings
+
+
+def test_fsdp_shards_dim0_with_ceil_rows():
+    t = Tensor("w", (5, 3), vision=False, unit="")
+    assert [t.shard_numel(n) for n in (1, 2, 3, 4, 8)] == [15, 9, 6, 6, 3]
+    assert Tensor("b", (7,), vision=False, unit="").shard_numel(2) == 4
+
+
+def test_plan_of_the_7b_paper_config_on_4_gpus_equals_hand_arithmetic():
+    from syngrpo.config import TrainConfig
+    from syngrpo.configio import load_config
+
+    cfg = load_config(TrainConfig, CONFIG_7B)
+    assert cfg.parallel.strategy == "fsdp" and cfg.model.max_pixels == 1280 * 28 * 28
+    plan = plan_memory(load_architecture(cfg.model.policy), PlanInputs.from_config(cfg, gpus=4, gpu_memory_gib=80))
+    P, root, layer = hand_counts()
+    part = {p.name: p.bytes for p in plan.parts}
+    # every 7B dim 0 (152064, 3584, 512, 18944, 1280, 3840, 3420, 5120) divides by 4: shards are exactly P / 4
+    assert part["master weights (fp32)"] == 4 * P // 4
+    assert part["gradients (fp32)"] == 4 * P // 4
+    assert part["AdamW states (fp32)"] == 8 * P // 4
+    assert part["reference model (bf16)"] == 2 * P // 4  # beta 0.04
+    assert part["bf16 compute copy"] == 2 * (root + 2 * layer) + 6 * layer  # root + current/prefetched layer
+    assert part["vLLM reservation"] == int(0.3 * 80 * GiB)
+    # micro-batch: 20 prompts / 4 ranks = 5, grad_accum 20 -> 1 prompt x G 6 = 6 rows;
+    # a row: 1,003,520 px / 28^2 = 1,280 image tokens + 256 text + 512 new = 2,048 tokens (checkpointing: no shared prefix)
+    rows, tokens = 6, 6 * 2048
+    text = tokens * L * 2 * H + tokens * 2 * (6 * H + 2 * KV + 4 * I)  # checkpointed inputs + one layer recomputed
+    patches = rows * 1280 * 4
+    vision = patches * D * 2 * HV + patches * 2 * (8 * HV + 4 * IV)
+    assert part["activations"] == text + vision
+    assert part["logits"] == rows * 513 * V * 4
+    assert "KV cache (hf generate)" not in part  # vLLM samples
+    update = sum(part[k] for k in ("master weights (fp32)", "gradients (fp32)", "AdamW states (fp32)",
+                                   "reference model (bf16)", "vLLM reservation", "bf16 compute copy",
+                                   "activations", "logits", "CUDA context"))
+    assert plan.peak_bytes == update
+    assert 70 < plan.peak_gib < 80 and plan.fits
+
+
+def test_freeze_vision_and_lora_shrink_gradients_and_optimizer_state():
+    arch = load_architecture("Qwen/Qwen2.5-VL-3B-Instruct")
+    base = PlanInputs(gpus=1, engine="hf")
+    full = plan_memory(arch, base)
+    frozen = plan_memory(arch, PlanInputs(gpus=1, engine="hf", freeze_vision=True))
+    lora = plan_memory(arch, PlanInputs(gpus=1, engine="hf", lora=True, lora_r=8, lora_targets=("q_proj",)))
+    grads = {p.strategy: p.part("gradients (fp32)").bytes for p in (full,)}
+    assert grads["single"] == 4 * arch.params
+    assert frozen.part("gradients (fp32)").bytes == 4 * (arch.params - arch.vision_params)
+    # q_proj of each of the 36 layers: 2048 -> 2048, adapters r x (in + out)
+    assert lora.part("AdamW states (fp32)").bytes == 8 * 36 * 8 * (2048 + 2048)
+    assert frozen.part("activations").bytes < full.part("activations").bytes
+
+
+def test_cli_7b_paper_config_fits_on_4_gpus_of_80_gib(capsys):
+    assert main(["plan", "-c", str(CONFIG_7B), "--gpus", "4", "--gpu-memory", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "fits: fsdp" in out and "| master weights (fp32) |" in out
+
+
+def test_cli_7b_with_ddp_on_one_gpu_does_not_fit_and_says_why(capsys):
+    assert main(["plan", "-c", str(CONFIG_7B), "--set", "parallel.strategy=ddp", "--gpus", "1",
+                 "--gpu-memory", "80"]) == 1
+    out = capsys.readouterr().out
+    assert "does not fit: single needs" in out
+    assert "largest parts: AdamW states (fp32)" in out
+    assert "--set parallel.strategy=fsdp" in out and "--set model.lora.enabled=true" in out
+
+
+@pytest.mark.parametrize("name", ["rec_qwen2_5_vl_3b", "ovd_qwen2_5_vl_3b", "isr_qwen2_5_vl_3b"])
+def test_cli_3b_paper_configs_fit_their_documented_4_gpus(name, capsys):
+    assert main(["plan", "-c", str(ROOT / "configs" / f"{name}.yaml"), "--gpus", "4", "--gpu-memory", "80"]) == 0
+
+
+def test_cli_plans_the_tiny_policy_and_a_local_directory_offline(tmp_path, capsys):
+    import json
+
+    from syngrpo.models.tiny_policy import build_tiny_policy
+
+    assert main(["plan", "--set", "model.policy=tiny", "--set", f"model.tiny_dir={tmp_path / 'absent'}",
+                 "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    path = build_tiny_policy(tmp_path / "tiny")
+    assert main(["plan", "--set", f"model.policy={path}", "--json"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    # the builder's options and the built directory describe the same architecture
+    assert built["plans"][0]["params"] == local["plans"][0]["params"] == json.loads(
+        (path / "syngrpo_tiny.json").read_text())["parameters"]
+
+
+def test_cli_unknown_hub_id_offline_is_a_clean_error(capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network wait on any machine
+    assert main(["plan", "--set", "model.policy=nobody/no-such-model-xyz"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the architecture of 'nobody/no-such-model-xyz'" in err
+    assert "local directory" in err
