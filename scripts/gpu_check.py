@@ -199,13 +199,13 @@ def policy_step(policy_dir: Path, work: Path, size: dict[str, Any], *, fsdp: boo
                    sampled_tokens_per_s=round(generated / max(metrics["time/rollout"], 1e-9), 1),
                    loss=metrics["loss"], grad_norm=metrics["grad_norm"],
                    synthesis_submitted=metrics.get("synthesis/submitted_total"))
+    total = torch.cuda.get_device_properties(0).total_memory if cuda else 80 * 2**30
+    plan = plan_memory(load_architecture(str(policy_dir)),
+                       PlanInputs.from_config(cfg, gpus=1, gpu_memory_gib=total / 2**30))
+    out.update(plan_peak_gib=round(plan.peak_gib, 3), plan_strategy=plan.strategy)
     if cuda:
         peak = torch.cuda.max_memory_allocated()
-        total = torch.cuda.get_device_properties(0).total_memory
-        plan = plan_memory(load_architecture(str(policy_dir)),
-                           PlanInputs.from_config(cfg, gpus=1, gpu_memory_gib=total / 2**30))
-        out.update(peak_gib=round(peak / 2**30, 2), plan_peak_gib=round(plan.peak_gib, 2),
-                   plan_strategy=plan.strategy, peak_over_plan=round(peak / plan.peak_bytes, 3))
+        out.update(peak_gib=round(peak / 2**30, 2), peak_over_plan=round(peak / plan.peak_bytes, 3))
     out["status"] = "ok"
     return out
 

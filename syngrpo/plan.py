@@ -150,6 +150,12 @@ class MemoryPlan:
     def part(self, name: str) -> MemoryPart | None:
         return next((p for p in self.parts if p.name == name), None)
 
+    @property
+    def state_bytes(self) -> int:
+        """Parameters (master / fp32 weights) + gradients + AdamW states: what a rank holds between steps."""
+        names = ("master weights (fp32)", "weights (fp32)", "gradients (fp32)", "AdamW states (fp32)")
+        return sum(p.bytes for p in self.parts if p.name in names)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(peak_bytes=self.peak_bytes, peak_gib=round(self.peak_gib, 3), fits=self.fits,
@@ -312,6 +318,17 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
     return MemoryPlan(model=arch.name, source=arch.source, strategy=strategy, gpus=inp.gpus,
                       gpu_memory_gib=inp.gpu_memory_gib, params=P, trainable_params=trainable_full,
                       micro_batch_rows=rows, sequence_tokens=seq, image_tokens=img, parts=parts)
+
+
+def plan_config(cfg: Any, *, gpus: int = 1, gpu_memory_gib: float = 80.0, strategy: Strategy | None = None,
+                prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> MemoryPlan:
+    """The plan of a :class:`~syngrpo.config.TrainConfig` (its policy's architecture read as ``syngrpo plan`` does)."""
+    from syngrpo.models.architecture import load_architecture
+
+    arch = load_architecture(cfg.model.policy, tiny_options=cfg.model.tiny_options,
+                             tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None)
+    inp = PlanInputs.from_config(cfg, gpus=gpus, gpu_memory_gib=gpu_memory_gib, prompt_tokens=prompt_tokens)
+    return plan_memory(arch, inp, strategy=strategy)
 
 
 # ---- advice ----------------------------------------------------------------------------------------

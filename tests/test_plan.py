@@ -73,6 +73,7 @@ def test_plan_of_the_7b_paper_config_on_4_gpus_equals_hand_arithmetic():
                                    "activations", "logits", "CUDA context"))
     assert plan.peak_bytes == update
     assert 70 < plan.peak_gib < 80 and plan.fits
+    assert plan.state_bytes == 4 * P  # (4 + 4 + 8) B x P / 4 ranks: what part A's FSDP test compares with tensors
 
 
 def test_freeze_vision_and_lora_shrink_gradients_and_optimizer_state():
@@ -81,8 +82,7 @@ def test_freeze_vision_and_lora_shrink_gradients_and_optimizer_state():
     full = plan_memory(arch, base)
     frozen = plan_memory(arch, PlanInputs(gpus=1, engine="hf", freeze_vision=True))
     lora = plan_memory(arch, PlanInputs(gpus=1, engine="hf", lora=True, lora_r=8, lora_targets=("q_proj",)))
-    grads = {p.strategy: p.part("gradients (fp32)").bytes for p in (full,)}
-    assert grads["single"] == 4 * arch.params
+    assert full.strategy == "single" and full.part("gradients (fp32)").bytes == 4 * arch.params
     assert frozen.part("gradients (fp32)").bytes == 4 * (arch.params - arch.vision_params)
     # q_proj of each of the 36 layers: 2048 -> 2048, adapters r x (in + out)
     assert lora.part("AdamW states (fp32)").bytes == 8 * 36 * 8 * (2048 + 2048)
