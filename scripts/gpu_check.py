@@ -59,7 +59,17 @@ def registry() -> Any:
     return _REGISTRY
 
 
+def entry_point_modules() -> list[str]:
+    """The plugin modules pyproject.toml's ``syngrpo`` entry-point group names (for a checkout that is not installed)."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    section = text.split("[project.entry-points.syngrpo]", 1)[1].split("\n[", 1)[0]
+    return re.findall(r'^\s*[\w-]+\s*=\s*"([\w.]+)"', section, flags=re.M)
+
+
 def _registry() -> Any:
+    import importlib
     from importlib.metadata import entry_points
 
     from syngrpo.plugins import ENTRY_POINT_GROUP, get_registry
@@ -67,13 +77,7 @@ def _registry() -> Any:
 
     if list(entry_points(group=ENTRY_POINT_GROUP)):
         return get_registry()
-    import importlib
-    import re
-
-    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    section = text.split("[project.entry-points.syngrpo]", 1)[1].split("\n[", 1)[0]
-    modules = re.findall(r'^\s*[\w-]+\s*=\s*"([\w.]+)"', section, flags=re.M)
-    return registry_with(*(importlib.import_module(m) for m in modules))
+    return registry_with(*(importlib.import_module(m) for m in entry_point_modules()))
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------
