@@ -25,6 +25,7 @@ Figures go to a JSON file; a markdown table for docs/performance.md is printed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -413,6 +414,7 @@ def run(parts: list[str], *, smoke: bool, budget_s: float, out_path: Path) -> di
             result["wall_seconds"] = round(time.perf_counter() - t0, 1)
             figures["parts"][part] = result
             print(f"gpu-check: {part} {result['status']} in {result['wall_seconds']} s", file=sys.stderr, flush=True)
+            gc.collect()  # the part's models go before the next part measures its peak
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     figures["total_seconds"] = round(time.perf_counter() - start, 1)
