@@ -186,7 +186,12 @@ def policy_step(policy_dir: Path, work: Path, size: dict[str, Any], *, fsdp: boo
         torch.cuda.reset_peak_memory_stats()
     out: dict[str, Any] = {}
     with Trainer(cfg, work / ("fsdp" if fsdp else "hf"), transport=transport, registry=reg) as trainer:
-        trainer.setup()
+        try:
+            trainer.setup()
+        except ConfigError as exc:
+            if not fsdp:
+                raise
+            return {"status": "not available", "why": f"this trainer refuses fsdp on one process: {exc}"}
         if fsdp:
             from torch.distributed.tensor import DTensor
 
