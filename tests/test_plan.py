@@ -133,3 +133,28 @@ def test_cli_unknown_hub_id_offline_is_a_clean_error(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "cannot read the architecture of 'nobody/no-such-model-xyz'" in err
     assert "local directory" in err
+
+
+def test_plan_state_bytes_equal_a_real_float32_step_of_the_tiny_policy(tmp_path):
+    """Weights, gradients and AdamW states counted from the tensors of one real step (CPU, one process)."""
+    import torch
+
+    from syngrpo.models.policy import load_policy
+    from syngrpo.models.tiny_policy import build_tiny_policy
+
+    path = build_tiny_policy(tmp_path / "tiny")
+    model = load_policy(path, dtype="float32", freeze_vision=True).model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-3)
+    ids = torch.randint(0, 600, (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in trainable)
+    moments = sum(v.numel() * v.element_size() for s in opt.state.values() for k, v in s.items() if k != "step")
+
+    plan = plan_memory(load_architecture(str(path)), PlanInputs(dtype="float32", freeze_vision=True, gpus=1))
+    assert plan.part("weights (fp32)").bytes == weights
+    assert plan.part("gradients (fp32)").bytes == grads
+    assert plan.part("AdamW states (fp32)").bytes == moments
+    assert plan.part("bf16 compute copy") is None  # float32: the weights are the compute copy
