@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,78 @@ def test_plan_state_bytes_equal_a_real_float32_step_of_the_tiny_policy(tmp_path)
     assert plan.part("gradients (fp32)").bytes == grads
     assert plan.part("AdamW states (fp32)").bytes == moments
     assert plan.part("bf16 compute copy") is None  # float32: the weights are the compute copy
+
+
+def fsdp_state_worker(model_dir: str, out: str) -> None:
+    """One rank of ``torchrun --nproc_per_node=3``: fully_shard the tiny policy, one AdamW step, count local bytes."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from syngrpo.models.policy import load_policy
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    model = load_policy(model_dir, dtype="float32", freeze_vision=True).model  # text-only batch: no vision grads
+    for layer in model.model.language_model.layers:
+        fully_shard(layer)
+    for block in model.model.visual.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-3)
+    ids = torch.randint(0, 600, (2, 12), generator=torch.Generator().manual_seed(0))
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+
+    def local(t):
+        return t.to_local() if hasattr(t, "to_local") else t
+
+    counts = {
+        "weights": sum(local(p).numel() * 4 for p in model.parameters()),
+        "grads": sum(local(p.grad).numel() * 4 for p in trainable),
+        "moments": sum(local(v).numel() * 4 for s in opt.state.values() for k, v in s.items() if k != "step"),
+    }
+    every = [None] * dist.get_world_size()
+    dist.all_gather_object(every, counts)
+    if dist.get_rank() == 0:
+        Path(out).write_text(json.dumps(every))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_plan_fsdp_shards_equal_fully_shard_local_tensors_on_three_gloo_ranks(tmp_path):
+    """FSDP2 keeps ceil(dim0 / N) rows of each tensor on the first rank: the plan's per-rank bytes, exactly.
+
+    Three ranks, because the tiny model's dims 32, 64, 96, 128 and 654 do not all divide by 3: a plan that divided
+    the count by N instead of rounding each tensor's rows up would be 1.5 % short.
+    """
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from syngrpo.models.tiny_policy import build_tiny_policy
+
+    path = build_tiny_policy(tmp_path / "tiny")
+    out = tmp_path / "counts.json"
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=3", __file__, str(path), str(out)],
+                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,
+                          start_new_session=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rank0, _, rank2 = json.loads(out.read_text())
+    plan = plan_memory(load_architecture(str(path)),
+                       PlanInputs(dtype="float32", gpus=3, strategy="fsdp", freeze_vision=True))
+    assert plan.part("weights (fp32)").bytes == rank0["weights"]
+    assert plan.part("gradients (fp32)").bytes == rank0["grads"]
+    assert plan.part("AdamW states (fp32)").bytes == rank0["moments"]
+    assert rank2["weights"] < rank0["weights"] < 0.4 * plan_memory(
+        load_architecture(str(path)), PlanInputs(dtype="float32", gpus=1)).part("weights (fp32)").bytes
+
+
+if __name__ == "__main__":
+    fsdp_state_worker(sys.argv[1], sys.argv[2])
