@@ -75,8 +75,36 @@ class SDXLControlNetSynthesizer:
         local_files_only: bool = False,
         cpu_offload: bool = False,
         progress_bar: bool = False,
+        pipeline: Any = None,
     ) -> None:
         diffusers = _need_diffusers()
+        if pipeline is not None:  # an already-built pipeline (scripts/gpu-check builds one from configs)
+            pipe = pipeline.to(device)
+        else:
+            pipe = self._load(diffusers, model=model, controlnet=controlnet, vae=vae, device=device, dtype=dtype,
+                              variant=variant, local_files_only=local_files_only, cpu_offload=cpu_offload)
+        if scheduler:
+            if scheduler not in SCHEDULERS:
+                raise ValueError(f"unknown scheduler {scheduler!r}; known: {', '.join(SCHEDULERS)}")
+            cls = getattr(diffusers, SCHEDULERS[scheduler])
+            pipe.scheduler = cls.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=not progress_bar)
+        self.pipe = pipe
+        self.device = device
+        self.defaults = {
+            "steps": int(steps), "guidance_scale": float(guidance_scale),
+            "controlnet_conditioning_scale": float(controlnet_conditioning_scale), "strength": float(strength),
+            "negative_prompt": negative_prompt, "prompt_template": prompt_template,
+        }
+        self.size = int(size)
+        self.multiple = int(multiple)
+        self.control_fill = tuple(int(c) for c in control_fill)
+        self.max_batch_size = int(max_batch_size)
+
+    @staticmethod
+    def _load(diffusers: Any, *, model: str, controlnet: str | None, vae: str | None, device: str, dtype: str,
+              variant: str | None, local_files_only: bool, cpu_offload: bool) -> Any:
+        """The pipeline from a hub id or directory (+ a separate ControlNet / VAE), on ``device``."""
         import torch
 
         if dtype == "auto":
@@ -92,27 +120,10 @@ class SDXLControlNetSynthesizer:
         if vae:
             parts["vae"] = diffusers.AutoencoderKL.from_pretrained(vae, **common)
         pipe = diffusers.StableDiffusionXLControlNetInpaintPipeline.from_pretrained(model, **parts, **common)
-        if scheduler:
-            if scheduler not in SCHEDULERS:
-                raise ValueError(f"unknown scheduler {scheduler!r}; known: {', '.join(SCHEDULERS)}")
-            cls = getattr(diffusers, SCHEDULERS[scheduler])
-            pipe.scheduler = cls.from_config(pipe.scheduler.config)
         if cpu_offload:
             pipe.enable_model_cpu_offload(device=device)
-        else:
-            pipe = pipe.to(device)
-        pipe.set_progress_bar_config(disable=not progress_bar)
-        self.pipe = pipe
-        self.device = device
-        self.defaults = {
-            "steps": int(steps), "guidance_scale": float(guidance_scale),
-            "controlnet_conditioning_scale": float(controlnet_conditioning_scale), "strength": float(strength),
-            "negative_prompt": negative_prompt, "prompt_template": prompt_template,
-        }
-        self.size = int(size)
-        self.multiple = int(multiple)
-        self.control_fill = tuple(int(c) for c in control_fill)
-        self.max_batch_size = int(max_batch_size)
+            return pipe
+        return pipe.to(device)
 
     def _options(self, req: SynthesisRequest) -> dict[str, Any]:
         unknown = sorted(set(req.options) - set(REQUEST_OPTIONS))

@@ -13,6 +13,26 @@ expands it), so vLLM's processor resizes the image exactly as
 :func:`syngrpo.models.policy.encode_prompts` did and the prompt's frames stay
 valid.  The returned :class:`~syngrpo.rollout.Rollout` carries the expanded
 prompt batch for scoring with transformers.
+
+Under ``torchrun`` (world size above one) every rank creates its own engine on its own GPU with
+vLLM's ``distributed_executor_backend="external_launcher"``: vLLM then joins the process group
+torchrun set up instead of spawning workers, and each rank samples its own share of the prompts
+(one engine per rank, ``tensor_parallel_size`` 1; the engine seed is offset by the rank).
+
+Weights are synced one module at a time: when the policy's parameters are FSDP2 ``DTensor``
+shards, each module's parameters are gathered with ``.full_tensor()``, handed to vLLM, and
+dropped before the next module is gathered, so no second full copy of the policy is ever held.
+
+The bundle's ``suppress_token_ids`` (the image placeholder and the other vision special
+tokens) get a logit bias of -100 in every request's ``SamplingParams``, so they are never
+sampled (a sampled ``<|image_pad|>`` breaks the next forward with pixels); the ``hf`` engine
+does the same with ``suppress_tokens``.
+
+``enable_sleep_mode=True`` frees vLLM's memory during the update: after sampling the engine
+sleeps (``llm.sleep(level=1)``: weights offloaded to CPU, KV cache dropped), and before new
+weights are loaded it wakes the weights (``wake_up(tags=["weights"])``), loads them, then
+wakes the KV cache (the staged wake-up of vLLM's sleep-mode docs, so the KV cache is not
+allocated while weights are written).
 """
 
 from __future__ import annotations
@@ -26,6 +46,20 @@ from syngrpo.models.policy import PolicyBundle, PromptBatch, unwrap_model
 from syngrpo.rollout import Rollout, completion_mask_from_ids, completion_mask_truncated
 
 GREEDY_TEMPERATURE = 1e-5
+#: logit bias of the tokens that must never be sampled (the OpenAI range's floor; e^-100 underflows to 0)
+SUPPRESS_BIAS = -100.0
+
+
+def world_size() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed group torchrun started, or (0, 1)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:  # pragma: no cover - a broken distributed build is a single process here
+        pass
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class VLLMRolloutEngine:
@@ -34,7 +68,8 @@ class VLLMRolloutEngine:
     Options: ``model`` (path or hub id; default the bundle's), ``gpu_memory_utilization``
     (0.3: the trainer shares the GPU), ``max_model_len``, ``dtype``, ``enforce_eager``,
     ``enable_prefix_caching`` (True: the G samples share their prompt), ``tensor_parallel_size``,
-    ``seed``, ``return_logprobs``; any other keyword goes to ``vllm.LLM``.
+    ``seed``, ``return_logprobs``, ``enable_sleep_mode`` (sleep during the update, see the module
+    doc); any other keyword goes to ``vllm.LLM``.
     """
 
     name = "vllm"
@@ -42,12 +77,27 @@ class VLLMRolloutEngine:
     def __init__(self, bundle: PolicyBundle | None = None, *, model: str | None = None,
                  gpu_memory_utilization: float = 0.3, max_model_len: int | None = None, dtype: str = "auto",
                  enforce_eager: bool = False, enable_prefix_caching: bool = True, tensor_parallel_size: int = 1,
-                 seed: int = 0, return_logprobs: bool = False, **llm_kwargs: Any) -> None:
+                 seed: int = 0, return_logprobs: bool = False, enable_sleep_mode: bool = False,
+                 **llm_kwargs: Any) -> None:
         import vllm  # noqa: F401  (the factory checked it is installed; fail here rather than mid-run)
+
+        from syngrpo.errors import ConfigError
 
         self.bundle = bundle
         self.model = model
         self.return_logprobs = return_logprobs
+        self.sleep_mode = bool(enable_sleep_mode)
+        self.asleep = False
+        rank, world = world_size()
+        if world > 1:
+            if tensor_parallel_size != 1:
+                raise ConfigError(
+                    f"rollout.engine_options.tensor_parallel_size={tensor_parallel_size} under torchrun: each rank "
+                    "runs its own vLLM engine on its own GPU and samples its own prompts; use 1")
+            llm_kwargs.setdefault("distributed_executor_backend", "external_launcher")
+            seed = seed + rank  # each rank draws its own samples
+        if self.sleep_mode:
+            llm_kwargs["enable_sleep_mode"] = True
         self.llm_kwargs = dict(
             gpu_memory_utilization=gpu_memory_utilization,
             dtype=dtype,
@@ -91,6 +141,8 @@ class VLLMRolloutEngine:
             seed=seed,
             logprobs=0 if self.return_logprobs else None,
             skip_special_tokens=True,
+            # vision special tokens are never sampled (the hf engine's suppress_tokens)
+            logit_bias={int(t): SUPPRESS_BIAS for t in bundle.suppress_token_ids} or None,
         )
 
     def generate(self, bundle: PolicyBundle | None, batch: PromptBatch, *, num_generations: int,
@@ -107,7 +159,12 @@ class VLLMRolloutEngine:
                                       max_new_tokens=max_new_tokens, seed=generator_seed)
         requests = [{"prompt": text, "multi_modal_data": {"image": image}}
                     for text, image in zip(prompts.prompts, prompts.images, strict=True)]
-        outputs = self.llm(bundle).generate(requests, params, use_tqdm=False)
+        llm = self.llm(bundle)
+        self.wake()
+        outputs = llm.generate(requests, params, use_tqdm=False)
+        if self.sleep_mode:  # the update comes next: give vLLM's weights and KV cache back to the trainer
+            llm.sleep(level=1)
+            self.asleep = True
 
         rows: list[list[int]] = []
         row_logprobs: list[list[float]] = []
@@ -146,20 +203,50 @@ class VLLMRolloutEngine:
 
     # ---- weights -----------------------------------------------------------------------------------
     def sync_weights(self, model: Any) -> None:
-        """Load ``model``'s current weights into the vLLM engine (LoRA adapters merged), then drop stale cache."""
+        """Load ``model``'s current weights into the vLLM engine one module at a time, then drop stale cache.
+
+        LoRA adapters are merged first. FSDP2 ``DTensor`` parameters are gathered with
+        ``.full_tensor()`` per module (every rank takes part, in the same order), so at most one
+        module's full weights exist besides the shards.
+        """
         if self._llm is None:
             return  # created later from the checkpoint; nothing sampled with old weights yet
-        weights = list(policy_weights(model))
+        if self.asleep:
+            self._wake_up(["weights"])  # weights back on the GPU, the KV cache still released
 
-        def load(vllm_model: Any) -> None:
-            vllm_model.load_weights(weights)
+        def load(batch: list[tuple[str, Any]]) -> None:
+            def apply(vllm_model: Any) -> None:
+                vllm_model.load_weights(batch)
 
-        if hasattr(self._llm, "apply_model"):
-            self._llm.apply_model(load)
-        else:  # older in-process engines
-            load(self._llm.llm_engine.model_executor.driver_worker.model_runner.model)
+            if hasattr(self._llm, "apply_model"):
+                self._llm.apply_model(apply)
+            else:  # older in-process engines
+                apply(self._llm.llm_engine.model_executor.driver_worker.model_runner.model)
+
+        for batch in module_weights(model):
+            load(batch)
+            del batch
+        if self.asleep:
+            self._wake_up(["kv_cache"])
+            self.asleep = False
         if hasattr(self._llm, "reset_prefix_cache"):
             self._llm.reset_prefix_cache()
+
+    def wake(self) -> None:
+        """Wake a sleeping engine fully (sampling without a sync in between, e.g. evaluation)."""
+        if self.asleep and self._llm is not None:
+            self._wake_up(None)
+            self.asleep = False
+
+    def _wake_up(self, tags: list[str] | None) -> None:
+        if tags is None:
+            self._llm.wake_up()
+            return
+        try:
+            self._llm.wake_up(tags=tags)
+        except TypeError:  # vLLM without staged wake-up: everything at once, the first time asked
+            if tags == ["weights"]:
+                self._llm.wake_up()
 
     def close(self) -> None:
         self._llm = None
@@ -167,18 +254,58 @@ class VLLMRolloutEngine:
             torch.cuda.empty_cache()
 
 
-def policy_weights(model: Any):
-    """``(name, tensor)`` pairs in transformers naming; a peft model's LoRA adapters are merged in."""
+def module_weights(model: Any):
+    """``(name, tensor)`` batches in transformers naming, one module's parameters and buffers per batch.
+
+    The order and names are the ``state_dict``'s (tied weights appear under each name). FSDP2
+    ``DTensor`` shards are gathered with ``.full_tensor()`` only when their module's batch is
+    produced; a peft model's LoRA adapters are merged in (names without ``base_layer``).
+    """
     if hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter"):
         model.merge_adapter()
         try:
-            base = unwrap_model(model)
-            for name, tensor in base.state_dict().items():
-                if "lora_" in name:
-                    continue
-                yield name.replace(".base_layer", ""), tensor.detach().clone()
+            yield from _module_batches(unwrap_model(model), skip_lora=True)
         finally:
             model.unmerge_adapter()
         return
-    for name, tensor in unwrap_model(model).state_dict().items():
-        yield name, tensor.detach()
+    yield from _module_batches(unwrap_model(model), skip_lora=False)
+
+
+def _module_batches(root: Any, *, skip_lora: bool):
+    for prefix, module in root.named_modules():
+        batch = []
+        for name, tensor in module.named_parameters(recurse=False, remove_duplicate=False):
+            batch.append((_clean(f"{prefix}.{name}" if prefix else name), _full(tensor)))
+        for name, buf in module.named_buffers(recurse=False, remove_duplicate=False):
+            if name in getattr(module, "_non_persistent_buffers_set", ()) or buf is None:
+                continue
+            batch.append((_clean(f"{prefix}.{name}" if prefix else name), _full(buf)))
+        if skip_lora:
+            batch = [(n.replace(".base_layer", ""), t) for n, t in batch if "lora_" not in n]
+        if batch:
+            yield batch
+
+
+def _full(tensor: Any) -> Any:
+    """A DTensor shard gathered to its full tensor (a collective: every rank calls it); others detached."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without DTensor
+        DTensor = ()  # noqa: N806
+    t = tensor.detach()
+    if DTensor and isinstance(t, DTensor):
+        return t.full_tensor()
+    return t
+
+
+def _clean(name: str) -> str:
+    """Drop the wrapper prefixes torch's checkpoint / FSDP1 wrappers add to parameter names."""
+    for part in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
+        name = name.replace(part, "")
+    return name
+
+
+def policy_weights(model: Any):
+    """Every ``(name, tensor)`` pair of :func:`module_weights`, flat (gathers module by module as consumed)."""
+    for batch in module_weights(model):
+        yield from batch

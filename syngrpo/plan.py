@@ -1,0 +1,400 @@
+"""Per-GPU memory of a training run, part by part, before anything is loaded (``syngrpo plan``).
+
+The estimate follows how the trainer holds the policy (docs/training.md, "Memory and scale"):
+
+* ``model.dtype: bfloat16`` (or float16) means mixed precision: the policy's parameters live in
+  float32 (**master weights**, 4 B/param, frozen ones too) and forward/backward compute in bf16.
+  Under ``float32`` the master *is* the compute copy and there is no bf16 copy.
+* **bf16 compute copy**: under ``ddp`` (or one process) every parameter's bf16 cast lives while the
+  forward/backward runs (2 B/param). Under ``fsdp`` only the units FSDP2 has gathered are
+  unsharded at once: the root (embeddings, LM head, merger) plus the current and the prefetched
+  layer, and the unsharded gradient of the layer being reduced (bf16, then float32 for the
+  reduce-scatter). The ``hf`` engine's ``generate`` needs the whole model unsharded, so while it
+  samples, a full bf16 copy is gathered (2 B/param).
+* **gradients** (float32, 4 B) and **AdamW states** (two float32 moments, 8 B) for the trainable
+  parameters only: ``freeze_vision`` drops the vision tower's, LoRA leaves only the adapters'.
+  ``DistributedDataParallel`` also keeps gradient buckets the size of the gradients (4 B).
+* **reference model** for the KL term (``algorithm.beta > 0``): bf16, 2 B/param.
+* **vLLM reservation** (``rollout.engine: vllm``): ``gpu_memory_utilization`` x GPU memory, held
+  all the time, or only while sampling when the engine sleeps during the update
+  (``engine_options.enable_sleep_mode``).
+* **activations** of one micro-batch (see :func:`activation_bytes`) and **logits**
+  (rows x (completion tokens + 1) x vocabulary x 4 B: the bf16 logits and their gradient).
+* **KV cache of hf generate**: rows x sequence x layers x 2 (keys, values) x kv width x 2 B.
+* a fixed **CUDA context** allowance (:data:`CONTEXT_GIB`).
+
+Under ``fsdp`` every sharded part is divided over the world exactly as FSDP2 does it: each
+parameter tensor's dim 0 is split in ceil(dim0 / N) rows per rank. A step has two phases
+that never overlap, sampling (rollout) and the update; the peak is the larger of the two sums.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from syngrpo.models.architecture import Architecture
+
+GiB = 1024**3
+#: CUDA context, cuBLAS / NCCL workspaces and allocator slack, per GPU
+CONTEXT_GIB = 1.0
+#: text tokens of a prompt besides the image (system turn, question, response-format instructions)
+DEFAULT_PROMPT_TOKENS = 256
+
+Phase = Literal["both", "rollout", "update"]
+Strategy = Literal["single", "ddp", "fsdp"]
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """The config values the estimate depends on (one flat record, so knobs can be varied with ``replace``)."""
+
+    dtype: str = "bfloat16"
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False
+    lora: bool = False
+    lora_r: int = 16
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    beta: float = 0.04
+    engine: str = "hf"
+    vllm_utilization: float = 0.3
+    vllm_sleep: bool = False
+    batch_size: int = 20
+    grad_accum: int = 1
+    num_generations: int = 6
+    max_new_tokens: int = 256
+    max_pixels: int | None = None
+    shared_prefix: str = "auto"
+    strategy: str = "auto"
+    gpus: int = 1
+    gpu_memory_gib: float = 80.0
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, gpus: int, gpu_memory_gib: float,
+                    prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> PlanInputs:
+        """Read a :class:`~syngrpo.config.TrainConfig`."""
+        options = dict(cfg.rollout.engine_options)
+        parallel = getattr(cfg, "parallel", None)
+        return cls(
+            dtype="bfloat16" if cfg.model.dtype == "auto" else cfg.model.dtype,  # auto = bf16 on a GPU
+            gradient_checkpointing=cfg.model.gradient_checkpointing, freeze_vision=cfg.model.freeze_vision,
+            lora=cfg.model.lora.enabled, lora_r=cfg.model.lora.r, lora_targets=tuple(cfg.model.lora.target_modules),
+            beta=cfg.algorithm.beta, engine=cfg.rollout.engine,
+            vllm_utilization=float(options.get("gpu_memory_utilization", 0.3)),
+            vllm_sleep=bool(options.get("enable_sleep_mode", False)),
+            batch_size=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
+            num_generations=cfg.rollout.num_generations, max_new_tokens=cfg.rollout.max_new_tokens,
+            max_pixels=cfg.model.max_pixels, shared_prefix=cfg.algorithm.shared_prefix,
+            strategy=getattr(parallel, "strategy", "auto"), gpus=gpus, gpu_memory_gib=gpu_memory_gib,
+            prompt_tokens=prompt_tokens,
+        )
+
+    @property
+    def resolved_strategy(self) -> Strategy:
+        """``auto`` = ``ddp`` when more than one GPU runs, else a single process."""
+        if self.strategy == "auto":
+            return "ddp" if self.gpus > 1 else "single"
+        if self.strategy == "ddp" and self.gpus == 1:
+            return "single"
+        return self.strategy  # type: ignore[return-value]
+
+
+@dataclass
+class MemoryPart:
+    """One line of the plan: bytes per GPU, the phase it is held in, and how it was counted."""
+
+    name: str
+    bytes: int
+    phase: Phase
+    how: str
+
+    @property
+    def gib(self) -> float:
+        return self.bytes / GiB
+
+
+@dataclass
+class MemoryPlan:
+    """The per-GPU memory of one run under one strategy."""
+
+    model: str
+    source: str
+    strategy: Strategy
+    gpus: int
+    gpu_memory_gib: float
+    params: int
+    trainable_params: int
+    #: rows (prompts x G) of one micro-batch on one GPU, and the tokens of one row
+    micro_batch_rows: int
+    sequence_tokens: int
+    image_tokens: int
+    parts: list[MemoryPart] = field(default_factory=list)
+
+    def phase_bytes(self, phase: str) -> int:
+        return sum(p.bytes for p in self.parts if p.phase in ("both", phase))
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.phase_bytes("rollout"), self.phase_bytes("update"))
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GiB
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bytes <= self.gpu_memory_gib * GiB
+
+    def part(self, name: str) -> MemoryPart | None:
+        return next((p for p in self.parts if p.name == name), None)
+
+    @property
+    def state_bytes(self) -> int:
+        """Parameters (master / fp32 weights) + gradients + AdamW states: what a rank holds between steps."""
+        names = ("master weights (fp32)", "weights (fp32)", "gradients (fp32)", "AdamW states (fp32)")
+        return sum(p.bytes for p in self.parts if p.name in names)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(peak_bytes=self.peak_bytes, peak_gib=round(self.peak_gib, 3), fits=self.fits,
+                   rollout_bytes=self.phase_bytes("rollout"), update_bytes=self.phase_bytes("update"))
+        return out
+
+
+def _sum_numel(arch: Architecture, *, world: int, sharded: bool, which: str = "all") -> int:
+    out = 0
+    for t in arch.tensors:
+        if which == "text" and t.vision:
+            continue
+        out += t.shard_numel(world) if sharded else t.numel
+    return out
+
+
+def image_tokens(arch: Architecture, max_pixels: int | None) -> int:
+    """Merged image tokens of the largest image the processor lets through: max_pixels / (patch x merge)^2."""
+    pixels = max_pixels or arch.default_max_pixels
+    return max(1, pixels // (arch.patch_size * arch.merge_size) ** 2)
+
+
+def micro_batch_rows(inp: PlanInputs, world: int) -> tuple[int, int]:
+    """(prompts, rows) of the largest micro-batch on one GPU: the rank's ceil(batch / world) prompts split in
+    ``grad_accum`` near-equal chunks, each prompt rolled out G times."""
+    per_rank = math.ceil(inp.batch_size / world)
+    prompts = math.ceil(per_rank / min(inp.grad_accum, per_rank))
+    return prompts, prompts * inp.num_generations
+
+
+def shared_prefix_on(inp: PlanInputs) -> bool:
+    """As the trainer decides it: ``auto`` = on unless gradient checkpointing is on."""
+    return inp.shared_prefix == "true" or (inp.shared_prefix == "auto" and not inp.gradient_checkpointing)
+
+
+def activation_bytes(arch: Architecture, inp: PlanInputs, *, prompts: int, rows: int) -> tuple[int, str]:
+    """Activations autograd keeps for one micro-batch's backward, in bf16 (2 B per element).
+
+    Per token and decoder layer the saved tensors are the two norm inputs and outputs, q, the
+    attention output and the o_proj input (6 H), k and v (2 x kv width), and gate, up,
+    act(gate) and act(gate) * up (4 x intermediate): ``a = 2 B x (6 H + 2 kv + 4 I)``; a vision block
+    keeps ``2 B x (8 Hv + 4 Iv)`` per patch (q/k/v are one 3 Hv tensor). Attention itself keeps
+    no T x T matrix (SDPA / flash). Gradient checkpointing keeps only each layer's input
+    (``2 B x H`` per token and layer) plus one layer's full set while it is recomputed. Tokens:
+    with shared-prefix scoring the prompt (image + text) is computed once per prompt and the
+    completion once per row; otherwise every row holds the whole sequence. The vision tower
+    keeps activations only when it trains (not ``freeze_vision``, not LoRA); it runs once per
+    prompt with shared-prefix scoring, else once per row, on merge^2 patches per image token.
+    """
+    img = image_tokens(arch, inp.max_pixels)
+    prompt_len = img + inp.prompt_tokens
+    if shared_prefix_on(inp):
+        tokens = prompts * prompt_len + rows * (inp.max_new_tokens + 1)
+        vision_images = prompts
+    else:
+        tokens = rows * (prompt_len + inp.max_new_tokens)
+        vision_images = rows
+    per_tok_layer = 2 * (6 * arch.hidden + 2 * arch.kv_dim + 4 * arch.intermediate)
+    if inp.gradient_checkpointing:
+        text = tokens * arch.layers * 2 * arch.hidden + tokens * per_tok_layer
+    else:
+        text = tokens * arch.layers * per_tok_layer
+    vision = 0
+    if not inp.freeze_vision and not inp.lora and arch.vision_layers:
+        patches = vision_images * img * arch.merge_size**2
+        per_patch_block = 2 * (8 * arch.vision_hidden + 4 * arch.vision_intermediate)
+        if inp.gradient_checkpointing:
+            vision = patches * arch.vision_layers * 2 * arch.vision_hidden + patches * per_patch_block
+        else:
+            vision = patches * arch.vision_layers * per_patch_block
+    how = (f"{tokens:,} text tokens x {arch.layers} layers"
+           + (" (checkpointed)" if inp.gradient_checkpointing else "")
+           + (f" + {vision_images} image(s) x {img * arch.merge_size ** 2:,} patches x {arch.vision_layers} "
+              "vision blocks" if vision else ""))
+    return text + vision, how
+
+
+def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | None = None) -> MemoryPlan:
+    """The per-GPU memory of the run ``inp`` describes, under ``strategy`` (default: the configured one)."""
+    strategy = strategy or inp.resolved_strategy
+    world = inp.gpus if strategy in ("ddp", "fsdp") else 1
+    sharded = strategy == "fsdp"
+    P = arch.params
+    mixed = inp.dtype in ("bfloat16", "float16")
+    half = "fp16" if inp.dtype == "float16" else "bf16"
+
+    # which parameters train
+    if inp.lora:
+        trainable_full = arch.lora_params(inp.lora_r, list(inp.lora_targets))
+        # adapters are small, replicated whole (ceil(r / N) rows would be the shard; counted whole)
+        trainable = trainable_full if not sharded else sum(
+            math.ceil(inp.lora_r / world) * i + math.ceil(o / world) * inp.lora_r
+            for name, (i, o) in arch.linears.items() if name.rsplit(".", 1)[-1] in inp.lora_targets)
+        train_what = f"LoRA r={inp.lora_r} adapters"
+    else:
+        train_tensors = [t for t in arch.tensors if not (inp.freeze_vision and t.vision)]
+        trainable_full = sum(t.numel for t in train_tensors)
+        trainable = sum(t.shard_numel(world) if sharded else t.numel for t in train_tensors)
+        train_what = "text + vision" if not inp.freeze_vision else "text (vision frozen)"
+    stored = _sum_numel(arch, world=world, sharded=sharded)
+    shard_note = f", sharded over {world} (ceil(dim0 / {world}) rows per tensor)" if sharded else ""
+
+    parts: list[MemoryPart] = []
+    if mixed:
+        parts.append(MemoryPart("master weights (fp32)", 4 * stored, "both", f"4 B x {P:,} params{shard_note}"))
+    else:
+        parts.append(MemoryPart("weights (fp32)", 4 * stored, "both", f"4 B x {P:,} params{shard_note}"))
+
+    if mixed:
+        if sharded:
+            units = arch.units()
+            root = units.pop("", 0)
+            largest = max(units.values(), default=0)
+            transient = 2 * (root + 2 * largest) + 6 * largest
+            parts.append(MemoryPart(f"{half} compute copy", transient, "update",
+                                    f"2 B x (root {root:,} + 2 x largest unit {largest:,}) "
+                                    f"+ 6 B x {largest:,} (unsharded unit gradient)"))
+        else:
+            parts.append(MemoryPart(f"{half} compute copy", 2 * P, "update", f"2 B x {P:,} params"))
+
+    parts.append(MemoryPart("gradients (fp32)", 4 * trainable, "both",
+                            f"4 B x {trainable_full:,} trainable ({train_what}){shard_note if sharded else ''}"))
+    if strategy == "ddp":
+        parts.append(MemoryPart("DDP gradient buckets", 4 * trainable_full, "both",
+                                "DistributedDataParallel's flat buckets, the size of the gradients"))
+    parts.append(MemoryPart("AdamW states (fp32)", 8 * trainable, "both",
+                            f"2 moments x 4 B x {trainable_full:,} trainable{shard_note if sharded else ''}"))
+    if inp.beta > 0:
+        parts.append(MemoryPart("reference model (bf16)", 2 * stored, "both",
+                                f"2 B x {P:,} params (algorithm.beta = {inp.beta}){shard_note}"))
+
+    prompts, rows = micro_batch_rows(inp, world)
+    img = image_tokens(arch, inp.max_pixels)
+    seq = img + inp.prompt_tokens + inp.max_new_tokens
+    if inp.engine == "vllm":
+        reserve = int(inp.vllm_utilization * inp.gpu_memory_gib * GiB)
+        parts.append(MemoryPart("vLLM reservation", reserve, "rollout" if inp.vllm_sleep else "both",
+                                f"gpu_memory_utilization {inp.vllm_utilization} x {inp.gpu_memory_gib:g} GiB"
+                                + (" (asleep during the update)" if inp.vllm_sleep else "")))
+    else:
+        if sharded and mixed:
+            parts.append(MemoryPart(f"{half} full gather for generate", 2 * P, "rollout",
+                                    f"2 B x {P:,} params, unsharded while hf generate samples"))
+        elif sharded:
+            parts.append(MemoryPart("fp32 full gather for generate", 4 * (P - stored), "rollout",
+                                    "the other ranks' shards, unsharded while hf generate samples"))
+        elif mixed:
+            parts.append(MemoryPart(f"{half} copy for generate", 2 * P, "rollout",
+                                    f"2 B x {P:,} params cast for sampling"))
+        gen_rows = math.ceil(inp.batch_size / world) * inp.num_generations
+        kv = gen_rows * seq * arch.layers * 2 * arch.kv_dim * (2 if mixed else 4)
+        parts.append(MemoryPart("KV cache (hf generate)", kv, "rollout",
+                                f"{gen_rows} rows x {seq:,} tokens x {arch.layers} layers x 2 x {arch.kv_dim}"))
+
+    act, how = activation_bytes(arch, inp, prompts=prompts, rows=rows)
+    parts.append(MemoryPart("activations", act, "update", f"micro-batch of {rows} rows: {how}"))
+    parts.append(MemoryPart("logits", rows * (inp.max_new_tokens + 1) * arch.vocab * 4, "update",
+                            f"{rows} rows x {inp.max_new_tokens + 1} tokens x {arch.vocab:,} vocab x 4 B"))
+    parts.append(MemoryPart("CUDA context", int(CONTEXT_GIB * GiB), "both", "context, workspaces, allocator slack"))
+    return MemoryPlan(model=arch.name, source=arch.source, strategy=strategy, gpus=inp.gpus,
+                      gpu_memory_gib=inp.gpu_memory_gib, params=P, trainable_params=trainable_full,
+                      micro_batch_rows=rows, sequence_tokens=seq, image_tokens=img, parts=parts)
+
+
+def plan_config(cfg: Any, *, gpus: int = 1, gpu_memory_gib: float = 80.0, strategy: Strategy | None = None,
+                prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> MemoryPlan:
+    """The plan of a :class:`~syngrpo.config.TrainConfig` (its policy's architecture read as ``syngrpo plan`` does)."""
+    from syngrpo.models.architecture import load_architecture
+
+    arch = load_architecture(cfg.model.policy, tiny_options=cfg.model.tiny_options,
+                             tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None)
+    inp = PlanInputs.from_config(cfg, gpus=gpus, gpu_memory_gib=gpu_memory_gib, prompt_tokens=prompt_tokens)
+    return plan_memory(arch, inp, strategy=strategy)
+
+
+# ---- advice ----------------------------------------------------------------------------------------
+
+
+def knobs(inp: PlanInputs) -> list[tuple[str, PlanInputs]]:
+    """The settings worth turning when a run does not fit, each as the changed inputs."""
+    out: list[tuple[str, PlanInputs]] = []
+    if inp.resolved_strategy != "fsdp":
+        out.append(("--set parallel.strategy=fsdp", replace(inp, strategy="fsdp")))
+    out.append((f"more GPUs (--gpus {inp.gpus * 2}, fsdp)", replace(inp, strategy="fsdp", gpus=inp.gpus * 2)))
+    if not inp.gradient_checkpointing:
+        out.append(("--set model.gradient_checkpointing=true", replace(inp, gradient_checkpointing=True)))
+    if not inp.freeze_vision and not inp.lora:
+        out.append(("--set model.freeze_vision=true", replace(inp, freeze_vision=True)))
+    if not inp.lora:
+        out.append(("--set model.lora.enabled=true", replace(inp, lora=True)))
+    per_rank = math.ceil(inp.batch_size / (inp.gpus if inp.resolved_strategy != "single" else 1))
+    if inp.grad_accum < per_rank:
+        out.append((f"--set optim.grad_accum={per_rank} (one prompt per micro-batch)",
+                    replace(inp, grad_accum=per_rank)))
+    if inp.engine == "vllm":
+        if not inp.vllm_sleep:
+            out.append(("--set rollout.engine_options.enable_sleep_mode=true", replace(inp, vllm_sleep=True)))
+        if inp.vllm_utilization > 0.2:
+            out.append(("--set rollout.engine_options.gpu_memory_utilization=0.2",
+                        replace(inp, vllm_utilization=0.2)))
+    if inp.beta > 0:
+        out.append(("--set algorithm.beta=0 (no reference model)", replace(inp, beta=0.0)))
+    return out
+
+
+def advice(arch: Architecture, inp: PlanInputs) -> list[tuple[str, float, bool]]:
+    """(knob, peak GiB with it, fits) for every knob of :func:`knobs`, best first."""
+    rows = []
+    for label, changed in knobs(inp):
+        p = plan_memory(arch, changed)
+        rows.append((label, p.peak_gib, p.fits))
+    return sorted(rows, key=lambda r: r[1])
+
+
+# ---- presentation ------------------------------------------------------------------------------------
+
+
+def markdown_table(plans: list[MemoryPlan], *, chosen: Strategy | None = None) -> str:
+    """Parts as rows, one column per strategy (GiB per GPU)."""
+    def head(p: MemoryPlan) -> str:
+        star = " (chosen)" if chosen == p.strategy and len(plans) > 1 else ""
+        return f"{p.strategy} x {p.gpus if p.strategy != 'single' else 1}{star}"
+
+    names: list[str] = []
+    for p in plans:
+        for part in p.parts:
+            if part.name not in names:
+                names.append(part.name)
+    lines = ["| part | phase | " + " | ".join(head(p) for p in plans) + " |",
+             "|---|---|" + "---:|" * len(plans)]
+    for name in names:
+        phase = next(part.phase for p in plans for part in p.parts if part.name == name)
+        cells = []
+        for p in plans:
+            part = p.part(name)
+            cells.append(f"{part.gib:.2f}" if part is not None else "-")
+        lines.append(f"| {name} | {phase} | " + " | ".join(cells) + " |")
+    lines.append("| **peak per GPU** (max of the phases) | | "
+                 + " | ".join(f"**{p.peak_gib:.2f}**" for p in plans) + " |")
+    lines.append(f"| fits in {plans[0].gpu_memory_gib:g} GiB | | "
+                 + " | ".join("yes" if p.fits else "**no**" for p in plans) + " |")
+    return "\n".join(lines)
