@@ -126,7 +126,7 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
             elif head.out_features != n + 1:
                 raise ValueError("pretrain_vision needs images of one size")
             labels = torch.tensor(centre_token_labels([task.foreground_boxes(samples[i]) for i in idx],
-                                                      batch.frames, grid, bundle.patch_size, merge),
+                                                      batch.input_frames, grid, bundle.patch_size, merge),
                                   device=bundle.device)
             feats = image_token_features(model, batch.pixel_values, batch.image_grid_thw).view(len(idx), n, -1)
             logits = head(feats.float())
