@@ -79,8 +79,8 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
     """
     import torch
 
-    from syngrpo.models.policy import encode_prompts, vision_tower
     from syngrpo.evaluate import load_rgb
+    from syngrpo.models.policy import encode_prompts, vision_tower
 
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1 (got {steps}, {batch_size})")
