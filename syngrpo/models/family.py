@@ -92,6 +92,9 @@ class ModelFamily:
     shared_prefix: ClassVar[bool] = True
     #: a real checkpoint of the family, for docs and errors
     example_checkpoint: ClassVar[str] = ""
+    #: ``model.family: auto`` may pick this family; a variant of another family's checkpoints (say, a
+    #: fine-tune that answers in another convention) sets False and is chosen by name only
+    auto_select: ClassVar[bool] = True
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def recognises(self, model_type: str) -> bool:
@@ -182,10 +185,12 @@ def family_for_model_type(model_type: str, registry: Any | None = None) -> Model
     """The installed family that recognises checkpoints of ``model_type``."""
     reg = _registry(registry)
     names = reg.names("model_families")
-    for name in names:
-        family = get_family(name, reg)
-        if family.recognises(model_type):
-            return family
+    found = [f for f in (get_family(n, reg) for n in names) if f.auto_select and f.recognises(model_type)]
+    if len(found) > 1:
+        raise ConfigError(f"several model families read {model_type!r} checkpoints: "
+                          f"{', '.join(f.name for f in found)}; set model.family to one of them")
+    if found:
+        return found[0]
     known = ", ".join(f"{n} ({', '.join(get_family(n, reg).model_types)})" for n in names) or "none"
     raise ConfigError(f"no installed model family reads {model_type!r} checkpoints; installed families: {known}. "
                       "A plugin can add one (docs/hooks/model_families.md).")
