@@ -156,5 +156,8 @@ def test_glm_tiny_answers_end_at_its_own_end_of_turn(family_bundles):
     vocab = bundle.tokenizer.get_vocab()
     assert bundle.eos_token_ids[0] == vocab["<|user|>"]
     assert vocab["<|image|>"] in bundle.suppress_token_ids and vocab["<|begin_of_image|>"] in bundle.suppress_token_ids
-    assert math.isclose(sum(bundle.model.config.text_config.rope_parameters["mrope_section"]) * 4,
-                        bundle.model.config.text_config.hidden_size // 4)
+    text = bundle.model.config.text_config
+    rope = text.rope_parameters
+    head_dim = text.hidden_size // text.num_attention_heads
+    # GLM rotates only part of each head: the mrope sections split the rotary half of that part
+    assert math.isclose(sum(rope["mrope_section"]), head_dim * rope["partial_rotary_factor"] / 2)
