@@ -49,9 +49,13 @@ class LoraConfig(StrictModel):
 class ModelConfig(StrictModel):
     """The policy being trained and the reference model of the KL term."""
 
-    #: hub id or local directory; ``tiny`` builds a tiny random Qwen2.5-VL into ``tiny_dir`` if absent
+    #: hub id or local directory; ``tiny`` builds a tiny random model of ``family`` into ``tiny_dir`` if absent
     policy: str = "Qwen/Qwen2.5-VL-3B-Instruct"
-    #: where ``policy: tiny`` is built (default: ``<cache>/tiny-policy-seed<tiny_seed>``)
+    #: a registered model family (``syngrpo plugins``); ``auto`` = the one that reads the checkpoint's
+    #: ``model_type`` (for ``policy: tiny``: Qwen2.5-VL)
+    family: str = "auto"
+    #: where ``policy: tiny`` is built (default: ``<cache>/tiny-policy-seed<tiny_seed>``, or
+    #: ``<cache>/tiny-<family>-seed<tiny_seed>`` for another family)
     tiny_dir: str | None = None
     tiny_seed: int = 0
     #: passed to ``build_tiny_policy`` (text_hidden, layers, vision_hidden, vision_depth, vocab_size, max_pixels)
@@ -77,13 +81,23 @@ class ModelConfig(StrictModel):
 
     def resolved_tiny_dir(self) -> Path:
         """Where ``policy: tiny`` lives; the name changes with the build options, so builds never mix."""
+        from syngrpo.models.family import AUTO, DEFAULT_TINY_FAMILY
+
         if self.tiny_dir:
             return Path(self.tiny_dir).expanduser()
-        name = f"tiny-policy-seed{self.tiny_seed}"
+        family = self.tiny_family()
+        name = f"tiny-policy-seed{self.tiny_seed}" if family in (AUTO, DEFAULT_TINY_FAMILY) else \
+            f"tiny-{family}-seed{self.tiny_seed}"
         if self.tiny_options:
             digest = hashlib.sha256(json.dumps(self.tiny_options, sort_keys=True).encode()).hexdigest()[:10]
             name += f"-{digest}"
         return default_cache_dir() / name
+
+    def tiny_family(self) -> str:
+        """The family ``policy: tiny`` builds: ``family``, or Qwen2.5-VL for ``auto``."""
+        from syngrpo.models.family import AUTO, DEFAULT_TINY_FAMILY
+
+        return DEFAULT_TINY_FAMILY if self.family == AUTO else self.family
 
 
 class ToyDataConfig(StrictModel):

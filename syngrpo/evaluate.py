@@ -186,7 +186,8 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
     samples = load_split(cfg, task, "eval", out)
     bundle = load_policy(model_path, dtype=cfg.model.dtype, device=cfg.model.device,
                          attn_implementation=cfg.model.attn_implementation,
-                         max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels)
+                         max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels,
+                         family=cfg.model.family)
     engine = registry.create("rollout_engines", cfg.rollout.engine, bundle=bundle, **cfg.rollout.engine_options)
     try:
         result = evaluate_policy(bundle, task, samples, engine=engine, response_mode=cfg.response_mode,

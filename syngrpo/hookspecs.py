@@ -58,3 +58,8 @@ def register_transports(register):
 @hookspec
 def register_rollout_engines(register):
     """Register rollout engines (sampling G responses): ``factory(**options) -> RolloutEngine``."""
+
+
+@hookspec
+def register_model_families(register):
+    """Register VLM families: ``factory() -> syngrpo.models.family.ModelFamily`` (loading, prompt, box frame)."""

@@ -6,7 +6,9 @@ from ``REFERENCE.md`` are built in:
 
 * every forward receives ``mm_token_type_ids`` and the image tensors, or
   transformers 5 falls back to 1-D positions and the log-probs drift from the
-  sampler's by ~1e-3 (a silent multimodal position bug);
+  sampler's by ~1e-3 (a silent multimodal position bug).  Which per-token inputs
+  a completion extends (with zeros: text) is the model family's
+  ``token_type_keys``;
 * the G completions of one prompt share that prompt, for a VLM mostly image
   tokens.  With ``shared_prefix=True`` the prompt (and the vision tower) runs
   once per group: one prompt forward with ``use_cache``, the cache repeated G
@@ -22,21 +24,26 @@ from typing import Any
 
 import torch
 
-from syngrpo.models.policy import SUPPORTED_MODEL_TYPES, PromptBatch, unwrap_model
+from syngrpo.models.policy import PromptBatch, unwrap_model
 
 #: rows of the (N, T, V) logits turned into log-probs at a time (bounds the float32 copy)
 _CHUNK_ROWS = 8
 
 
-def supports_shared_prefix(model: Any) -> bool:
+def supports_shared_prefix(model: Any, family: Any = None) -> bool:
     """True when :func:`completion_logprobs` can score with ``shared_prefix=True``.
 
-    Needs a Qwen-VL model (3-D rotary positions from ``get_rope_index``) whose
-    forward returns a KV cache with gradients: gradient checkpointing in training
-    mode turns the cache off, so it rules the shared prefix out.
+    Needs a model whose family says the prefix path applies (3-D rotary positions
+    from ``get_rope_index``; ``family`` defaults to the installed family of the
+    model's ``model_type``) and whose forward returns a KV cache with gradients:
+    gradient checkpointing in training mode turns the cache off, so it rules the
+    shared prefix out.
     """
+    from syngrpo.models.family import family_of
+
     base = unwrap_model(model)
-    if getattr(getattr(base, "config", None), "model_type", None) not in SUPPORTED_MODEL_TYPES:
+    family = family if family is not None else family_of(base)
+    if family is None or not family.shared_prefix:
         return False
     if not hasattr(getattr(base, "model", None), "get_rope_index"):
         return False
@@ -141,20 +148,19 @@ def _naive_logits(model: Any, batch: PromptBatch, completion_ids: torch.Tensor, 
     """Prompt + completion in one forward per row; (N, T, V) logits predicting each completion token."""
     full = _expanded(batch, completion_ids.shape[0], group_size)
     T = completion_ids.shape[1]
-    input_ids = torch.cat([full.input_ids, completion_ids], dim=1)  # (N, P + T)
-    attention_mask = torch.cat([full.attention_mask, completion_mask.to(full.attention_mask.dtype)], dim=1)
-    mm_token_type_ids = torch.cat([full.mm_token_type_ids, torch.zeros_like(completion_ids,
-                                                                           dtype=full.mm_token_type_ids.dtype)], 1)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        pixel_values=full.pixel_values,
-        image_grid_thw=full.image_grid_thw,
-        mm_token_type_ids=mm_token_type_ids,
-        use_cache=False,
-        logits_to_keep=T + 1,
-    )
+    inputs = full.model_inputs()
+    inputs["input_ids"] = torch.cat([full.input_ids, completion_ids], dim=1)  # (N, P + T)
+    inputs["attention_mask"] = torch.cat([full.attention_mask, completion_mask.to(full.attention_mask.dtype)], 1)
+    for key in _token_type_keys(full):  # text over the completion
+        inputs[key] = torch.cat([inputs[key], torch.zeros_like(completion_ids, dtype=inputs[key].dtype)], 1)
+    out = model(**inputs, use_cache=False, logits_to_keep=T + 1)
     return out.logits[:, :-1]  # position P-1+t predicts completion token t
+
+
+def _token_type_keys(batch: PromptBatch) -> tuple[str, ...]:
+    """Per-token inputs of the forward that a completion extends with zeros (the family's; default mm types)."""
+    family = batch.family
+    return tuple(family.token_type_keys) if family is not None else ("mm_token_type_ids",)
 
 
 def completion_position_ids(model: Any, prompts: PromptBatch, group_size: int, length: int) -> torch.Tensor:
@@ -195,12 +201,14 @@ def _shared_prefix_logits(model: Any, batch: PromptBatch, completion_ids: torch.
     attention_mask = torch.cat(
         [prompts.attention_mask.repeat_interleave(G, dim=0), completion_mask.to(prompts.attention_mask.dtype)], 1
     )  # (N, P + T)
+    types = {key: torch.zeros_like(completion_ids, dtype=getattr(prompts, key).dtype)
+             for key in _token_type_keys(prompts)}
     out = model(
         input_ids=completion_ids,
         attention_mask=attention_mask,
         position_ids=completion_position_ids(model, prompts, G, T),
         past_key_values=cache,
-        mm_token_type_ids=torch.zeros_like(completion_ids, dtype=prompts.mm_token_type_ids.dtype),
         use_cache=True,
+        **types,
     )
     return torch.cat([first, out.logits[:, :-1]], dim=1)

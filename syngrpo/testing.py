@@ -10,6 +10,10 @@ suite:
   must pass: its toy data round-trips through ``save``/``load``, its reference
   answers score 1.0 once written in its answer format and read back by its own
   parser, its parser survives junk, its labels follow image transforms.
+* :func:`check_family_contract` — the same for a
+  :class:`~syngrpo.models.family.ModelFamily` on its tiny model: prompts encode,
+  suppressed tokens are never sampled, scoring log-probs equal the sampler's,
+  reference boxes in its coordinate convention map back exactly, save/load.
 
 Both are plain functions (no pytest dependency), so they work in any test runner::
 
@@ -265,4 +269,176 @@ def check_task_contract(
             _fail(task, "transform_solution", f"resize x2 then back changed the label of {s.id!r}: "
                   f"{s.solution!r} -> {back!r}")
     report.checked.append("transforms")
+    return report
+
+
+# ---- model families ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FamilyContractReport:
+    """What :func:`check_family_contract` measured."""
+
+    family: str
+    model_dir: str = ""
+    checked: list[str] = field(default_factory=list)
+    #: max |scoring log-prob - sampler log-prob| on each scoring path
+    logprob_error: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _family_fail(family: Any, clause: str, detail: str) -> None:
+    raise ContractError(f"model family {getattr(family, 'name', type(family).__name__)!r} breaks the contract: "
+                        f"{clause}: {detail}")
+
+
+def check_family_contract(family: Any, tmp_dir: str | Path, *, model_dir: str | Path | None = None,
+                          tolerance: float = 1e-4, image_size: tuple[int, int] = (200, 100)) -> FamilyContractReport:
+    """Check a :class:`~syngrpo.models.family.ModelFamily` on its tiny model (or ``model_dir``); raise
+    :class:`ContractError` naming the clause that fails.
+
+    1. ``build_tiny`` writes a checkpoint that ``load_policy(..., family=family)`` loads, whose
+       ``model_type`` the family recognises.
+    2. Prompts encode: one image placeholder run per prompt whose length matches the image grid, the
+       question's text inside the prompt, frames of the model-input size.
+    3. ``generate`` never emits a suppressed token, even when a hook on the output head makes the
+       suppressed tokens the most likely ones.
+    4. The log-probs of :func:`syngrpo.scoring.completion_logprobs` equal the sampler's raw
+       ``output_logits`` (temperature applied) within ``tolerance``, on the naive path and, when the
+       family says it applies, on the shared-prefix path.
+    5. A reference box written in the family's convention (:attr:`~ModelFamily.coordinates`) for an
+       image the processor resized to another size maps back to the labelled box (IoU 1.0), and is
+       where the convention says (pixels of the resized image, or 0..scale of each axis).
+    6. ``save_pretrained`` + ``load_policy`` give the same prompt ids and logits.
+    """
+    import time
+
+    import torch
+    from PIL import Image
+
+    from syngrpo.geometry import iou
+    from syngrpo.models.family import ModelFamily
+    from syngrpo.models.policy import encode_prompts, load_policy
+    from syngrpo.scoring import completion_logprobs
+
+    t0 = time.perf_counter()
+    if not isinstance(family, ModelFamily):
+        _family_fail(family, "type", f"{type(family).__name__} is not a syngrpo.models.family.ModelFamily")
+    if not family.name or not family.model_types:
+        _family_fail(family, "attributes", "name and model_types must be set")
+    tmp = Path(tmp_dir)
+    report = FamilyContractReport(family=family.name)
+
+    # 1. tiny build and load
+    path = Path(model_dir) if model_dir is not None else Path(family.build_tiny(tmp / "tiny", seed=0))
+    report.model_dir = str(path)
+    bundle = load_policy(path, family=family, dtype="float32", device="cpu")
+    if not family.recognises(bundle.model_type):
+        _family_fail(family, "recognises", f"its own tiny model is a {bundle.model_type!r} checkpoint")
+    if not bundle.suppress_token_ids:
+        _family_fail(family, "suppress_tokens", "no suppressed token id found in the tokenizer")
+    if not bundle.eos_token_ids:
+        _family_fail(family, "eos_tokens", "no end-of-turn token id found in the tokenizer")
+    report.checked.append("build/load")
+
+    # 2. prompts
+    w, h = image_size
+    rng = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(h, w, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    images = [Image.fromarray(pixels), Image.fromarray(pixels[: h // 2 * 2, : w // 2 * 2]).resize((w // 2, h))]
+    questions = ["Locate the red circle.", "Where is the blue square?"]
+    batch = encode_prompts(bundle, images, questions)
+    image_token = bundle.image_token_id
+    merge = bundle.merge_size
+    for i, (q, g) in enumerate(zip(questions, batch.image_grid_thw.tolist(), strict=True)):
+        if q not in batch.prompts[i]:
+            _family_fail(family, "render_prompt", f"the question is not in the prompt {batch.prompts[i]!r}")
+        n = int((batch.input_ids[i] == image_token).sum())
+        want = g[0] * g[1] * g[2] // (merge * merge)
+        if n != want:
+            _family_fail(family, "encode", f"prompt {i} has {n} image placeholders for a grid {g} ({want} expected)")
+        f = batch.input_frames[i]
+        if (f.width, f.height) != (g[2] * bundle.patch_size, g[1] * bundle.patch_size):
+            _family_fail(family, "input_frame", f"frame {f} does not match the grid {g}")
+    report.checked.append("prompts encode")
+
+    # 3. suppressed tokens are never sampled, even when they are the most likely
+    from syngrpo.plugins import get_registry
+
+    engine = get_registry().create("rollout_engines", "hf", bundle=bundle, return_logprobs=True)
+    suppressed = torch.tensor(bundle.suppress_token_ids)
+
+    def favour_suppressed(module: Any, args: Any, output: Any) -> Any:
+        output = output.clone()
+        output[..., suppressed] += 1e4
+        return output
+
+    head = bundle.model.get_output_embeddings()
+    handle = head.register_forward_hook(favour_suppressed)
+    try:
+        pushed = engine.generate(bundle, batch, num_generations=2, temperature=1.0, top_p=1.0, max_new_tokens=6,
+                                 generator_seed=0)
+    finally:
+        handle.remove()
+    sampled = pushed.completion_ids[pushed.completion_mask.bool()]
+    if bool(torch.isin(sampled, suppressed).any()):
+        _family_fail(family, "suppress_tokens", "generate emitted a suppressed token")
+    report.checked.append("no suppressed token sampled")
+
+    # 4. scoring log-probs = the sampler's
+    G, temperature = 3, 0.7
+    rollout = engine.generate(bundle, batch, num_generations=G, temperature=temperature, top_p=1.0,
+                              max_new_tokens=12, generator_seed=1)
+    paths = {"naive": False}
+    if family.shared_prefix:
+        paths["shared-prefix"] = True
+    with torch.no_grad():
+        for label, shared in paths.items():
+            logp, _ = completion_logprobs(bundle.model, rollout.batch, rollout.completion_ids, rollout.completion_mask,
+                                          group_size=G, shared_prefix=shared, temperature=temperature)
+            err = float((logp - rollout.logprobs).abs().max())
+            report.logprob_error[label] = err
+            if not err <= tolerance:
+                _family_fail(family, f"scoring ({label})", f"log-probs differ from the sampler's by {err:.2e} "
+                             f"(tolerance {tolerance:.0e}); does the forward get every per-token input "
+                             f"({', '.join(family.token_type_keys)})?")
+    report.checked.append("scoring = sampler")
+
+    # 5. a reference box in the family's convention scores 1.0 on a resized image
+    label = (50.0, 20.0, 150.0, 80.0)  # in the original w x h image
+    input_frame, frame = batch.input_frames[0], batch.frames[0]
+    if (input_frame.width, input_frame.height) == (w, h):
+        _family_fail(family, "frames", f"pick another image_size: the processor kept {w}x{h} as it was")
+    written = frame.box(label)
+    conv = family.coordinates
+    if conv.kind == "relative":
+        expected = (label[0] / w * conv.scale, label[1] / h * conv.scale, label[2] / w * conv.scale,
+                    label[3] / h * conv.scale)
+    else:
+        expected = input_frame.box(label)
+    if not _close(list(written), list(expected), 1e-6):
+        _family_fail(family, "coordinates", f"the label {label} is written as {written}, but the {conv.kind} "
+                     f"convention says {expected}")
+    text = json.dumps([round(v, 6) for v in written])
+    back = frame.inverse(w, h).box(json.loads(text))
+    score = iou(back, label)
+    if not math.isclose(score, 1.0, abs_tol=1e-6):
+        _family_fail(family, "frames", f"the reference answer {text} maps back to {back}, IoU {score} with {label}")
+    report.checked.append("reference box scores 1.0 through the frame")
+
+    # 6. save / load round trip
+    saved = tmp / "saved"
+    bundle.model.save_pretrained(saved)
+    bundle.processor.save_pretrained(saved)
+    again = load_policy(saved, family=family, dtype="float32", device="cpu")
+    batch2 = encode_prompts(again, images, questions)
+    if not torch.equal(batch2.input_ids, batch.input_ids):
+        _family_fail(family, "save/load", "the reloaded processor encodes the prompts differently")
+    with torch.no_grad():
+        a = bundle.model(**batch.model_inputs()).logits
+        b = again.model(**batch2.model_inputs()).logits
+    if not torch.allclose(a, b, atol=1e-6, rtol=0):
+        _family_fail(family, "save/load", f"logits changed by {float((a - b).abs().max()):.2e} after reloading")
+    report.checked.append("save/load")
+    report.seconds = time.perf_counter() - t0
     return report

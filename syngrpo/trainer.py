@@ -82,7 +82,7 @@ def resolve_policy(cfg: TrainConfig) -> str:
     log.info("building the tiny policy into %s", target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    build_tiny_policy(tmp, seed=cfg.model.tiny_seed, **cfg.model.tiny_options)
+    build_tiny_policy(tmp, seed=cfg.model.tiny_seed, family=cfg.model.tiny_family(), **cfg.model.tiny_options)
     try:
         tmp.rename(target)  # atomic: a concurrent build of the same policy loses the race harmlessly
     except OSError:
@@ -463,7 +463,8 @@ class Trainer:
         load_kwargs = dict(dtype=self.precision.load_dtype(lora=bool(lora)), device=self.par.device(cfg.model.device),
                            attn_implementation=cfg.model.attn_implementation, freeze_vision=cfg.model.freeze_vision,
                            gradient_checkpointing=cfg.model.gradient_checkpointing,
-                           max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels)
+                           max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels,
+                           family=cfg.model.family)
         if ckpt is not None and not lora:
             self.bundle = load_policy(str(model_dir(ckpt)), **load_kwargs)
         else:  # other ranks of a resumed run: the architecture here, the weights from rank 0 below
@@ -628,7 +629,8 @@ class Trainer:
 
         choice = self.cfg.algorithm.shared_prefix
         if choice == "auto":
-            return supports_shared_prefix(self.bundle.model) and not self.cfg.model.gradient_checkpointing
+            return (supports_shared_prefix(self.bundle.model, self.bundle.family)
+                    and not self.cfg.model.gradient_checkpointing)
         return choice == "true"
 
     def _total_steps(self) -> int:

@@ -157,7 +157,9 @@ class VLLMRolloutEngine:
         G = int(num_generations)
         params = self.sampling_params(bundle, num_generations=G, temperature=temperature, top_p=top_p,
                                       max_new_tokens=max_new_tokens, seed=generator_seed)
-        requests = [{"prompt": text, "multi_modal_data": {"image": image}}
+        family = bundle.family or prompts.family  # the family knows its request shape
+        requests = [family.vllm_request(text, image) if family is not None
+                    else {"prompt": text, "multi_modal_data": {"image": image}}
                     for text, image in zip(prompts.prompts, prompts.images, strict=True)]
         llm = self.llm(bundle)
         self.wake()

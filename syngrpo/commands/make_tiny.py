@@ -1,8 +1,9 @@
 """``syngrpo make-tiny``: build tiny, randomly initialised models for tests and the quickstart, offline.
 
-Same architectures as the real models (Qwen2.5-VL policy, SDXL + ControlNet
-outpainter, SAM segmenter), a few hundred thousand parameters each, built from
-configs with a locally trained tokenizer.  Deterministic for a seed.
+Same architectures as the real models (a policy of any registered model family,
+SDXL + ControlNet outpainter, SAM segmenter), a few hundred thousand parameters
+each, built from configs with a locally trained tokenizer.  Deterministic for a
+seed.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default 0)")
     p.add_argument("--what", default=",".join(WHAT),
                    help=f"comma-separated subset of {','.join(WHAT)} (default: all)")
-    p.add_argument("--arch", choices=("qwen2_5_vl", "qwen2_vl"), default="qwen2_5_vl",
-                   help="policy architecture (default qwen2_5_vl)")
+    p.add_argument("--family", default=None,
+                   help="model family of the policy (`syngrpo plugins` lists model_families; default qwen2_5_vl)")
+    p.add_argument("--arch", default=None, help=argparse.SUPPRESS)  # the older name of --family
     p.set_defaults(func=run)
 
 
@@ -42,30 +44,33 @@ def parse_what(value: str) -> list[str]:
 
 
 def make_tiny(out: str | Path, *, seed: int = 0, what: list[str] | tuple[str, ...] = WHAT,
-              arch: str = "qwen2_5_vl") -> dict[str, Path]:
+              family: str | None = None, arch: str | None = None) -> dict[str, Path]:
     """Build each of ``what`` into ``out/<name>``; returns ``{name: directory}``."""
-    out = Path(out)
-    built: dict[str, Path] = {}
-    for name in what:
-        target = out / name
-        if name == "policy":
-            from syngrpo.models.tiny_policy import build_tiny_policy
+    from syngrpo.models.family import DEFAULT_TINY_FAMILY, get_family
 
-            built[name] = Path(build_tiny_policy(target, seed=seed, arch=arch))  # type: ignore[arg-type]
-        elif name == "sdxl":
+    out = Path(out)
+    name = family or arch or DEFAULT_TINY_FAMILY
+    fam = get_family(name) if "policy" in what else None  # an unknown family fails before any build
+    built: dict[str, Path] = {}
+    for item in what:
+        target = out / item
+        if item == "policy":
+            assert fam is not None
+            built[item] = Path(fam.build_tiny(target, seed=seed))
+        elif item == "sdxl":
             from syngrpo.models.tiny_sdxl import build_tiny_sdxl_controlnet
 
-            built[name] = Path(build_tiny_sdxl_controlnet(target, seed))
-        elif name == "sam":
+            built[item] = Path(build_tiny_sdxl_controlnet(target, seed))
+        elif item == "sam":
             from syngrpo.models.tiny_sam import build_tiny_sam
 
-            built[name] = Path(build_tiny_sam(target, seed))
+            built[item] = Path(build_tiny_sam(target, seed))
         else:  # pragma: no cover - parse_what rejects it
-            raise ValueError(name)
+            raise ValueError(item)
     return built
 
 
 def run(args: argparse.Namespace) -> int:
-    built = make_tiny(args.out, seed=args.seed, what=parse_what(args.what), arch=args.arch)
+    built = make_tiny(args.out, seed=args.seed, what=parse_what(args.what), family=args.family, arch=args.arch)
     print(json.dumps({name: str(path) for name, path in built.items()}, indent=2))
     return 0

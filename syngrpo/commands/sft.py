@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_policy(cfg), dtype=precision.master, device=m.device, attn_implementation=m.attn_implementation,
         freeze_vision=m.freeze_vision, gradient_checkpointing=m.gradient_checkpointing,
         lora=m.lora.model_dump() if m.lora.enabled else None, max_pixels=m.max_pixels, min_pixels=m.min_pixels,
+        family=m.family,
     )
     metrics_path = out / "sft_metrics.jsonl"
     with metrics_path.open("w") as metrics:

@@ -1,8 +1,11 @@
-"""Load a Qwen-VL policy and turn (image, text) pairs into model inputs.
+"""Load a VLM policy and turn (image, text) pairs into model inputs.
 
 One code path serves real checkpoints (``Qwen/Qwen2.5-VL-3B-Instruct``,
-``Qwen/Qwen2-VL-2B-Instruct``, by hub id or local directory) and the tiny
-random models of :mod:`syngrpo.models.tiny_policy`.
+``Qwen/Qwen3-VL-2B-Instruct``, ``zai-org/GLM-4.1V-9B-Thinking``, by hub id or
+local directory) and the tiny random models of :mod:`syngrpo.models.tiny_policy`.
+What differs between VLM families (model class, processor, chat prompt,
+suppressed tokens, box coordinates) is asked of the checkpoint's
+:class:`~syngrpo.models.family.ModelFamily` plugin; this module names none.
 
 Two facts from ``REFERENCE.md`` shape this module:
 
@@ -10,10 +13,12 @@ Two facts from ``REFERENCE.md`` shape this module:
   silently uses 1-D positions and log-probs drift from ``generate()`` by ~1e-3.
   :class:`PromptBatch` always carries it and :meth:`PromptBatch.model_inputs`
   always passes it;
-* the processor resizes each image to a multiple of the patch grid, so boxes the
-  model writes live in that resized frame.  :attr:`PromptBatch.frames` holds, for
-  each prompt, the :class:`~syngrpo.geometry.ImageTransform` from the original
-  image to the model-input image; a task maps predictions back with
+* the processor resizes each image to a multiple of the patch grid, and each
+  family writes boxes in its own convention (Qwen2.5-VL: pixels of that resized
+  image; Qwen2-VL, Qwen3-VL, GLM-4.1V: 0-1000 relative).  :attr:`PromptBatch.frames`
+  holds, for each prompt, the :class:`~syngrpo.geometry.ImageTransform` from the
+  original image to the frame the model answers in (the processor's resize composed
+  with the family's convention); a task maps predictions back with
   ``frame.inverse()`` (the box-frame confusion VLM-R1's users report).
 """
 
@@ -30,12 +35,6 @@ import torch
 from syngrpo.errors import ConfigError, require
 from syngrpo.geometry import ImageTransform
 
-#: model types this module knows how to load
-SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
-
-#: special tokens that only the processor may place; sampling them breaks the next forward with pixels
-VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
-
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -46,9 +45,9 @@ class PolicyBundle:
     model: Any
     processor: Any
     tokenizer: Any
-    #: token ids never to sample (the vision placeholders)
+    #: token ids never to sample (the vision placeholders; the family names them)
     suppress_token_ids: list[int]
-    #: generation stops at any of these (``<|im_end|>``, ``<|endoftext|>``)
+    #: generation stops at any of these (the family's end-of-turn token first, e.g. ``<|im_end|>``)
     eos_token_ids: list[int]
     pad_token_id: int
     name_or_path: str
@@ -63,6 +62,8 @@ class PolicyBundle:
     #: true when ``model`` is a peft model with LoRA adapters
     lora: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: the :class:`~syngrpo.models.family.ModelFamily` that loaded it (prompt, frames, scoring)
+    family: Any = None
 
     @property
     def image_token_id(self) -> int:
@@ -95,7 +96,8 @@ class PromptBatch:
     pixel_values: torch.Tensor  # (sum of patches, C * temporal * patch * patch)
     image_grid_thw: torch.Tensor  # (B, 3)
     mm_token_type_ids: torch.Tensor  # (B, P) 0 text, 1 image
-    #: per row: original image frame -> model-input frame (width = grid_w * patch, height = grid_h * patch)
+    #: per row: original image -> the frame the model writes boxes in (the processor's resize composed with
+    #: the family's coordinate convention); tasks map answers back with ``frame.inverse()``
     frames: list[ImageTransform]
     #: how many consecutive rows share one prompt (1 = not expanded)
     group_size: int = 1
@@ -103,6 +105,11 @@ class PromptBatch:
     prompts: list[str] = field(default_factory=list)
     #: the original (RGB) image of each row, for engines that process images themselves (vLLM)
     images: list[Any] = field(default_factory=list)
+    #: per row: original image -> model-input pixels (width = grid_w * patch); equals ``frames`` for
+    #: families that answer in pixels (dense vision targets use it)
+    input_frames: list[ImageTransform] = field(default_factory=list)
+    #: the policy's :class:`~syngrpo.models.family.ModelFamily` (scoring asks it how to run the forward)
+    family: Any = None
 
     @property
     def num_rows(self) -> int:
@@ -164,6 +171,8 @@ class PromptBatch:
             group_size=group_size or 1,
             prompts=[self.prompts[r] for r in rows] if self.prompts else [],
             images=[self.images[r] for r in rows] if self.images else [],
+            input_frames=[self.input_frames[r] for r in rows] if self.input_frames else [],
+            family=self.family,
         )
 
     def expand(self, group_size: int) -> PromptBatch:
@@ -226,19 +235,13 @@ def unwrap_model(model: Any) -> Any:
 
 
 def vision_tower(model: Any) -> torch.nn.Module:
-    """The vision encoder (patch embed, blocks, merger) of a Qwen-VL model."""
+    """The vision encoder (patch embed, blocks, merger) of a patch-grid VLM (``visual``)."""
     base = unwrap_model(model)
     inner = getattr(base, "model", base)
     tower = getattr(inner, "visual", None) or getattr(base, "visual", None)
     if tower is None:
         raise ValueError(f"{type(base).__name__} has no vision tower named 'visual'")
     return tower
-
-
-def _model_class(model_type: str):
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
-
-    return {"qwen2_5_vl": Qwen2_5_VLForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration}[model_type]
 
 
 def _apply_lora(model: Any, lora: dict[str, Any]) -> Any:
@@ -270,8 +273,12 @@ def load_policy(
     gradient_checkpointing: bool = False,
     max_pixels: int | None = None,
     min_pixels: int | None = None,
+    family: Any = "auto",
 ) -> PolicyBundle:
-    """Load a Qwen2.5-VL or Qwen2-VL policy (hub id or directory) with its processor.
+    """Load a VLM policy (hub id or directory) with its processor, through its model family.
+
+    ``family`` is a registered family name, a :class:`~syngrpo.models.family.ModelFamily`,
+    or ``auto`` (the family that reads the checkpoint's ``config.json`` ``model_type``).
 
     ``freeze_vision`` stops gradients into the vision tower (VLM-R1's
     ``freeze_vision_modules``); ``lora`` (``{"r", "alpha", "dropout",
@@ -282,23 +289,19 @@ def load_policy(
     """
     from transformers import AutoConfig
 
-    from syngrpo.models.processing import load_processor
+    from syngrpo.models.family import resolve_family
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     path = str(name_or_path)
     config = AutoConfig.from_pretrained(path)
     model_type = getattr(config, "model_type", "")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(
-            f"{path!r} is a {model_type!r} model; syngrpo loads {', '.join(SUPPORTED_MODEL_TYPES)} policies "
-            "(Qwen2.5-VL, Qwen2-VL)"
-        )
+    fam = resolve_family(family, model_type, source=repr(path))
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = _model_class(model_type).from_pretrained(path, **kwargs).to(dev)
-    processor = load_processor(path)
+    model = fam.load_model(path, **kwargs).to(dev)
+    processor = fam.load_processor(path)
     tokenizer = processor.tokenizer
 
     if freeze_vision:
@@ -316,16 +319,13 @@ def load_policy(
         model = _apply_lora(model, lora)
 
     gen = unwrap_model(model).generation_config
-    eos: list[int] = []
-    for value in (gen.eos_token_id, tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")):
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, int) and v >= 0 and v not in eos:
-                eos.append(v)
+    eos = fam.eos_token_ids(tokenizer, gen)
+    if not eos:
+        raise ConfigError(f"{path!r}: neither the {fam.name} family nor the checkpoint names an end-of-turn token")
     pad = gen.pad_token_id if gen.pad_token_id is not None else tokenizer.pad_token_id
     if pad is None:
         pad = eos[-1]
-    vocab = tokenizer.get_vocab()
-    suppress = [int(vocab[t]) for t in VISION_SPECIAL_TOKENS if t in vocab]
+    suppress = fam.suppress_token_ids(tokenizer)
     image_processor = processor.image_processor
     return PolicyBundle(
         model=model,
@@ -345,6 +345,7 @@ def load_policy(
         lora=bool(lora),
         options={"attn_implementation": attn_implementation, "freeze_vision": freeze_vision,
                  "gradient_checkpointing": gradient_checkpointing},
+        family=fam,
     )
 
 
@@ -368,8 +369,17 @@ def reference_model(bundle: PolicyBundle, dtype: torch.dtype | None = None) -> A
 
 def render_prompt(bundle: PolicyBundle, text: str) -> str:
     """The chat-formatted prompt for one image followed by ``text``, ending where the answer starts."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-    return bundle.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    family = _family(bundle)
+    return family.render_prompt(bundle.processor, text)
+
+
+def _family(bundle: PolicyBundle) -> Any:
+    """The bundle's model family (a bundle built by hand is looked up by its model type)."""
+    if bundle.family is None:
+        from syngrpo.models.family import family_for_model_type
+
+        bundle.family = family_for_model_type(bundle.model_type)
+    return bundle.family
 
 
 def encode_prompts(
@@ -380,7 +390,10 @@ def encode_prompts(
     max_pixels: int | None = None,
     min_pixels: int | None = None,
 ) -> PromptBatch:
-    """Tokenize one-image prompts (left padded) and record each image's frame.
+    """Tokenize one-image prompts (left padded) and record each image's frames.
+
+    ``frames[i]`` maps image ``i`` to the frame the family answers in;
+    ``input_frames[i]`` to the model-input pixels (the processor's resize).
 
     ``images`` are PIL images (any mode; converted to RGB).  ``max_pixels`` /
     ``min_pixels`` override the processor's pixel budget (default: the bundle's,
@@ -407,10 +420,10 @@ def encode_prompts(
         kwargs["size"] = size
     enc = processor(text=prompts, images=rgb, padding=True, padding_side="left", return_tensors="pt", **kwargs)
     grid = enc["image_grid_thw"]
-    frames = [
-        ImageTransform.resize(im.width, im.height, int(g[2]) * bundle.patch_size, int(g[1]) * bundle.patch_size)
-        for im, g in zip(rgb, grid.tolist(), strict=True)
-    ]
+    family = _family(bundle)
+    input_frames = [family.input_frame(im.width, im.height, g, bundle.patch_size)
+                    for im, g in zip(rgb, grid.tolist(), strict=True)]
+    frames = [family.answer_frame(f) for f in input_frames]
     mm = enc.get("mm_token_type_ids")
     if mm is None:  # older processors: derive it (image placeholders are type 1)
         mm = (enc["input_ids"] == bundle.image_token_id).long()
@@ -423,5 +436,7 @@ def encode_prompts(
         frames=frames,
         prompts=prompts,
         images=list(rgb),
+        input_frames=input_frames,
+        family=family,
     )
     return batch.to(bundle.device, dtype=bundle.dtype)

@@ -1,72 +1,35 @@
-"""Build a tiny, randomly initialised Qwen2.5-VL (or Qwen2-VL) policy, fully offline.
+"""Tiny, randomly initialised policies of any registered model family, fully offline.
 
 Development machines and CI cannot download weights, so tests and the
 quickstart run the real transformers code paths on a model of the same
-architecture with ~200k parameters: a byte-level BPE tokenizer trained here on
-:func:`syngrpo.models.corpus.training_corpus`, the Qwen special tokens, a chat
-template of the Qwen2-VL shape, the Qwen2-VL image processor (PIL backend) and
-:class:`~syngrpo.models.processing.ImageOnlyQwenVLProcessor`.  Everything is
-written with ``save_pretrained``; :func:`syngrpo.models.policy.load_policy`
-reads the directory exactly as it reads ``Qwen/Qwen2.5-VL-3B-Instruct``.
+architecture with a few hundred thousand parameters.  Each model family plugin
+(:class:`syngrpo.models.family.ModelFamily`) builds its own tiny model with
+:meth:`~syngrpo.models.family.ModelFamily.build_tiny`; this module holds what
+they share: a byte-level BPE tokenizer trained here on
+:func:`syngrpo.models.corpus.training_corpus` (:func:`build_tokenizer`), the
+build manifest, and :func:`directory_hash`.  Everything is written with
+``save_pretrained``; :func:`syngrpo.models.policy.load_policy` reads the
+directory exactly as it reads a real checkpoint.
 
-The build is deterministic: the same arguments give byte-identical files.
+The builds are deterministic: the same arguments give byte-identical files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
-
-#: the Qwen2-VL / Qwen2.5-VL special tokens, in the order Qwen's tokenizer lists them
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-
-#: a chat template of the Qwen2-VL shape: a default system turn, ``<|im_start|>role\n...<|im_end|>\n``
-#: turns, and ``<|vision_start|><|image_pad|><|vision_end|>`` for each image part
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}"
-    "{{ message['content'] }}"
-    "{% else %}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' or 'image' in part %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-Arch = Literal["qwen2_5_vl", "qwen2_vl"]
+from typing import Any
 
 
-def build_tokenizer(vocab_size: int = 640):
+def build_tokenizer(vocab_size: int = 640, *, special_tokens: Sequence[str], eos_token: str, pad_token: str,
+                    chat_template: str, bos_token: str | None = None):
     """A ``Qwen2Tokenizer`` whose byte-level BPE is trained on syngrpo's corpus (~10 ms).
 
-    It pre-tokenizes exactly as Qwen's tokenizer does (digits one by one, byte-level
+    It pre-tokenizes as Qwen's tokenizer does (digits one by one, byte-level
     fallback for any string), so nothing the policy writes is out of vocabulary.
+    ``special_tokens`` (the family's, in its own order) follow the BPE entries.
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
@@ -93,173 +56,68 @@ def build_tokenizer(vocab_size: int = 640):
     bpe.train_from_iterator(training_corpus(), trainer=trainer)
     model_json = json.loads(bpe.to_str())["model"]
     vocab: dict[str, int] = dict(model_json["vocab"])
-    for token in QWEN_SPECIAL_TOKENS:  # after the BPE entries, in Qwen's order (as in the real vocabulary)
+    for token in special_tokens:  # after the BPE entries, in the family's order (as in the real vocabularies)
         vocab[token] = len(vocab)
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
+    named = {eos_token, pad_token} | ({bos_token} if bos_token else set())
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
         unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=[t for t in QWEN_SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")],
+        bos_token=bos_token,
+        eos_token=eos_token,
+        pad_token=pad_token,
+        additional_special_tokens=[t for t in special_tokens if t not in named],
         model_max_length=32768,
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS])
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in special_tokens])
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
-def _text_config(arch: Arch, vocab: int, ids: dict[str, int], text_hidden: int, layers: int) -> dict:
-    heads = 4
-    head_dim = text_hidden // heads
+def text_rope_sections(head_dim: int) -> list[int]:
+    """An mrope split of ``head_dim / 2`` rotary frequencies among (temporal, height, width)."""
     half = head_dim // 2
-    # mrope_section splits head_dim/2 rotary frequencies among (temporal, height, width).
     t = half // 4
-    mrope = [t, (half - t) // 2, half - t - (half - t) // 2]
-    return dict(
-        vocab_size=vocab,
-        hidden_size=text_hidden,
-        intermediate_size=2 * text_hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=False,
-    )
+    return [t, (half - t) // 2, half - t - (half - t) // 2]
 
 
-def _model_config(arch: Arch, tokenizer, *, text_hidden: int, layers: int, vision_hidden: int, vision_depth: int):
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    vocab = len(tokenizer)
-    text = _text_config(arch, vocab, ids, text_hidden, layers)
-    vision_heads = max(1, vision_hidden // 16)
-    common = dict(
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
-    if arch == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLConfig
-
-        vision = dict(
-            depth=vision_depth,
-            hidden_size=vision_hidden,
-            intermediate_size=2 * vision_hidden,
-            num_heads=vision_heads,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=112,
-            fullatt_block_indexes=[vision_depth - 1],
-            out_hidden_size=text_hidden,
-            tokens_per_second=2,
-        )
-        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
-    if arch == "qwen2_vl":
-        from transformers import Qwen2VLConfig
-
-        vision = dict(
-            depth=vision_depth,
-            embed_dim=vision_hidden,
-            hidden_size=text_hidden,
-            mlp_ratio=2,
-            num_heads=vision_heads,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        )
-        return Qwen2VLConfig(text_config=text, vision_config=vision, **common)
-    raise ValueError(f"arch must be 'qwen2_5_vl' or 'qwen2_vl', got {arch!r}")
-
-
-def build_tiny_policy(
-    out_dir: str | Path,
-    *,
-    seed: int = 0,
-    text_hidden: int = 64,
-    layers: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
-    vocab_size: int = 640,
-    arch: Arch = "qwen2_5_vl",
-    max_pixels: int = 448 * 448,
-) -> Path:
-    """Write a tiny random Qwen2.5-VL (``arch="qwen2_vl"``: Qwen2-VL) policy to ``out_dir`` and return it.
-
-    ``vocab_size`` is the size of the trained BPE (bytes + merges); the model's
-    vocabulary adds the 14 Qwen special tokens.  ``max_pixels`` caps the image
-    processor's resize (the real default is 12.8 MP; tiny tests want few image
-    tokens).  Weights are drawn from a private RNG seeded with ``seed``, so the
-    global torch RNG is untouched and the same arguments give the same bytes.
-    """
-    import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from syngrpo.models.processing import ImageOnlyQwenVLProcessor
-
+def check_sizes(text_hidden: int, vision_hidden: int) -> None:
     if text_hidden % 8 or text_hidden < 16:
         raise ValueError(f"text_hidden must be a multiple of 8 and at least 16, got {text_hidden}")
     if vision_hidden % 16:
         raise ValueError(f"vision_hidden must be a multiple of 16, got {vision_hidden}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = build_tokenizer(vocab_size)
-    config = _model_config(
-        arch, tokenizer, text_hidden=text_hidden, layers=layers, vision_hidden=vision_hidden, vision_depth=vision_depth
-    )
-    model_cls = Qwen2_5_VLForConditionalGeneration if arch == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
+
+def init_model(model_cls: Any, config: Any, seed: int) -> Any:
+    """``model_cls(config)`` in float32 with weights from a private RNG (the global torch RNG is untouched)."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = model_cls(config).to(torch.float32).eval()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-    )
-    model.save_pretrained(out)
+        return model_cls(config).to(torch.float32).eval()
 
-    image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 56 * 56, "longest_edge": max_pixels},
-        patch_size=14,
-        temporal_patch_size=2,
-        merge_size=2,
-    )
-    processor = ImageOnlyQwenVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                         chat_template=CHAT_TEMPLATE)
-    processor.save_pretrained(out)
-    (out / "syngrpo_tiny.json").write_text(
-        json.dumps(
-            {
-                "builder": "syngrpo.models.tiny_policy.build_tiny_policy",
-                "arch": arch,
-                "seed": seed,
-                "text_hidden": text_hidden,
-                "layers": layers,
-                "vision_hidden": vision_hidden,
-                "vision_depth": vision_depth,
-                "vocab_size": vocab_size,
-                "max_pixels": max_pixels,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            },
-            indent=2,
-            sort_keys=True,
-        )
-        + "\n"
-    )
-    return out
+
+def write_manifest(out: Path, builder: str, model: Any, **options: Any) -> None:
+    """``syngrpo_tiny.json``: how the directory was built (sorted keys, so builds stay byte-identical)."""
+    record = {"builder": builder, **options, "parameters": sum(p.numel() for p in model.parameters())}
+    (out / "syngrpo_tiny.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def build_tiny_policy(out_dir: str | Path, *, seed: int = 0, arch: str | None = None, family: str | None = None,
+                      **options: Any) -> Path:
+    """Write the tiny random policy of a model family (default: Qwen2.5-VL) to ``out_dir`` and return it.
+
+    ``family`` (or its older name ``arch``) is a registered model family; the
+    other options go to that family's ``build_tiny`` (``text_hidden``, ``layers``,
+    ``vision_hidden``, ``vision_depth``, ``vocab_size``, ``max_pixels``).
+    """
+    from syngrpo.models.family import DEFAULT_TINY_FAMILY, get_family
+
+    name = family or arch or DEFAULT_TINY_FAMILY
+    return Path(get_family(name).build_tiny(out_dir, seed=seed, **options))
 
 
 def directory_hash(path: str | Path) -> str:

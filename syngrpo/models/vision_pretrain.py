@@ -79,8 +79,8 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
     """
     import torch
 
-    from syngrpo.models.policy import encode_prompts, vision_tower
     from syngrpo.evaluate import load_rgb
+    from syngrpo.models.policy import encode_prompts, vision_tower
 
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1 (got {steps}, {batch_size})")
@@ -126,7 +126,7 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
             elif head.out_features != n + 1:
                 raise ValueError("pretrain_vision needs images of one size")
             labels = torch.tensor(centre_token_labels([task.foreground_boxes(samples[i]) for i in idx],
-                                                      batch.frames, grid, bundle.patch_size, merge),
+                                                      batch.input_frames, grid, bundle.patch_size, merge),
                                   device=bundle.device)
             feats = image_token_features(model, batch.pixel_values, batch.image_grid_thw).view(len(idx), n, -1)
             logits = head(feats.float())

@@ -6,12 +6,14 @@ import json
 
 import pytest
 import torch
+from syngrpo_families._qwen import QWEN_SPECIAL_TOKENS
+from syngrpo_families._qwen import QWEN_VISION_TOKENS as VISION_SPECIAL_TOKENS
+from syngrpo_families.qwen2_5_vl import ImageOnlyQwenVLProcessor
 
 from syngrpo.errors import ConfigError, MissingExtraError
 from syngrpo.geometry import ImageTransform
-from syngrpo.models.policy import VISION_SPECIAL_TOKENS, encode_prompts, load_policy, vision_tower
-from syngrpo.models.processing import ImageOnlyQwenVLProcessor
-from syngrpo.models.tiny_policy import QWEN_SPECIAL_TOKENS, build_tiny_policy, directory_hash, load_processor
+from syngrpo.models.policy import encode_prompts, load_policy, vision_tower
+from syngrpo.models.tiny_policy import build_tiny_policy, directory_hash, load_processor
 from syngrpo.response import parse_response
 
 
