@@ -176,11 +176,21 @@ class AlgorithmConfig(StrictModel):
 
 
 class RewardTerm(StrictModel):
-    """One reward function from the registry and its weight in the sum of eq. 7."""
+    """One reward function and its weight in the sum of eq. 7.
+
+    ``name`` is a registered reward (``accuracy``, ``format``, a plugin's) or a
+    function given by reference, ``path/to/file.py:function`` or
+    ``package.module:function`` (docs/hooks/rewards.md, "Rewards from a file").
+    """
 
     name: str
     weight: float = 1.0
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The name its metrics are logged under (``reward/<key>``): a reference logs as its function's name."""
+        return self.name.rpartition(":")[2] if ":" in self.name else self.name
 
 
 class RewardsConfig(StrictModel):
@@ -197,10 +207,12 @@ class RewardsConfig(StrictModel):
     def _at_least_one(cls, v: list[RewardTerm]) -> list[RewardTerm]:
         if not v:
             raise ValueError("needs at least one reward term (e.g. {name: accuracy})")
-        names = [t.name for t in v]
+        names = [t.key for t in v]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"reward term(s) listed twice: {dup}")
+            raise ValueError(f"reward term(s) listed twice (or two functions of the same name): {dup}")
+        if "diversity" in names:
+            raise ValueError("'diversity' is R_diversity (eq. 6), set by rewards.diversity_weight, not a term")
         return v
 
 
@@ -341,6 +353,9 @@ class TrainConfig(StrictModel):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    #: extra plugin modules for this run: importable module names or paths to ``.py`` files, registered like
+    #: installed plugins (a reward, a task ... without a package); the data server has its own ``plugins:``
+    plugins: list[str] = Field(default_factory=list)
 
     @property
     def response_mode(self) -> Literal["syn", "plain"]:

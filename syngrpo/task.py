@@ -82,6 +82,21 @@ class Task(abc.ABC):
     def foreground_boxes(self, sample: Sample) -> list[Box]:
         """The labelled regions that synthesis must keep pixel-exact."""
 
+    def foreground_labels(self, sample: Sample) -> list[str]:
+        """What the data server is told about each of :meth:`foreground_boxes`, one text label per box.
+
+        Segmenters that take a text prompt and synthesizers that draw matching
+        distractors read these.  The default: each object's ``label`` when the
+        solution is a list of objects with one per box (OVD, ISR), else the
+        question (REC: the referring expression names the one box).  Override it
+        when neither fits, e.g. a counting task whose boxes are all one class.
+        """
+        boxes = self.foreground_boxes(sample)
+        solution = sample.solution
+        if isinstance(solution, list) and len(solution) == len(boxes) and all(isinstance(o, dict) for o in solution):
+            return [str(o.get("label", "")) for o in solution]
+        return [sample.problem] * len(boxes)
+
     @abc.abstractmethod
     def transform_solution(self, solution: Any, transform: ImageTransform) -> Any:
         """The label after the image went through ``transform`` (resize / pad / crop / paste)."""

@@ -45,6 +45,7 @@ from syngrpo.evaluate import EvalResult, build_prompts, evaluate_policy, load_rg
 from syngrpo.parallel import Parallel
 from syngrpo.pool import DataPool
 from syngrpo.response import parse_response
+from syngrpo.rewards import make_reward
 from syngrpo.runlog import RunLog
 from syngrpo.synthesis_client import StepSynthesis, SynthesisClient
 from syngrpo.types import Sample
@@ -181,8 +182,8 @@ class Trainer:
         parts: dict[str, list[float]] = {}
         raw: dict[str, list[float]] = {}
         for term, fn in self.reward_fns:
-            raw[term.name] = [float(v) for v in fn(parsed, row_samples, task=task, frames=row_frames)]
-            parts[term.name] = [term.weight * v for v in raw[term.name]]
+            raw[term.key] = [float(v) for v in fn(parsed, row_samples, task=task, frames=row_frames)]
+            parts[term.key] = [term.weight * v for v in raw[term.key]]
         # V(q) is the spread of R_acc (eq. 4), needed even when accuracy is not a reward term
         acc = raw["accuracy"] if "accuracy" in raw else self.accuracy_fn(parsed, row_samples, task=task,
                                                                           frames=row_frames)
@@ -402,9 +403,10 @@ class Trainer:
     @property
     def registry(self) -> Any:
         if self._registry is None:
-            from syngrpo.plugins import get_registry
+            from syngrpo.plugins import get_registry, load_local_plugins
 
-            self._registry = get_registry()
+            local = load_local_plugins(self.cfg.plugins)  # the config's own plugin modules / files
+            self._registry = get_registry(local) if local else get_registry()
         return self._registry
 
     @property
@@ -474,7 +476,7 @@ class Trainer:
         # --- plugins: rollout engine, rewards, advantages, policy loss ---
         self.engine = self.registry.create("rollout_engines", cfg.rollout.engine, bundle=self.bundle,
                                            **cfg.rollout.engine_options)
-        self.reward_fns = [(t, self.registry.create("rewards", t.name, **t.options)) for t in cfg.rewards.terms]
+        self.reward_fns = [(t, make_reward(self.registry, t.name, t.options)) for t in cfg.rewards.terms]
         self.accuracy_fn = None
         if all(t.name != "accuracy" for t in cfg.rewards.terms):
             self.accuracy_fn = self.registry.create("rewards", "accuracy")
