@@ -107,6 +107,9 @@ class DataConfig(StrictModel):
     train: str | None = None
     eval: str | None = None
     image_root: str | None = None
+    #: for Hugging Face datasets (parquet/arrow files, dataset directories, ``hf://REPO[@CONFIG][:SPLIT]``):
+    #: task field -> dataset column, e.g. ``{image: img, problem: question}`` (unnamed columns keep their names)
+    columns: dict[str, str] = Field(default_factory=dict)
     #: randomly keep this many training samples (the paper keeps 2,000); ``null`` = all
     max_train_samples: int | None = Field(None, ge=1)
     toy: ToyDataConfig = Field(default_factory=ToyDataConfig)
@@ -328,6 +331,12 @@ class LoggingConfig(StrictModel):
     save_every: int = Field(0, ge=0)
     #: keep this many step checkpoints (the final one is always kept)
     keep_last: int = Field(2, ge=1)
+    #: experiment trackers fed every step's metrics, the config, eval tables, completions and the gallery:
+    #: ``tensorboard`` (built in), ``wandb``, ``mlflow`` (extras of the same names) or a tracker plugin's name
+    trackers: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    #: options per tracker, e.g. ``{wandb: {project: my-project, mode: offline}, mlflow: {tracking_uri: ...}}``
+    tracker_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: ``false`` turns TensorBoard off even when ``trackers`` lists it (a shorthand kept for old configs)
     tensorboard: bool = True
     plots: bool = True
     gallery: bool = True
@@ -337,6 +346,18 @@ class LoggingConfig(StrictModel):
     samples_per_step: int = Field(2, ge=0)
     #: original/synthesized pairs shown per epoch in gallery.html
     gallery_per_epoch: int = Field(12, ge=0)
+
+    @field_validator("trackers")
+    @classmethod
+    def _no_duplicate_trackers(cls, v: list[str]) -> list[str]:
+        dup = sorted({n for n in v if v.count(n) > 1})
+        if dup:
+            raise ValueError(f"tracker(s) listed twice: {dup}")
+        return v
+
+    @property
+    def tensorboard_on(self) -> bool:
+        return self.tensorboard and "tensorboard" in self.trackers
 
 
 class TrainConfig(StrictModel):

@@ -58,3 +58,8 @@ def register_transports(register):
 @hookspec
 def register_rollout_engines(register):
     """Register rollout engines (sampling G responses): ``factory(**options) -> RolloutEngine``."""
+
+
+@hookspec
+def register_trackers(register):
+    """Register experiment trackers (W&B, MLflow ...): ``factory(**options) -> syngrpo.trackers.Tracker``."""

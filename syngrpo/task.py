@@ -29,7 +29,9 @@ class Task(abc.ABC):
     """
 
     name: ClassVar[str]
-    #: one line shown to the model describing the answer format, e.g. ``[x1, y1, x2, y2]``
+    #: the answer's form in one line, e.g. ``[x1, y1, x2, y2]``.  The core does **not** append it to the
+    #: prompt: a task that wants the model to see it puts it in :meth:`question` (ISR and counting do);
+    #: ``syngrpo.testing`` and the docs read it as the task's description of its answers
     answer_format: ClassVar[str] = ""
 
     # ---- data -------------------------------------------------------------------------
@@ -68,7 +70,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, predictions: Sequence[Any | None], samples: Sequence[Sample], *,
                  frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
-        """Split-level metrics (REC: Acc@0.5; OVD/ISR: mAP, GP, GR ...), values in [0, 1]."""
+        """Split-level metrics (REC: Acc@0.5; OVD/ISR: mAP, GP, GR ...), values in [0, 1].
+
+        Put the task's main metric **first**: the trainer logs it as ``eval/score`` (the
+        first key other than ``format``, ``accuracy_reward`` and ``n``) and plots it; every
+        key is also logged as ``eval/<key>``.
+        """
 
     def format_answer(self, solution: Any) -> str:
         """The label written as the model should answer (SFT targets, contract tests).

@@ -94,6 +94,10 @@ def load_split(cfg: TrainConfig, task: Any, split: str, run_dir: str | Path, *, 
     """The ``train`` or ``eval`` samples a config names: a dataset file, or toy data drawn into the run dir."""
     path = cfg.data.train if split == "train" else (cfg.eval.split or cfg.data.eval)
     if path:
+        from syngrpo.hfdata import is_dataset_source, materialize
+
+        if is_dataset_source(path):  # Hugging Face datasets: rows -> the task's own records, images as files
+            path = str(materialize(path, Path(run_dir) / "data" / "hf" / subdir / split, columns=cfg.data.columns))
         samples = task.load(path, image_root=cfg.data.image_root)
     else:
         toy = cfg.data.toy
@@ -432,6 +436,12 @@ class Trainer:
             raise ConfigError(f"optim.batch_size ({cfg.optim.batch_size}) must be a multiple of the number of "
                               f"processes ({self.par.world})")
 
+        # trackers first: a missing extra (wandb, mlflow) is an error before any model loads
+        from syngrpo.trackers import build_trackers
+
+        self._trackers = (build_trackers(self.registry, cfg.logging.trackers, cfg.logging.tracker_options)
+                          if self.par.is_main else None)
+
         ckpt = None
         if self.resume_from is not None:
             ckpt = latest_checkpoint(self.resume_from)
@@ -523,10 +533,10 @@ class Trainer:
         # --- run directory (rank 0) ---
         if self.par.is_main:
             self.runlog = RunLog(self.run_dir, total_steps=self.total_steps, start_step=self.step,
-                                 tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress,
+                                 tensorboard=cfg.logging.tensorboard_on, progress=cfg.logging.progress,
                                  plots=cfg.logging.plots, gallery=cfg.logging.gallery,
-                                 gallery_per_epoch=cfg.logging.gallery_per_epoch)
-            self.runlog.write_config(dump_config(cfg))
+                                 gallery_per_epoch=cfg.logging.gallery_per_epoch, trackers=self._trackers)
+            self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
         if self._sft_summary:
             self._message(self._sft_summary)
         if ckpt is not None:
@@ -661,6 +671,7 @@ class Trainer:
                      info={"task": cfg.data.task, "split": cfg.eval.split or cfg.data.eval or "toy", "step": step})
         self._last_eval = result
         if self.runlog is not None:
+            self.runlog.eval_table(step, result.metrics)
             head = result.headline
             self.runlog.message(f"eval at step {step}: " + (f"{head[0]} = {head[1]:.4f}" if head else "no metric"))
         return result
