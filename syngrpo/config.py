@@ -121,6 +121,9 @@ class DataConfig(StrictModel):
     train: str | None = None
     eval: str | None = None
     image_root: str | None = None
+    #: for Hugging Face datasets (parquet/arrow files, dataset directories, ``hf://REPO[@CONFIG][:SPLIT]``):
+    #: task field -> dataset column, e.g. ``{image: img, problem: question}`` (unnamed columns keep their names)
+    columns: dict[str, str] = Field(default_factory=dict)
     #: randomly keep this many training samples (the paper keeps 2,000); ``null`` = all
     max_train_samples: int | None = Field(None, ge=1)
     toy: ToyDataConfig = Field(default_factory=ToyDataConfig)
@@ -190,11 +193,21 @@ class AlgorithmConfig(StrictModel):
 
 
 class RewardTerm(StrictModel):
-    """One reward function from the registry and its weight in the sum of eq. 7."""
+    """One reward function and its weight in the sum of eq. 7.
+
+    ``name`` is a registered reward (``accuracy``, ``format``, a plugin's) or a
+    function given by reference, ``path/to/file.py:function`` or
+    ``package.module:function`` (docs/hooks/rewards.md, "Rewards from a file").
+    """
 
     name: str
     weight: float = 1.0
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The name its metrics are logged under (``reward/<key>``): a reference logs as its function's name."""
+        return self.name.rpartition(":")[2] if ":" in self.name else self.name
 
 
 class RewardsConfig(StrictModel):
@@ -211,10 +224,12 @@ class RewardsConfig(StrictModel):
     def _at_least_one(cls, v: list[RewardTerm]) -> list[RewardTerm]:
         if not v:
             raise ValueError("needs at least one reward term (e.g. {name: accuracy})")
-        names = [t.name for t in v]
+        names = [t.key for t in v]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"reward term(s) listed twice: {dup}")
+            raise ValueError(f"reward term(s) listed twice (or two functions of the same name): {dup}")
+        if "diversity" in names:
+            raise ValueError("'diversity' is R_diversity (eq. 6), set by rewards.diversity_weight, not a term")
         return v
 
 
@@ -330,6 +345,12 @@ class LoggingConfig(StrictModel):
     save_every: int = Field(0, ge=0)
     #: keep this many step checkpoints (the final one is always kept)
     keep_last: int = Field(2, ge=1)
+    #: experiment trackers fed every step's metrics, the config, eval tables, completions and the gallery:
+    #: ``tensorboard`` (built in), ``wandb``, ``mlflow`` (extras of the same names) or a tracker plugin's name
+    trackers: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    #: options per tracker, e.g. ``{wandb: {project: my-project, mode: offline}, mlflow: {tracking_uri: ...}}``
+    tracker_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: ``false`` turns TensorBoard off even when ``trackers`` lists it (a shorthand kept for old configs)
     tensorboard: bool = True
     plots: bool = True
     gallery: bool = True
@@ -339,6 +360,18 @@ class LoggingConfig(StrictModel):
     samples_per_step: int = Field(2, ge=0)
     #: original/synthesized pairs shown per epoch in gallery.html
     gallery_per_epoch: int = Field(12, ge=0)
+
+    @field_validator("trackers")
+    @classmethod
+    def _no_duplicate_trackers(cls, v: list[str]) -> list[str]:
+        dup = sorted({n for n in v if v.count(n) > 1})
+        if dup:
+            raise ValueError(f"tracker(s) listed twice: {dup}")
+        return v
+
+    @property
+    def tensorboard_on(self) -> bool:
+        return self.tensorboard and "tensorboard" in self.trackers
 
 
 class ParallelConfig(StrictModel):
@@ -369,6 +402,9 @@ class TrainConfig(StrictModel):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    #: extra plugin modules for this run: importable module names or paths to ``.py`` files, registered like
+    #: installed plugins (a reward, a task ... without a package); the data server has its own ``plugins:``
+    plugins: list[str] = Field(default_factory=list)
 
     @property
     def response_mode(self) -> Literal["syn", "plain"]:

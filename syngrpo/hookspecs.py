@@ -63,3 +63,8 @@ def register_rollout_engines(register):
 @hookspec
 def register_model_families(register):
     """Register VLM families: ``factory() -> syngrpo.models.family.ModelFamily`` (loading, prompt, box frame)."""
+
+
+@hookspec
+def register_trackers(register):
+    """Register experiment trackers (W&B, MLflow ...): ``factory(**options) -> syngrpo.trackers.Tracker``."""

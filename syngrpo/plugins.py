@@ -40,6 +40,7 @@ KINDS: dict[str, str] = {
     "transports": "register_transports",
     "rollout_engines": "register_rollout_engines",
     "model_families": "register_model_families",
+    "trackers": "register_trackers",
 }
 
 #: singular form used in error messages and config keys
@@ -53,6 +54,7 @@ SINGULAR = {
     "transports": "transport",
     "rollout_engines": "rollout engine",
     "model_families": "model family",
+    "trackers": "tracker",
 }
 
 
@@ -149,6 +151,8 @@ def make_plugin_manager(extra_plugins: Iterable[object] = (), *, autoload: bool 
     if autoload:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for plugin in extra_plugins:
+        if pm.is_registered(plugin):
+            continue  # an installed package's module that its entry point already loaded: one registration
         pm.register(plugin, name=_unique_name(pm, plugin))
     # A misspelt hook implementation (register_task instead of register_tasks) is an error, not a no-op.
     pm.check_pending()
@@ -189,6 +193,90 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
             impl.function(register=register)
         registry.entries[kind] = found
     return registry
+
+
+def load_local_plugins(specs: Iterable[str]) -> list[object]:
+    """The plugin modules a config lists under ``plugins:`` — importable module names or ``.py`` files.
+
+    A file is imported under a private module name (``syngrpo_local_<stem>``) so two
+    files with the same stem in different folders do not collide; its directory is
+    not added to ``sys.path``.  The modules are registered like entry-point plugins
+    (their ``@hookimpl`` functions); errors name the entry and say what to fix.
+    """
+    import importlib
+    from pathlib import Path
+
+    from syngrpo.errors import ConfigError
+
+    modules: list[object] = []
+    for spec in specs:
+        spec = str(spec).strip()
+        if spec.endswith(".py") or "/" in spec or os.sep in spec:
+            path = Path(spec).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"plugins: {spec!r} is not a file (a module name or a path to a .py file)")
+            modules.append(_import_file(path))
+            continue
+        try:
+            modules.append(importlib.import_module(spec))
+        except ImportError as exc:
+            raise ConfigError(f"plugins: cannot import module {spec!r}: {exc}") from exc
+    return modules
+
+
+def _import_file(path: Any) -> Any:
+    """Import a ``.py`` file as a module (cached by its absolute path)."""
+    import hashlib
+    import importlib.util
+
+    from syngrpo.errors import ConfigError
+
+    resolved = path.resolve()
+    name = f"syngrpo_local_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import {str(path)!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ConfigError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def load_callable(ref: str) -> Callable[..., Any]:
+    """The function ``ref`` names: ``path/to/file.py:function`` or ``package.module:function``."""
+    import importlib
+    from pathlib import Path
+
+    from syngrpo.errors import ConfigError
+
+    where, sep, attr = str(ref).rpartition(":")
+    if not sep or not where or not attr.isidentifier():
+        raise ConfigError(f"{ref!r} is not of the form path/to/file.py:function or package.module:function")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{ref!r}: no file {where!r} (paths are relative to the working directory)")
+        module = _import_file(path)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise ConfigError(f"{ref!r}: cannot import module {where!r}: {exc}") from exc
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise ConfigError(f"{ref!r}: {where!r} has no function {attr!r}")
+    return fn
+
+
+def is_callable_ref(name: str) -> bool:
+    """True for ``file.py:function`` / ``module:function`` references (registered names have no colon)."""
+    return ":" in str(name)
 
 
 _DEFAULT: Registry | None = None

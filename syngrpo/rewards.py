@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from syngrpo.response import format_reward
 from syngrpo.types import ParsedResponse, Sample
@@ -118,3 +118,62 @@ class FormatReward(PerResponseReward):
 
     def score(self, response: ParsedResponse, sample: Sample, *, task: Task, frame: ImageTransform | None) -> float:
         return format_reward(response)
+
+
+class ReferencedReward:
+    """A reward function given by reference (``path/to/file.py:function``) instead of a registered name.
+
+    The function has the reward signature ``fn(responses, samples, *, task, frames=None, **options)``
+    and returns one number per response.  The check of its signature happens when the run starts, and
+    every call's result is checked (length, finite numbers), so a bug in the function fails the step
+    that met it with a message that names the function, instead of training on wrong rewards.
+    """
+
+    def __init__(self, ref: str, fn: Callable[..., Sequence[float]], options: dict[str, Any]) -> None:
+        self.ref = ref
+        self.fn = fn
+        self.options = dict(options)
+        self.name = getattr(fn, "__name__", ref)
+        _check_reward_signature(ref, fn, self.options)
+
+    def __call__(self, responses: Sequence[ParsedResponse], samples: Sequence[Sample], *, task: Task,
+                 frames: Sequence[ImageTransform | None] | None = None) -> list[float]:
+        values = self.fn(responses, samples, task=task, frames=frames, **self.options)
+        try:
+            out = [float(v) for v in values]
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"reward {self.ref!r} must return one number per response; got {values!r:.200}") from exc
+        if len(out) != len(responses):
+            raise ValueError(f"reward {self.ref!r} returned {len(out)} values for {len(responses)} responses")
+        bad = [v for v in out if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"reward {self.ref!r} returned non-finite values {bad[:3]}")
+        return out
+
+
+def _check_reward_signature(ref: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Raise :class:`~syngrpo.errors.ConfigError` unless ``fn`` takes the reward call as the trainer makes it."""
+    import inspect
+
+    from syngrpo.errors import ConfigError
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        sig.bind([], [], task=None, frames=None, **options)
+    except TypeError as exc:
+        raise ConfigError(
+            f"reward {ref!r}: its signature {sig} cannot take the reward call "
+            f"fn(responses, samples, *, task, frames=None{''.join(', ' + k + '=...' for k in options)}): {exc}"
+        ) from exc
+
+
+def make_reward(registry: Any, name: str, options: dict[str, Any]) -> Callable[..., list[float]]:
+    """The reward a config's term names: a registered one, or a ``file.py:function`` reference."""
+    from syngrpo.plugins import is_callable_ref, load_callable
+
+    if is_callable_ref(name):
+        return ReferencedReward(name, load_callable(name), options)
+    return registry.create("rewards", name, **options)

@@ -131,8 +131,12 @@ class RunLog:
         plots: bool = True,
         gallery: bool = True,
         gallery_per_epoch: int = 12,
+        trackers: Any = None,
     ) -> None:
         self.dir = Path(run_dir)
+        #: the plugin trackers (W&B, MLflow ...) fed the same records: a :class:`syngrpo.trackers.TrackerSet`
+        self.trackers = trackers
+        self._start_step = start_step
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         self.samples_path = self.dir / "samples.jsonl"
@@ -162,9 +166,13 @@ class RunLog:
         self._plain_progress = progress and self._bar is None
 
     # ---- files --------------------------------------------------------------------------
-    def write_config(self, text: str) -> Path:
+    def write_config(self, text: str, data: Mapping[str, Any] | None = None) -> Path:
+        """config.yaml; ``data`` (the same config as plain data) also starts the trackers' run."""
         path = self.dir / "config.yaml"
         path.write_text(text, encoding="utf-8")
+        if self.trackers:
+            self.trackers.start(run_dir=self.dir, run_name=self.dir.name, config=dict(data or {}),
+                                start_step=self._start_step)
         return path
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
@@ -176,6 +184,8 @@ class RunLog:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._writer.add_scalar(key, value, step)
+        if self.trackers:
+            self.trackers.log_metrics(step, {k: v for k, v in record.items() if k != "step"})
         if self._bar is not None:
             self._bar.update(max(0, step - self._bar.n))
             short = {}
@@ -197,9 +207,20 @@ class RunLog:
 
     def samples(self, step: int, records: Iterable[Mapping[str, Any]]) -> None:
         """Completions with their rewards, to read what the policy writes."""
+        records = [_jsonable(dict(r)) for r in records]
         with self.samples_path.open("a", encoding="utf-8") as f:
             for r in records:
-                f.write(json.dumps({"step": int(step), **_jsonable(dict(r))}) + "\n")
+                f.write(json.dumps({"step": int(step), **r}) + "\n")
+        if self.trackers and records:
+            rows = [[r.get("sample_id"), r.get("problem"), c.get("text"), c.get("reward"), c.get("advantage")]
+                    for r in records for c in r.get("completions", [])]
+            self.trackers.log_table("samples", ["sample_id", "problem", "completion", "reward", "advantage"], rows,
+                                    step)
+
+    def eval_table(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """An evaluation's metrics as a table for the trackers (the files are in ``eval/``)."""
+        if self.trackers:
+            self.trackers.log_table("eval", ["metric", "value"], [[k, v] for k, v in metrics.items()], step)
 
     def message(self, text: str, *, level: int = logging.INFO) -> None:
         """A line for the user (stderr, without breaking the progress bar) and for ``train.log``."""
@@ -230,6 +251,9 @@ class RunLog:
                  "synthesized": syn_thumb.name, "description": description, "generation": generation, "key": key}
         with self.gallery_index.open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
+        if self.trackers:
+            self.trackers.log_images("gallery", [(str(orig_thumb), f"original {origin_id}"),
+                                                 (str(syn_thumb), f"synthesized: {description}")], step)
         return True
 
     def write_gallery(self) -> Path | None:
@@ -274,6 +298,8 @@ class RunLog:
         return write_plots(read_jsonl(self.metrics_path), self.dir / "plots")
 
     def close(self) -> None:
+        if self.trackers:
+            self.trackers.close()
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()

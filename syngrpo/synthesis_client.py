@@ -64,14 +64,6 @@ def job_seed(run_seed: int, step: int, origin_id: str) -> int:
     return zlib.crc32(f"{run_seed}/{step}/{origin_id}".encode()) & 0x7FFFFFFF
 
 
-def foreground_labels(sample: Sample, n_boxes: int) -> list[str]:
-    """One text label per foreground box: object labels when the solution has them, else the question."""
-    solution = sample.solution
-    if isinstance(solution, list) and len(solution) == n_boxes and all(isinstance(o, dict) for o in solution):
-        return [str(o.get("label", "")) for o in solution]
-    return [sample.problem] * n_boxes
-
-
 def _png_bytes(path: str) -> tuple[bytes, int, int]:
     from PIL import Image
 
@@ -146,11 +138,19 @@ class SynthesisClient:
             key=pending.key,
             image_png=png,
             boxes=boxes,  # type: ignore[arg-type]
-            labels=foreground_labels(base, len(boxes)),
+            labels=self._labels_for(base, len(boxes)),
             description=pending.description,
             options=dict(self.cfg.job_options),
             seed=pending.seed,
         )
+
+    def _labels_for(self, sample: Sample, n_boxes: int) -> list[str]:
+        """The task's text label of each foreground box (:meth:`syngrpo.task.Task.foreground_labels`)."""
+        labels = [str(v) for v in self.task.foreground_labels(sample)]
+        if len(labels) != n_boxes:
+            raise ValueError(f"task {self.task.name!r}: foreground_labels gave {len(labels)} labels for "
+                             f"{n_boxes} foreground boxes of sample {sample.id!r}")
+        return labels
 
     def submit(self, step: int, epoch: int, chosen: Sequence[tuple[Sample, str]], report: StepSynthesis) -> list[str]:
         """Send one job per (sample, description) without waiting; returns the keys that went out."""

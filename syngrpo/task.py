@@ -29,7 +29,9 @@ class Task(abc.ABC):
     """
 
     name: ClassVar[str]
-    #: one line shown to the model describing the answer format, e.g. ``[x1, y1, x2, y2]``
+    #: the answer's form in one line, e.g. ``[x1, y1, x2, y2]``.  The core does **not** append it to the
+    #: prompt: a task that wants the model to see it puts it in :meth:`question` (ISR and counting do);
+    #: ``syngrpo.testing`` and the docs read it as the task's description of its answers
     answer_format: ClassVar[str] = ""
 
     # ---- data -------------------------------------------------------------------------
@@ -68,7 +70,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, predictions: Sequence[Any | None], samples: Sequence[Sample], *,
                  frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
-        """Split-level metrics (REC: Acc@0.5; OVD/ISR: mAP, GP, GR ...), values in [0, 1]."""
+        """Split-level metrics (REC: Acc@0.5; OVD/ISR: mAP, GP, GR ...), values in [0, 1].
+
+        Put the task's main metric **first**: the trainer logs it as ``eval/score`` (the
+        first key other than ``format``, ``accuracy_reward`` and ``n``) and plots it; every
+        key is also logged as ``eval/<key>``.
+        """
 
     def format_answer(self, solution: Any) -> str:
         """The label written as the model should answer (SFT targets, contract tests).
@@ -81,6 +88,21 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def foreground_boxes(self, sample: Sample) -> list[Box]:
         """The labelled regions that synthesis must keep pixel-exact."""
+
+    def foreground_labels(self, sample: Sample) -> list[str]:
+        """What the data server is told about each of :meth:`foreground_boxes`, one text label per box.
+
+        Segmenters that take a text prompt and synthesizers that draw matching
+        distractors read these.  The default: each object's ``label`` when the
+        solution is a list of objects with one per box (OVD, ISR), else the
+        question (REC: the referring expression names the one box).  Override it
+        when neither fits, e.g. a counting task whose boxes are all one class.
+        """
+        boxes = self.foreground_boxes(sample)
+        solution = sample.solution
+        if isinstance(solution, list) and len(solution) == len(boxes) and all(isinstance(o, dict) for o in solution):
+            return [str(o.get("label", "")) for o in solution]
+        return [sample.problem] * len(boxes)
 
     @abc.abstractmethod
     def transform_solution(self, solution: Any, transform: ImageTransform) -> Any:

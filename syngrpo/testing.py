@@ -68,7 +68,8 @@ def registry_with(*plugins: object, autoload: bool = False) -> Registry:
 
     With ``autoload=True`` the installed entry points load too (so a test can
     check that a plugin's names do not clash with installed ones); a plugin
-    object that an entry point also loads cannot be registered twice.
+    module that an installed entry point already loaded is registered once, so the
+    same test passes whether or not the plugin's package is installed.
     """
     return build_registry(make_plugin_manager(plugins, autoload=autoload))
 
@@ -127,7 +128,7 @@ def check_task_contract(
     2. ``save`` then ``load`` gives the samples back (skipped, and reported, when the task does not
        implement ``save``).
     3. ``question`` is a non-empty string; ``class_names`` a list of strings; ``foreground_boxes``
-       valid boxes inside the image.
+       valid boxes inside the image; ``foreground_labels`` one non-empty string per foreground box.
     4. Each reference answer, written in the answer format (:func:`render_answer`) and read back
        with ``parse_answer``, scores ``accuracy`` 1.0, also when the model saw a resized image and
        the ``frame`` maps its answer back; ``accuracy(None)`` is 0.
@@ -198,10 +199,17 @@ def check_task_contract(
             inside = valid_box(box) and box[0] >= 0 and box[1] >= 0 and box[2] <= s.width and box[3] <= s.height
             if not inside:
                 _fail(task, "foreground_boxes", f"{box!r} of {s.id!r} is not a valid box inside the image")
+        labels_of = getattr(task, "foreground_labels", None)
+        if callable(labels_of):
+            labels = labels_of(s)
+            n_boxes = len(task.foreground_boxes(s))
+            if (not isinstance(labels, list) or len(labels) != n_boxes
+                    or not all(isinstance(t, str) and t.strip() for t in labels)):
+                _fail(task, "foreground_labels", f"expected {n_boxes} non-empty strings for {s.id!r}, got {labels!r}")
     names = task.class_names()
     if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
         _fail(task, "class_names", f"expected a list of strings, got {names!r}")
-    report.checked.append("question/class_names/foreground_boxes")
+    report.checked.append("question/class_names/foreground_boxes/foreground_labels")
 
     # 4. reference answers score 1.0, also through a resized frame
     perfect = []

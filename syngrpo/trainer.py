@@ -46,6 +46,7 @@ from syngrpo.evaluate import EvalResult, build_prompts, evaluate_policy, load_rg
 from syngrpo.parallel import Parallel
 from syngrpo.pool import DataPool
 from syngrpo.response import parse_response
+from syngrpo.rewards import make_reward
 from syngrpo.runlog import RunLog
 from syngrpo.synthesis_client import StepSynthesis, SynthesisClient
 from syngrpo.types import Sample
@@ -94,6 +95,10 @@ def load_split(cfg: TrainConfig, task: Any, split: str, run_dir: str | Path, *, 
     """The ``train`` or ``eval`` samples a config names: a dataset file, or toy data drawn into the run dir."""
     path = cfg.data.train if split == "train" else (cfg.eval.split or cfg.data.eval)
     if path:
+        from syngrpo.hfdata import is_dataset_source, materialize
+
+        if is_dataset_source(path):  # Hugging Face datasets: rows -> the task's own records, images as files
+            path = str(materialize(path, Path(run_dir) / "data" / "hf" / subdir / split, columns=cfg.data.columns))
         samples = task.load(path, image_root=cfg.data.image_root)
     else:
         toy = cfg.data.toy
@@ -184,8 +189,8 @@ class Trainer:
         parts: dict[str, list[float]] = {}
         raw: dict[str, list[float]] = {}
         for term, fn in self.reward_fns:
-            raw[term.name] = [float(v) for v in fn(parsed, row_samples, task=task, frames=row_frames)]
-            parts[term.name] = [term.weight * v for v in raw[term.name]]
+            raw[term.key] = [float(v) for v in fn(parsed, row_samples, task=task, frames=row_frames)]
+            parts[term.key] = [term.weight * v for v in raw[term.key]]
         # V(q) is the spread of R_acc (eq. 4), needed even when accuracy is not a reward term
         acc = raw["accuracy"] if "accuracy" in raw else self.accuracy_fn(parsed, row_samples, task=task,
                                                                           frames=row_frames)
@@ -401,9 +406,10 @@ class Trainer:
     @property
     def registry(self) -> Any:
         if self._registry is None:
-            from syngrpo.plugins import get_registry
+            from syngrpo.plugins import get_registry, load_local_plugins
 
-            self._registry = get_registry()
+            local = load_local_plugins(self.cfg.plugins)  # the config's own plugin modules / files
+            self._registry = get_registry(local) if local else get_registry()
         return self._registry
 
     @property
@@ -439,6 +445,12 @@ class Trainer:
         if self.par.sharded and (cfg.model.lora.enabled or self.precision.compute == torch.float16):
             raise ConfigError("parallel.strategy fsdp supports full fine-tuning in float32 or bfloat16; "
                               "turn model.lora off or use model.dtype: bfloat16 (or parallel.strategy: ddp)")
+
+        # trackers first: a missing extra (wandb, mlflow) is an error before any model loads
+        from syngrpo.trackers import build_trackers
+
+        self._trackers = (build_trackers(self.registry, cfg.logging.trackers, cfg.logging.tracker_options)
+                          if self.par.is_main else None)
 
         # only rank 0 reads the checkpoint; the other ranks receive what they need from it by broadcast
         ckpt = None
@@ -497,7 +509,7 @@ class Trainer:
         # --- plugins: rollout engine, rewards, advantages, policy loss ---
         self.engine = self.registry.create("rollout_engines", cfg.rollout.engine, bundle=self.bundle,
                                            **cfg.rollout.engine_options)
-        self.reward_fns = [(t, self.registry.create("rewards", t.name, **t.options)) for t in cfg.rewards.terms]
+        self.reward_fns = [(t, make_reward(self.registry, t.name, t.options)) for t in cfg.rewards.terms]
         self.accuracy_fn = None
         if all(t.name != "accuracy" for t in cfg.rewards.terms):
             self.accuracy_fn = self.registry.create("rewards", "accuracy")
@@ -545,10 +557,10 @@ class Trainer:
         # --- run directory (rank 0) ---
         if self.par.is_main:
             self.runlog = RunLog(self.run_dir, total_steps=self.total_steps, start_step=self.step,
-                                 tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress,
+                                 tensorboard=cfg.logging.tensorboard_on, progress=cfg.logging.progress,
                                  plots=cfg.logging.plots, gallery=cfg.logging.gallery,
-                                 gallery_per_epoch=cfg.logging.gallery_per_epoch)
-            self.runlog.write_config(dump_config(cfg))
+                                 gallery_per_epoch=cfg.logging.gallery_per_epoch, trackers=self._trackers)
+            self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
         if self._sft_summary:
             self._message(self._sft_summary)
         if ckpt is not None:
@@ -730,6 +742,7 @@ class Trainer:
                      info={"task": cfg.data.task, "split": cfg.eval.split or cfg.data.eval or "toy", "step": step})
         self._last_eval = result
         if self.runlog is not None:
+            self.runlog.eval_table(step, result.metrics)
             head = result.headline
             self.runlog.message(f"eval at step {step}: " + (f"{head[0]} = {head[1]:.4f}" if head else "no metric"))
         return result

@@ -245,6 +245,15 @@ class RecTask(Task):
         box = as_box(sample.solution)
         return [box] if box is not None else []
 
+    def foreground_labels(self, sample: Sample) -> list[str]:
+        """Each toy object's own label ("red circle"); for one target box, the referring expression."""
+        objects = sample.meta.get("objects")
+        boxes = self.foreground_boxes(sample)
+        if isinstance(objects, list) and len(objects) == len(boxes) and all(
+                isinstance(o, dict) and o.get("label") for o in objects):
+            return [str(o["label"]) for o in objects]
+        return [sample.problem] * len(boxes)
+
     def transform_solution(self, solution: Any, transform: ImageTransform) -> list[float]:
         """The box after the image went through ``transform`` (clipped to the new frame)."""
         return [float(v) for v in transform.box(solution)]

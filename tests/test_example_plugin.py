@@ -46,3 +46,22 @@ def test_plugins_cli_lists_the_builtin_tasks_and_the_example_task():
     tasks = {e["name"]: e["distribution"] for e in json.loads(out.stdout)["tasks"]}
     assert tasks.get("counting") == "syngrpo-counting"
     assert {"rec", "ovd", "isr"} <= set(tasks), tasks
+
+
+def test_registry_with_autoload_accepts_a_plugin_its_entry_point_already_loaded():
+    """docs/extending.md's test snippet works whether or not the plugin's package is installed."""
+    from syngrpo_counting import plugin
+
+    from syngrpo.testing import registry_with
+
+    registry = registry_with(plugin, autoload=True)
+    assert registry.get("tasks", "counting").distribution == "syngrpo-counting"
+    assert {"rec", "counting"} <= set(registry.names("tasks"))
+
+
+def test_counting_tells_the_data_server_the_shape_of_each_kept_box(tmp_path):
+    task = get_registry(refresh=True).create("tasks", "counting")
+    sample = task.make_toy_dataset(tmp_path, n=1, seed=3)[0]
+    labels = task.foreground_labels(sample)
+    assert labels == [sample.meta["shape"]] * len(task.foreground_boxes(sample))
+    assert all(label != task.question(sample) for label in labels)

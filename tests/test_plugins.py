@@ -12,6 +12,7 @@ import pytest
 from syngrpo.errors import DuplicateNameError, UnknownPluginError
 from syngrpo.hookspecs import hookimpl
 from syngrpo.plugins import KINDS, build_registry, get_registry, make_plugin_manager
+from syngrpo.testing import registry_with
 
 
 class _TaskA:
@@ -116,3 +117,30 @@ def test_importing_the_cli_pulls_in_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_plugins_listing_keeps_whole_descriptions_when_piped(capsys):
+    from syngrpo.cli import main
+
+    long = "a description much longer than sixty characters, " * 3
+    registry = registry_with(_LongDescriptionPlugin(long))
+    from syngrpo import plugins as plugins_module
+
+    saved = plugins_module._DEFAULT
+    plugins_module._DEFAULT = registry
+    try:
+        assert main(["plugins"]) == 0
+        assert main(["plugins", "--wide"]) == 0
+    finally:
+        plugins_module._DEFAULT = saved
+    out = capsys.readouterr().out
+    assert out.count(long.strip()) == 2  # captured output is not a terminal: nothing cut
+
+
+class _LongDescriptionPlugin:
+    def __init__(self, text):
+        self.text = text
+
+    @hookimpl
+    def register_rewards(self, register):
+        register("wordy", lambda **o: None, description=self.text.strip())

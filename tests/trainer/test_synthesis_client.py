@@ -50,3 +50,38 @@ def test_accepted_jobs_come_back_into_the_pool(tmp_path, toy):
         client.close()
     assert len(keys) == 3 and report.done == 3 and report.failed == 0
     assert client.pool.synthesized_fraction() == 1.0
+
+
+def test_jobs_carry_the_labels_the_task_chooses(tmp_path, toy):
+    """``Task.foreground_labels`` decides what the data server is told about each kept box."""
+    task, samples = toy
+    objects = samples[0].meta["objects"]  # REC toy: every drawn object is kept, each told by its own label
+    assert task.foreground_labels(samples[0]) == [o["label"] for o in objects] and len(objects) > 1
+
+    class Relabelled(type(task)):
+        def foreground_labels(self, sample):
+            return ["the kept object"] * len(self.foreground_boxes(sample))
+
+    client = _client(tmp_path, Relabelled(), samples, "sync")
+    try:
+        report = StepSynthesis()
+        client.submit(1, 0, [(samples[0], "a brick wall")], report)
+        pending = next(iter(client.pool.in_flight.values()))
+        assert client._job_for(pending).labels == ["the kept object"] * len(objects)
+    finally:
+        client.close()
+
+
+def test_a_task_giving_the_wrong_number_of_labels_is_an_error_naming_it(tmp_path, toy):
+    task, samples = toy
+
+    class Broken(type(task)):
+        def foreground_labels(self, sample):
+            return []
+
+    client = _client(tmp_path, Broken(), samples, "sync")
+    try:
+        with pytest.raises(ValueError, match="foreground_labels gave 0 labels for 1"):
+            client._labels_for(samples[0], 1)
+    finally:
+        client.close()

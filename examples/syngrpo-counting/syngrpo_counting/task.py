@@ -201,6 +201,10 @@ class CountingTask(Task):
         return [tuple(float(v) for v in o["bbox_2d"]) for o in sample.meta.get("objects", [])  # type: ignore[misc]
                 if o.get("shape") == shape and valid_box(o.get("bbox_2d"))]
 
+    def foreground_labels(self, sample: Sample) -> list[str]:
+        """Each kept box is one counted shape: tell the data server the shape, not the whole question."""
+        return [str(sample.meta.get("shape", "object"))] * len(self.foreground_boxes(sample))
+
     def transform_solution(self, solution: Any, transform: ImageTransform) -> Any:
         """A count does not change when the image is resized, padded or pasted; crops go through
         :meth:`transform_sample`, which can see the objects."""

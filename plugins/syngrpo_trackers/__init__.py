@@ -1,0 +1,1 @@
+"""Experiment trackers for syngrpo: Weights & Biases and MLflow (extras ``wandb`` and ``mlflow``)."""
