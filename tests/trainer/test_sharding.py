@@ -96,7 +96,7 @@ def test_fsdp_with_lora_is_refused_before_any_model_loads(tiny_policy_dir, tmp_p
     from syngrpo.errors import ConfigError
 
     cfg = config_for(tiny_policy_dir, "parallel.strategy=fsdp", "model.lora.enabled=true", "parallel.timeout=60")
-    with Trainer(cfg, tmp_path, registry=registry) as trainer, pytest.raises(ConfigError, match="lora"):
+    with Trainer(cfg, tmp_path, registry=registry) as trainer, pytest.raises(ConfigError, match="fsdp .*lora"):
         trainer.setup()
 
 
