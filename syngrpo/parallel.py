@@ -231,10 +231,8 @@ class Parallel:
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        if self.is_main and state is not None and state.get("state") and isinstance(next(iter(state["state"])), int):
-            raise ValueError("this checkpoint's optimizer state is keyed by position (an older syngrpo); "
-                             "resume it in one process")
-        set_optimizer_state_dict(model, optimizer, (state or {}) if self.is_main else {},
+        full = _names_for_positions(model, optimizer, state) if self.is_main and state is not None else {}
+        set_optimizer_state_dict(model, optimizer, full,
                                  options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
     def broadcast_weights(self, model: Any) -> None:
@@ -255,7 +253,7 @@ class Parallel:
             dist.barrier()
 
     def close(self) -> None:
-        if self.enabled and self.owns_group:
+        if self.owns_group:
             import torch.distributed as dist
 
             if dist.is_initialized():
@@ -322,12 +320,19 @@ def state_bytes(model: Any, optimizer: Any) -> dict[str, int]:
 
 def optimizer_state_by_name(model: Any, optimizer: Any) -> dict[str, Any]:
     """``optimizer.state_dict()`` with parameter names in place of positions (the FSDP full-state format)."""
+    return _names_for_positions(model, optimizer, optimizer.state_dict())
+
+
+def _names_for_positions(model: Any, optimizer: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """A state keyed by position (checkpoints of older syngrpo versions) keyed by parameter name instead."""
+    groups = state.get("param_groups") or []
+    if not any(isinstance(i, int) for g in groups for i in g["params"]):
+        return state
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    sd = optimizer.state_dict()
     return {
-        "state": {order[i]: v for i, v in sd["state"].items()},
-        "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in sd["param_groups"]],
+        "state": {order[i]: v for i, v in state["state"].items()},
+        "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in state["param_groups"]],
     }
 
 
@@ -335,8 +340,8 @@ def load_optimizer_state_by_name(model: Any, optimizer: Any, state: dict[str, An
     """The inverse of :func:`optimizer_state_by_name` (a state keyed by position loads as it is)."""
     if state is None:
         return
-    if state.get("state") and isinstance(next(iter(state["state"])), int):
-        optimizer.load_state_dict(state)
+    if any(isinstance(i, int) for g in state.get("param_groups") or [] for i in g["params"]):
+        optimizer.load_state_dict(state)  # keyed by position (older checkpoints)
         return
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]

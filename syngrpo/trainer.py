@@ -583,8 +583,14 @@ class Trainer:
 
     def sampling(self) -> contextlib.AbstractContextManager[Any]:
         """Where rollouts and evaluation run: the whole policy on every rank (FSDP gathers its shards; a
-        collective) and the compute dtype (autocast over the float32 masters; see precision.py)."""
+        collective) and the compute dtype (autocast over the float32 masters; see precision.py).
+
+        Only for an engine that samples the policy module itself (``hf``); one that holds its own
+        weights (``samples_from_policy = False``, vLLM) gets them through ``sync_weights``.
+        """
         stack = contextlib.ExitStack()
+        if not getattr(self.engine, "samples_from_policy", True):
+            return stack
         stack.enter_context(self.par.full_weights(self.bundle.model))
         stack.enter_context(self.precision.autocast())
         return stack

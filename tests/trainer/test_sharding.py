@@ -96,5 +96,27 @@ def test_fsdp_with_lora_is_refused_before_any_model_loads(tiny_policy_dir, tmp_p
     from syngrpo.errors import ConfigError
 
     cfg = config_for(tiny_policy_dir, "parallel.strategy=fsdp", "model.lora.enabled=true", "parallel.timeout=60")
-    with Trainer(cfg, tmp_path, registry=registry) as trainer, pytest.raises(ConfigError, match="lora"):
+    with Trainer(cfg, tmp_path, registry=registry) as trainer, pytest.raises(ConfigError, match="fsdp .*lora"):
         trainer.setup()
+
+
+def test_optimizer_state_is_saved_by_name_and_an_older_positional_state_still_loads():
+    from syngrpo.parallel import load_optimizer_state_by_name, optimizer_state_by_name
+
+    def trained():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model(torch.randn(5, 3)).sum().backward()
+        optimizer.step()
+        return model, optimizer
+
+    model, optimizer = trained()
+    by_name = optimizer_state_by_name(model, optimizer)
+    assert set(by_name["state"]) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+    for state in (by_name, optimizer.state_dict()):  # by name, and keyed by position as before
+        fresh_model, _ = trained()
+        fresh = torch.optim.AdamW(fresh_model.parameters(), lr=1e-3)
+        load_optimizer_state_by_name(fresh_model, fresh, state)
+        for p, q in zip(optimizer.param_groups[0]["params"], fresh.param_groups[0]["params"], strict=True):
+            assert torch.equal(optimizer.state[p]["exp_avg_sq"], fresh.state[q]["exp_avg_sq"])
