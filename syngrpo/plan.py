@@ -326,7 +326,8 @@ def plan_config(cfg: Any, *, gpus: int = 1, gpu_memory_gib: float = 80.0, strate
     from syngrpo.models.architecture import load_architecture
 
     arch = load_architecture(cfg.model.policy, tiny_options=cfg.model.tiny_options,
-                             tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None)
+                             tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None,
+                             tiny_family=cfg.model.tiny_family())
     inp = PlanInputs.from_config(cfg, gpus=gpus, gpu_memory_gib=gpu_memory_gib, prompt_tokens=prompt_tokens)
     return plan_memory(arch, inp, strategy=strategy)
 

@@ -73,6 +73,9 @@ class VLLMRolloutEngine:
     """
 
     name = "vllm"
+    #: vLLM samples from its own weights (synced module by module in :meth:`sync_weights`): the trainer must
+    #: not gather the FSDP shards around a rollout for it
+    samples_from_policy = False
 
     def __init__(self, bundle: PolicyBundle | None = None, *, model: str | None = None,
                  gpu_memory_utilization: float = 0.3, max_model_len: int | None = None, dtype: str = "auto",

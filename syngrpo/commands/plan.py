@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--gpu-memory must be positive, got {args.gpu_memory}")
     cfg = load_config(TrainConfig, args.config or QUICKSTART_CONFIG, args.overrides)
     arch = load_architecture(cfg.model.policy, tiny_options=cfg.model.tiny_options,
-                             tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None)
+                             tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None,
+                             tiny_family=cfg.model.tiny_family())
     inp = PlanInputs.from_config(cfg, gpus=args.gpus, gpu_memory_gib=args.gpu_memory,
                                  prompt_tokens=args.prompt_tokens or DEFAULT_PROMPT_TOKENS)
     chosen = plan_memory(arch, inp)

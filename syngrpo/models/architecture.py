@@ -139,15 +139,15 @@ def architecture_from_config(config: Any, *, name: str, source: str, default_max
     )
 
 
-def load_architecture(policy: str, *, tiny_options: dict[str, Any] | None = None, tiny_dir: Path | None = None
-                      ) -> Architecture:
+def load_architecture(policy: str, *, tiny_options: dict[str, Any] | None = None, tiny_dir: Path | None = None,
+                      tiny_family: str | None = None) -> Architecture:
     """The architecture of ``model.policy`` (hub id, local directory or ``tiny``); see the module doc."""
     from transformers import AutoConfig
 
     if policy == "tiny":
         if tiny_dir is not None and (tiny_dir / "config.json").is_file():
             return _from_directory(tiny_dir, name="tiny", source=f"tiny policy at {tiny_dir}")
-        return _tiny(dict(tiny_options or {}))
+        return _tiny(dict(tiny_options or {}), tiny_family)
     if policy in SHIPPED:
         data = json.loads((ARCHITECTURES_DIR / SHIPPED[policy]).read_text(encoding="utf-8"))
         config = AutoConfig.for_model(data.pop("model_type"), **data)
@@ -186,18 +186,26 @@ def _dir_max_pixels(path: Path) -> int | None:
     return int(value) if value else None
 
 
-def _tiny(options: dict[str, Any]) -> Architecture:
-    """The tiny builder's architecture for these options (tokenizer trained here, ~10 ms; no weights)."""
-    from syngrpo.models.tiny_policy import _model_config, build_tokenizer
+def _tiny(options: dict[str, Any], family: str | None = None) -> Architecture:
+    """The tiny builder's architecture for these options: the family builds it into a scratch folder (~1 s,
+    a few hundred thousand random weights), and its saved config is read like any local directory."""
+    import tempfile
 
-    keys = {"text_hidden": 64, "layers": 2, "vision_hidden": 32, "vision_depth": 2, "vocab_size": 640,
-            "arch": "qwen2_5_vl", "max_pixels": 448 * 448}
-    unknown = sorted(set(options) - set(keys) - {"seed"})
-    if unknown:
-        raise ConfigError(f"model.tiny_options: unknown key(s) {unknown}; known: {sorted(keys)}")
-    opts = {**keys, **options}
-    tokenizer = build_tokenizer(int(opts["vocab_size"]))
-    config = _model_config(opts["arch"], tokenizer, text_hidden=int(opts["text_hidden"]), layers=int(opts["layers"]),
-                           vision_hidden=int(opts["vision_hidden"]), vision_depth=int(opts["vision_depth"]))
-    return architecture_from_config(config, name="tiny", source="the tiny builder's options",
-                                    default_max_pixels=int(opts["max_pixels"]))
+    from syngrpo.models.family import DEFAULT_TINY_FAMILY, get_family
+
+    opts = dict(options)
+    max_pixels = int(opts.pop("max_pixels", 448 * 448))
+    name = family or opts.pop("arch", None) or DEFAULT_TINY_FAMILY
+    opts.pop("arch", None)
+    seed = int(opts.pop("seed", 0))
+    with tempfile.TemporaryDirectory(prefix="syngrpo-plan-tiny-") as tmp:
+        try:
+            path = Path(get_family(name).build_tiny(Path(tmp) / "policy", seed=seed, **opts))
+        except TypeError as exc:
+            raise ConfigError(f"model.tiny_options: {exc}") from exc
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.for_model(config.pop("model_type"), **config)
+    return architecture_from_config(model_config, name="tiny", source=f"the tiny {name} builder's options",
+                                    default_max_pixels=max_pixels)

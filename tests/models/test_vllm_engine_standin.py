@@ -205,3 +205,10 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     fsdp_worker(args.model, args.out)
+
+
+def test_the_vllm_engine_says_it_samples_from_its_own_weights():
+    """Under FSDP the trainer gathers every shard around a rollout only for engines that sample from the policy."""
+    from syngrpo_vllm.engine import VLLMRolloutEngine
+
+    assert VLLMRolloutEngine.samples_from_policy is False
