@@ -97,41 +97,50 @@ def sizes(smoke: bool) -> dict[str, Any]:
 
 
 def build_policy(out: Path, size: dict[str, Any]) -> Path:
-    """A random policy directory: the architecture's config with the tiny tokenizer's special-token ids."""
+    """A random policy directory: the architecture's config with the tiny Qwen2.5-VL tokenizer's special-token ids.
+
+    The tokenizer and processor come from the ``qwen2_5_vl`` family's own tiny builder (trained locally, no
+    download); at real size the model is the shipped architecture, built with random weights where it runs.
+    """
+    import shutil
+
     import torch
-    from transformers import AutoConfig, GenerationConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import AutoConfig, GenerationConfig
 
     from syngrpo.models.architecture import ARCHITECTURES_DIR, SHIPPED
-    from syngrpo.models.processing import ImageOnlyQwenVLProcessor
-    from syngrpo.models.tiny_policy import CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, _model_config, build_tokenizer
+    from syngrpo.models.family import get_family
 
-    tokenizer = build_tokenizer(640)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    family = get_family("qwen2_5_vl")
+    tiny = Path(family.build_tiny(out.parent / f"{out.name}-tiny", seed=0))
     if not size["real"]:
-        config = _model_config("qwen2_5_vl", tokenizer, text_hidden=64, layers=2, vision_hidden=32, vision_depth=2)
-    else:
-        data = json.loads((ARCHITECTURES_DIR / SHIPPED[size["policy"]]).read_text(encoding="utf-8"))
-        data.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                    vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-                    vision_token_id=ids["<|vision_pad|>"], bos_token_id=ids["<|endoftext|>"],
-                    eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-        config = AutoConfig.for_model(data.pop("model_type"), **data)
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.move(str(tiny), str(out))
+        return out
+    processor = family.load_processor(tiny)
+    tokenizer = processor.tokenizer
+    special = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+               "<|endoftext|>", "<|im_end|>")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in special}
+    data = json.loads((ARCHITECTURES_DIR / SHIPPED[size["policy"]]).read_text(encoding="utf-8"))
+    data.update(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+                vision_token_id=ids["<|vision_pad|>"], bos_token_id=ids["<|endoftext|>"],
+                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    config = AutoConfig.for_model(data.pop("model_type"), **data)
     assert max(ids.values()) < config.text_config.vocab_size
     torch.manual_seed(0)
     with torch.device(size["device"]):  # built where it runs: a 3B random init on a CPU takes minutes
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16
-                                                               if size["device"] == "cuda" else torch.float32)
+        model = family.model_class()._from_config(config, dtype=torch.bfloat16
+                                                  if size["device"] == "cuda" else torch.float32)
     model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
                                                eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]])
     model.save_pretrained(out)
     del model
     if size["device"] == "cuda":
         torch.cuda.empty_cache()
-    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": size["max_pixels"]},
-                                               patch_size=14, temporal_patch_size=2, merge_size=2)
-    ImageOnlyQwenVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                             chat_template=CHAT_TEMPLATE).save_pretrained(out)
+    processor.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": size["max_pixels"]}
+    processor.save_pretrained(out)
+    shutil.rmtree(tiny, ignore_errors=True)
     return out
 
 
