@@ -51,6 +51,19 @@ class Task(abc.ABC):
     def question(self, sample: Sample) -> str:
         """The task part of the prompt (the core adds the response-format instructions)."""
 
+    def answer_text(self, response: Any, *, whole_text_fallback: bool = False) -> str | None:
+        """The part of a parsed completion (:class:`~syngrpo.types.ParsedResponse`) that
+        :meth:`parse_answer` reads: by default the first ``<answer>`` block's content.
+
+        ``whole_text_fallback`` (``syngrpo eval``) reads the whole completion when there is no
+        answer block.  A task whose metric profile prescribes which block counts (REC/OVD
+        ``profile: vlmr1``) overrides this and ignores the fallback.
+        """
+        answer = getattr(response, "answer", None)
+        if answer is None and whole_text_fallback:
+            return getattr(response, "text", None)
+        return answer
+
     @abc.abstractmethod
     def parse_answer(self, text: str | None) -> Any | None:
         """The prediction inside ``<answer>``, or ``None`` when it cannot be read. Never raises."""
