@@ -48,6 +48,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "syn_grpo": {"synthesis": {"mode": "sync", "description_selection": "diversity"}},
     "grpo_entropy": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
                      "algorithm": {"policy_loss": {"name": "entropy_loss"}}},
+    "grpo_entropy_adv": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
+                         "algorithm": {"policy_loss": {"name": "entropy_advantage"}}},
 }
 #: row labels of the table, in the paper's words
 ARM_LABELS = {
@@ -55,6 +57,7 @@ ARM_LABELS = {
     "syn_grpo_no_div": "Syn-GRPO w/o R_diversity",
     "syn_grpo": "Syn-GRPO",
     "grpo_entropy": "GRPO + Entropy Loss",
+    "grpo_entropy_adv": "GRPO + Entropy Adv.",
 }
 SPLITS = ("val", "test_id", "test_ood")
 SPLIT_LABELS = {"val": "Validation (train style)", "test_id": "In-domain test", "test_ood": "Out-of-domain test"}
