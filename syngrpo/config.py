@@ -327,6 +327,29 @@ class LoggingConfig(StrictModel):
     gallery_per_epoch: int = Field(12, ge=0)
 
 
+class OfflineConfig(StrictModel):
+    """``syngrpo synth --offline``: the "GRPO + Offline Generation" baseline's data (Table 1).
+
+    Descriptions are written before training by a describer plugin, the images synthesized through
+    the data server named in ``synthesis`` (its ``transport``/``servers``, whatever ``synthesis.mode``
+    says), and originals + synthesized samples written as one dataset file for plain GRPO.
+    """
+
+    #: describer plugin (``register_describers``): ``openai``, ``template``, ``policy``, ...
+    describer: str = "template"
+    describer_options: dict[str, Any] = Field(default_factory=dict)
+    #: synthesized images per original (``--variants`` overrides it)
+    variants: int = Field(1, ge=1)
+    #: the originals' dataset file; ``null``: ``data.train``
+    data: str | None = None
+    #: where the originals' relative image paths start; ``null``: ``data.image_root``
+    image_root: str | None = None
+    #: originals drawn at random (seed ``seed``); ``null``: ``data.max_train_samples``
+    max_samples: int | None = Field(None, ge=1)
+    #: how long to wait for all images once every job is submitted
+    timeout_s: float = Field(3600.0, gt=0.0)
+
+
 class TrainConfig(StrictModel):
     """Everything one ``syngrpo train`` run needs."""
 
@@ -341,6 +364,7 @@ class TrainConfig(StrictModel):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
 
     @property
     def response_mode(self) -> Literal["syn", "plain"]:

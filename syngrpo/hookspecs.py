@@ -58,3 +58,8 @@ def register_transports(register):
 @hookspec
 def register_rollout_engines(register):
     """Register rollout engines (sampling G responses): ``factory(**options) -> RolloutEngine``."""
+
+
+@hookspec
+def register_describers(register):
+    """Register describers (image descriptions written before training): ``factory(**options) -> Describer``."""

@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "segmenters": "register_segmenters",
     "transports": "register_transports",
     "rollout_engines": "register_rollout_engines",
+    "describers": "register_describers",
 }
 
 #: singular form used in error messages and config keys
@@ -51,6 +52,7 @@ SINGULAR = {
     "segmenters": "segmenter",
     "transports": "transport",
     "rollout_engines": "rollout engine",
+    "describers": "describer",
 }
 
 

@@ -38,6 +38,8 @@ def _comparable(cfg) -> dict:
     d["algorithm"].pop("policy_loss")
     d["data"].pop("train")
     d["data"].pop("max_train_samples")
+    d["data"].pop("image_root")  # the offline file's image paths are absolute or relative to it
+    d.pop("offline")
     return d
 
 
@@ -51,6 +53,11 @@ def test_the_rows_differ_only_where_the_method_does():
         assert cfgs[name].synthesis.mode == "off" and cfgs[name].response_mode == "plain", name
     assert [cfgs[n].algorithm.policy_loss.name for n in plain] == ["grpo", "entropy_loss", "entropy_advantage", "grpo"]
     assert cfgs["grpo_offline"].data.train != cfgs["grpo"].data.train
+    # its originals are the other rows' training data, drawn the same way
+    off = cfgs["grpo_offline"].offline
+    assert (off.data, off.image_root, off.max_samples) == (cfgs["grpo"].data.train, cfgs["grpo"].data.image_root,
+                                                            cfgs["grpo"].data.max_train_samples)
+    assert off.describer == "openai" and off.describer_options["model"] == "gpt-4o"
     assert cfgs["syn_grpo"].synthesis.description_selection == "diversity"
     assert cfgs["syn_grpo"].rewards.diversity_weight == 1.0
     # the full method equals the paper config the README points at
