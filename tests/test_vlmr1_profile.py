@@ -238,3 +238,160 @@ def test_ovd_never_raises_and_stays_in_range(items, empty_gt, two_blocks):
     assert 0.0 <= value <= 1.0
     metrics = OVD.evaluate([OVD.parse_answer(OVD.answer_text(parse_response(text, "plain")))], [sample])
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+# ---- randomised agreement with VLM-R1's rules run on pycocotools ------------------------------
+
+
+def _vlmr1_by_its_rules(content: str, gts: list[dict]) -> float:
+    """VLM-R1's OVD-with-length reward restated from its rules (regexes, json.loads, pycocotools), as a
+    reference independent of syngrpo's parsing and AP code."""
+    import contextlib
+    import io
+    import re
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    blocks = re.findall(r"<answer>(.*?)</answer>", content, re.DOTALL)
+    if not blocks:
+        return 0.0
+    fences = re.findall(r"```json(.*?)```", blocks[-1].strip(), re.DOTALL)
+    preds: list = []
+    if fences:
+        try:
+            preds = [item for item in json.loads(fences[-1].strip())]
+        except Exception:  # noqa: BLE001 - VLM-R1 catches everything here
+            preds = []
+    if not preds and not gts:
+        return 1.0
+    if not preds or not gts:
+        return 0.0
+    cats: dict[str, int] = {}
+    anns = []
+    for i, g in enumerate(gts):
+        cats.setdefault(g["label"], len(cats))
+        x1, y1, x2, y2 = g["bbox_2d"]
+        anns.append({"id": i + 1, "image_id": 0, "category_id": cats[g["label"]], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                     "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    dets = []
+    for p in preds:
+        try:
+            b = p["bbox_2d"]
+            dets.append({"image_id": 0, "category_id": cats[p["label"]], "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                         "score": 1.0})
+        except Exception:  # noqa: BLE001 - VLM-R1 drops any item it cannot read
+            pass
+    if not dets:
+        return 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": [{"id": 0}], "annotations": anns,
+                           "categories": [{"id": v, "name": k} for k, v in cats.items()]}
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    length = 1.0 if len(gts) >= len(preds) else len(gts) / len(preds)
+    return float(ev.stats[0]) * length
+
+
+def _random_case(rng):
+    import random as _random
+
+    assert isinstance(rng, _random.Random)
+    labels = ["cat", "dog", "Cat", "traffic light"]
+    gts = []
+    for _ in range(rng.randint(0, 4)):
+        x, y = rng.randint(0, 150), rng.randint(0, 150)
+        gts.append({"bbox_2d": [float(x), float(y), float(x + rng.randint(5, 50)), float(y + rng.randint(5, 50))],
+                    "label": rng.choice(labels)})
+    preds: list = []
+    for _ in range(rng.randint(0, 6)):
+        roll = rng.random()
+        if gts and roll < 0.6:  # near a ground truth, maybe with a case-changed or wrong label
+            g = rng.choice(gts)
+            box = [v + rng.uniform(-6, 6) for v in g["bbox_2d"]]
+            label = g["label"] if rng.random() < 0.7 else rng.choice(labels + ["bird", g["label"].upper()])
+            preds.append({"bbox_2d": [round(v, rng.choice([0, 1, 3])) for v in box], "label": label})
+        elif roll < 0.8:  # anywhere, possibly past the image's edge
+            x, y = rng.uniform(-20, 220), rng.uniform(-20, 220)
+            preds.append({"bbox_2d": [x, y, x + rng.uniform(1, 60), y + rng.uniform(1, 60)], "label": rng.choice(labels)})
+        else:  # malformed items VLM-R1 drops but counts
+            preds.append(rng.choice([{"label": "cat"}, {"bbox_2d": [1, 2, 3], "label": "cat"}, "cat", 3,
+                                     {"bbox_2d": ["1", 2, 3, 4], "label": "cat"}]))
+    body = "```json\n" + json.dumps(preds) + "\n```"
+    style = rng.randrange(4)
+    if style == 0:
+        text = f"<think>x</think><answer>{body}</answer>"
+    elif style == 1:  # an earlier block, and an earlier fence in the last block, that must be ignored
+        text = f'<answer>```json\n[{{"bbox_2d": [0, 0, 9, 9], "label": "cat"}}]\n```</answer><answer>```json\n[]\n``` {body}</answer>'
+    elif style == 2:  # no fence
+        text = f"<answer>{json.dumps(preds)}</answer>"
+    else:  # "None"
+        text = "<answer>None</answer>"
+    return text, gts
+
+
+def test_the_ovd_reward_agrees_with_vlmr1s_rules_on_pycocotools_for_random_answers():
+    import random
+
+    pytest.importorskip("pycocotools")
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(300):
+        text, gts = _random_case(rng)
+        sample = ovd_sample(gts)
+        ours = OVD.accuracy(OVD.parse_answer(OVD.answer_text(parse_response(text, "plain"))), sample)
+        want = max(0.0, _vlmr1_by_its_rules(text, gts))  # pycocotools' -1 ("undefined") is never a reward here
+        assert ours == pytest.approx(want, abs=1e-12), text
+        checked += want not in (0.0, 1.0)
+    assert checked > 50  # most cases land strictly between 0 and 1, not on the edge cases
+
+
+def _rec_by_vlmr1_rules(content: str, gt: list[float], input_wh: tuple[int, int], image_wh: tuple[int, int]) -> float:
+    """VLM-R1's REC IoU reward restated from its rules: first block, integer pattern, grid rescale, -1/+1 IoU."""
+    import re
+
+    block = re.search(r"<answer>(.*?)</answer>", content, re.DOTALL)
+    if not block:
+        return 0.0
+    m = re.search(r"\[(\d+),\s*(\d+),\s*(\d+),\s*(\d+)]", block.group(1).strip())
+    if not m:
+        return 0.0
+    (iw, ih), (w, h) = input_wh, image_wh
+    b = [int(m.group(1)) / iw * w, int(m.group(2)) / ih * h, int(m.group(3)) / iw * w, int(m.group(4)) / ih * h]
+    ix1, iy1 = max(b[0], gt[0]), max(b[1], gt[1])
+    ix2, iy2 = min(b[2] - 1, gt[2] - 1), min(b[3] - 1, gt[3] - 1)
+    inter = (ix2 - ix1 + 1) * (iy2 - iy1 + 1) if ix1 < ix2 and iy1 < iy2 else 0
+    union = (b[2] - b[0]) * (b[3] - b[1]) + (gt[2] - gt[0]) * (gt[3] - gt[1]) - inter
+    try:
+        return max(0.0, float(inter) / union)
+    except ZeroDivisionError:
+        return 0.0
+
+
+def test_the_rec_reward_agrees_with_vlmr1s_rules_for_random_answers_and_grids():
+    import random
+
+    rng = random.Random(1)
+    strictly_between = 0
+    for _ in range(400):
+        w, h = rng.randint(60, 700), rng.randint(60, 700)
+        iw, ih = 14 * rng.randint(4, 40), 14 * rng.randint(4, 40)  # the processor's grid x 14
+        x, y = rng.uniform(0, w - 20), rng.uniform(0, h - 20)
+        gt = [x, y, min(w, x + rng.uniform(2, w / 2)), min(h, y + rng.uniform(2, h / 2))]
+        sx, sy = iw / w, ih / h
+        near = [round(gt[0] * sx + rng.uniform(-15, 15)), round(gt[1] * sy + rng.uniform(-15, 15)),
+                round(gt[2] * sx + rng.uniform(-15, 15)), round(gt[3] * sy + rng.uniform(-15, 15))]
+        box = ", ".join(str(abs(v)) for v in near) if rng.random() < 0.8 else ",".join(str(abs(v)) for v in near[::-1])
+        text = rng.choice([f"<think>a</think><answer>[{box}]</answer>", f"<answer>[{box}]</answer><answer>[0, 0, 1, 1]</answer>",
+                           f"<answer>{{\"bbox_2d\": [{box}]}}</answer>", f"[{box}]", f"<answer>[{box}.5]</answer>"])
+        sample = Sample(id="r", task="rec", image="/x.png", problem="x", solution=gt, width=w, height=h)
+        frame = ImageTransform.resize(w, h, iw, ih)
+        ours = reward(REC, text, sample, frame)
+        want = _rec_by_vlmr1_rules(text, gt, (iw, ih), (w, h))
+        assert ours == pytest.approx(want, abs=1e-9), (text, gt, (iw, ih), (w, h))
+        strictly_between += 0.0 < want < 1.0
+    assert strictly_between > 100
