@@ -97,7 +97,7 @@ def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None =
     """Describe, synthesize and write the offline dataset (module docstring); returns the report."""
     from syngrpo.evaluate import load_rgb
     from syngrpo.plugins import get_registry
-    from syngrpo.synthesis_client import _png_bytes, foreground_labels
+    from syngrpo.synthesis_client import _png_bytes
     from syngrpo.trainer import load_split
 
     t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None =
         for start in range(0, len(originals), DESCRIBE_CHUNK):
             chunk = originals[start : start + DESCRIBE_CHUNK]
             requests = [DescribeRequest(image=load_rgb(s.image), question=task.question(s),
-                                        labels=foreground_labels(s, len(task.foreground_boxes(s))), n=k,
+                                        labels=task.foreground_labels(s), n=k,
                                         seed=cfg.seed, sample_id=s.id) for s in chunk]
             got = describer.describe(requests)
             if len(got) != len(chunk):
@@ -144,7 +144,7 @@ def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None =
             for v, description in enumerate(ds):
                 key = f"offline-{_safe(sample.id)}-{v}-{zlib.crc32(description.encode()):08x}"
                 job = SynthesisJob(key=key, image_png=png, boxes=boxes,  # type: ignore[arg-type]
-                                   labels=foreground_labels(sample, len(boxes)), description=description,
+                                   labels=task.foreground_labels(sample), description=description,
                                    options=dict(cfg.synthesis.job_options),
                                    seed=zlib.crc32(f"{cfg.seed}/{sample.id}/{v}".encode()) & 0x7FFFFFFF)
                 planned.append((job, sample, v, description))

@@ -146,7 +146,7 @@ class SynthesisClient:
             key=pending.key,
             image_png=png,
             boxes=boxes,  # type: ignore[arg-type]
-            labels=foreground_labels(base, len(boxes)),
+            labels=self.task.foreground_labels(base),
             description=pending.description,
             options=dict(self.cfg.job_options),
             seed=pending.seed,

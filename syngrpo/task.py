@@ -19,6 +19,9 @@ from typing import Any, ClassVar
 from syngrpo.geometry import ImageTransform
 from syngrpo.types import Box, Sample
 
+#: longest label a synthesis job carries (the data server's default ``max_label_chars``)
+MAX_JOB_LABEL_CHARS = 200
+
 
 class Task(abc.ABC):
     """Base class of every perception task.
@@ -94,6 +97,21 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def foreground_boxes(self, sample: Sample) -> list[Box]:
         """The labelled regions that synthesis must keep pixel-exact."""
+
+    def foreground_labels(self, sample: Sample) -> list[str]:
+        """One short text label per :meth:`foreground_boxes` box, sent with synthesis jobs.
+
+        The default: each object's ``label`` when the solution is a list of objects, one per box;
+        else the question (REC: the referring expression), cut to :data:`MAX_JOB_LABEL_CHARS`
+        (the data server refuses empty or longer labels by default).
+        """
+        n = len(self.foreground_boxes(sample))
+        solution = sample.solution
+        if isinstance(solution, list) and len(solution) == n and all(isinstance(o, dict) for o in solution):
+            labels = [str(o.get("label", "")) for o in solution]
+        else:
+            labels = [sample.problem] * n
+        return [(label.strip() or "object")[:MAX_JOB_LABEL_CHARS] for label in labels]
 
     @abc.abstractmethod
     def transform_solution(self, solution: Any, transform: ImageTransform) -> Any:

@@ -288,6 +288,10 @@ class IsrRefineTask(Task):
         """The objects the image shows: the current layout (synthesis must keep them)."""
         return [tuple(float(v) for v in o["bbox_2d"]) for o in sample.meta.get("layout") or []]  # type: ignore[misc]
 
+    def foreground_labels(self, sample: Sample) -> list[str]:
+        """The current layout's labels, one per :meth:`foreground_boxes` box."""
+        return [str(o["label"]) for o in sample.meta.get("layout") or []]
+
     def transform_solution(self, solution: Any, transform: ImageTransform) -> dict[str, Any]:
         """The reference after the image went through ``transform``: boxes mapped, rotations turned, new size."""
         return {"width": transform.width or solution["width"], "height": transform.height or solution["height"],

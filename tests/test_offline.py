@@ -73,3 +73,16 @@ def test_the_cli_offline_help_and_refusals():
     bad = subprocess.run([sys.executable, "-m", "syngrpo.cli", "synth", "--offline", "--out", "x"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "needs -c CONFIG" in bad.stderr
+
+
+def test_offline_generation_works_for_isr_refine_whose_jobs_carry_the_layouts_labels(tmp_path):
+    sets = [s for s in SETS if not s.startswith("data.task")] + ["data.task=isr_refine", "data.toy.image_size=112"]
+    cfg = load_config(TrainConfig, None, sets)
+    report = run_offline(cfg, tmp_path / "refine", variants=1, say=lambda _: None)
+    assert (report.submitted, report.done, report.failed) == (3, 3, 0), report.errors
+    task = get_registry().create("tasks", "isr_refine")
+    samples = task.load(tmp_path / "refine" / "train.jsonl")
+    new = [s for s in samples if s.generation == 1]
+    assert len(new) == 3 and all(s.meta["layout"] == next(o for o in samples if o.id == s.source_id).meta["layout"]
+                                 for s in new)
+    assert all(task.foreground_labels(s) == [o["label"] for o in s.meta["layout"]] for s in new)
