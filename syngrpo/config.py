@@ -387,6 +387,29 @@ class ParallelConfig(StrictModel):
     timeout: float = Field(1800.0, gt=0.0)
 
 
+class OfflineConfig(StrictModel):
+    """``syngrpo synth --offline``: the "GRPO + Offline Generation" baseline's data (Table 1).
+
+    Descriptions are written before training by a describer plugin, the images synthesized through
+    the data server named in ``synthesis`` (its ``transport``/``servers``, whatever ``synthesis.mode``
+    says), and originals + synthesized samples written as one dataset file for plain GRPO.
+    """
+
+    #: describer plugin (``register_describers``): ``openai``, ``template``, ``policy``, ...
+    describer: str = "template"
+    describer_options: dict[str, Any] = Field(default_factory=dict)
+    #: synthesized images per original (``--variants`` overrides it)
+    variants: int = Field(1, ge=1)
+    #: the originals' dataset file; ``null``: ``data.train``
+    data: str | None = None
+    #: where the originals' relative image paths start; ``null``: ``data.image_root``
+    image_root: str | None = None
+    #: originals drawn at random (seed ``seed``); ``null``: ``data.max_train_samples``
+    max_samples: int | None = Field(None, ge=1)
+    #: how long to wait for all images once every job is submitted
+    timeout_s: float = Field(3600.0, gt=0.0)
+
+
 class TrainConfig(StrictModel):
     """Everything one ``syngrpo train`` run needs."""
 
@@ -405,6 +428,7 @@ class TrainConfig(StrictModel):
     #: extra plugin modules for this run: importable module names or paths to ``.py`` files, registered like
     #: installed plugins (a reward, a task ... without a package); the data server has its own ``plugins:``
     plugins: list[str] = Field(default_factory=list)
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
 
     @property
     def response_mode(self) -> Literal["syn", "plain"]:

@@ -94,7 +94,7 @@ def evaluate_policy(
                                           max_new_tokens=max_new_tokens)
             for sample, text, frame in zip(chunk, rollout.texts, prompts.frames, strict=True):
                 parsed = parse_response(text, response_mode)  # type: ignore[arg-type]
-                prediction = task.parse_answer(parsed.answer if parsed.answer is not None else text)
+                prediction = task.parse_answer(task.answer_text(parsed, whole_text_fallback=True))
                 accuracy = task.accuracy(prediction, sample, frame=frame)
                 predictions.append(prediction)
                 frames.append(frame)

@@ -68,3 +68,8 @@ def register_model_families(register):
 @hookspec
 def register_trackers(register):
     """Register experiment trackers (W&B, MLflow ...): ``factory(**options) -> syngrpo.trackers.Tracker``."""
+
+
+@hookspec
+def register_describers(register):
+    """Register describers (image descriptions written before training): ``factory(**options) -> Describer``."""

@@ -41,6 +41,7 @@ KINDS: dict[str, str] = {
     "rollout_engines": "register_rollout_engines",
     "model_families": "register_model_families",
     "trackers": "register_trackers",
+    "describers": "register_describers",
 }
 
 #: singular form used in error messages and config keys
@@ -55,6 +56,7 @@ SINGULAR = {
     "rollout_engines": "rollout engine",
     "model_families": "model family",
     "trackers": "tracker",
+    "describers": "describer",
 }
 
 

@@ -93,7 +93,7 @@ def _zero_with_warning(task: Task, sample: Sample, what: str) -> float:
 class AccuracyReward(PerResponseReward):
     """R_acc: the task's own accuracy of the parsed ``<answer>`` (REC: IoU, eq. 2; OVD/ISR: eq. 3), in [0, 1].
 
-    Calls ``task.accuracy(task.parse_answer(response.answer), sample, frame=frame)``.
+    Calls ``task.accuracy(task.parse_answer(task.answer_text(response)), sample, frame=frame)``.
     A task that raises anyway, or returns a non-finite number, scores 0 for that
     response with a :class:`RewardWarning`; values are clipped to [0, 1].
     """
@@ -102,7 +102,7 @@ class AccuracyReward(PerResponseReward):
 
     def score(self, response: ParsedResponse, sample: Sample, *, task: Task, frame: ImageTransform | None) -> float:
         try:
-            prediction = task.parse_answer(response.answer)
+            prediction = task.parse_answer(task.answer_text(response))
             value = float(task.accuracy(prediction, sample, frame=frame))
         except Exception as exc:  # a reward never crashes a step
             return _zero_with_warning(task, sample, f"raised {type(exc).__name__}: {exc}")

@@ -48,13 +48,23 @@ ARMS: dict[str, dict[str, Any]] = {
     "syn_grpo": {"synthesis": {"mode": "sync", "description_selection": "diversity"}},
     "grpo_entropy": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
                      "algorithm": {"policy_loss": {"name": "entropy_loss"}}},
+    "grpo_entropy_adv": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
+                         "algorithm": {"policy_loss": {"name": "entropy_advantage"}}},
+    # plain GRPO on originals + images synthesized before training (syngrpo.offline); no hosted model here,
+    # so the model-free ``template`` describer stands in for the paper's GPT-4o
+    "grpo_offline": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
+                     "offline": {"describer": "template", "variants": 1}},
 }
+#: arms whose training data is written by offline generation first (:func:`run_arm`)
+OFFLINE_ARMS = frozenset(arm for arm, keys in ARMS.items() if "offline" in keys)
 #: row labels of the table, in the paper's words
 ARM_LABELS = {
     "grpo": "GRPO",
     "syn_grpo_no_div": "Syn-GRPO w/o R_diversity",
     "syn_grpo": "Syn-GRPO",
     "grpo_entropy": "GRPO + Entropy Loss",
+    "grpo_entropy_adv": "GRPO + Entropy Adv.",
+    "grpo_offline": "GRPO + Offline Generation",
 }
 SPLITS = ("val", "test_id", "test_ood")
 SPLIT_LABELS = {"val": "Validation (train style)", "test_id": "In-domain test", "test_ood": "Out-of-domain test"}
@@ -321,7 +331,7 @@ def arm_config(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[
                     "samples_every": 0, "gallery_per_epoch": 1000},
     }
     merged = deep_merge(deep_merge(cfg.rl, ARMS[arm]), wiring)
-    if merged.get("synthesis", {}).get("mode", "off") != "off":
+    if merged.get("synthesis", {}).get("mode", "off") != "off" or arm in OFFLINE_ARMS:
         synth = merged.setdefault("synthesis", {})
         synth["transport"] = "inprocess"
         synth.setdefault("transport_options", {})
@@ -343,6 +353,15 @@ def run_arm(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[str
         if done.get("stamp") == stamp:
             return done
     t0 = time.perf_counter()
+    if arm in OFFLINE_ARMS:  # describe and synthesize the training set first, then plain GRPO on the result
+        from syngrpo.offline import run_offline
+
+        offline_file = run_dir / "offline" / "train.jsonl"
+        if not offline_file.is_file():
+            run_offline(train_cfg, offline_file.parent, say=lambda _: None)
+        data = train_cfg.data.model_copy(update={"train": str(offline_file), "max_train_samples": None,
+                                                  "image_root": None})
+        train_cfg = train_cfg.model_copy(update={"data": data})
     with Trainer(train_cfg, run_dir) as trainer:
         trainer.train()
         t_train = time.perf_counter() - t0

@@ -19,6 +19,9 @@ from typing import Any, ClassVar
 from syngrpo.geometry import ImageTransform
 from syngrpo.types import Box, Sample
 
+#: longest label a synthesis job carries (the data server's default ``max_label_chars``)
+MAX_JOB_LABEL_CHARS = 200
+
 
 class Task(abc.ABC):
     """Base class of every perception task.
@@ -52,6 +55,19 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def question(self, sample: Sample) -> str:
         """The task part of the prompt (the core adds the response-format instructions)."""
+
+    def answer_text(self, response: Any, *, whole_text_fallback: bool = False) -> str | None:
+        """The part of a parsed completion (:class:`~syngrpo.types.ParsedResponse`) that
+        :meth:`parse_answer` reads: by default the first ``<answer>`` block's content.
+
+        ``whole_text_fallback`` (``syngrpo eval``) reads the whole completion when there is no
+        answer block.  A task whose metric profile prescribes which block counts (REC/OVD
+        ``profile: vlmr1``) overrides this and ignores the fallback.
+        """
+        answer = getattr(response, "answer", None)
+        if answer is None and whole_text_fallback:
+            return getattr(response, "text", None)
+        return answer
 
     @abc.abstractmethod
     def parse_answer(self, text: str | None) -> Any | None:
@@ -90,19 +106,22 @@ class Task(abc.ABC):
         """The labelled regions that synthesis must keep pixel-exact."""
 
     def foreground_labels(self, sample: Sample) -> list[str]:
-        """What the data server is told about each of :meth:`foreground_boxes`, one text label per box.
+        """One short text label per :meth:`foreground_boxes` box: what the data server is told about each.
 
         Segmenters that take a text prompt and synthesizers that draw matching
         distractors read these.  The default: each object's ``label`` when the
-        solution is a list of objects with one per box (OVD, ISR), else the
-        question (REC: the referring expression names the one box).  Override it
-        when neither fits, e.g. a counting task whose boxes are all one class.
+        solution is a list of objects, one per box (OVD, ISR); else the question
+        (REC: the referring expression), cut to :data:`MAX_JOB_LABEL_CHARS` (the data
+        server refuses empty or longer labels by default).  Override it when neither
+        fits, e.g. a counting task whose boxes are all one class.
         """
-        boxes = self.foreground_boxes(sample)
+        n = len(self.foreground_boxes(sample))
         solution = sample.solution
-        if isinstance(solution, list) and len(solution) == len(boxes) and all(isinstance(o, dict) for o in solution):
-            return [str(o.get("label", "")) for o in solution]
-        return [sample.problem] * len(boxes)
+        if isinstance(solution, list) and len(solution) == n and all(isinstance(o, dict) for o in solution):
+            labels = [str(o.get("label", "")) for o in solution]
+        else:
+            labels = [sample.problem] * n
+        return [(label.strip() or "object")[:MAX_JOB_LABEL_CHARS] for label in labels]
 
     @abc.abstractmethod
     def transform_solution(self, solution: Any, transform: ImageTransform) -> Any:

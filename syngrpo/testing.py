@@ -35,7 +35,7 @@ from typing import Any
 
 from syngrpo.geometry import ImageTransform, valid_box
 from syngrpo.plugins import Registry, build_registry, make_plugin_manager
-from syngrpo.task import Task
+from syngrpo.task import MAX_JOB_LABEL_CHARS, Task
 from syngrpo.types import Sample
 
 #: strings no parser may raise on (model output is arbitrary text)
@@ -195,17 +195,16 @@ def check_task_contract(
         q = task.question(s)
         if not isinstance(q, str) or not q.strip():
             _fail(task, "question", f"empty question for {s.id!r}")
-        for box in task.foreground_boxes(s):
+        boxes = task.foreground_boxes(s)
+        for box in boxes:
             inside = valid_box(box) and box[0] >= 0 and box[1] >= 0 and box[2] <= s.width and box[3] <= s.height
             if not inside:
                 _fail(task, "foreground_boxes", f"{box!r} of {s.id!r} is not a valid box inside the image")
-        labels_of = getattr(task, "foreground_labels", None)
-        if callable(labels_of):
-            labels = labels_of(s)
-            n_boxes = len(task.foreground_boxes(s))
-            if (not isinstance(labels, list) or len(labels) != n_boxes
-                    or not all(isinstance(t, str) and t.strip() for t in labels)):
-                _fail(task, "foreground_labels", f"expected {n_boxes} non-empty strings for {s.id!r}, got {labels!r}")
+        labels = task.foreground_labels(s)
+        if len(labels) != len(boxes) or not all(isinstance(x, str) and x.strip() and len(x) <= MAX_JOB_LABEL_CHARS
+                                                for x in labels):
+            _fail(task, "foreground_labels", f"expected one non-empty label of at most {MAX_JOB_LABEL_CHARS} "
+                  f"characters per foreground box of {s.id!r} (the data server refuses others), got {labels!r}")
     names = task.class_names()
     if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
         _fail(task, "class_names", f"expected a list of strings, got {names!r}")

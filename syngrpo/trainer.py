@@ -329,7 +329,10 @@ class Trainer:
             **{f"reward/{name}": sum(vals) / n for name, vals in parts.items()},
             "accuracy": sum(acc) / n,
             "diversity/v_mean": sum(v_raw) / B,
-            "diversity/zero_variance_groups": float((rewards.std(dim=1) == 0).float().mean()),
+            # groups whose R_acc has no spread (V(q) = 0: the collapse Syn-GRPO attacks); the total's
+            # spread is kept apart, since R_diversity differs per rollout by construction
+            "diversity/zero_variance_groups": sum(1 for g in acc_groups if max(g) == min(g)) / B,
+            "reward/zero_variance_groups_total": float((rewards.std(dim=1) == 0).float().mean()),
             "entropy": entropy_sum,
             "loss": stats_avg.get("loss", float("nan")),
             "policy_loss": stats_avg.get("policy_loss", float("nan")),

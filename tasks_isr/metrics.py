@@ -1,25 +1,32 @@
-"""S_bbox and S_rotation, the ISR refinement scores.
+"""ISR scores: the perception stage's matched-pair quality, and the refinement stage's S_bbox / S_rotation.
 
-The paper (Syn-GRPO §4, Table 3) scores the perception stage of ISR like OVD
-(mAP, GP, GR) and the refinement stage with S_bbox (object position) and
-S_rotation (object rotation), whose exact formulas are in an appendix we do
-not have.  syngrpo defines them as follows (docs/tasks/isr.md):
+The paper (Syn-GRPO §4) scores the perception stage of ISR like OVD (mAP, GP, GR) and the
+refinement stage with S_bbox (object position) and S_rotation (object rotation), whose exact
+formulas are in an appendix we do not have.  Two families live here (docs/tasks/isr.md):
 
-1. Per image, ground-truth and predicted objects are matched one to one,
-   greedily by decreasing IoU, only between equal labels, at IoU >= 0.5
-   (:func:`syngrpo.detection.greedy_match`, the matching behind GP/GR; labels
-   compare after :func:`syngrpo.detection.normalize_label`).
-2. ``S_bbox`` = mean IoU over every matched pair of the split.
-3. ``S_rotation`` = mean over the matched pairs whose ground truth has a
-   rotation of ``1 - e / 180``, with ``e`` the angular error in degrees
-   compared modulo 360 (:func:`tasks_isr.rotation.angular_error`, so
-   ``e`` is in ``[0, 180]``); a prediction without a rotation scores 0.
-4. With no matched pair in the split both are 0, except for a split with
-   neither labelled nor predicted objects, where both are 1 (nothing to find,
-   nothing claimed: the convention of :mod:`syngrpo.detection`).
+**Perception side** (:func:`matched_pair_scores`, the ``isr`` task's ``matched_iou`` and
+``matched_rotation``): the quality of the objects a detector found.
 
-Both are conditional on detection (quality of the objects found), so read them
-next to GR: a model that finds one object perfectly has S_bbox = 1 and a tiny GR.
+1. Per image, ground-truth and predicted objects are matched one to one, greedily by
+   decreasing IoU, only between equal labels, at IoU >= 0.5
+   (:func:`syngrpo.detection.greedy_match`, the matching behind GP/GR; labels compare after
+   :func:`syngrpo.detection.normalize_label`).
+2. ``matched_iou`` = mean IoU over every matched pair of the split.
+3. ``matched_rotation`` = mean over the matched pairs whose ground truth has a rotation of
+   :func:`rotation_score`; a prediction without a rotation scores 0.
+4. With no matched pair in the split both are 0, except for a split with neither labelled nor
+   predicted objects, where both are 1 (the convention of :mod:`syngrpo.detection`).
+
+Both are conditional on detection: read them next to GR.  They used to be called S_bbox and
+S_rotation, but those name the *refinement* stage's scores, which these are not.
+
+**Refinement side** (:func:`refinement_terms`, the ``isr_refine`` task's ``s_bbox`` and
+``s_rotation``): the model gets a layout and returns it refined; objects keep their identity
+(an ``id``), so no matching is needed.  Over the reference objects R of a split,
+
+* ``S_bbox`` = (1/|R|) Σ IoU(answer box of r, reference box of r), a missing object 0;
+* ``S_rotation`` = (1/|R_rot|) Σ rotation_score(answer rotation of r, reference rotation of r)
+  over the objects R_rot whose reference has a rotation, a missing object or rotation 0.
 """
 
 from __future__ import annotations
@@ -28,26 +35,28 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from syngrpo.detection import greedy_match, normalize_label
+from syngrpo.geometry import iou
 from tasks_isr.rotation import angular_error
 
 Objects = Sequence[Mapping[str, Any]]
 
 
 def rotation_score(predicted: float | None, target: float, *, symmetry: int = 1) -> float:
-    """``1 - angular_error / 180`` in [0, 1]; a missing prediction scores 0."""
+    """``1 - angular_error / 180`` in [0, 1] (the error compared modulo ``360 / symmetry``); a missing
+    prediction scores 0."""
     if predicted is None:
         return 0.0
     return 1.0 - angular_error(predicted, target, symmetry=symmetry) / 180.0
 
 
-def refinement_scores(
+def matched_pair_scores(
     gts_per_image: Sequence[Objects],
     preds_per_image: Sequence[Objects],
     *,
     iou_threshold: float = 0.5,
     symmetry: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
-    """``{"s_bbox", "s_rotation", "n_pairs"}`` of a split (definitions in the module docstring).
+    """``{"matched_iou", "matched_rotation", "n_pairs"}`` of a split (perception side, module docstring).
 
     ``symmetry`` maps a label to the order of its top-view rotational symmetry
     (default 1 for every label: rotations compared modulo 360).
@@ -69,7 +78,31 @@ def refinement_scores(
             rot.append(rotation_score(preds[pi].get("rotation"), float(target), symmetry=order))
     empty = 0.0 if anything else 1.0
     return {
-        "s_bbox": sum(ious) / len(ious) if ious else empty,
-        "s_rotation": sum(rot) / len(rot) if rot else empty,
+        "matched_iou": sum(ious) / len(ious) if ious else empty,
+        "matched_rotation": sum(rot) / len(rot) if rot else empty,
         "n_pairs": float(len(ious)),
     }
+
+
+def refinement_terms(reference: Objects, answer: Mapping[Any, Mapping[str, Any]], *,
+                     symmetry: Mapping[str, int] | None = None) -> tuple[float, int, float, int]:
+    """``(sum of IoUs, |R|, sum of rotation scores, |R_rot|)`` of one image (refinement side).
+
+    ``reference`` objects carry ``id``, ``label``, ``bbox_2d`` and optionally ``rotation``;
+    ``answer`` maps an id to the refined object (``bbox_2d`` and ``rotation``, both optional).
+    Sums rather than means, so a split pools its objects (every object weighs the same).
+    """
+    orders = {normalize_label(k): int(v) for k, v in (symmetry or {}).items()}
+    box_sum = rot_sum = 0.0
+    n_rot = 0
+    for ref in reference:
+        got = answer.get(ref["id"], {})
+        box = got.get("bbox_2d")
+        box_sum += iou(ref["bbox_2d"], box) if box is not None else 0.0
+        target = ref.get("rotation")
+        if target is None:
+            continue
+        n_rot += 1
+        order = orders.get(normalize_label(ref["label"]), 1)
+        rot_sum += rotation_score(got.get("rotation"), float(target), symmetry=order)
+    return box_sum, len(reference), rot_sum, n_rot

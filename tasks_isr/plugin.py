@@ -1,6 +1,6 @@
-"""Entry-point module of the ISR task (``isr = "tasks_isr.plugin"`` in the ``syngrpo`` group).
+"""Entry-point module of the ISR tasks, ``isr`` and ``isr_refine`` (``isr = "tasks_isr.plugin"`` in the ``syngrpo`` group).
 
-Imports nothing heavy: the task module is imported only when a run asks for ``isr``.
+Imports nothing heavy: a task module is imported only when a run asks for its task.
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ def make_isr_task(**options: Any):
     return IsrTask(**options)
 
 
+def make_isr_refine_task(**options: Any):
+    """ISR's refinement stage: the current layout in, the refined layout out; S_bbox / S_rotation."""
+    from tasks_isr.refine import IsrRefineTask
+
+    return IsrRefineTask(**options)
+
+
 @hookimpl
 def register_tasks(register):
     register("isr", make_isr_task,
-             description="indoor-scene top views: furniture boxes, labels, rotations; OVD reward, S_bbox/S_rotation")
+             description="indoor-scene top views (perception): furniture boxes, labels, rotations; OVD reward")
+    register("isr_refine", make_isr_refine_task,
+             description="indoor-scene refinement: current layout in, refined layout out; S_bbox / S_rotation")

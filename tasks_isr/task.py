@@ -3,8 +3,9 @@
 The model lists every piece of furniture with its box, label and rotation.  The
 accuracy reward is the OVD reward (eq. 3: ``min(1, N_gt/N_pred) * mAP``; the
 paper's R^isr_acc is identical to R^ovd_acc), which ignores rotations; the
-split metrics add GP/GR and the refinement scores S_bbox and S_rotation
-(:mod:`tasks_isr.metrics`).  The data format is documented in docs/tasks/isr.md.
+split metrics add GP/GR and the quality of the matched objects (``matched_iou``,
+``matched_rotation``, :mod:`tasks_isr.metrics`).  The refinement stage is the ``isr_refine`` task
+(:mod:`tasks_isr.refine`).  The data format is documented in docs/tasks/isr.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from syngrpo.detection import coco_ap_dataset, map_detections, normalize_label, 
 from syngrpo.geometry import ImageTransform, valid_box
 from syngrpo.task import Task, original_frame, sample_record, split_frames
 from syngrpo.types import Box, Sample
-from tasks_isr.metrics import refinement_scores
+from tasks_isr.metrics import matched_pair_scores
 from tasks_isr.rotation import normalize_rotation, transform_rotation
 
 #: record keys the loader maps onto :class:`Sample` fields; every other key goes to ``meta``
@@ -228,24 +229,25 @@ class IsrTask(Task):
 
     def evaluate(self, predictions: Sequence[Any | None], samples: Sequence[Sample], *,
                  frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
-        """``{"map", "gp", "gr", "s_bbox", "s_rotation"}`` of a split (docs/tasks/isr.md).
+        """``{"map", "gp", "gr", "matched_iou", "matched_rotation"}`` of a split (docs/tasks/isr.md).
 
         ``map`` is COCO AP@[.5:.95] over the split; GP/GR pool the greedy IoU>=0.5
         label-matched pairs of all images (:func:`syngrpo.detection.precision_recall_dataset`);
-        S_bbox / S_rotation are defined in
-        :mod:`tasks_isr.metrics`.  An unreadable prediction counts as no objects.
+        ``matched_iou`` / ``matched_rotation`` (the quality of the matched pairs, conditional on
+        detection; not the refinement stage's S_bbox / S_rotation, which the ``isr_refine`` task
+        reports) are defined in :mod:`tasks_isr.metrics`.  An unreadable prediction counts as no objects.
         """
         frames = split_frames(predictions, samples, frames)
         gts = [self._ground_truth(s) for s in samples]
         preds = [self._to_original_frame(p, s, f) for p, s, f in zip(predictions, samples, frames, strict=True)]
         gp, gr = precision_recall_dataset(gts, preds, 0.5)
-        refined = refinement_scores(gts, preds, symmetry=self.rotation_symmetry)
+        pairs = matched_pair_scores(gts, preds, symmetry=self.rotation_symmetry)
         return {
             "map": float(coco_ap_dataset(gts, preds, drop_unknown_labels=self.drop_unknown_labels)),
             "gp": float(gp),
             "gr": float(gr),
-            "s_bbox": refined["s_bbox"],
-            "s_rotation": refined["s_rotation"],
+            "matched_iou": pairs["matched_iou"],
+            "matched_rotation": pairs["matched_rotation"],
         }
 
     # ---- labels under image transforms -----------------------------------------------

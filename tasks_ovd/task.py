@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from syngrpo import vlmr1
 from syngrpo.answers import BOX_KEYS, LABEL_KEYS, NONE_ANSWERS, parse_detections, to_detection
 from syngrpo.datafiles import (
     pop_image_size,
@@ -47,6 +48,13 @@ DEFAULT_TEMPLATE = (
     "with the box in pixels, or None if there is no such object."
 )
 
+#: the default question of the vlmr1 profile, which reads a ```json fence only, so it asks for one
+VLMR1_TEMPLATE = (
+    "Detect every object of these categories in the image: {categories}. "
+    'Output a JSON list with one {{"bbox_2d": [x1, y1, x2, y2], "label": category}} per object, '
+    "with the box in pixels, inside a ```json code block, or None if there is no such object."
+)
+
 
 def format_detections(objects: Sequence[Mapping[str, Any]]) -> str:
     """The answer text of a label list: JSON objects, or ``None`` when it is empty."""
@@ -72,13 +80,20 @@ class OvdTask(Task):
     ``drop_unknown_labels`` (default False): when True, predictions whose label is
     absent from the ground truth are dropped before the AP, as VLM-R1 does; by
     default they are false positives (docs/tasks/ovd.md);
-    ``question_template`` with ``{categories}`` (default :data:`DEFAULT_TEMPLATE`).
+    ``question_template`` with ``{categories}`` (default :data:`DEFAULT_TEMPLATE`);
+    ``profile``, ``"default"`` or ``"vlmr1"`` (VLM-R1's rules, :mod:`syngrpo.vlmr1`: last
+    answer block, last json fence, labels compared exactly, unknown labels always dropped but
+    counted in N_pred, no clipping), for the reward and ``syngrpo eval`` alike.
     """
 
     name: ClassVar[str] = "ovd"
     answer_format: ClassVar[str] = '[{"bbox_2d": [x1, y1, x2, y2], "label": "category"}, ...] or None'
 
-    def __init__(self, *, drop_unknown_labels: bool = False, question_template: str = DEFAULT_TEMPLATE) -> None:
+    def __init__(self, *, drop_unknown_labels: bool = False, question_template: str = DEFAULT_TEMPLATE,
+                 profile: str = "default") -> None:
+        self.profile = vlmr1.check_profile(profile)
+        if self.profile == "vlmr1" and question_template == DEFAULT_TEMPLATE:
+            question_template = VLMR1_TEMPLATE
         if "{categories}" not in question_template:
             raise ValueError("question_template must contain {categories}")
         self.drop_unknown_labels = bool(drop_unknown_labels)
@@ -187,12 +202,30 @@ class OvdTask(Task):
         cats = sample.meta.get("categories") or list(dict.fromkeys(o["label"] for o in sample.solution))
         return self.question_template.format(categories=", ".join(cats))
 
-    def parse_answer(self, text: str | None) -> list[dict[str, Any]] | None:
-        """The detections in the answer (:func:`parse_detections`). Never raises."""
+    def answer_text(self, response: Any, *, whole_text_fallback: bool = False) -> str | None:
+        """vlmr1: the *last* ``<answer>`` block of the raw completion, never the whole text."""
+        if self.profile == "vlmr1":
+            blocks = vlmr1.answer_blocks(getattr(response, "text", None))
+            return blocks[-1] if blocks else None
+        return super().answer_text(response, whole_text_fallback=whole_text_fallback)
+
+    def parse_answer(self, text: str | None) -> list[Any] | None:
+        """The detections in the answer (:func:`parse_detections`), or ``None``. Never raises.
+
+        vlmr1: the raw items of the last json fence (:func:`~syngrpo.vlmr1.json_fence_items`),
+        ``[]`` without a fence or with invalid JSON; ``None`` only when there is no answer.
+        """
+        if self.profile == "vlmr1":
+            return None if text is None else vlmr1.json_fence_items(text)
         return parse_detections(text)
 
     def format_answer(self, solution: Any) -> str:
-        """The reference answer text of a label list (tests and SFT warm starts use it)."""
+        """The reference answer text of a label list (tests and SFT warm starts use it).
+
+        vlmr1 reads a json fence only, so the list is written inside one there.
+        """
+        if self.profile == "vlmr1" and solution:
+            return "```json\n" + format_detections(solution) + "\n```"
         return format_detections(solution)
 
     def _to_original_frame(self, prediction: Any, sample: Sample, frame: ImageTransform | None
@@ -205,6 +238,13 @@ class OvdTask(Task):
 
     def accuracy(self, prediction: Any | None, sample: Sample, *, frame: ImageTransform | None = None) -> float:
         """R_acc^ovd = min(1, N_gt/N_pred) * mAP, eq. 3 of Syn-GRPO, in the original frame. Never raises."""
+        if self.profile == "vlmr1":
+            if prediction is not None and not isinstance(prediction, list):
+                return 0.0
+            try:
+                return vlmr1.ovd_reward(prediction, sample.solution, original_frame(sample, frame))
+            except ValueError:
+                return 0.0
         try:
             preds = self._to_original_frame(prediction, sample, frame)
         except ValueError:  # a frame with a zero scale has no inverse
@@ -218,8 +258,18 @@ class OvdTask(Task):
                  frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
         """``map``: COCO AP@[.5:.95] over the split; ``gp``/``gr``: greedy precision/recall at IoU 0.5.
 
-        An unreadable prediction (``None``) counts as predicting nothing.
+        An unreadable prediction (``None``) counts as predicting nothing.  vlmr1: see
+        :func:`~syngrpo.vlmr1.ovd_dataset_metrics`.
         """
+        if self.profile == "vlmr1":
+            back = []
+            for s, frame in zip(samples, split_frames(predictions, samples, frames), strict=True):
+                try:
+                    back.append(original_frame(s, frame))
+                except ValueError:
+                    back.append(None)
+            items = [p if isinstance(p, list) and b is not None else [] for p, b in zip(predictions, back, strict=True)]
+            return vlmr1.ovd_dataset_metrics(items, [s.solution for s in samples], back)
         preds = []
         for p, s, frame in zip(predictions, samples, split_frames(predictions, samples, frames), strict=True):
             try:

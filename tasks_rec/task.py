@@ -26,6 +26,7 @@ from syngrpo.datafiles import (
 from syngrpo.geometry import ImageTransform, iou
 from syngrpo.task import Task, original_frame, sample_record, split_frames
 from syngrpo.types import Box, Sample
+from syngrpo.vlmr1 import answer_blocks, check_profile, rec_box, rec_iou, unclipped_box
 
 #: record keys holding a referring expression, in order of preference
 EXPRESSION_KEYS = ("normal_caption", "expression", "referring_expression", "ref", "sentence", "caption")
@@ -97,13 +98,18 @@ class RecTask(Task):
     Options (``task_options`` in a config):
     ``question_template`` with ``{expression}`` (default: :data:`DEFAULT_TEMPLATE`);
     ``box_format`` of the dataset boxes, ``"xyxy"`` (VLM-R1 files, default) or
-    ``"xywh"`` (raw RefCOCO annotations), converted to ``xyxy`` on load.
+    ``"xywh"`` (raw RefCOCO annotations), converted to ``xyxy`` on load;
+    ``profile``, ``"default"`` (forgiving parsing, IoU of the clipped box) or ``"vlmr1"``
+    (VLM-R1's rules, :mod:`syngrpo.vlmr1`: first answer block, integers-only box,
+    inclusive-pixel IoU, no clipping), for the reward and ``syngrpo eval`` alike.
     """
 
     name: ClassVar[str] = "rec"
     answer_format: ClassVar[str] = "[x1, y1, x2, y2]"
 
-    def __init__(self, *, question_template: str = DEFAULT_TEMPLATE, box_format: str = "xyxy") -> None:
+    def __init__(self, *, question_template: str = DEFAULT_TEMPLATE, box_format: str = "xyxy",
+                 profile: str = "default") -> None:
+        self.profile = check_profile(profile)
         if "{expression}" not in question_template:
             raise ValueError("question_template must contain {expression}")
         if box_format not in ("xyxy", "xywh"):
@@ -197,12 +203,28 @@ class RecTask(Task):
             return f"{sample.problem.strip()} {ANSWER_SENTENCE}"
         return self.question_template.format(expression=sample.problem.strip())
 
+    def answer_text(self, response: Any, *, whole_text_fallback: bool = False) -> str | None:
+        """vlmr1: the first ``<answer>`` block of the raw completion, never the whole text."""
+        if self.profile == "vlmr1":
+            blocks = answer_blocks(getattr(response, "text", None))
+            return blocks[0] if blocks else None
+        return super().answer_text(response, whole_text_fallback=whole_text_fallback)
+
     def parse_answer(self, text: str | None) -> Box | None:
-        """The first box in the answer (:func:`parse_box`), or ``None``. Never raises."""
+        """The first box in the answer (:func:`parse_box`; vlmr1: :func:`~syngrpo.vlmr1.rec_box`),
+        or ``None``. Never raises."""
+        if self.profile == "vlmr1":
+            box = rec_box(text)
+            return None if box is None else tuple(float(v) for v in box)  # type: ignore[return-value]
         return parse_box(text)
 
     def format_answer(self, solution: Any) -> str:
-        """The reference answer text of a label (tests and SFT warm starts use it)."""
+        """The reference answer text of a label (tests and SFT warm starts use it).
+
+        vlmr1 accepts integers only, so the box is rounded to whole pixels there.
+        """
+        if self.profile == "vlmr1":
+            return "[" + ", ".join(str(round(float(v))) for v in solution) + "]"
         return format_box(solution)
 
     def accuracy(self, prediction: Any | None, sample: Sample, *, frame: ImageTransform | None = None) -> float:
@@ -211,6 +233,8 @@ class RecTask(Task):
         The prediction is in the model-input frame; ``frame.inverse`` maps it to the
         original image, where it is clipped to the image before the IoU.
         """
+        if self.profile == "vlmr1":
+            return self._vlmr1_accuracy(prediction, sample, frame)
         box = as_box(list(prediction)) if isinstance(prediction, (list, tuple)) else None
         gt = as_box(sample.solution) if isinstance(sample.solution, (list, tuple)) else None
         if box is None or gt is None:
@@ -222,9 +246,24 @@ class RecTask(Task):
         value = iou(gt, back.box(box))
         return value if math.isfinite(value) else 0.0
 
+    @staticmethod
+    def _vlmr1_accuracy(prediction: Any, sample: Sample, frame: ImageTransform | None) -> float:
+        """VLM-R1's IoU of the box mapped to the original frame, neither clipped nor reordered."""
+        if not isinstance(prediction, (list, tuple)) or len(prediction) != 4:
+            return 0.0
+        try:
+            back = original_frame(sample, frame)
+            box = unclipped_box(prediction, back)
+            gt = [float(v) for v in sample.solution]
+        except (ValueError, TypeError, OverflowError):
+            return 0.0
+        return rec_iou(box, gt)
+
     def evaluate(self, predictions: Sequence[Any | None], samples: Sequence[Sample], *,
                  frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
         """``acc@0.5``: share of predictions with IoU > 0.5 (strictly); ``mean_iou``: mean IoU.
+
+        The IoU is the profile's (:meth:`accuracy`), so vlmr1 evaluates as VLM-R1 does.
 
         An unreadable prediction (``None``) counts as IoU 0.  An empty split gives 0.0.
         """

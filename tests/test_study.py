@@ -101,6 +101,10 @@ def test_arms_differ_only_in_what_the_ablation_names(tmp_path):
     assert made["syn_grpo_no_div"].synthesis.description_selection == "random"
     assert made["syn_grpo_no_div"].rewards.diversity_weight == 0.0
     assert made["syn_grpo"].synthesis.transport == "inprocess"  # deterministic: no HTTP, sync waits
+    # the offline arm: plain GRPO, its data written first by the template describer through the in-process server
+    assert made["grpo_offline"].synthesis.mode == "off" and made["grpo_offline"].synthesis.transport == "inprocess"
+    assert made["grpo_offline"].offline.describer == "template"
+    assert made["grpo_entropy_adv"].algorithm.policy_loss.name == "entropy_advantage"
     for c in made.values():  # the same warm start, format and number of policy updates everywhere
         assert c.model.policy == str(tmp_path / "sft") and c.response_mode == "syn" and c.optim.max_steps == 4
         assert not c.sft.enabled

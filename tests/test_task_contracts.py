@@ -65,3 +65,15 @@ def test_the_contract_check_catches_a_transform_that_forgets_the_scale(tmp_path)
 
     with pytest.raises(ContractError, match="frame"):
         check_task_contract(NoScale(), tmp_path)
+
+
+def test_the_contract_check_catches_labels_the_data_server_would_refuse(tmp_path):
+    from syngrpo.testing import ContractError
+    from tasks_isr.refine import IsrRefineTask
+
+    class NoLabels(IsrRefineTask):
+        def foreground_labels(self, sample):
+            return [""] * len(self.foreground_boxes(sample))
+
+    with pytest.raises(ContractError, match="foreground_labels.*one non-empty label"):
+        check_task_contract(NoLabels(), tmp_path)

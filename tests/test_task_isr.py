@@ -1,4 +1,4 @@
-"""ISR task: parser, OVD reward, S_bbox / S_rotation, rotations under transforms, toy rooms, files."""
+"""ISR task: parser, OVD reward, matched-pair scores, rotations under transforms, toy rooms, files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image
 from syngrpo.geometry import ImageTransform
 from syngrpo.plugins import get_registry
 from syngrpo.types import Sample
-from tasks_isr.metrics import refinement_scores, rotation_score
+from tasks_isr.metrics import matched_pair_scores, rotation_score
 from tasks_isr.rotation import angular_error, facing_vector, normalize_rotation, rotation_of, transform_rotation
 from tasks_isr.task import IsrTask, parse_objects
 from tasks_isr.toy import FURNITURE
@@ -89,7 +89,7 @@ def test_non_uniform_resize_keeps_right_angles_and_skews_others():
     assert transform_rotation(45, stretch) == pytest.approx(math.degrees(math.atan2(2, 1)))
 
 
-# ---- S_bbox / S_rotation by hand -----------------------------------------------------------
+# ---- matched-pair scores (perception side) by hand -----------------------------------------------------------
 
 
 def test_rotation_score_is_one_minus_error_over_180():
@@ -99,7 +99,7 @@ def test_rotation_score_is_one_minus_error_over_180():
     assert rotation_score(180, 0, symmetry=2) == 1.0
 
 
-def test_refinement_scores_by_hand():
+def test_matched_pair_scores_by_hand():
     gts = [
         [obj([0, 0, 10, 10], "bed", 0), obj([20, 20, 30, 30], "chair", 90)],
         [obj([0, 0, 10, 10], "sofa", 180)],
@@ -112,25 +112,25 @@ def test_refinement_scores_by_hand():
         ],
         [obj([0, 0, 4, 10], "sofa", 180)],  # IoU 0.4 < 0.5: not a pair
     ]
-    got = refinement_scores(gts, preds)
+    got = matched_pair_scores(gts, preds)
     assert got["n_pairs"] == 2
-    assert got["s_bbox"] == pytest.approx((0.8 + 1.0) / 2)
-    assert got["s_rotation"] == pytest.approx((17 / 18 + 0.0) / 2)
+    assert got["matched_iou"] == pytest.approx((0.8 + 1.0) / 2)
+    assert got["matched_rotation"] == pytest.approx((17 / 18 + 0.0) / 2)
 
 
-def test_refinement_scores_skip_labels_without_rotation_and_honour_symmetry():
+def test_matched_pair_scores_skip_labels_without_rotation_and_honour_symmetry():
     gts = [[obj([0, 0, 10, 10], "table", 0), obj([20, 20, 30, 30], "plant", None)]]
     preds = [[obj([0, 0, 10, 10], "table", 180), obj([20, 20, 30, 30], "plant", 45)]]
-    strict = refinement_scores(gts, preds)
-    assert strict["s_bbox"] == 1.0 and strict["n_pairs"] == 2
-    assert strict["s_rotation"] == 0.0  # only the table counts, and it is 180 off
-    assert refinement_scores(gts, preds, symmetry={"Table": 2})["s_rotation"] == 1.0
+    strict = matched_pair_scores(gts, preds)
+    assert strict["matched_iou"] == 1.0 and strict["n_pairs"] == 2
+    assert strict["matched_rotation"] == 0.0  # only the table counts, and it is 180 off
+    assert matched_pair_scores(gts, preds, symmetry={"Table": 2})["matched_rotation"] == 1.0
 
 
-def test_refinement_scores_without_pairs_are_zero_unless_nothing_was_there():
-    assert refinement_scores([[obj([0, 0, 10, 10], "bed", 0)]], [[]]) == {"s_bbox": 0.0, "s_rotation": 0.0,
+def test_matched_pair_scores_without_pairs_are_zero_unless_nothing_was_there():
+    assert matched_pair_scores([[obj([0, 0, 10, 10], "bed", 0)]], [[]]) == {"matched_iou": 0.0, "matched_rotation": 0.0,
                                                                            "n_pairs": 0.0}
-    assert refinement_scores([[]], [[]])["s_bbox"] == 1.0
+    assert matched_pair_scores([[]], [[]])["matched_iou"] == 1.0
 
 
 def test_evaluate_by_hand(task):
@@ -141,11 +141,11 @@ def test_evaluate_by_hand(task):
         None,  # unreadable: no objects
     ]
     got = task.evaluate(preds, [s1, s2])
-    assert set(got) == {"map", "gp", "gr", "s_bbox", "s_rotation"}
+    assert set(got) == {"map", "gp", "gr", "matched_iou", "matched_rotation"}
     assert got["gp"] == pytest.approx(2 / 3)
     assert got["gr"] == pytest.approx(2 / 3)
-    assert got["s_bbox"] == pytest.approx(0.9)
-    assert got["s_rotation"] == pytest.approx(17 / 36)
+    assert got["matched_iou"] == pytest.approx(0.9)
+    assert got["matched_rotation"] == pytest.approx(17 / 36)
     assert 0.0 < got["map"] < 1.0
 
 
@@ -156,7 +156,7 @@ def test_evaluate_maps_predictions_back_from_the_model_frame(task):
     assert seen[0]["bbox_2d"] == [20, 10, 60, 50]
     assert seen[0]["rotation"] != 45  # skewed by the stretch
     got = task.evaluate([seen], [s], frames=[frame])
-    assert got == pytest.approx({"map": 1.0, "gp": 1.0, "gr": 1.0, "s_bbox": 1.0, "s_rotation": 1.0})
+    assert got == pytest.approx({"map": 1.0, "gp": 1.0, "gr": 1.0, "matched_iou": 1.0, "matched_rotation": 1.0})
     assert task.evaluate([seen], [s])["gp"] == 0.0  # without the frame the box is in the wrong place
 
 

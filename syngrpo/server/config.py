@@ -54,6 +54,8 @@ class ServerConfig(StrictModel):
     min_foreground_fraction: float = Field(0.05, ge=0.0, le=1.0,
                                            description="a box with less segmented foreground is kept whole")
     mask_threshold: int = Field(128, ge=1, le=255)
+    min_label_coverage: float = Field(0.25, ge=0.0, le=1.0,
+                                      description="a result whose kept mask covers less of a labelled box fails")
     metrics_window: int = Field(1000, ge=1, description="finished jobs the mean/p95 job time is computed over")
 
     @field_validator("workers", mode="before")

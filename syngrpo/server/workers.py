@@ -154,7 +154,8 @@ class Worker:
         outcomes = run_pipeline(items, segmenter=self._segmenter_obj(),
                                 synthesizer=self._synthesizer_obj(jobs[0].synthesizer),
                                 mask_threshold=cfg.mask_threshold,
-                                min_foreground_fraction=cfg.min_foreground_fraction)
+                                min_foreground_fraction=cfg.min_foreground_fraction,
+                                min_label_coverage=cfg.min_label_coverage)
         errors: list[str | None] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             if not outcome.ok:

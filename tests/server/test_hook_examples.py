@@ -1,4 +1,4 @@
-"""The example plugins of docs/hooks/{synthesizers,segmenters,transports,rewards,trackers}.md run as written."""
+"""The example plugins of docs/hooks/{synthesizers,segmenters,transports,rewards,trackers,describers}.md run as written."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def python_blocks(page: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
 
 
-@pytest.mark.parametrize("page", ["synthesizers.md", "segmenters.md", "transports.md", "rewards.md", "trackers.md"])
+@pytest.mark.parametrize("page", ["synthesizers.md", "segmenters.md", "transports.md", "rewards.md", "trackers.md",
+                                  "describers.md"])
 def test_the_example_plugin_of_the_page_works(page, tmp_path, monkeypatch):
     blocks = python_blocks(DOCS / page)
     module = next(b for b in blocks if re.match(r"# (\w+)\.py\n", b))

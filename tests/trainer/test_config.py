@@ -12,7 +12,8 @@ from syngrpo.configio import dump_config, load_yaml
 from syngrpo.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-PAPER_CONFIGS = ["rec_qwen2_5_vl_3b.yaml", "rec_qwen2_5_vl_7b.yaml", "ovd_qwen2_5_vl_3b.yaml", "isr_qwen2_5_vl_3b.yaml"]
+PAPER_CONFIGS = ["rec_qwen2_5_vl_3b.yaml", "rec_qwen2_5_vl_7b.yaml", "ovd_qwen2_5_vl_3b.yaml", "isr_qwen2_5_vl_3b.yaml",
+                 "isr_refine_qwen2_5_vl_3b.yaml"]
 SHIPPED = [REPO / "configs" / name for name in PAPER_CONFIGS] + [QUICKSTART_CONFIG]
 
 
