@@ -18,7 +18,7 @@ from syngrpo import __version__
 from syngrpo.errors import SyngrpoError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["train", "sft", "eval", "serve", "synth", "make_tiny", "study", "plugins"]
+COMMANDS = ["train", "check", "sft", "eval", "serve", "synth", "make_tiny", "study", "plugins"]
 
 
 def build_parser() -> argparse.ArgumentParser:
