@@ -109,6 +109,7 @@ class AiohttpTransport(BufferedTransport):
         self._closed = False
         self._refusal: str | None = None  # why the last fire-and-forget job found no server (cleared when read)
         self._refusal_unauthorized = False
+        self._stopping = False
         self._loop = LoopThread("syngrpo-aiohttp")
         self._session: aiohttp.ClientSession | None = None
         self._wake: asyncio.Event | None = None
@@ -128,6 +129,9 @@ class AiohttpTransport(BufferedTransport):
         self._poller = asyncio.create_task(self._poll_loop())
 
     async def _stop(self) -> None:
+        # A flag as well as cancel(): on Python 3.11, asyncio.wait_for swallows a cancellation that arrives
+        # as its inner wait completes (a poll() that just set the wake event), and the poller would go on.
+        self._stopping = True
         self._poller.cancel()
         try:
             await self._poller
@@ -234,7 +238,7 @@ class AiohttpTransport(BufferedTransport):
 
     async def _poll_loop(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
             except asyncio.TimeoutError:
