@@ -161,6 +161,20 @@ def test_stalled_connections_are_dropped_after_the_read_timeout_and_disconnects_
     assert "Traceback" not in log and " ERROR " not in log
 
 
+def test_clients_that_disconnect_mid_request_are_logged_quietly(tmp_path):
+    with start_server_subprocess(data_dir=tmp_path / "store") as server:
+        for _ in range(20):
+            s = socket.create_connection((server.host, server.port))
+            s.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"key\": \"x\"")
+            time.sleep(0.02)  # the handler is reading the body when the client goes
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            s.close()
+        time.sleep(0.5)
+        assert _get(server.url + "/healthz")[0] == 200
+        log = server.log_tail(100_000)
+    assert "Traceback" not in log and " ERROR " not in log, log[-2000:]
+
+
 def test_aiohttp_parser_refusals_are_json_and_name_the_post_alternative(quick_server):
     ids = ",".join(f"{i:032x}" for i in range(300))  # ~10 kB of URL: beyond aiohttp's line limit
     status, body = _get(f"{quick_server.url}/v1/jobs?ids={ids}")
