@@ -135,6 +135,19 @@ class BodyBudget:
 
 BODIES: web.AppKey[BodyBudget] = web.AppKey("syngrpo_bodies", BodyBudget)
 
+#: after a body this large, once no other body is in flight, freed heap goes back to the OS
+_TRIM_AFTER_BYTES = 4 * 1024 * 1024
+
+
+def _release_freed_memory() -> None:
+    """glibc keeps freed heap for reuse; hand it back so a burst of large jobs does not pin the RSS."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
 
 @web.middleware
 async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -155,6 +168,8 @@ async def body_limit(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     finally:
         budget.give(need)
+        if need >= _TRIM_AFTER_BYTES and budget.used == 0:
+            _release_freed_memory()
 
 
 async def read_body(request: web.Request) -> bytes:
