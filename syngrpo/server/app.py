@@ -304,8 +304,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[SERVICE].metrics_text(), content_type="text/plain",
-                        headers={"X-Content-Type-Options": "nosniff"}, charset="utf-8")
+    budget = request.app[BODIES]
+    text = request.app[SERVICE].metrics_text() + (
+        "# HELP syngrpo_request_body_bytes_in_flight Bytes of request bodies being read and checked.\n"
+        "# TYPE syngrpo_request_body_bytes_in_flight gauge\n"
+        f"syngrpo_request_body_bytes_in_flight {budget.used}\n"
+        "# HELP syngrpo_requests_busy_total Requests refused with 503 busy (bodies in flight at the cap).\n"
+        "# TYPE syngrpo_requests_busy_total counter\n"
+        f"syngrpo_requests_busy_total {budget.refused}\n")
+    return web.Response(text=text, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"},
+                        charset="utf-8")
 
 
 # ---------------------------------------------------------------------------- factory

@@ -127,6 +127,8 @@ async def test_request_bodies_in_flight_are_capped_and_beyond_it_clients_get_503
             s.close()
     await asyncio.sleep(0.3)
     assert (await client.post("/v1/jobs", json=job_body("later"))).status == 201
+    metrics = await (await client.get("/metrics")).text()
+    assert "syngrpo_requests_busy_total 1" in metrics and "syngrpo_request_body_bytes_in_flight 0" in metrics
 
 
 # ----------------------------------------------------------------------------- small ones
