@@ -11,16 +11,24 @@
       latest                 name of the newest complete checkpoint
 
 A checkpoint is written into a temporary directory and renamed when complete,
-so a crash while saving never leaves a half checkpoint behind ``latest``.
+so a crash while saving never leaves a half checkpoint behind ``latest``.  A file
+damaged later (a disk error, a copy cut short) is found by :func:`checkpoint_problem`
+without loading anything large, and :func:`latest_checkpoint` then falls back to
+the newest intact checkpoint, naming the broken file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -126,22 +134,97 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run directory (``None`` when there is none).
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a ``.safetensors`` file is damaged (its header must describe exactly the bytes that follow)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return "shorter than a safetensors header"
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            return "truncated header"
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError as exc:
+            return f"unreadable header ({exc})"
+    ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        return f"{size} bytes where the header describes {expected} (truncated?)"
+    return None
 
-    ``run_dir`` may also be a checkpoint directory itself.
+
+def checkpoint_problem(checkpoint: str | Path) -> str | None:
+    """The first damaged file of a checkpoint, as ``"<path>: <why>"``, or ``None`` when it looks intact.
+
+    Cheap: JSON files are parsed, ``optimizer.pt``'s zip directory (at its end) is read, and each
+    safetensors header is checked against the file's size; no tensor is loaded.
     """
+    ckpt = Path(checkpoint)
+    state = ckpt / STATE_FILE
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{state}: {exc}"
+    blob = ckpt / TORCH_FILE
+    try:
+        with zipfile.ZipFile(blob) as zf:
+            if not zf.namelist():
+                return f"{blob}: empty archive"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"{blob}: {exc} (truncated or damaged)"
+    model = ckpt / MODEL_DIR
+    if not model.is_dir():
+        return f"{model}: missing"
+    for path in sorted(model.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                why = _safetensors_problem(path)
+                if why:
+                    return f"{path}: {why}"
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{path}: {exc}"
+    return None
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete and intact checkpoint of a run directory (``None`` when there is none).
+
+    A damaged checkpoint is skipped with a warning that names the broken file, so ``--resume``
+    continues from the one before it.  ``run_dir`` may also be a checkpoint directory itself;
+    then a damage is a :class:`~syngrpo.errors.ConfigError` naming the file.
+    """
+    from syngrpo.errors import ConfigError
+
     p = Path(run_dir)
     if (p / STATE_FILE).is_file():
+        why = checkpoint_problem(p)
+        if why:
+            raise ConfigError(f"checkpoint {p} is damaged: {why}; resume from its run directory to fall back "
+                              "to an earlier checkpoint")
         return p
     root = p / CHECKPOINT_DIR
+    candidates = list(reversed(list_checkpoints(run_dir)))
     pointer = root / "latest"
     if pointer.is_file():
         named = root / pointer.read_text(encoding="utf-8").strip()
         if (named / STATE_FILE).is_file():
-            return named
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+            candidates = [named] + [c for c in candidates if c != named]
+    broken = []
+    for ckpt in candidates:
+        why = checkpoint_problem(ckpt)
+        if why is None:
+            if broken:
+                log.warning("resuming from %s: the newer checkpoint(s) are damaged: %s", ckpt, "; ".join(broken))
+            return ckpt
+        log.warning("checkpoint %s is damaged, skipped: %s", ckpt.name, why)
+        broken.append(why)
+    if broken:
+        raise ConfigError(f"every checkpoint under {root} is damaged: " + "; ".join(broken))
+    return None
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:

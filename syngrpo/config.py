@@ -129,6 +129,9 @@ class DataConfig(StrictModel):
     toy: ToyDataConfig = Field(default_factory=ToyDataConfig)
     #: where toy data is written (default: ``<run dir>/data``)
     toy_dir: str | None = None
+    #: a dataset sample whose image is missing or corrupt, or whose box is outside the image, inverted or
+    #: empty: ``error`` stops before training (naming file and line); ``drop`` leaves it out and counts it
+    bad_samples: Literal["error", "drop"] = "error"
 
 
 class RolloutConfig(StrictModel):
@@ -269,6 +272,12 @@ class SynthesisConfig(StrictModel):
     max_in_flight: int = Field(64, ge=1)
     #: seconds between health probes while the server is marked down
     health_interval: float = Field(5.0, ge=0.0)
+    #: when synthesis has been down, or every job that finished failed, for ``max_failed_steps`` steps in a row
+    #: (and at least ``failure_grace_s`` seconds): ``stop`` the run with an error or ``warn`` loudly and train on;
+    #: a token the server refuses (401/403) does the same at once
+    on_failure: Literal["stop", "warn"] = "stop"
+    max_failed_steps: int = Field(20, ge=1)
+    failure_grace_s: float = Field(60.0, ge=0.0)
 
     @field_validator("mode", mode="before")
     @classmethod

@@ -34,7 +34,10 @@ conservative choice for label preservation.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -254,6 +257,51 @@ def check_labelled_objects(
         if changed:
             return f"label check failed: {changed} kept pixels of box {n} {tuple(box)} differ from the original"
     return None
+# --------------------------------------------------------------------------- job limits
+#
+# The data server takes jobs from clients it does not control.  Two guards keep one client's jobs
+# from occupying a worker for ever: per-job options a synthesizer declares with bounds (checked at
+# submission, so ``{"distractors": 40000}`` is a 422, not a 40-minute job), and a deadline that a
+# long-running synthesizer checks between units of work (a drawn shape, a diffusion step), so a
+# timed-out call stops instead of burning a core after its job was failed.
+
+_deadline = threading.local()
+
+
+class DeadlineExceeded(Exception):
+    """The job's time ran out; raised by :func:`check_deadline` inside a synthesizer or segmenter."""
+
+
+@contextmanager
+def job_deadline(seconds: float | None) -> Iterator[None]:
+    """Within this block (in this thread), :func:`check_deadline` raises once ``seconds`` have passed."""
+    previous = getattr(_deadline, "at", None)
+    _deadline.at = None if seconds is None else time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _deadline.at = previous
+
+
+def check_deadline() -> None:
+    """Raise :class:`DeadlineExceeded` when the current job's deadline has passed (cheap; call it often).
+
+    Outside a job (``syngrpo synth``, tests) there is no deadline and this does nothing.
+    """
+    at = getattr(_deadline, "at", None)
+    if at is not None and time.monotonic() > at:
+        raise DeadlineExceeded("timed out: the job's time-out passed; stopped")
+
+
+def job_options_model(factory: Any) -> Any:
+    """The pydantic model a synthesizer factory declares for its per-job options, or ``None``.
+
+    A synthesizer plugin declares its options by setting ``job_options`` on the factory it
+    registers (a pydantic model with ``extra="forbid"`` and bounded fields); the server validates
+    every job's ``options`` (less ``synthesizer``) against it at submission.  A synthesizer that
+    declares nothing takes any options (then only the job time-out bounds its work).
+    """
+    return getattr(factory, "job_options", None)
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -316,6 +364,7 @@ def _synthesize_all(synthesizer: Synthesizer, requests: Sequence[SynthesisReques
     for start in range(0, len(requests), size):
         chunk = requests[start : start + size]
         try:
+            check_deadline()
             out.extend(call(chunk))
             continue
         except Exception as exc:  # noqa: BLE001
@@ -324,6 +373,7 @@ def _synthesize_all(synthesizer: Synthesizer, requests: Sequence[SynthesisReques
                 continue
         for req in chunk:
             try:
+                check_deadline()
                 out.append(call([req])[0])
             except Exception as exc:  # noqa: BLE001
                 out.append(_describe("synthesis", exc))

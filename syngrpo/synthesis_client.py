@@ -12,6 +12,13 @@ marks synthesis as *down* (training goes on with the samples the pool has, and
 the run log says so); a health probe every ``health_interval`` seconds notices
 when a server answers again, and synthesis resumes.  A failed job or one that
 never returns (``job_timeout``) leaves the sample as it was.
+
+But synthesis that *never* works is a misconfigured run, not bad luck: when the server has been
+down, or every job that finished has failed, for ``max_failed_steps`` steps in a row (and at
+least ``failure_grace_s`` seconds), or at once when the server refuses the token, the run stops
+with :class:`SynthesisFailure` (``on_failure: stop``) or warns loudly in its log every
+``max_failed_steps`` such steps (``on_failure: warn``).  A spawned server's deaths and restarts
+(:class:`~syngrpo.server.spawn.SupervisedServer`) go into the run log as they happen.
 """
 
 from __future__ import annotations
@@ -26,13 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from syngrpo.config import SynthesisConfig
+from syngrpo.errors import SyngrpoError
 from syngrpo.geometry import ImageTransform
 from syngrpo.pool import DataPool, PendingJob
 from syngrpo.task import Task
-from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, Transport, TransportError
+from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, Transport, TransportError, Unauthorized
 from syngrpo.types import Sample
 
 log = logging.getLogger(__name__)
+
+
+class SynthesisFailure(SyngrpoError):
+    """Synthesis has not worked for too long (or the token was refused) and ``on_failure`` is ``stop``."""
 
 
 @dataclass
@@ -102,6 +114,16 @@ class SynthesisClient:
         self.clock = clock
         self.healthy = True
         self._last_probe = -float("inf")
+        #: a spawned server's supervisor (``drain_events``, ``restarts``), set by the trainer
+        self.server: Any = None
+        self.bad_steps = 0  # steps in a row in which synthesis was down or every finished job failed
+        self._bad_since: float | None = None
+        self._unauthorized: str | None = None
+        self._warned = False
+
+    @property
+    def server_restarts(self) -> int:
+        return int(getattr(self.server, "restarts", 0) or 0)
 
     # ---- health -----------------------------------------------------------------------
     def _mark_down(self, why: str) -> None:
@@ -189,6 +211,8 @@ class SynthesisClient:
             except TransportError as exc:
                 self.pool.untrack(pending.key)
                 report.skipped_down += 1
+                if isinstance(exc, Unauthorized):
+                    self._unauthorized = str(exc)
                 self._mark_down(str(exc))
                 continue
             keys.append(pending.key)
@@ -208,6 +232,8 @@ class SynthesisClient:
                 self.pool.counters.failed += 1
                 log.warning("data server rejected resubmitted job %s: %s", pending.key, exc)
             except TransportError as exc:
+                if isinstance(exc, Unauthorized):
+                    self._unauthorized = str(exc)
                 self._mark_down(str(exc))
                 break
             except (OSError, ValueError) as exc:
@@ -224,6 +250,51 @@ class SynthesisClient:
             self._mark_down(f"poll failed: {exc}")
         self._absorb(results, report)
         report.expired += len(self.pool.expire(self.clock(), self.cfg.job_timeout))
+        self._account(report)
+
+    # ---- failure policy -------------------------------------------------------------------
+    def _account(self, report: StepSynthesis) -> None:
+        """End of a step: log the server's restarts, then stop or warn if synthesis keeps failing."""
+        if self.server is not None and hasattr(self.server, "drain_events"):
+            for event in self.server.drain_events():
+                self.message(event)
+        if self._unauthorized is not None:
+            why, self._unauthorized = self._unauthorized, None
+            self._fail(f"the data server refused this run's token: {why}")
+            return
+        finished_bad = report.failed + report.expired
+        if report.done > 0:
+            if self._warned:
+                self.message(f"synthesis works again after {self.bad_steps} failed step(s)")
+            self.bad_steps, self._bad_since, self._warned = 0, None, False
+            return
+        down = report.skipped_down > 0 or not self.healthy
+        if not down and finished_bad == 0:
+            return  # nothing finished yet (async) or nothing was sent: neither good nor bad news
+        now = self.clock()
+        if self._bad_since is None:
+            self._bad_since = now
+        self.bad_steps += 1
+        if self.bad_steps < self.cfg.max_failed_steps or now - self._bad_since < self.cfg.failure_grace_s:
+            return
+        if down:
+            why = "the data server has been unavailable"
+        else:
+            last = "; ".join(report.errors[:3]) or "no error text"
+            why = f"every synthesis job that finished has failed (last: {last})"
+        text = f"{why} for {self.bad_steps} steps ({now - self._bad_since:.0f} s)"
+        if self.cfg.on_failure == "warn" and self.bad_steps % self.cfg.max_failed_steps:
+            return  # warn again every max_failed_steps steps, not at every step
+        self._fail(text)
+
+    def _fail(self, text: str) -> None:
+        if self.cfg.on_failure == "stop":
+            self.message(f"stopping: {text}")
+            raise SynthesisFailure(f"{text}. Fix the data server or its options, or set synthesis.on_failure: "
+                                   "warn to train on without synthesis")
+        self._warned = True
+        log.warning("SYNTHESIS IS FAILING: %s; training goes on without it (synthesis.on_failure: warn)", text)
+        self.message(f"WARNING: synthesis is failing: {text}; training goes on without it")
 
     def wait(self, keys: Sequence[str], report: StepSynthesis) -> None:
         """Synchronous mode (Table 5 ablation): block until this step's jobs finish or ``sync_timeout`` passes."""

@@ -375,6 +375,7 @@ class Trainer:
                 "synthesis/done_total": c.done,
                 "synthesis/failed_total": c.failed + c.expired,
                 "synthesis/server_healthy": 1.0 if self.synthesis is None or self.synthesis.healthy else 0.0,
+                "synthesis/server_restarts": self.synthesis.server_restarts if self.synthesis is not None else 0,
                 "synthesis/wait_seconds": report.wait_seconds,
                 "pool/synthesized_fraction": self.pool.synthesized_fraction(),
             })
@@ -449,6 +450,13 @@ class Trainer:
             raise ConfigError("parallel.strategy fsdp supports full fine-tuning in float32 or bfloat16; "
                               "turn model.lora off or use model.dtype: bfloat16 (or parallel.strategy: ddp)")
 
+        # --- pre-flight (`syngrpo check`): config, plugin names and options, dataset images and boxes,
+        # before the checkpoint, the model or the SFT warm start cost anything
+        from syngrpo.check import check_config
+
+        preflight = check_config(cfg, self.registry)
+        preflight.raise_for_errors()
+
         # trackers first: a missing extra (wandb, mlflow) is an error before any model loads
         from syngrpo.trackers import build_trackers
 
@@ -468,8 +476,8 @@ class Trainer:
         self.task = self.registry.create("tasks", cfg.data.task, **cfg.data.task_options)
         # toy data is drawn by each rank into its own folder (the same images; no two writers of a file)
         toy_sub = f"rank{self.par.rank}" if self.par.enabled and not self.par.is_main else ""
-        self.train_samples = load_split(cfg, self.task, "train", self.run_dir, subdir=toy_sub)
-        self.eval_samples = load_split(cfg, self.task, "eval", self.run_dir, subdir=toy_sub)
+        self.train_samples = preflight.keep(load_split(cfg, self.task, "train", self.run_dir, subdir=toy_sub), "train")
+        self.eval_samples = preflight.keep(load_split(cfg, self.task, "eval", self.run_dir, subdir=toy_sub), "eval")
 
         # --- policy (from the checkpoint when resuming), SFT warm start, reference ---
         policy_path = resolve_policy(cfg)
@@ -579,6 +587,7 @@ class Trainer:
         if cfg.synthesis.enabled and self.par.is_main:
             self.synthesis = SynthesisClient(self._make_transport(), self.pool, self.task, cfg.synthesis,
                                              self.run_dir / "synth", run_seed=cfg.seed, message=self._message)
+            self.synthesis.server = self.server
             if self.pool.in_flight:
                 sent = self.synthesis.resubmit_in_flight()
                 self._message(f"asked the data server again for {sent} job(s) in flight at the checkpoint")
@@ -665,13 +674,16 @@ class Trainer:
             return self._transport
         s = self.cfg.synthesis
         urls = list(s.servers)
-        token = s.token or os.environ.get("SYNGRPO_SERVER_TOKEN")
+        from syngrpo.server.config import resolve_token
+
+        token = resolve_token(s.token, "synthesis.token")
         if s.spawn_server:
-            from syngrpo.server.spawn import start_server_subprocess
+            from syngrpo.server.spawn import start_supervised_server
 
             # server keys as --set overrides; JSON is valid YAML, so values keep their types
             overrides = [f"{k}={json.dumps(v)}" for k, v in s.server.items()]
-            self.server = start_server_subprocess(s.server_config, data_dir=self.run_dir / "server", token=token,
+            # bound to this process's life, restarted with back-off when it dies (syngrpo.server.spawn)
+            self.server = start_supervised_server(s.server_config, data_dir=self.run_dir / "server", token=token,
                                                   overrides=overrides, startup_timeout_s=s.server_startup_timeout)
             urls = [self.server.url]
             self.runlog.message(f"data server started at {self.server.url} (log: {self.server.log_path})")

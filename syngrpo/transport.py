@@ -65,6 +65,10 @@ class TransportError(RuntimeError):
     """No data server could take the job (all down, or all full for longer than the retry budget)."""
 
 
+class Unauthorized(TransportError):
+    """A server refused the client's token (401/403): every job would be refused; the run is misconfigured."""
+
+
 class JobRejected(TransportError):
     """A server refused this job itself (a 4xx about its content): other jobs may still go through."""
 

@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from syngrpo.server.clientside import BufferedTransport, LoopThread, ResultBuffer
-from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, TransportError
+from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, TransportError, Unauthorized
 
 log = logging.getLogger("syngrpo.transport")
 
@@ -108,6 +108,8 @@ class AiohttpTransport(BufferedTransport):
         self._rr = 0
         self._closed = False
         self._refusal: str | None = None  # why the last fire-and-forget job found no server (cleared when read)
+        self._refusal_unauthorized = False
+        self._stopping = False
         self._loop = LoopThread("syngrpo-aiohttp")
         self._session: aiohttp.ClientSession | None = None
         self._wake: asyncio.Event | None = None
@@ -127,6 +129,9 @@ class AiohttpTransport(BufferedTransport):
         self._poller = asyncio.create_task(self._poll_loop())
 
     async def _stop(self) -> None:
+        # A flag as well as cancel(): on Python 3.11, asyncio.wait_for swallows a cancellation that arrives
+        # as its inner wait completes (a poll() that just set the wake event), and the poller would go on.
+        self._stopping = True
         self._poller.cancel()
         try:
             await self._poller
@@ -198,7 +203,8 @@ class AiohttpTransport(BufferedTransport):
                     last = f"{srv.url}: {err}"
                     continue
                 if status in (401, 403):  # every job would be refused: the client is misconfigured
-                    raise TransportError(f"{srv.url} refused job {job.key!r}: {err}")
+                    raise Unauthorized(f"{srv.url} refused job {job.key!r}: {err} (check synthesis.token or "
+                                       f"${TOKEN_ENV})")
                 if 400 <= status < 500:
                     raise JobRejected(f"{srv.url} refused job {job.key!r}: {err}")
                 last = f"{srv.url}: {err}"
@@ -226,12 +232,13 @@ class AiohttpTransport(BufferedTransport):
             no_server = not isinstance(exc, JobRejected)
             if no_server:
                 self._refusal = str(exc)
+                self._refusal_unauthorized = isinstance(exc, Unauthorized)
             self._buffer.complete(SynthesisResult(job.key, "failed", error=f"not submitted: {exc}",
                                                   refused=no_server))
 
     async def _poll_loop(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
             except asyncio.TimeoutError:
@@ -347,7 +354,7 @@ class AiohttpTransport(BufferedTransport):
             raise TransportError("the aiohttp transport is closed")
         refusal, self._refusal = self._refusal, None
         if refusal is not None:
-            raise TransportError(refusal)
+            raise (Unauthorized if self._refusal_unauthorized else TransportError)(refusal)
         now = time.monotonic()
         if not any(s.up(now) for s in self._servers):
             raise TransportError(f"every data server failed recently ({', '.join(self.urls)}); cooling down")

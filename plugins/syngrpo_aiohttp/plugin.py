@@ -12,6 +12,10 @@ def aiohttp_transport(**options):
     return AiohttpTransport(**options)
 
 
+# the class whose keyword options `syngrpo check` matches the config's options against
+aiohttp_transport.options_from = "syngrpo_aiohttp.client:AiohttpTransport"  # type: ignore[attr-defined]
+
+
 @hookimpl
 def register_transports(register):
     register("aiohttp", aiohttp_transport)

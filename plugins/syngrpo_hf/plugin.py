@@ -12,6 +12,10 @@ def hf_engine(**options):
     return HFRolloutEngine(**options)
 
 
+# the class whose keyword options `syngrpo check` matches the config's options against
+hf_engine.options_from = "syngrpo_hf.engine:HFRolloutEngine"  # type: ignore[attr-defined]
+
+
 @hookimpl
 def register_rollout_engines(register):
     register("hf", hf_engine, description="transformers generate on the policy itself (default)")

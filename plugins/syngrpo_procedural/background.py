@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from syngrpo import toyshapes
-from syngrpo.synthesis import SynthesisRequest, boxes_mask
+from syngrpo.synthesis import SynthesisRequest, boxes_mask, check_deadline
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
@@ -187,6 +187,7 @@ class ProceduralSynthesizer:
         else:
             n_clutter = int(clutter_opt)
         for _ in range(n_clutter):
+            check_deadline()
             spot = _free_spot(rng, size, (mean_w * rng.uniform(0.15, 0.4), mean_h * rng.uniform(0.15, 0.4)), blocked)
             if spot is None:
                 continue
@@ -198,6 +199,7 @@ class ProceduralSynthesizer:
         if _BUSY & set(words):
             distractors += 1
         for k in range(distractors):
+            check_deadline()  # a job past its time-out stops here instead of running on abandoned
             shape, colour = self._distractor(rng, req.labels, label_colours, classes, k)
             side = float(np.sqrt(mean_w * mean_h) * rng.uniform(0.7, 1.1))
             spot = None

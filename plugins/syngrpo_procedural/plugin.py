@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from syngrpo.hookspecs import hookimpl
+
+
+class ProceduralJobOptions(BaseModel):
+    """Per-job options of ``procedural`` and their bounds (the server refuses others with a 422).
+
+    The bounds keep one job's work small: drawing cost grows with distractors and clutter marks.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    distractors: int | None = Field(None, ge=0, le=64, description="extra shapes no label names")
+    clutter: int | None = Field(None, ge=0, le=256, description="small muted marks on the background")
+    distractor_classes: list[str] | None = Field(None, max_length=32,
+                                                 description="labels to draw distractors from ('red circle')")
 
 
 def procedural(**options):
@@ -10,6 +26,9 @@ def procedural(**options):
     from syngrpo_procedural.background import ProceduralSynthesizer
 
     return ProceduralSynthesizer(**options)
+
+
+procedural.job_options = ProceduralJobOptions  # type: ignore[attr-defined]
 
 
 def box(**options):

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from syngrpo.errors import require
-from syngrpo.synthesis import SynthesisRequest
+from syngrpo.synthesis import SynthesisRequest, check_deadline
 
 SCHEDULERS = {
     "euler": "EulerDiscreteScheduler",
@@ -35,6 +35,11 @@ SCHEDULERS = {
 #: per-request options a job may set (``options`` of the job), with their constructor defaults
 REQUEST_OPTIONS = ("steps", "guidance_scale", "controlnet_conditioning_scale", "strength", "negative_prompt",
                    "prompt_template")
+
+
+def _deadline_callback(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+    check_deadline()
+    return callback_kwargs
 
 
 def _need_diffusers() -> Any:
@@ -170,6 +175,7 @@ class SDXLControlNetSynthesizer:
                     strength=float(opts["strength"]),
                     generator=generators,
                     output_type="pil",
+                    callback_on_step_end=_deadline_callback,  # a timed-out job stops between steps
                 )
                 for i, img in zip(chunk, result.images, strict=True):
                     orig = requests[i].image

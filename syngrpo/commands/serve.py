@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set workers=[cuda:0,cuda:1]")
     p.add_argument("--ready-file", help="write {url, host, port, pid} as JSON here once listening")
+    p.add_argument("--parent-pid", type=int, help="stop when this process dies (a server spawned by a trainer)")
     p.set_defaults(func=run)
 
 
@@ -48,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_server_config(args)
     except ValidationError as exc:  # a bad --host/--port value
         raise ConfigError(f"invalid server option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
-    serve(cfg, ready_file=args.ready_file)
+    serve(cfg, ready_file=args.ready_file, parent_pid=args.parent_pid)
     return 0

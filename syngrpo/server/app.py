@@ -4,6 +4,7 @@ Routes (all JSON unless said otherwise; docs/data-server.md has request/response
 
     POST /v1/jobs                    submit (idempotent by the client's ``key``) → 201 new, 200 existing
     GET  /v1/jobs                    list: ?state=queued,running&ids=a,b&key=K&after=SEQ&limit=N
+    POST /v1/jobs/query              the same list with a JSON body (up to 500 ids, beyond a URL's length)
     GET  /v1/jobs/{id}               one job's state
     GET  /v1/jobs/{id}/result        done job: new image (base64 PNG) with its boxes and labels
     GET  /v1/jobs/{id}/result.png    done job: the new image (image/png)
@@ -15,13 +16,21 @@ Routes (all JSON unless said otherwise; docs/data-server.md has request/response
 
 Handlers are thin: validation lives in :mod:`syngrpo.server.validation`, the queue and the
 workers in :mod:`syngrpo.server.workers`.  Every refusal, including aiohttp's own (unknown
-route, wrong method, body too large), is ``{"error": {"code", "message"}}`` with a 4xx status.
+route, wrong method, body too large, a request its HTTP parser refused), is
+``{"error": {"code", "message"}}`` with a 4xx status.
+
+Limits that protect the server from its clients (docs/data-server.md, "Limits and failure
+behaviour"): request bodies being read at once are capped by ``max_body_bytes_in_flight``
+(503 + ``Retry-After`` beyond it), a body that stops arriving is dropped after ``read_timeout_s``
+(408), and a client that disconnects is logged at DEBUG, not as an error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,18 +43,25 @@ from syngrpo.server.config import ServerConfig
 from syngrpo.server.validation import ApiError, check_job_id, check_key, parse_submission
 from syngrpo.server.workers import JobService
 
+#: ids one list request may name
+MAX_LIST_IDS = 500
+
 log = logging.getLogger("syngrpo.server")
 
 SERVICE: web.AppKey[JobService] = web.AppKey("syngrpo_service", JobService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
+                 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large",
+                 414: "uri_too_long", 415: "unsupported_media_type", 431: "headers_too_large"}
 _OPEN_PATHS = frozenset({"/healthz"})
 
 
 def error_response(err: ApiError) -> web.Response:
-    return web.json_response(err.to_json(), status=err.status, headers=err.headers)
+    resp = web.json_response(err.to_json(), status=err.status, headers=err.headers)
+    if err.status == 408:
+        resp.force_close()  # the rest of a stalled body is not worth waiting for (aiohttp would linger)
+    return resp
 
 
 @web.middleware
@@ -55,6 +71,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except ApiError as err:
         return error_response(err)
+    except ConnectionError as exc:  # the client went away mid-request: its business, not an error of ours
+        log.debug("client disconnected during %s %s: %s", request.method, request.path, exc)
+        return web.Response(status=499)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -89,14 +108,77 @@ def bearer_auth(token: str | None) -> Callable[[web.Request, Handler], Awaitable
     return auth
 
 
+class BodyBudget:
+    """Bytes of request bodies being read and checked at once (one event loop: no lock needed).
+
+    Each request with a body reserves its announced length (or ``max_request_bytes`` when it
+    announces none) before a byte is read, and gives it back when its handler returns; a request
+    that does not fit is refused at once with 503 + ``Retry-After``.  Memory for bodies in flight
+    therefore stays under the capacity, whatever the number of clients.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.refused = 0
+
+    def take(self, n: int) -> bool:
+        if self.used and self.used + n > self.capacity:
+            self.refused += 1
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+BODIES: web.AppKey[BodyBudget] = web.AppKey("syngrpo_bodies", BodyBudget)
+
+#: after a body this large, once no other body is in flight, freed heap goes back to the OS
+_TRIM_AFTER_BYTES = 4 * 1024 * 1024
+
+
+def _release_freed_memory() -> None:
+    """glibc keeps freed heap for reuse; hand it back so a burst of large jobs does not pin the RSS."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 @web.middleware
 async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse an announced oversized body before reading a byte of it."""
-    limit = request.app[SERVICE].config.max_request_bytes
+    """Refuse an announced oversized body before reading a byte of it; keep bodies in flight under a cap."""
+    cfg = request.app[SERVICE].config
+    limit = cfg.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "request_too_large",
                        f"the request body is {request.content_length} bytes; the limit is {limit}")
-    return await handler(request)
+    if not request.body_exists:
+        return await handler(request)
+    budget = request.app[BODIES]
+    need = request.content_length if request.content_length is not None else limit
+    if not budget.take(need):
+        raise ApiError(503, "busy", f"the server is reading {budget.used} bytes of request bodies (the cap is "
+                       f"{budget.capacity}); retry in a second", headers={"Retry-After": "1"})
+    try:
+        return await handler(request)
+    finally:
+        budget.give(need)
+        if need >= _TRIM_AFTER_BYTES and budget.used == 0:
+            _release_freed_memory()
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, or 408 when it stops arriving for ``read_timeout_s`` (a stalled client)."""
+    timeout = request.app[SERVICE].config.read_timeout_s
+    try:
+        return await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s") from None
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -106,7 +188,7 @@ async def submit_job(request: web.Request) -> web.Response:
     ctype = request.content_type
     if request.body_exists and ctype not in ("application/json", "application/octet-stream", ""):
         raise ApiError(415, "unsupported_media_type", f"send application/json, not {ctype}")
-    raw = await request.read()
+    raw = await read_body(request)
     body = parse_submission(raw)
     rec, created = await request.app[SERVICE].submit(body)
     status = 201 if created else 200
@@ -126,27 +208,58 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return value
 
 
-async def list_jobs(request: web.Request) -> web.Response:
+def _list(request: web.Request, states: list[str], ids: list[str], key: str | None, after: int,
+          limit: int) -> web.Response:
     from syngrpo.server.store import STATES
 
     service = request.app[SERVICE]
-    states = [s for s in request.query.get("state", "").split(",") if s]
     bad = [s for s in states if s not in STATES]
     if bad:
         raise ApiError(400, "invalid_query", f"unknown state {bad[0]!r}; states are {', '.join(STATES)}")
-    ids = [i for i in request.query.get("ids", "").split(",") if i]
-    if len(ids) > 500:
-        raise ApiError(400, "invalid_query", "at most 500 ids per request")
+    if len(ids) > MAX_LIST_IDS:
+        raise ApiError(400, "invalid_query", f"at most {MAX_LIST_IDS} ids per request (got {len(ids)})")
     for i in ids:
         check_job_id(i)
-    key = request.query.get("key")
     if key is not None:
         check_key(key)
-    limit = _int_param(request, "limit", 100, 1, 500)
-    after = _int_param(request, "after", 0, 0, 2**62)
     jobs = service.store.list(states=states, ids=ids, key=key, after=after, limit=limit)
     nxt = jobs[-1].seq if len(jobs) == limit else None
     return web.json_response({"jobs": [j.to_json() for j in jobs], "next_after": nxt})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    states = [s for s in request.query.get("state", "").split(",") if s]
+    ids = [i for i in request.query.get("ids", "").split(",") if i]
+    limit = _int_param(request, "limit", 100, 1, 500)
+    after = _int_param(request, "after", 0, 0, 2**62)
+    return _list(request, states, ids, request.query.get("key"), after, limit)
+
+
+async def query_jobs(request: web.Request) -> web.Response:
+    """``POST /v1/jobs/query``: the list with a JSON body, for id lists too long for a URL."""
+    raw = await read_body(request)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    unknown = sorted(set(body) - {"state", "ids", "key", "after", "limit"})
+    if unknown:
+        raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: state, ids, key, after, limit")
+    states, ids, key = body.get("state", []), body.get("ids", []), body.get("key")
+    after, limit = body.get("after", 0), body.get("limit", 100)
+    if not (isinstance(states, list) and all(isinstance(x, str) for x in states)):
+        raise ApiError(422, "invalid_request", "state must be a list of state names")
+    if not (isinstance(ids, list) and all(isinstance(x, str) for x in ids)):
+        raise ApiError(422, "invalid_request", "ids must be a list of job ids")
+    if key is not None and not isinstance(key, str):
+        raise ApiError(422, "invalid_request", "key must be a string")
+    for name, value, hi in (("after", after, 2**62), ("limit", limit, 500)):
+        lo = 1 if name == "limit" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ApiError(422, "invalid_request", f"{name} must be an integer between {lo} and {hi}")
+    return _list(request, states, ids, key, after, limit)
 
 
 def _job_id(request: web.Request) -> str:
@@ -187,12 +300,20 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     health = request.app[SERVICE].health()
     health["version"] = __version__
-    return web.json_response(health, status=200 if health["status"] == "ok" else 503)
+    return web.json_response(health, status=503 if health["status"] == "broken" else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[SERVICE].metrics_text(), content_type="text/plain",
-                        headers={"X-Content-Type-Options": "nosniff"}, charset="utf-8")
+    budget = request.app[BODIES]
+    text = request.app[SERVICE].metrics_text() + (
+        "# HELP syngrpo_request_body_bytes_in_flight Bytes of request bodies being read and checked.\n"
+        "# TYPE syngrpo_request_body_bytes_in_flight gauge\n"
+        f"syngrpo_request_body_bytes_in_flight {budget.used}\n"
+        "# HELP syngrpo_requests_busy_total Requests refused with 503 busy (bodies in flight at the cap).\n"
+        "# TYPE syngrpo_requests_busy_total counter\n"
+        f"syngrpo_requests_busy_total {budget.refused}\n")
+    return web.Response(text=text, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"},
+                        charset="utf-8")
 
 
 # ---------------------------------------------------------------------------- factory
@@ -210,6 +331,7 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
     app = web.Application(client_max_size=config.max_request_bytes,
                           middlewares=[errors_as_json, bearer_auth(config.token), body_limit])
     app[SERVICE] = service
+    app[BODIES] = BodyBudget(config.max_body_bytes_in_flight)
 
     async def on_startup(app: web.Application) -> None:
         await service.start()
@@ -220,6 +342,7 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_post("/v1/jobs/query", query_jobs)
     app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/jobs/{job_id}/result", get_result)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from syngrpo.configio import StrictModel
 from syngrpo.errors import ConfigError
@@ -21,6 +21,41 @@ from syngrpo.errors import ConfigError
 TOKEN_ENV = "SYNGRPO_SERVER_TOKEN"
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps(:\d+)?|xpu(:\d+)?)$")
+#: a token is sent in an HTTP header: printable ASCII without spaces
+_TOKEN = re.compile(r"[!-~]{8,4096}")
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` is not acceptable as a bearer token (``None`` when it is).
+
+    The one rule for every source (config file, ``--set``, ``$SYNGRPO_SERVER_TOKEN``, the
+    trainer's ``synthesis.token``): at least 8 printable ASCII characters, no whitespace.
+    """
+    if len(token) < 8:
+        return "a token must be at least 8 characters"
+    if not _TOKEN.fullmatch(token):
+        return "a token must be printable ASCII without spaces or control characters (at most 4096)"
+    return None
+
+
+def check_token(token: str | None, source: str) -> str | None:
+    """``token`` if acceptable (or ``None``); a :class:`ConfigError` naming ``source`` otherwise."""
+    if token is None:
+        return None
+    why = token_problem(token)
+    if why:
+        raise ConfigError(f"{source}: {why}")
+    return token
+
+
+def resolve_token(configured: str | None, source: str = "token") -> str | None:
+    """The configured token, else ``$SYNGRPO_SERVER_TOKEN`` (empty = unset); both checked the same way."""
+    if configured is not None:
+        return check_token(configured, source)
+    env = os.environ.get(TOKEN_ENV)
+    if not env:
+        return None
+    return check_token(env, f"${TOKEN_ENV}")
 
 
 class ServerConfig(StrictModel):
@@ -57,6 +92,11 @@ class ServerConfig(StrictModel):
     min_label_coverage: float = Field(0.25, ge=0.0, le=1.0,
                                       description="a result whose kept mask covers less of a labelled box fails")
     metrics_window: int = Field(1000, ge=1, description="finished jobs the mean/p95 job time is computed over")
+    max_body_bytes_in_flight: int = Field(
+        128 * 1024 * 1024, ge=1024,
+        description="request bodies being read and checked at once, in bytes; beyond it: 503 + Retry-After")
+    read_timeout_s: float = Field(30.0, gt=0, description="a connection idle this long between requests (or "
+                                  "stalled before its headers or body arrive) is closed")
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -84,9 +124,17 @@ class ServerConfig(StrictModel):
     @field_validator("token")
     @classmethod
     def _token(cls, v: str | None) -> str | None:
-        if v is not None and len(v) < 8:
-            raise ValueError("a token must be at least 8 characters")
+        why = token_problem(v) if v is not None else None
+        if why:
+            raise ValueError(why)
         return v
+
+    @model_validator(mode="after")
+    def _budget(self) -> ServerConfig:
+        if self.max_body_bytes_in_flight < self.max_request_bytes:
+            raise ValueError(f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) must be at least "
+                             f"max_request_bytes ({self.max_request_bytes}): else no large job could be sent")
+        return self
 
     def served_synthesizers(self) -> dict[str, dict[str, Any]]:
         """Every synthesizer a job may name, with its options; the default comes first."""
@@ -98,7 +146,7 @@ class ServerConfig(StrictModel):
     def with_env_token(self) -> ServerConfig:
         """This config with the token taken from ``$SYNGRPO_SERVER_TOKEN`` when it has none."""
         if self.token is None and os.environ.get(TOKEN_ENV):
-            return self.model_copy(update={"token": os.environ[TOKEN_ENV]})
+            return self.model_copy(update={"token": resolve_token(None)})
         return self
 
 

@@ -6,26 +6,35 @@
     handle.stop()
 
 The child is ``python -m syngrpo.server``; with ``port=0`` it binds a free port and reports it in
-a ready file, and this function returns once ``GET /healthz`` answers 200.
+a ready file, and this function returns once ``GET /healthz`` answers 200.  By default the child
+is bound to this process's life (``--parent-pid``: it stops when this process dies, even by
+SIGKILL), so a killed trainer never leaves an orphan server holding its store.
+
+:class:`SupervisedServer` (what a trainer with ``synthesis.spawn_server`` uses) restarts the child
+with back-off when it dies, on the same port and store, so synthesis resumes by itself.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from syngrpo.errors import SyngrpoError
 from syngrpo.server.config import TOKEN_ENV
+
+log = logging.getLogger("syngrpo.server")
 
 
 class ServerStartError(SyngrpoError):
@@ -106,13 +115,16 @@ def start_server_subprocess(
     startup_timeout_s: float = 60.0,
     wait_ready: bool = False,
     python: str = sys.executable,
+    bind_to_parent: bool = True,
 ) -> ServerHandle:
     """Start ``syngrpo serve`` in a child process and wait until it answers ``/healthz``.
 
     ``port=0`` picks a free port (read back from the child's ready file).  ``data_dir`` overrides
     the config's (None keeps it).  ``token`` is handed over in ``$SYNGRPO_SERVER_TOKEN``, never on
     the command line.  ``wait_ready`` also waits until every worker has loaded its models.
-    The child's output goes to ``log_path`` (default: a file next to the ready file, or
+    ``bind_to_parent`` makes the child stop when this process dies (start it from a thread that
+    lives as long as the child: Linux sends the parent-death signal when the *thread* that started
+    it exits).  The child's output goes to ``log_path`` (default: a file next to the ready file, or
     ``data_dir/server.log``).  Raises :class:`ServerStartError` with the log's tail on failure.
     """
     tmp = tempfile.TemporaryDirectory(prefix="syngrpo-server-")
@@ -128,6 +140,8 @@ def start_server_subprocess(
         cmd += ["--data-dir", str(data_dir)]
     for item in overrides:
         cmd += ["--set", item]
+    if bind_to_parent:
+        cmd += ["--parent-pid", str(os.getpid())]
     child_env = dict(os.environ if env is None else env)
     if token is not None:
         child_env[TOKEN_ENV] = token
@@ -167,3 +181,113 @@ def start_server_subprocess(
         if time.monotonic() > deadline:
             raise fail(f"/healthz did not answer 200{' ready' if wait_ready else ''} within {startup_timeout_s:g} s")
         time.sleep(0.05)
+
+
+class SupervisedServer:
+    """A spawned data server that is restarted, with back-off, whenever it dies.
+
+    ``start(port)`` starts one server process (a :func:`start_server_subprocess` call with the
+    same store); the first start picks a free port, every restart reuses it, so clients keep their
+    URL.  A watch thread checks the child every ``check_interval_s``; after a death it waits
+    ``backoff_s``, doubling after each restart up to ``backoff_max_s`` (reset once a server has run
+    ``stable_s``).  What happened is queued for the trainer's log (:meth:`drain_events`).
+    """
+
+    def __init__(self, start: Callable[[int], ServerHandle], *, check_interval_s: float = 0.5,
+                 backoff_s: float = 1.0, backoff_max_s: float = 30.0, stable_s: float = 60.0) -> None:
+        self._start = start
+        self.check_interval_s = check_interval_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.stable_s = stable_s
+        self.handle = start(0)
+        self.port = self.handle.port
+        self.url = self.handle.url
+        self.restarts = 0
+        self._started_at = time.monotonic()
+        self._events: list[str] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        # The watch thread starts the restarted servers and lives as long as they must (see bind_to_parent).
+        self._thread = threading.Thread(target=self._watch, name="syngrpo-server-supervisor", daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.handle.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.handle.log_path
+
+    def alive(self) -> bool:
+        return self.handle.alive()
+
+    def _event(self, text: str) -> None:
+        log.warning("%s", text)
+        with self._lock:
+            self._events.append(text)
+
+    def drain_events(self) -> list[str]:
+        """What happened to the server since the last call (deaths, restarts, failed restarts)."""
+        with self._lock:
+            out, self._events = self._events, []
+        return out
+
+    def _watch(self) -> None:
+        delay = self.backoff_s
+        while not self._stopping.wait(self.check_interval_s):
+            if self.handle.alive():
+                if time.monotonic() - self._started_at > self.stable_s:
+                    delay = self.backoff_s
+                continue
+            dead = self.handle
+            dead.stop(timeout=1)  # reap it and remove its ready-file folder
+            self._event(f"data server (pid {dead.pid}) exited with status {dead.process.returncode}; "
+                        f"restarting it in {delay:g} s")
+            while not self._stopping.wait(delay):
+                try:
+                    new = self._start(self.port)
+                except Exception as exc:  # noqa: BLE001 - a failed restart is retried, never fatal here
+                    delay = min(self.backoff_max_s, delay * 2)
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    self._event(f"restarting the data server failed ({first}); next try in {delay:g} s")
+                    continue
+                if self._stopping.is_set():
+                    new.stop()
+                    return
+                self.handle = new
+                self.restarts += 1
+                self._started_at = time.monotonic()
+                self._event(f"data server restarted at {new.url} (pid {new.pid}, restart {self.restarts})")
+                delay = min(self.backoff_max_s, delay * 2)
+                break
+
+    def kill(self) -> None:
+        """SIGKILL the current server process, as a crash would (tests); the supervisor restarts it."""
+        self.handle.kill()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Stop supervising, then stop the server (SIGTERM, SIGKILL after ``timeout``)."""
+        self._stopping.set()
+        self._thread.join()
+        return self.handle.stop(timeout)
+
+    def __enter__(self) -> SupervisedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_supervised_server(config_path: str | Path | None = None, *, data_dir: str | Path, host: str = "127.0.0.1",
+                            token: str | None = None, overrides: Iterable[str] = (),
+                            startup_timeout_s: float = 60.0, **supervisor: float) -> SupervisedServer:
+    """A :class:`SupervisedServer` over :func:`start_server_subprocess` (same store, same port on restarts)."""
+    items = list(overrides)
+
+    def start(port: int) -> ServerHandle:
+        return start_server_subprocess(config_path, host=host, port=port, data_dir=data_dir, token=token,
+                                       overrides=items, startup_timeout_s=startup_timeout_s)
+
+    return SupervisedServer(start, **supervisor)

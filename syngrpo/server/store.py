@@ -11,8 +11,11 @@ an operating-system crash or power loss may lose the last commits.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -20,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from syngrpo.errors import SyngrpoError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -110,15 +115,70 @@ class DuplicateKeyError(Exception):
     """A job with this idempotency key exists already."""
 
 
+class StoreError(SyngrpoError):
+    """The job store cannot be opened: unwritable directory, or another server holds it."""
+
+
+#: errno values that mean "the disk cannot take more now" (full, over quota, read-only)
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store's disk is full (a file write, or SQLite unable to commit)."""
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return True
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).lower()
+        return "disk is full" in text or "disk i/o error" in text or "readonly" in text
+    return False
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either absent or complete, never half written."""
+    """Write ``data`` so that ``path`` is either absent or complete, never half written.
+
+    A failed write (a full disk) removes its temporary file: nothing is left behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+LOCK_FILE = "server.lock"
+
+
+def lock_store(data_dir: Path) -> int:
+    """Take the exclusive lock of a store directory (``flock`` on ``server.lock``); returns its descriptor.
+
+    Two servers on one store would both recover its ``running`` jobs and run them twice; the
+    second is refused here.  The kernel drops the lock when the holder exits, even by SIGKILL.
+    """
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise StoreError(f"the job store {data_dir} is in use by another data server (pid {holder}); "
+                             "stop it first, or give this server another data_dir") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 class JobStore:
@@ -127,18 +187,57 @@ class JobStore:
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "jobs.sqlite3"
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd: int | None = lock_store(self.data_dir)
+        except OSError as exc:
+            raise StoreError(f"cannot use {self.data_dir} as the job store: {exc.strerror or exc} "
+                             f"({type(exc).__name__}); give data_dir a writable directory") from None
+        try:
+            self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self._unlock()
+            raise StoreError(f"cannot open the job database {self.db_path}: {exc}; "
+                             "give data_dir a writable directory") from None
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._unlock()
+
+    def remove_job_files(self, job_id: str) -> None:
+        """Delete a job's folder (a submission that could not be committed leaves nothing behind)."""
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def sweep(self) -> tuple[int, int]:
+        """At start-up: remove ``.tmp`` files and job folders without a row (a crash or a full disk
+        between writing a job's input and committing it); returns ``(tmp files, orphan folders)``."""
+        tmp_files = 0
+        for tmp in self.jobs_dir.glob("*/.*.tmp"):
+            try:
+                tmp.unlink()
+                tmp_files += 1
+            except OSError:
+                pass
+        with self._lock:
+            known = {r[0] for r in self._db.execute("SELECT id FROM jobs")}
+        orphans = 0
+        for d in self.jobs_dir.iterdir():
+            if d.is_dir() and d.name not in known:
+                shutil.rmtree(d, ignore_errors=True)
+                orphans += 1
+        return tmp_files, orphans
 
     # ------------------------------------------------------------------ files
 

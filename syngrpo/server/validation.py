@@ -26,24 +26,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from syngrpo.server.config import ServerConfig
 
 #: client idempotency keys: no slashes, no dots-only names, nothing a path could be built from
-KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+#: (matched with ``fullmatch``: ``$`` would also match before a trailing newline)
+KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 #: server job ids: 32 lowercase hex digits (uuid4().hex)
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 
 
 class ApiError(Exception):
     """A refusal: ``status`` (4xx), ``code`` (stable), ``message`` (for humans)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.details = details or {}
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
 
 
 class SubmissionBody(BaseModel):
@@ -103,7 +106,7 @@ def parse_submission(raw: bytes) -> SubmissionBody:
 
 
 def check_key(key: str) -> None:
-    if not KEY_RE.match(key) or ".." in key:
+    if not KEY_RE.fullmatch(key) or ".." in key:
         raise ApiError(422, "invalid_key",
                        "key must be 1-128 characters of letters, digits, '_', '.', ':' or '-', start with a letter "
                        "or digit, and contain no '..'")
@@ -111,7 +114,7 @@ def check_key(key: str) -> None:
 
 def check_job_id(job_id: str) -> None:
     """Job ids are 32 hex digits; anything else (a path, a traversal) is refused before a lookup."""
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         raise ApiError(400, "invalid_id", "a job id is 32 lowercase hexadecimal digits")
 
 
@@ -129,6 +132,37 @@ def check_synthesizer(options: dict[str, Any], served: Collection[str], default:
         raise ApiError(422, "unknown_synthesizer",
                        f"this server has no synthesizer {name!r}; it serves: {', '.join(sorted(served))}")
     return name, opts
+
+
+def allowed_options(model: Any) -> dict[str, Any]:
+    """The options a synthesizer's model declares, each with its type and bounds (for error bodies and docs)."""
+    props = model.model_json_schema().get("properties", {})
+    keep = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "maxLength", "maxItems", "enum",
+            "description")
+    out = {}
+    for name, spec in props.items():
+        flat = dict(spec)
+        for branch in spec.get("anyOf", []):  # ``int | None``: the bounds live in the non-null branch
+            if branch.get("type") != "null":
+                flat.update(branch)
+        out[name] = {k: v for k, v in flat.items() if k in keep}
+    return out
+
+
+def check_job_options(synthesizer: str, options: dict[str, Any], model: Any) -> None:
+    """Refuse options the synthesizer does not declare, or out of their declared range (422 + allowed)."""
+    if model is None:
+        return
+    try:
+        model.model_validate(options)
+    except ValidationError as exc:
+        parts = []
+        for e in exc.errors()[:10]:
+            loc = ".".join(str(p) for p in e["loc"]) or "(options)"
+            msg = "unknown option" if e["type"] == "extra_forbidden" else e["msg"]
+            parts.append(f"options.{loc}: {msg}")
+        raise ApiError(422, "invalid_options", f"synthesizer {synthesizer!r}: " + "; ".join(parts),
+                       details={"allowed": allowed_options(model)}) from None
 
 
 def decode_image(data_b64: str, max_pixels: int, max_bytes: int) -> tuple[Image.Image, bytes]:
@@ -204,11 +238,16 @@ def check_description(description: str, config: ServerConfig) -> str:
     return text
 
 
-def validate_submission(body: SubmissionBody, config: ServerConfig) -> Submission:
-    """Every check of a parsed body; decodes the image (CPU work: call it off the event loop)."""
+def validate_submission(body: SubmissionBody, config: ServerConfig,
+                        option_models: dict[str, Any] | None = None) -> Submission:
+    """Every check of a parsed body; decodes the image (CPU work: call it off the event loop).
+
+    ``option_models`` maps a served synthesizer to the model of its per-job options (or ``None``).
+    """
     check_key(body.key)
     served = config.served_synthesizers()
     synth, options = check_synthesizer(body.options, served, config.synthesizer)
+    check_job_options(synth, options, (option_models or {}).get(synth))
     description = check_description(body.description, config)
     image, png = decode_image(body.image, config.max_image_pixels, config.max_request_bytes)
     check_boxes(body.boxes, body.labels, image.width, image.height, config)

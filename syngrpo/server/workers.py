@@ -4,20 +4,30 @@
 ``inprocess`` transport call; it must run on one asyncio event loop.  Synthesis runs in a
 worker's own thread, one call at a time per worker, so the event loop keeps answering while a
 GPU works.  A call that raises fails its own jobs (a failing batch is retried job by job inside
-:func:`syngrpo.synthesis.run_pipeline`); a call that hangs past its time-out fails its jobs and
-is abandoned: the worker goes on with a fresh thread (Python cannot kill a thread), and after
-``max_hung_calls`` abandoned calls it stops taking jobs and reports itself broken in ``/healthz``.
+:func:`syngrpo.synthesis.run_pipeline`).
+
+Over-long jobs: a job's options are bounded by what its synthesizer declares (checked at
+submission), and a call runs under a deadline (:func:`syngrpo.synthesis.job_deadline`) that
+synthesizers check between units of work, so a call past its time-out normally stops by itself.
+Its jobs fail at the time-out either way; only those jobs.  A call that ignores the deadline is
+abandoned (Python cannot kill a thread) and the worker goes on with a fresh thread; while
+``max_hung_calls`` abandoned calls of a worker are still running it takes no new jobs
+(``draining`` in ``/healthz``), so abandoned work never piles up, and it takes jobs again as soon
+as one of them returns.  Why threads and not a killable subprocess: GPU models live in the
+worker's process (a subprocess per call would reload them), and with the deadline the built-in
+synthesizers stop within one unit of work of their time-out.
+
+A full disk (:func:`syngrpo.server.store.is_storage_full`) never kills a worker: it retries its
+database writes with back-off, ``/healthz`` says ``degraded`` with the reason, submissions get a
+507, and everything resumes when space returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import io
 import logging
 import math
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,79 +37,15 @@ from typing import Any
 from PIL import Image
 
 from syngrpo.plugins import Registry, get_registry
+from syngrpo.server.calls import CallTimeout, call_in_thread, load_plugin_modules, make_plugin, percentile
 from syngrpo.server.config import ServerConfig
-from syngrpo.server.store import DuplicateKeyError, JobRecord, JobStore, atomic_write
+from syngrpo.server.store import DuplicateKeyError, JobRecord, JobStore, atomic_write, is_storage_full
 from syngrpo.server.validation import ApiError, Submission, SubmissionBody, fingerprint, validate_submission
-from syngrpo.synthesis import PipelineItem, run_pipeline
+from syngrpo.synthesis import PipelineItem, job_options_model, run_pipeline
+
+__all__ = ["CallTimeout", "JobService", "Worker", "call_in_thread", "load_plugin_modules", "make_plugin", "percentile"]
 
 log = logging.getLogger("syngrpo.server")
-
-
-class CallTimeout(Exception):
-    """A call in a worker thread ran past its time-out (and was abandoned)."""
-
-
-async def call_in_thread(fn: Callable[..., Any], *args: Any, timeout: float | None = None, name: str = "syngrpo-call"
-                         ) -> Any:
-    """Run ``fn(*args)`` in a fresh daemon thread; raise :class:`CallTimeout` after ``timeout`` seconds.
-
-    A daemon thread, not an executor: a hung call must neither block the next one nor keep the
-    process alive at exit.
-    """
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if fut.done():
-            return
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-    def target() -> None:
-        try:
-            value, ok = fn(*args), True
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            value, ok = exc, False
-        try:
-            loop.call_soon_threadsafe(settle, ok, value)
-        except RuntimeError:  # the loop is gone (server stopped while this call hung)
-            pass
-
-    threading.Thread(target=target, name=name, daemon=True).start()
-    try:
-        return await asyncio.wait_for(asyncio.shield(fut), timeout)
-    except asyncio.TimeoutError:
-        raise CallTimeout(f"timed out after {timeout:g} s") from None
-
-
-def make_plugin(registry: Registry, kind: str, name: str, options: dict[str, Any], device: str) -> Any:
-    """``registry.create`` with ``device`` passed when the factory accepts it and the options lack it."""
-    factory = registry.get(kind, name).factory
-    opts = dict(options)
-    if "device" not in opts:
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            params = {}
-        if "device" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            opts["device"] = device
-    return factory(**opts)
-
-
-def load_plugin_modules(names: list[str]) -> list[object]:
-    """Import the modules a config lists under ``plugins:`` (registered like entry-point plugins)."""
-    return [importlib.import_module(n) for n in names]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in [0, 100]); NaN for no values."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(s)))
-    return s[min(rank, len(s)) - 1]
 
 
 class Worker:
@@ -112,7 +58,9 @@ class Worker:
         self.service = service
         self.state = "starting"
         self.error: str | None = None
-        self.hung_calls = 0
+        self.hung_calls = 0  # calls that ran past their time-out, ever
+        self.abandoned: set[asyncio.Future[Any]] = set()  # of those, the ones whose thread still runs
+        self._returned: asyncio.Event | None = None
         self.current: list[str] = []
         self._segmenter: Any = None
         self._synthesizers: dict[str, Any] = {}
@@ -120,7 +68,7 @@ class Worker:
 
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "state": self.state, "error": self.error,
-                "hung_calls": self.hung_calls, "running": len(self.current)}
+                "hung_calls": self.hung_calls, "abandoned_calls": len(self.abandoned), "running": len(self.current)}
 
     # -- plugin objects (created in the worker's thread: loading a model takes time)
 
@@ -162,8 +110,16 @@ class Worker:
                 errors.append(outcome.error or "synthesis produced no image")
                 continue
             assert outcome.image is not None and outcome.keep_mask is not None
-            atomic_write(store.mask_path(job.id), _png(outcome.keep_mask))
-            atomic_write(store.result_path(job.id), _png(outcome.image))
+            try:
+                atomic_write(store.mask_path(job.id), _png(outcome.keep_mask))
+                atomic_write(store.result_path(job.id), _png(outcome.image))
+            except OSError as exc:
+                if not is_storage_full(exc):
+                    raise
+                store.mask_path(job.id).unlink(missing_ok=True)
+                self.service.storage_problem(exc)
+                errors.append(f"the server's disk is full: {exc}")
+                continue
             errors.append(None)
         return errors
 
@@ -189,7 +145,16 @@ class Worker:
 
     async def _loop(self) -> None:
         cfg = self.service.config
+        self._returned = asyncio.Event()
         while True:
+            while len(self.abandoned) >= cfg.max_hung_calls:
+                # Take no job while this many calls past their time-out still run: none piles up.
+                self.state = "draining"
+                self.error = (f"{len(self.abandoned)} call(s) past the time-out still running; "
+                              "new jobs wait until one returns")
+                self._returned.clear()
+                await self._returned.wait()
+            self.state, self.error = "ready", None
             jobs = await self.service.next_batch(self)
             self.current = [j.id for j in jobs]
             self.state = "busy"
@@ -197,12 +162,21 @@ class Worker:
                 await self._process(jobs)
             finally:
                 self.current = []
-            if self.hung_calls >= cfg.max_hung_calls:
-                self.state = "broken"
-                self.error = f"{self.hung_calls} calls hung past the time-out; this worker takes no more jobs"
-                log.error("%s: %s", self.name, self.error)
-                return
             self.state = "ready"
+
+    def _abandon(self, call: asyncio.Future[Any]) -> None:
+        self.abandoned.add(call)
+
+        def returned(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled():
+                f.exception()  # retrieved: a late DeadlineExceeded is expected, not an unhandled error
+            self.abandoned.discard(f)
+            log.info("%s: a call abandoned after its time-out has returned (%d still running)",
+                     self.name, len(self.abandoned))
+            if self._returned is not None:
+                self._returned.set()
+
+        call.add_done_callback(returned)
 
     async def _process(self, jobs: list[JobRecord]) -> None:
         cfg = self.service.config
@@ -211,13 +185,18 @@ class Worker:
             errors = await call_in_thread(self._run_batch, jobs, timeout=timeout, name=f"{self.name}-synth")
         except CallTimeout as exc:
             self.hung_calls += 1
+            self._abandon(exc.call)
             errors = [f"synthesis {exc} (job_timeout_s={cfg.job_timeout_s:g})"] * len(jobs)
             log.warning("%s: batch of %d %s", self.name, len(jobs), exc)
         except Exception as exc:  # noqa: BLE001 - e.g. creating an extra synthesizer failed
-            errors = [f"{type(exc).__name__}: {exc}"] * len(jobs)
+            if is_storage_full(exc):
+                self.service.storage_problem(exc)
+                errors = [f"the server's disk is full: {exc}"] * len(jobs)
+            else:
+                errors = [f"{type(exc).__name__}: {exc}"] * len(jobs)
             log.warning("%s: batch of %d failed: %s", self.name, len(jobs), errors[0])
         for job, error in zip(jobs, errors, strict=True):
-            self.service.finish(job.id, error)
+            await self.service.finish_durably(job.id, error)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -238,9 +217,14 @@ class JobService:
         for name in config.served_synthesizers():
             registry.get("synthesizers", name)
         registry.get("segmenters", config.segmenter)
+        self.option_models = {name: job_options_model(registry.get("synthesizers", name).factory)
+                              for name in config.served_synthesizers()}
         self.store = JobStore(config.data_dir)
         self.workers = [Worker(i, dev, self) for i, dev in enumerate(config.workers)]
         self.rejected = 0
+        self.storage_error: str | None = None  # why the last write failed on a full disk (None: fine)
+        self.storage_refused = 0
+        self._reserved = 0  # queue slots taken by submissions being written
         self.started_at = time.time()
         self._cond: asyncio.Condition | None = None
         self._listeners: list[Callable[[JobRecord], None]] = []
@@ -252,6 +236,10 @@ class JobService:
         requeued, failed = self.store.recover(self.config.max_attempts)
         if requeued or failed:
             log.info("recovered after a restart: %d jobs re-queued, %d failed", requeued, failed)
+        tmp_files, orphans = self.store.sweep()
+        if tmp_files or orphans:
+            log.info("removed %d unfinished temporary file(s) and %d job folder(s) never committed",
+                     tmp_files, orphans)
         for w in self.workers:
             w.task = asyncio.create_task(w.run(), name=w.name)
 
@@ -298,16 +286,26 @@ class JobService:
         if all(w.state == "broken" for w in self.workers):
             raise ApiError(503, "unavailable", "every worker of this server is broken (see /healthz); "
                            "submit to another server", headers={"Retry-After": "60"})
-        if self.store.queued_count() >= self.config.queue_size:
+        if self._queued_or_reserved() >= self.config.queue_size:
             raise self._queue_full()
-        sub: Submission = await asyncio.to_thread(validate_submission, body, self.config)
+        sub: Submission = await asyncio.to_thread(validate_submission, body, self.config, self.option_models)
         existing = self._existing(body)  # a concurrent retry may have won while the image was decoded
         if existing is not None:
             return existing, False
-        if self.store.queued_count() >= self.config.queue_size:
+        # Check and reserve a slot with no await in between: concurrent submissions cannot all pass.
+        if self._queued_or_reserved() >= self.config.queue_size:
             raise self._queue_full()
+        self._reserved += 1
+        try:
+            return await self._store_new(body, sub)
+        finally:
+            self._reserved -= 1
+
+    def _queued_or_reserved(self) -> int:
+        return self.store.queued_count() + self._reserved
+
+    async def _store_new(self, body: SubmissionBody, sub: Submission) -> tuple[JobRecord, bool]:
         job_id = uuid.uuid4().hex
-        await asyncio.to_thread(atomic_write, self.store.input_path(job_id), sub.png)
         rec = JobRecord(
             id=job_id, key=sub.key, fingerprint=sub.fingerprint, state="queued", synthesizer=sub.synthesizer,
             group_key=sub.group_key, width=sub.image.width, height=sub.image.height, boxes=sub.boxes,
@@ -315,14 +313,53 @@ class JobService:
             created_at=time.time(),
         )
         try:
+            await asyncio.to_thread(atomic_write, self.store.input_path(job_id), sub.png)
             self.store.insert(rec)
         except DuplicateKeyError:
+            self.store.remove_job_files(job_id)
             existing = self._existing(body)
             if existing is None:  # pragma: no cover - a key cannot vanish
                 raise
             return existing, False
+        except Exception as exc:
+            self.store.remove_job_files(job_id)  # no orphan folder for a job that was never acknowledged
+            if is_storage_full(exc):
+                self.storage_problem(exc)
+                self.storage_refused += 1
+                raise ApiError(507, "insufficient_storage",
+                               f"the server cannot store the job: its disk is full ({exc}); retry later",
+                               headers={"Retry-After": "30"}) from None
+            raise
+        self.storage_ok()
         await self._notify()
         return rec, True
+
+    # -- a full disk
+
+    def storage_problem(self, exc: BaseException) -> None:
+        """Record that a write failed on a full disk (``/healthz`` says ``degraded`` until one succeeds)."""
+        if self.storage_error is None:
+            log.warning("the job store's disk is full: %s (submissions get 507 until a write succeeds)", exc)
+        self.storage_error = f"{type(exc).__name__}: {exc}"
+
+    def storage_ok(self) -> None:
+        if self.storage_error is not None:
+            log.info("the job store accepts writes again")
+        self.storage_error = None
+
+    async def finish_durably(self, job_id: str, error: str | None) -> None:
+        """:meth:`finish`, retried with back-off while the disk is full (the worker never dies of it)."""
+        delay = 0.5
+        while True:
+            try:
+                self.finish(job_id, error)
+                return
+            except Exception as exc:
+                if not is_storage_full(exc):
+                    raise
+                self.storage_problem(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _existing(self, body: SubmissionBody) -> JobRecord | None:
         found = self.store.get_by_key(body.key)
@@ -343,9 +380,18 @@ class JobService:
         """Wait for queued jobs and claim up to ``batch_size`` of one group for ``worker``."""
         assert self._cond is not None
         cfg = self.config
+        delay = 0.5
         async with self._cond:
             while True:
-                jobs = self.store.claim(worker.name, cfg.batch_size)
+                try:
+                    jobs = self.store.claim(worker.name, cfg.batch_size)
+                except Exception as exc:
+                    if not is_storage_full(exc):
+                        raise
+                    self.storage_problem(exc)  # the database cannot commit: wait for space, do not die
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
                 if jobs:
                     break
                 await self._cond.wait()
@@ -356,6 +402,8 @@ class JobService:
 
     def finish(self, job_id: str, error: str | None) -> None:
         rec = self.store.finish(job_id, "failed" if error else "done", error=error)
+        if error is None or "disk is full" not in error:
+            self.storage_ok()
         if rec is None:
             return
         if rec.state == "failed":
@@ -400,12 +448,16 @@ class JobService:
     def health(self) -> dict[str, Any]:
         workers = [w.health() for w in self.workers]
         usable = any(w["state"] != "broken" for w in workers)
-        return {
-            "status": "ok" if usable else "broken",
+        status = "broken" if not usable else "degraded" if self.storage_error else "ok"
+        out: dict[str, Any] = {
+            "status": status,
             "ready": all(w["state"] in ("ready", "busy") for w in workers),
             "queue_depth": self.store.queued_count(),
             "workers": workers,
         }
+        if self.storage_error:
+            out["reason"] = f"the job store's disk is full: {self.storage_error}"
+        return out
 
     def metrics_text(self) -> str:
         """Prometheus text exposition (version 0.0.4)."""
@@ -430,11 +482,15 @@ class JobService:
         metric("syngrpo_jobs_cancelled_total", "counter", "Jobs cancelled by a client.", counts["cancelled"])
         metric("syngrpo_submissions_rejected_total", "counter", "Submissions refused with 429 (queue full).",
                self.rejected)
+        metric("syngrpo_submissions_storage_refused_total", "counter",
+               "Submissions refused with 507 (the store's disk is full).", self.storage_refused)
+        metric("syngrpo_calls_abandoned", "gauge", "Calls past their time-out whose thread still runs.",
+               sum(len(w.abandoned) for w in self.workers))
         metric("syngrpo_job_seconds_mean", "gauge", "Mean run time of recent done jobs.", mean)
         metric("syngrpo_job_seconds_p95", "gauge", "95th percentile run time of recent done jobs.", p95)
         lines.append("# HELP syngrpo_workers Workers by state.")
         lines.append("# TYPE syngrpo_workers gauge")
-        for state in ("loading", "ready", "busy", "broken"):
+        for state in ("loading", "ready", "busy", "draining", "broken"):
             n = sum(w.state == state for w in self.workers)
             lines.append(f'syngrpo_workers{{state="{state}"}} {n}')
         return "\n".join(lines) + "\n"

@@ -77,16 +77,18 @@ async def test_a_hanging_synthesizer_times_out_that_job_and_the_worker_goes_on(a
     assert health["status"] == "ok" and health["workers"][0]["hung_calls"] == 1
 
 
-async def test_a_worker_with_too_many_hung_calls_reports_broken_and_refuses_new_jobs(aiohttp_client, config_for,
-                                                                                   registry):
+async def test_a_worker_with_too_many_hung_calls_drains_and_takes_jobs_again_when_they_return(aiohttp_client,
+                                                                                             config_for, registry,
+                                                                                             control):
     cfg = config_for(synthesizer="controlled", job_timeout_s=0.2, max_hung_calls=1)
     client = await aiohttp_client(create_app(cfg, registry=registry))
     hung = await submit(client, "hang-2", description="hang")
     assert (await wait_for_state(client, hung))["state"] == "failed"
-    health = await health_once(client, 503)
-    assert health["status"] == "broken" and health["workers"][0]["state"] == "broken"
-    refused = await client.post("/v1/jobs", json=job_body("late"))
-    assert refused.status == 503 and (await refused.json())["error"]["code"] == "unavailable"
+    health = await health_once(client, 200)
+    assert health["status"] == "ok" and health["workers"][0]["state"] == "draining"
+    late = await submit(client, "late")  # queued, not refused: abandoned work never piles up, nor blocks others
+    control.release.set()
+    assert (await wait_for_state(client, late))["state"] == "done"
 
 
 async def test_a_synthesizer_that_cannot_be_created_marks_its_worker_broken_with_the_reason(aiohttp_client,

@@ -1,0 +1,89 @@
+"""Helpers of the job service: a worker's call in its own thread under a deadline, plugins by name.
+
+Split from :mod:`syngrpo.server.workers` (which re-exports them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from syngrpo.plugins import Registry
+from syngrpo.synthesis import job_deadline
+
+
+class CallTimeout(Exception):
+    """A call in a worker thread ran past its time-out; ``call`` settles when the thread returns."""
+
+    def __init__(self, message: str, call: asyncio.Future[Any]) -> None:
+        super().__init__(message)
+        self.call = call
+
+
+async def call_in_thread(fn: Callable[..., Any], *args: Any, timeout: float | None = None, name: str = "syngrpo-call"
+                         ) -> Any:
+    """Run ``fn(*args)`` in a fresh daemon thread under a deadline of ``timeout`` seconds.
+
+    Raises :class:`CallTimeout` after ``timeout`` seconds.  A daemon thread, not an executor: a
+    hung call must neither block the next one nor keep the process alive at exit.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def target() -> None:
+        try:
+            with job_deadline(timeout):
+                value, ok = fn(*args), True
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            value, ok = exc, False
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:  # the loop is gone (server stopped while this call hung)
+            pass
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except asyncio.TimeoutError:
+        raise CallTimeout(f"timed out after {timeout:g} s", fut) from None
+
+
+def make_plugin(registry: Registry, kind: str, name: str, options: dict[str, Any], device: str) -> Any:
+    """``registry.create`` with ``device`` passed when the factory accepts it and the options lack it."""
+    factory = registry.get(kind, name).factory
+    opts = dict(options)
+    if "device" not in opts:
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            params = {}
+        if "device" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            opts["device"] = device
+    return factory(**opts)
+
+
+def load_plugin_modules(names: list[str]) -> list[object]:
+    """Import the modules a config lists under ``plugins:`` (registered like entry-point plugins)."""
+    return [importlib.import_module(n) for n in names]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in [0, 100]); NaN for no values."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(s)))
+    return s[min(rank, len(s)) - 1]

@@ -1,0 +1,169 @@
+"""A full disk under the job store: 507 with a reason, ``/healthz`` degraded, no leftovers, and a worker
+that carries on when space returns.
+
+Two ways: a real 4 MiB tmpfs filled up under a real server subprocess (where mounting is allowed:
+root, as on this machine; skipped elsewhere), and a full disk injected at the store's boundary:
+``os.fsync`` of the store's file writes and the SQLite commits of ``JobStore`` raise what a full disk
+raises (``OSError(ENOSPC)``, ``sqlite3.OperationalError("database or disk is full")``) while
+``disk.full`` is set, which also reaches the worker's own database writes at a chosen moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import sqlite3
+import time
+
+import pytest
+
+from syngrpo.server import store as store_module
+from syngrpo.server.app import create_app
+from syngrpo.server.store import JobStore
+
+from .support import job_body, wait_for_state, wait_until
+
+
+class Disk:
+    full = False
+
+
+@pytest.fixture
+def disk(monkeypatch):
+    d = Disk()
+    real_fsync = store_module.os.fsync
+
+    def fsync(fd):
+        if d.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", fsync)
+    for name in ("insert", "finish", "claim"):
+        real = getattr(JobStore, name)
+
+        def wrapped(self, *args, _real=real, **kwargs):
+            if d.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(JobStore, name, wrapped)
+    return d
+
+
+async def test_a_full_disk_answers_507_with_a_reason_leaves_nothing_behind_and_recovers(aiohttp_client, config_for,
+                                                                                         disk, tmp_path):
+    cfg = config_for()
+    client = await aiohttp_client(create_app(cfg))
+    disk.full = True
+    resp = await client.post("/v1/jobs", json=job_body("full-1"))
+    assert resp.status == 507
+    err = (await resp.json())["error"]
+    assert err["code"] == "insufficient_storage" and "disk is full" in err["message"]
+    health = await client.get("/healthz")
+    body = await health.json()
+    assert health.status == 200 and body["status"] == "degraded" and "No space left" in body["reason"]
+    jobs_dir = cfg.data_dir / "jobs"
+    assert list(jobs_dir.iterdir()) == []  # no orphan job folder
+    assert list(cfg.data_dir.rglob("*.tmp")) == []  # no half-written file
+    disk.full = False
+    resp = await client.post("/v1/jobs", json=job_body("after-space"))
+    assert resp.status == 201
+    assert (await wait_for_state(client, (await resp.json())["id"]))["state"] == "done"
+    assert (await (await client.get("/healthz")).json())["status"] == "ok"
+    assert "syngrpo_submissions_storage_refused_total 1" in await (await client.get("/metrics")).text()
+
+
+async def test_a_worker_whose_database_cannot_commit_waits_for_space_instead_of_dying(aiohttp_client, config_for,
+                                                                                       registry, control, disk):
+    client = await aiohttp_client(create_app(config_for(synthesizer="controlled"), registry=registry))
+    control.gate.clear()
+    resp = await client.post("/v1/jobs", json=job_body("commit-later"))
+    job_id = (await resp.json())["id"]
+    await wait_until(lambda: len(control.calls) == 1)
+    disk.full = True  # the job's result files and its final row cannot be written
+    control.gate.set()
+    async def degraded() -> bool:
+        return (await (await client.get("/healthz")).json())["status"] == "degraded"
+
+    for _ in range(200):
+        if await degraded():
+            break
+        await asyncio.sleep(0.02)
+    body = await (await client.get("/healthz")).json()
+    assert body["status"] == "degraded" and body["workers"][0]["state"] != "broken"
+    disk.full = False  # space returns: the same worker finishes the job and takes new ones
+    job = await wait_for_state(client, job_id)
+    assert job["state"] == "failed" and "disk is full" in job["error"]  # its result could not be stored
+    nxt = await client.post("/v1/jobs", json=job_body("next"))
+    assert (await wait_for_state(client, (await nxt.json())["id"]))["state"] == "done"
+    body = await (await client.get("/healthz")).json()
+    assert body["status"] == "ok" and body["workers"][0]["state"] in ("ready", "busy")
+
+
+# ----------------------------------------------------------------------------- a real full disk
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 MiB tmpfs (needs the right to mount: root, as on this machine; skipped elsewhere)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(path) -> None:
+    """Write zeros into ``path`` until the disk says it is full."""
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def test_a_real_full_tmpfs_gives_507_then_recovers_when_space_returns(tiny_disk):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from syngrpo.server.spawn import start_server_subprocess
+
+    def call(url, body=None):
+        req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    data = tiny_disk / "store"
+    with start_server_subprocess(data_dir=data, log_path=tiny_disk.parent / "server.log") as server:
+        assert call(server.url + "/v1/jobs", job_body("before"))[0] == 201
+        filler = tiny_disk / "filler"
+        _fill(filler)
+        status, body = call(server.url + "/v1/jobs", job_body("while-full"))
+        assert status == 507 and body["error"]["code"] == "insufficient_storage"
+        status, health = call(server.url + "/healthz")
+        assert status == 200 and health["status"] == "degraded" and "No space left" in health["reason"]
+        assert list(data.rglob("*.tmp")) == []
+        filler.unlink()  # space returns
+        status, body = call(server.url + "/v1/jobs", job_body("after"))
+        assert status == 201
+        deadline = time.monotonic() + 20
+        while call(f"{server.url}/v1/jobs/{body['id']}")[1]["state"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert call(server.url + "/healthz")[1]["status"] == "ok"
+        ids = {p.name for p in (data / "jobs").iterdir()}
+        assert len(ids) == 2  # "before" and "after": the refused job left no folder
