@@ -29,6 +29,9 @@ from typing import Any
 
 from syngrpo.config import TrainConfig, check_runnable
 from syngrpo.errors import ConfigError, SyngrpoError
+from syngrpo.hfdata import HF_PREFIX, is_dataset_source, load_rows
+from syngrpo.plugins import is_callable_ref
+from syngrpo.rewards import make_reward
 from syngrpo.types import Sample
 
 #: a box may exceed the image by this many pixels (rounding in converted datasets) before it is bad
@@ -222,6 +225,28 @@ def check_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: Ch
                              "data.bad_samples: drop to leave them out")
 
 
+def check_hf_dataset(cfg: TrainConfig, split: str, source: str, report: CheckReport) -> None:
+    """A Hugging Face dataset: readable, and ``data.columns`` names columns it has.
+
+    Its images are checked when the run converts the rows into the task's records (the
+    conversion writes them out); a hub source is not fetched here.
+    """
+    if source.startswith(HF_PREFIX):
+        report.notes.append(f"{split} data: {source} (hub dataset: read when the run starts)")
+        return
+    try:
+        rows = load_rows(source)
+    except Exception as exc:  # noqa: BLE001 - missing extra, unreadable file: the config's error here
+        report.errors.append(f"{split} data: {source}: {type(exc).__name__}: {exc}")
+        return
+    missing = sorted(set(cfg.data.columns.values()) - set(rows.column_names))
+    if missing:
+        report.errors.append(f"{split} data: data.columns names column(s) {missing} that {source} does not have; "
+                             f"its columns: {rows.column_names}")
+    else:
+        report.notes.append(f"{split} data: {len(rows)} rows in {source} (images checked when converted)")
+
+
 def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -> CheckReport:
     """Every check of the module doc, without loading a model; errors are collected, not raised."""
     from syngrpo.plugins import get_registry
@@ -241,7 +266,20 @@ def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -
         except Exception as exc:  # noqa: BLE001
             report.errors.append(f"data.task_options: {cfg.data.task!r} cannot be built: {exc}")
     for i, term in enumerate(cfg.rewards.terms):
+        if is_callable_ref(term.name):  # path/to/file.py:function: import it and check its signature
+            try:
+                make_reward(registry, term.name, dict(term.options))
+                report.notes.append(f"rewards.terms[{i}]: {term.name} ok")
+            except (SyngrpoError, ImportError) as exc:
+                report.errors.append(f"rewards.terms[{i}]: {exc}")
+            continue
         _check_options(report, registry, "rewards", term.name, dict(term.options), f"rewards.terms[{i}]", build=True)
+    for name in cfg.logging.trackers:  # their factories only check the library and the options
+        if name != "tensorboard":
+            _check_options(report, registry, "trackers", name, dict(cfg.logging.tracker_options.get(name, {})),
+                           f"logging.trackers ({name})", build=True)
+    if cfg.model.family != "auto":
+        _resolve(report, registry, "model_families", cfg.model.family, "model.family")
     adv = cfg.algorithm.advantage
     _check_options(report, registry, "advantage_estimators", adv.name, dict(adv.options), "algorithm.advantage",
                    build=True)
@@ -264,6 +302,8 @@ def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -
         _check_server(cfg, registry, report)
     if data and task is not None:
         for split, path in (("train", cfg.data.train), ("eval", cfg.eval.split or cfg.data.eval)):
-            if path:
+            if path and is_dataset_source(path):
+                check_hf_dataset(cfg, split, path, report)
+            elif path:
                 check_dataset(cfg, task, split, path, report)
     return report

@@ -72,3 +72,13 @@ def test_sources_are_recognised_and_hub_ids_parsed(tmp_path):
     assert parse_hub_source("hf://org/name") == ("org/name", None, "train")
     with pytest.raises(ConfigError):
         parse_hub_source("hf://")
+
+
+def test_syngrpo_check_reads_a_parquet_source_and_its_column_mapping(parquet_file, tiny_policy_dir, config_for):
+    from syngrpo.check import check_config
+
+    path, _ = parquet_file
+    good = config_for(tiny_policy_dir, f"data.train={path}", "data.columns={image: img, problem: question}")
+    assert check_config(good).errors == []
+    bad = config_for(tiny_policy_dir, f"data.train={path}", "data.columns={image: picture}")
+    assert any("does not have" in e for e in check_config(bad).errors)

@@ -110,3 +110,13 @@ def test_two_terms_whose_functions_share_a_name_are_refused(reward_file, tiny_po
     with pytest.raises(ConfigError, match="listed twice"):
         config_for(tiny_policy_dir, f"rewards.terms=[{{name: '{reward_file}:brevity'}}, "
                                     f"{{name: 'other/{reward_file.name}:brevity'}}]")
+
+
+def test_syngrpo_check_imports_a_file_reward_and_reports_a_bad_one(reward_file, tiny_policy_dir, config_for):
+    from syngrpo.check import check_config
+
+    good = config_for(tiny_policy_dir, f"rewards.terms=[{{name: format}}, {{name: '{reward_file}:brevity'}}]")
+    assert check_config(good, data=False).errors == []
+    bad = config_for(tiny_policy_dir, f"rewards.terms=[{{name: '{reward_file}:wrong_signature'}}]")
+    (error,) = check_config(bad, data=False).errors
+    assert "wrong_signature" in error and "cannot take the reward call" in error
