@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -93,7 +92,10 @@ class AiohttpTransport(BufferedTransport):
         if not urls:
             raise ValueError("the aiohttp transport needs at least one server URL")
         self._servers = [_Server(u.strip().rstrip("/")) for u in urls]
-        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        from syngrpo.server.config import resolve_token
+
+        # the one token rule of the server (8+ printable ASCII, no whitespace), whatever the source
+        self.token = resolve_token(token, "aiohttp transport token")
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
         self.retries = retries

@@ -64,7 +64,8 @@ def _sets(policy: Path) -> list[str]:
         "rollout.num_generations=3", "rollout.max_new_tokens=80", "rollout.temperature=0.8",
         "optim.batch_size=2", f"optim.max_steps={STEPS}", "optim.lr=1e-4", "sft.enabled=false",
         "synthesis.mode=sync", "synthesis.spawn_server=true", "synthesis.sync_timeout=120",
-        "synthesis.health_interval=0", "synthesis.server={max_attempts: 100}",
+        # jobs stay `running` for half a second (a worker waits to fill its batch), so server kills hit running jobs
+        "synthesis.health_interval=0", "synthesis.server={max_attempts: 100, batch_size: 4, batch_wait_s: 0.5}",
         # while a killed server restarts, a submission waits for it instead of skipping the job
         "synthesis.transport_options={retries: 1000, submit_timeout_s: 120, backoff_s: 0.2, backoff_max_s: 1, "
         "connect_timeout_s: 1, poll_interval_s: 0.05}",

@@ -147,9 +147,18 @@ def test_a_real_full_tmpfs_gives_507_then_recovers_when_space_returns(tiny_disk)
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def wait_final(job_id: str) -> str:
+        deadline = time.monotonic() + 20
+        while (state := call(f"{server.url}/v1/jobs/{job_id}")[1]["state"]) not in ("done", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        return state
+
     data = tiny_disk / "store"
     with start_server_subprocess(data_dir=data, log_path=tiny_disk.parent / "server.log") as server:
-        assert call(server.url + "/v1/jobs", job_body("before"))[0] == 201
+        status, before = call(server.url + "/v1/jobs", job_body("before"))
+        assert status == 201
+        wait_final(before["id"])  # its files are written: nothing of it is in flight while the disk fills
         filler = tiny_disk / "filler"
         _fill(filler)
         status, body = call(server.url + "/v1/jobs", job_body("while-full"))
@@ -160,10 +169,8 @@ def test_a_real_full_tmpfs_gives_507_then_recovers_when_space_returns(tiny_disk)
         filler.unlink()  # space returns
         status, body = call(server.url + "/v1/jobs", job_body("after"))
         assert status == 201
-        deadline = time.monotonic() + 20
-        while call(f"{server.url}/v1/jobs/{body['id']}")[1]["state"] != "done":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert wait_final(body["id"]) == "done"
         assert call(server.url + "/healthz")[1]["status"] == "ok"
+        assert list(data.rglob("*.tmp")) == []
         ids = {p.name for p in (data / "jobs").iterdir()}
         assert len(ids) == 2  # "before" and "after": the refused job left no folder

@@ -97,6 +97,7 @@ def test_a_bad_token_from_the_environment_is_refused_like_one_from_a_config(tmp_
 
 def test_one_rule_for_tokens_whatever_their_source(monkeypatch):
     from syngrpo.errors import ConfigError
+    from syngrpo.plugins import get_registry
     from syngrpo.server.config import ServerConfig, resolve_token
 
     for bad in ("abc", " " * 8, "tab\tinside-it"):
@@ -107,6 +108,8 @@ def test_one_rule_for_tokens_whatever_their_source(monkeypatch):
             ServerConfig().with_env_token()
         with pytest.raises(ConfigError, match="synthesis.token"):
             resolve_token(bad, "synthesis.token")
+        with pytest.raises(ConfigError, match="token must"):  # the trainer's client: the same rule
+            get_registry().create("transports", "aiohttp", urls=["http://127.0.0.1:9"])
     monkeypatch.setenv("SYNGRPO_SERVER_TOKEN", "a-good-token-123")
     assert ServerConfig().with_env_token().token == "a-good-token-123"
 
