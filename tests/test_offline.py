@@ -44,17 +44,18 @@ def test_offline_run_writes_originals_and_synthesized_samples_the_trainer_reads(
     for s in synthesized:
         base = by_id[s.source_id]
         assert s.solution == base.solution and s.problem == base.problem
-        assert s.description in describer.describe([_request(base)])[0]
+        assert s.description in describer.describe([_request(base, task)])[0]
         new, old = np.asarray(Image.open(s.image).convert("RGB")), np.asarray(Image.open(base.image).convert("RGB"))
         x1, y1, x2, y2 = (int(v) for v in base.solution)
         assert np.array_equal(new[y1:y2, x1:x2], old[y1:y2, x1:x2])  # the labelled object is untouched
         assert not np.array_equal(new, old)  # and the rest was repainted
 
 
-def _request(sample):
+def _request(sample, task):
     from syngrpo.describers import DescribeRequest
 
-    return DescribeRequest(image=None, question="", labels=[sample.problem], n=2, seed=0, sample_id=sample.id)
+    return DescribeRequest(image=None, question="", labels=task.foreground_labels(sample), n=2, seed=0,
+                           sample_id=sample.id)
 
 
 def test_offline_needs_a_data_server_and_a_known_describer_before_any_work(tmp_path):
