@@ -55,10 +55,24 @@ async def call_in_thread(fn: Callable[..., Any], *args: Any, timeout: float | No
             pass
 
     threading.Thread(target=target, name=name, daemon=True).start()
+    # asyncio.wait, not wait_for: on Python < 3.12 wait_for swallows a cancellation that arrives
+    # just as the call returns (it returns the result instead), and a worker that missed its
+    # cancellation kept waiting for jobs, so the server's stop hung forever.  asyncio.wait always
+    # lets the cancellation through and, like a shield, never cancels the call's future.
     try:
-        return await asyncio.wait_for(asyncio.shield(fut), timeout)
-    except asyncio.TimeoutError:
-        raise CallTimeout(f"timed out after {timeout:g} s", fut) from None
+        await asyncio.wait((fut,), timeout=timeout)
+    except asyncio.CancelledError:
+        fut.add_done_callback(_retrieve)  # the call's late outcome is nobody's now
+        raise
+    if not fut.done():
+        raise CallTimeout(f"timed out after {timeout:g} s", fut)
+    return fut.result()
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a late outcome retrieved, so asyncio logs no 'exception was never retrieved'."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def make_plugin(registry: Registry, kind: str, name: str, options: dict[str, Any], device: str) -> Any:

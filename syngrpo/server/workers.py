@@ -47,6 +47,9 @@ __all__ = ["CallTimeout", "JobService", "Worker", "call_in_thread", "load_plugin
 
 log = logging.getLogger("syngrpo.server")
 
+STOP_RECANCEL_S = 1.0
+"""How long :meth:`JobService.stop` waits for a cancelled worker before cancelling it again."""
+
 
 class Worker:
     """One worker bound to one device: its own segmenter and synthesizers, one call at a time."""
@@ -244,17 +247,28 @@ class JobService:
             w.task = asyncio.create_task(w.run(), name=w.name)
 
     async def stop(self) -> None:
+        """Cancel the workers, wait for them to end, put their running jobs back in the queue.
+
+        A cancellation can be lost on its way (Python < 3.12's ``asyncio.wait_for`` swallowed one
+        that arrived as the awaited call returned), and a worker that missed it would wait for jobs
+        forever and hang the stop; so a worker still running after ``STOP_RECANCEL_S`` is cancelled
+        again until it ends.
+        """
         running: list[str] = []
-        for w in self.workers:
+        tasks = {w.task: w for w in self.workers if w.task is not None}
+        for task, w in tasks.items():
             running.extend(w.current)
-            if w.task is not None:
-                w.task.cancel()
-        for w in self.workers:
-            if w.task is not None:
-                try:
-                    await w.task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                    pass
+            task.cancel()
+        pending = set(tasks)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL_S)
+            for task in pending:
+                log.warning("%s did not stop when cancelled; cancelling it again", tasks[task].name)
+                running.extend(tasks[task].current)
+                task.cancel()
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: run() has logged any failure already
         self.store.requeue(running)  # a graceful stop does not count as an attempt
         self.store.close()
 

@@ -138,14 +138,16 @@ async def test_the_queue_limit_holds_under_concurrent_submissions(aiohttp_client
     registry = get_registry([ControlledPlugin(control)])
     client = await aiohttp_client(create_app(config_for(synthesizer="controlled", queue_size=5), registry=registry))
     control.gate.clear()
-    await submit(client, "occupy")  # the worker holds this one at the gate
-    await wait_until(lambda: len(control.calls) == 1)
-    answers = await asyncio.gather(*(client.post("/v1/jobs", json=job_body(f"c-{i}")) for i in range(40)))
-    statuses = [r.status for r in answers]
-    assert statuses.count(201) == 5 and statuses.count(429) == 35
-    body = await (await client.get("/v1/jobs", params={"state": "queued", "limit": "500"})).json()
-    assert len(body["jobs"]) == 5
-    control.gate.set()
+    try:
+        await submit(client, "occupy")  # the worker holds this one at the gate
+        await wait_until(lambda: len(control.calls) == 1)
+        answers = await asyncio.gather(*(client.post("/v1/jobs", json=job_body(f"c-{i}")) for i in range(40)))
+        statuses = [r.status for r in answers]
+        assert statuses.count(201) == 5 and statuses.count(429) == 35
+        body = await (await client.get("/v1/jobs", params={"state": "queued", "limit": "500"})).json()
+        assert len(body["jobs"]) == 5
+    finally:
+        control.gate.set()  # even when an assertion failed: the held call returns, the server stops
 
 
 @pytest.mark.parametrize("key", ["abc\n", "abc\r\n", "ok-key\n"])
