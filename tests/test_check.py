@@ -4,6 +4,7 @@ and bad dataset samples are errors before any model is loaded, naming what is wr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -97,3 +98,17 @@ def test_train_runs_the_checks_before_loading_any_model(tmp_path):
     trainer = Trainer(cfg, tmp_path / "run")
     with pytest.raises(ConfigError, match=r"rewards.terms\[0\].*acuracy"):
         trainer.setup()  # the policy path does not exist: had it loaded first, the error would be about that
+
+
+PAPER_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("table1/*.yaml")) + sorted(
+    (Path(__file__).resolve().parents[1] / "configs").glob("*_qwen2_5_vl_*.yaml"))
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_paper_config_passes_its_checks_without_its_datasets(path):
+    """Every Table 1 method and paper config: config, plugin names and options resolve (`syngrpo check --no-data`)."""
+    from syngrpo.check import check_config
+    from syngrpo.config import load_train_config
+
+    report = check_config(load_train_config(path), data=False)
+    assert report.errors == [], report.errors
