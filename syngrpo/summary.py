@@ -5,7 +5,9 @@ plus the run's train and eval samples, so it can be rebuilt for any finished run
 
 * the evaluation before RL (right after the warm start) and after it, beside the *chance rows*
   of the CPU study (:func:`syngrpo.study.chance_levels`: answering a random object of the image,
-  and always the train split's commonest box), where the task's samples allow them;
+  and always the train split's commonest box) and the box of a random train image, where the
+  task's samples allow them (toy REC scenes; with one object per image the random object is the
+  answer itself, so that row is left out);
 * the reward trend: mean R_total (and its parts) over the first and the last quarter of the steps;
 * the synthesis counts: jobs submitted, done, failed, in flight, synthesized samples in the pool;
 * the time, and where the plots and the gallery are.
@@ -36,7 +38,22 @@ def chance_rows(eval_samples: Sequence[Any], train_samples: Sequence[Any]) -> di
 
     if not eval_samples or not train_samples or not all(scene(s) for s in [*eval_samples, *train_samples]):
         return {}
-    return chance_levels(eval_samples, train_samples)
+    rows = chance_levels(eval_samples, train_samples)
+    if all(len(s.meta["objects"]) == 1 for s in eval_samples):
+        del rows["random_object"]  # one object per image: "a random object" is the answer itself, not a floor
+    rows["random_train_box"] = random_train_box(eval_samples, train_samples)
+    return rows
+
+
+def random_train_box(eval_samples: Sequence[Any], train_samples: Sequence[Any]) -> float:
+    """Acc@0.5 of answering the box of a random training sample: a policy that ignores the image."""
+    from collections import Counter
+
+    from syngrpo.geometry import iou
+
+    counts = Counter(tuple(s.solution) for s in train_samples)
+    hits = {box: sum(iou(box, s.solution) > 0.5 for s in eval_samples) / len(eval_samples) for box in counts}
+    return sum(n * hits[box] for box, n in counts.items()) / len(train_samples)
 
 
 def quarter_means(records: Sequence[dict[str, Any]], key: str) -> tuple[float, float] | None:
@@ -116,7 +133,8 @@ class RunSummary:
                       "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
             for name, value in self.chance.items():
                 label = {"random_object": "chance: a random object of the image",
-                         "constant_box": "chance: always the commonest train box"}.get(name, f"chance: {name}")
+                         "constant_box": "chance: always the commonest train box",
+                         "random_train_box": "chance: the box of a random train image"}.get(name, f"chance: {name}")
                 cells = [f"{100 * value:.1f}" if k == "acc@0.5" else "" for k in keys]
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             for label, m, step in (("before RL (after the warm start)", self.before, self.before_step),

@@ -12,38 +12,42 @@ from syngrpo.summary import RunSummary, quarter_means, summarize_run, write_run_
 from syngrpo.trainer import Trainer
 
 GRID = "data.toy.options={grid: 2, position_code: true, n_shapes: [1, 2], relational_prob: 0.0}"
+SYN = "rollout.response_format=syn"  # plain_steps only run before a syn-format SFT
 
 
 def test_warm_start_pretrains_the_vision_tower_on_its_own_split_then_sfts_on_its_own_split(
         tiny_policy_dir, tmp_path, config_for, registry):
     from safetensors.torch import load_file
 
-    cfg = config_for(tiny_policy_dir, GRID, "sft.enabled=true", "sft.steps=2", "sft.batch_size=2", "sft.n_images=6",
+    cfg = config_for(tiny_policy_dir, GRID, SYN, "sft.enabled=true", "sft.steps=2", "sft.plain_steps=1",
+                     "sft.batch_size=2", "sft.n_images=6", "sft.styles=[plain, textured]",
                      "sft.vision_pretrain.steps=3", "sft.vision_pretrain.n_images=8",
                      "sft.vision_pretrain.batch_size=4", "sft.vision_pretrain.object_labels=true",
                      "sft.answer_weight=10")
     with Trainer(cfg, tmp_path, registry=registry) as trainer:
         trainer.setup()
     stats = json.loads((tmp_path / "sft" / "sft_stats.json").read_text())
-    assert stats["vision_pretrain"]["steps"] == 3 and stats["steps"] == 2
+    assert stats["vision_pretrain"]["steps"] == 3 and stats["plain"]["steps"] == 1 and stats["steps"] == 2
     assert len(list((tmp_path / "data" / "pretrain" / "images").iterdir())) == 8
-    assert len(list((tmp_path / "data" / "sft" / "images").iterdir())) == 6
+    for style in ("plain", "textured"):  # the SFT split shared between two background styles
+        assert len(list((tmp_path / "data" / f"sft-{style}" / "images").iterdir())) == 3
     before = load_file(str(tiny_policy_dir / "model.safetensors"))
     after = load_file(str(tmp_path / "sft" / "model.safetensors"))
     visual = [k for k in before if ".visual." in k or k.startswith("visual.") or "model.visual" in k]
     assert visual and any(not torch.equal(before[k], after[k]) for k in visual)
 
 
-def test_vision_pretrain_without_toy_data_or_sft_is_a_config_error(tiny_policy_dir, config_for, tmp_path):
+def test_the_warm_starts_own_toy_splits_with_a_dataset_file_are_a_config_error(tiny_policy_dir, config_for, tmp_path):
+    from syngrpo.config import check_runnable
+
+    data = f"data.train={tmp_path / 'train.jsonl'}"
     with pytest.raises(ConfigError, match="sft.vision_pretrain"):
-        from syngrpo.config import check_runnable
-
-        check_runnable(config_for(tiny_policy_dir, "sft.enabled=false", "sft.vision_pretrain.steps=5"))
+        check_runnable(config_for(tiny_policy_dir, "sft.enabled=true", "sft.vision_pretrain.steps=5", data))
     with pytest.raises(ConfigError, match="sft.n_images"):
-        from syngrpo.config import check_runnable
-
-        check_runnable(config_for(tiny_policy_dir, "sft.enabled=true", "sft.n_images=5",
-                                  f"data.train={tmp_path / 'train.jsonl'}"))
+        check_runnable(config_for(tiny_policy_dir, "sft.enabled=true", "sft.n_images=5", data))
+    # without SFT there is no warm start to draw them for: the quickstart with --set sft.enabled=false runs
+    check_runnable(config_for(tiny_policy_dir, "sft.enabled=false", "sft.n_images=5", "sft.vision_pretrain.steps=5",
+                              data))
 
 
 # ---- the end-of-run summary ------------------------------------------------------------------------------
@@ -72,7 +76,8 @@ def test_summary_reports_eval_against_chance_reward_trend_and_synthesis(tmp_path
     train, evals = _scenes(tmp_path, registry)
     run = _run_dir(tmp_path / "run", [0.2, 0.3, 0.5, 0.4, 0.6, 0.7, 0.8, 0.9], before=0.75, after=1.0)
     summary = summarize_run(run, seconds=100.0, train_samples=train, eval_samples=evals)
-    assert summary.chance == {"random_object": 0.5, "constant_box": pytest.approx(summary.chance["constant_box"])}
+    assert summary.chance["random_object"] == 0.5
+    assert set(summary.chance) == {"random_object", "constant_box", "random_train_box"}
     assert summary.rewards["reward/total"] == pytest.approx((0.25, 0.85))
     assert summary.synthesis == {"submitted": 16, "done": 7, "failed": 1, "in_flight": 3, "pool": 4, "in_pool": 2}
     text = write_run_summary(summary).read_text()
@@ -91,6 +96,18 @@ def test_summary_says_when_the_warm_start_is_not_above_chance_and_the_reward_fel
     run = _run_dir(tmp_path / "run", [0.9, 0.8, 0.2, 0.1], before=0.25, after=0.0)
     verdict = summarize_run(run, seconds=1.0, train_samples=train, eval_samples=evals).verdict
     assert "not above the best chance row" in verdict and "-25 points" in verdict and "(not up)" in verdict
+
+
+def test_with_one_object_per_image_the_random_object_row_is_left_out(tmp_path, registry):
+    from syngrpo.summary import chance_rows
+
+    task = registry.create("tasks", "rec")
+    opts = dict(grid=3, position_code=True, n_shapes=(1, 1), relational_prob=0.0)
+    train = task.make_toy_dataset(tmp_path / "train", n=18, seed=0, split="train", image_size=84, **opts)
+    evals = task.make_toy_dataset(tmp_path / "eval", n=18, seed=0, split="eval", image_size=84, **opts)
+    rows = chance_rows(evals, train)
+    assert set(rows) == {"constant_box", "random_train_box"}
+    assert 0.0 < rows["random_train_box"] < 0.5  # nine cells: about one in nine
 
 
 def test_quarter_means_skip_step_zero_and_need_two_steps():
