@@ -93,16 +93,21 @@ class RunSummary:
             floor = max(self.chance.values(), default=None)
             if floor is not None:
                 where = "above" if b > 100 * floor else "not above"
-                parts.append(f"the warm start scores {h} {b:.0f} %, {where} the best chance row ({100 * floor:.0f} %)")
+                parts.append(f"after the warm start the policy scores {h} {b:.0f} % on held-out images, {where} the "
+                             f"best chance row ({100 * floor:.0f} %, a policy that does not look at the image)")
             else:
-                parts.append(f"the warm start scores {h} {b:.0f} %")
+                parts.append(f"after the warm start the policy scores {h} {b:.0f} %")
             delta = a - b
             parts.append(f"RL {'added' if delta > 0 else 'changed it by'} {delta:+.0f} points (now {a:.0f} %)")
         trend = self.rewards.get("reward/total")
         if trend is not None:
             first, last = trend
-            parts.append(f"mean reward {first:.2f} -> {last:.2f} from the first to the last quarter of RL "
-                         f"({'up' if last > first else 'not up'})")
+            text = (f"the mean reward went {first:.2f} -> {last:.2f} from the first to the last quarter of RL "
+                    f"({'up' if last >= first else 'down'}")
+            synth = self.rewards.get("batch/synthesized_frac")
+            if synth is not None and synth[1] > synth[0]:
+                text += f"; {100 * synth[1]:.0f} % of the last quarter's images were synthesized, harder ones"
+            parts.append(text + ")")
         if not parts:
             return "No evaluation before and after RL in this run: see metrics.jsonl for the rewards."
         return "What it means: " + "; ".join(parts) + "."
@@ -120,7 +125,11 @@ class RunSummary:
         lines = [f"{self.steps} RL steps, {self.seconds:.0f} s in all ({self.seconds / 60:.1f} min).", ""]
         ws = self.warm_start
         if ws:
-            text = f"Warm start: {ws.get('steps', '?')} SFT steps in {ws.get('seconds', float('nan')):.0f} s"
+            plain = ws.get("plain") or {}
+            text = (f"Warm start: {ws.get('steps', '?')} SFT steps in {ws.get('seconds', float('nan')):.0f} s"
+                    if not plain else
+                    f"Warm start: {plain['steps']} SFT steps in the plain format ({plain['seconds']:.0f} s) and "
+                    f"{ws.get('steps', '?')} in the response format ({ws.get('seconds', float('nan')):.0f} s)")
             vision = ws.get("vision_pretrain")
             if vision:
                 text += (f", after {vision['steps']} steps of vision pre-training "
@@ -148,7 +157,8 @@ class RunSummary:
             lines += ["## Rewards (mean over the first and the last quarter of the RL steps)", "",
                       "| reward | first quarter | last quarter |", "|---|---|---|"]
             for key, (first, last) in self.rewards.items():
-                lines.append(f"| {key.removeprefix('reward/')} | {first:.3f} | {last:.3f} |")
+                name = "share of synthesized images" if key == "batch/synthesized_frac" else key.removeprefix("reward/")
+                lines.append(f"| {name} | {first:.3f} | {last:.3f} |")
             lines.append("")
         if self.synthesis:
             s = self.synthesis
@@ -178,7 +188,7 @@ def summarize_run(run_dir: str | Path, *, seconds: float, train_samples: Sequenc
                                  if k not in ("format", "accuracy_reward", "n")), None)
     if summary.headline == "acc@0.5":
         summary.chance = chance_rows(eval_samples, train_samples)
-    for key in ("reward/total", "reward/accuracy", "reward/format", "reward/diversity"):
+    for key in ("reward/total", "reward/accuracy", "reward/format", "reward/diversity", "batch/synthesized_frac"):
         means = quarter_means(records, key)
         if means is not None:
             summary.rewards[key] = means
@@ -192,7 +202,7 @@ def summarize_run(run_dir: str | Path, *, seconds: float, train_samples: Sequenc
     if stats.is_file():
         ws = json.loads(stats.read_text(encoding="utf-8"))
         summary.warm_start = {"steps": ws.get("steps"), "seconds": ws.get("seconds", float("nan")),
-                              "vision_pretrain": ws.get("vision_pretrain")}
+                              "vision_pretrain": ws.get("vision_pretrain"), "plain": ws.get("plain")}
     return summary
 
 

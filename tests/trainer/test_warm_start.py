@@ -87,7 +87,7 @@ def test_summary_reports_eval_against_chance_reward_trend_and_synthesis(tmp_path
     assert str(run / "gallery.html") in text
     verdict = text.strip().splitlines()[-1]
     assert verdict == summary.verdict
-    assert "above the best chance row (50 %)" in verdict and "RL added +25 points" in verdict
+    assert "above the best chance row (50 %" in verdict and "RL added +25 points" in verdict
     assert "0.25 -> 0.85" in verdict and "(up)" in verdict
 
 
@@ -95,7 +95,7 @@ def test_summary_says_when_the_warm_start_is_not_above_chance_and_the_reward_fel
     train, evals = _scenes(tmp_path, registry)
     run = _run_dir(tmp_path / "run", [0.9, 0.8, 0.2, 0.1], before=0.25, after=0.0)
     verdict = summarize_run(run, seconds=1.0, train_samples=train, eval_samples=evals).verdict
-    assert "not above the best chance row" in verdict and "-25 points" in verdict and "(not up)" in verdict
+    assert "not above the best chance row" in verdict and "-25 points" in verdict and "(down)" in verdict
 
 
 def test_with_one_object_per_image_the_random_object_row_is_left_out(tmp_path, registry):
