@@ -318,6 +318,25 @@ class OptimConfig(StrictModel):
         return self
 
 
+class VisionPretrainConfig(StrictModel):
+    """Dense pre-training of a random vision tower before SFT (:mod:`syngrpo.models.vision_pretrain`).
+
+    A stand-in for the pretrained encoder the paper starts from: without it a tiny random
+    policy does not learn to localise (docs/study.md).  It draws its own ``pretrain`` split
+    of toy data (``data.toy`` settings, which need ``position_code``); ``steps: 0`` skips it.
+    """
+
+    steps: int = Field(0, ge=0)
+    n_images: int = Field(1000, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+    #: also teach each object's token the object's label ("red circle"): what is there, not only where
+    object_labels: bool = False
+    #: background styles of its images (``n_images`` shared among them): more than the train split's plain one
+    #: make the tower look past the background, as a pretrained encoder does, e.g. on synthesized images
+    styles: list[str] = Field(default_factory=lambda: ["plain"], min_length=1)
+
+
 class SFTConfig(StrictModel):
     """Supervised warm start on the task's data, so a fresh model writes parsable answers before RL."""
 
@@ -327,6 +346,16 @@ class SFTConfig(StrictModel):
     batch_size: int = Field(8, ge=1)
     #: loss weight of the tokens inside <answer>...</answer> relative to the rest of the response
     answer_weight: float = Field(1.0, gt=0.0)
+    #: with the ``syn`` response format: first this many steps in the ``plain`` format, whose prompt and target
+    #: are a third of the length (a cheaper step), then ``steps`` in ``syn``; the localisation carries over
+    plain_steps: int = Field(0, ge=0)
+    #: toy data only: train on an ``sft`` split of this many images of its own instead of the train split
+    #: (a warm start that needs more images than the RL run has epochs for); ``null`` = the train split
+    n_images: int | None = Field(None, ge=1)
+    #: background styles of that split (``n_images`` shared among them)
+    styles: list[str] = Field(default_factory=lambda: ["plain"], min_length=1)
+    #: pre-train the vision tower first (off by default; the quickstart turns it on)
+    vision_pretrain: VisionPretrainConfig = Field(default_factory=VisionPretrainConfig)
 
 
 class EvalConfig(StrictModel):
@@ -457,6 +486,14 @@ def check_runnable(cfg: TrainConfig) -> None:
             "set synthesis.servers (URLs of `syngrpo serve`), synthesis.spawn_server: true, "
             "synthesis.transport: inprocess, or synthesis.mode: off"
         )
+    if cfg.sft.enabled and cfg.sft.vision_pretrain.steps and cfg.data.train:
+        raise ConfigError(
+            "invalid config:\n  sft.vision_pretrain: pre-training the vision tower draws toy images of its own; "
+            "with data.train set use steps: 0"
+        )
+    if cfg.sft.enabled and cfg.sft.n_images and cfg.data.train:
+        raise ConfigError("invalid config:\n  sft.n_images: an SFT split of its own is drawn from toy data only; "
+                          "with data.train set the warm start trains on it (sft.n_images: null)")
     if s.enabled and cfg.response_mode == "plain":
         raise ConfigError(
             "invalid config:\n  rollout.response_format: 'plain' responses have no <description> to synthesize "

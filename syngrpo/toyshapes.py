@@ -48,6 +48,7 @@ __all__ = [
     "place_boxes",
     "render_scene",
     "scene_rng",
+    "shape_mask",
 ]
 
 #: shapes the helpers can draw
@@ -133,6 +134,22 @@ def _polygon(shape: str, box: Sequence[float]) -> list[tuple[float, float]] | No
     raise ValueError(f"unknown shape {shape!r}; shapes are {', '.join(SHAPES)}")
 
 
+def shape_mask(shape: str, box: Sequence[int], size: tuple[int, int]) -> Image.Image:
+    """The ``'L'`` mask (255 = painted) of ``shape`` filling ``box`` on an image of ``size``: its own pixels."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    mask = PILImage.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    poly = _polygon(shape, (x0, y0, x1 - 1, y1 - 1))
+    if poly is None:
+        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=255)
+    else:
+        draw.polygon(poly, fill=255)
+    return mask
+
+
 def draw_shape(image: Image.Image, shape: str, box: Sequence[int], colour: str | tuple[int, int, int]
                ) -> tuple[int, int, int, int]:
     """Paint ``shape`` filling ``box`` onto ``image`` (in place); return its exact pixel box.
@@ -141,18 +158,8 @@ def draw_shape(image: Image.Image, shape: str, box: Sequence[int], colour: str |
     rasteriser did at the edges.  Raises ValueError when nothing was painted
     (a box off the image or of zero size).
     """
-    from PIL import Image as PILImage
-    from PIL import ImageDraw
-
     rgb = COLOURS[colour] if isinstance(colour, str) else tuple(colour)
-    mask = PILImage.new("L", image.size, 0)
-    draw = ImageDraw.Draw(mask)
-    x0, y0, x1, y1 = (int(v) for v in box)
-    poly = _polygon(shape, (x0, y0, x1 - 1, y1 - 1))
-    if poly is None:
-        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=255)
-    else:
-        draw.polygon(poly, fill=255)
+    mask = shape_mask(shape, box, image.size)
     tight = mask.getbbox()
     if tight is None:
         raise ValueError(f"{shape} in box {tuple(box)} paints no pixel of a {image.size} image")

@@ -642,17 +642,52 @@ class Trainer:
 
         cfg = self.cfg
         t0 = time.perf_counter()
-        # the warm start runs on rank 0's unsharded policy, in the run's precision (autocast on float32 masters)
-        result = run_sft(self.bundle, self.task, self.train_samples, steps=cfg.sft.steps, lr=cfg.sft.lr,
-                         batch_size=cfg.sft.batch_size, mode=self.response_mode, seed=cfg.seed,
-                         precision=dataclasses.replace(self.precision, sharded=False),
-                         answer_weight=cfg.sft.answer_weight, progress=cfg.logging.progress and sys.stderr.isatty())
+        vp = cfg.sft.vision_pretrain
+        vision = None
+        if vp.steps:  # a stand-in for a pretrained vision encoder (docs/study.md), on images of its own
+            from syngrpo.models.vision_pretrain import pretrain_vision
+
+            vision = pretrain_vision(self.bundle, self.task, self._toy_split("pretrain", vp.n_images, vp.styles),
+                                     steps=vp.steps,
+                                     lr=vp.lr, batch_size=vp.batch_size, seed=cfg.seed,
+                                     object_labels=vp.object_labels,
+                                     progress=cfg.logging.progress and sys.stderr.isatty())
+        samples = self._toy_split("sft", cfg.sft.n_images, cfg.sft.styles) if cfg.sft.n_images else self.train_samples
+
+        def sft(mode: str, steps: int) -> dict[str, Any]:
+            # the warm start runs on rank 0's unsharded policy, in the run's precision (autocast on float32 masters)
+            return run_sft(self.bundle, self.task, samples, steps=steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
+                           mode=mode, seed=cfg.seed, answer_weight=cfg.sft.answer_weight,
+                           precision=dataclasses.replace(self.precision, sharded=False),
+                           progress=cfg.logging.progress and sys.stderr.isatty())
+
+        # the cheaper plain-format steps first (config.SFTConfig.plain_steps), then the run's own format
+        plain = sft("plain", cfg.sft.plain_steps) if cfg.sft.plain_steps and self.response_mode != "plain" else None
+        result = sft(self.response_mode, cfg.sft.steps)
         self.bundle.model.save_pretrained(str(sft_dir), safe_serialization=True)
         self.bundle.processor.save_pretrained(str(sft_dir))
-        (sft_dir / "sft_stats.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+        (sft_dir / "sft_stats.json").write_text(json.dumps({**result, "vision_pretrain": vision, "plain": plain},
+                                                           indent=1), encoding="utf-8")
         self._sft_summary = (f"SFT warm start: {cfg.sft.steps} steps in {time.perf_counter() - t0:.0f} s, "
                              f"loss {result.get('loss_first', float('nan')):.3f} -> "
                              f"{result.get('loss_mean_last10', float('nan')):.3f}")
+        if vision is not None:
+            self._sft_summary += (f" (after {vision['steps']} steps of vision pre-training, object tokens "
+                                  f"{100 * vision['object_token_accuracy']:.0f} % right)")
+
+    def _toy_split(self, split: str, n: int, styles: list[str]) -> list[Sample]:
+        """``n`` toy images of a split of their own (``data.toy`` settings) beside the train and eval splits,
+        shared among background ``styles`` (each style then a split of its own: ``<split>-<style>``)."""
+        toy = self.cfg.data.toy
+        out = Path(self.cfg.data.toy_dir) if self.cfg.data.toy_dir else self.run_dir / "data"
+        if list(styles) == ["plain"]:  # the default: no style argument, which not every task's generator takes
+            return self.task.make_toy_dataset(out / split, n=n, seed=toy.seed, split=split,
+                                              image_size=toy.image_size, **toy.options)
+        k = len(styles)
+        return [s for i, style in enumerate(styles)
+                for s in self.task.make_toy_dataset(out / f"{split}-{style}", n=n // k + (i < n % k), seed=toy.seed,
+                                                    split=f"{split}-{style}", image_size=toy.image_size,
+                                                    **{**toy.options, "style": style})]
 
     def _shared_prefix(self) -> bool:
         from syngrpo.scoring import supports_shared_prefix

@@ -1,1 +1,1 @@
-"""Built-in CPU plugins: the ``procedural`` synthesizer and the ``box`` segmenter."""
+"""Built-in CPU plugins: the ``procedural`` synthesizer, the ``box`` and ``object`` segmenters."""

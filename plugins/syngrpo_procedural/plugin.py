@@ -1,4 +1,4 @@
-"""Entry-point module: the ``procedural`` synthesizer and the ``box`` segmenter (CPU, no model)."""
+"""Entry-point module: the ``procedural`` synthesizer, the ``box`` and ``object`` segmenters (CPU, no model)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,13 @@ def box(**options):
     return BoxSegmenter(**options)
 
 
+def object_segmenter(**options):
+    """Foreground = the pixels inside each labelled box that differ from the colours around it (no model)."""
+    from syngrpo_procedural.segment import ObjectSegmenter
+
+    return ObjectSegmenter(**options)
+
+
 @hookimpl
 def register_synthesizers(register):
     register("procedural", procedural)
@@ -46,3 +53,4 @@ def register_synthesizers(register):
 @hookimpl
 def register_segmenters(register):
     register("box", box)
+    register("object", object_segmenter)

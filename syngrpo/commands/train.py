@@ -65,7 +65,7 @@ def resolve_run(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from syngrpo.evaluate import markdown_table
+    from syngrpo.summary import summarize_run, write_run_summary
     from syngrpo.trainer import Trainer
 
     cfg, run_dir, resume = resolve_run(args)
@@ -78,13 +78,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"syngrpo: {kind} in {run_dir}" + (f" (resuming {resume})" if resume else ""), flush=True)
     with Trainer(cfg, run_dir, resume=resume) as trainer:
         summary = trainer.train()
+        train_samples, eval_samples = trainer.train_samples, trainer.eval_samples
     if not main_rank:
         return 0
-    minutes = (time.perf_counter() - started) / 60
-    print(f"\nsyngrpo: done: {summary['steps']} steps in {minutes:.1f} min")
-    if "eval" in summary:
-        print(markdown_table(summary["eval"], title=f"evaluation ({cfg.data.task})"))
+    seconds = time.perf_counter() - started
+    print(f"\nsyngrpo: done: {summary['steps']} steps in {seconds / 60:.1f} min\n")
+    run_summary = summarize_run(run_dir, seconds=seconds, train_samples=train_samples, eval_samples=eval_samples)
+    print(run_summary.body())
     print(f"run directory: {run_dir}")
+    print(f"  summary: {write_run_summary(run_summary)}")
     print(f"  metrics: {run_dir / 'metrics.jsonl'}   plots: {run_dir / 'plots'}   gallery: {run_dir / 'gallery.html'}")
     print(f"  tensorboard --logdir {run_dir}")
+    print(run_summary.verdict)
     return 0

@@ -54,24 +54,62 @@ def centre_token_labels(boxes_per_image: Sequence[Sequence[Sequence[float]]], fr
     """
     labels = []
     for boxes, frame, (t, h, w) in zip(boxes_per_image, frames, grid_thw, strict=True):
-        rows, cols = int(h) // merge, int(w) // merge
-        n = int(t) * rows * cols
-        side = patch_size * merge
+        n = int(t) * (int(h) // merge) * (int(w) // merge)
         row_labels = [n] * n
         for box in boxes:
-            x0, y0, x1, y1 = frame.box(box)
-            r = min(rows - 1, max(0, int(((y0 + y1) / 2) // side)))
-            c = min(cols - 1, max(0, int(((x0 + x1) / 2) // side)))
-            row_labels[r * cols + c] = r * cols + c
+            k = _centre_token(box, frame, (t, h, w), patch_size, merge)
+            row_labels[k] = k
         labels.append(row_labels)
     return labels
 
 
+def centre_token_classes(boxes_per_image: Sequence[Sequence[Sequence[float]]],
+                         classes_per_image: Sequence[Sequence[int]], frames: Sequence[Any],
+                         grid_thw: Sequence[Sequence[int]], patch_size: int, merge: int,
+                         ignore: int = -100) -> list[list[int]]:
+    """Per image, per merged token: the class of the object whose centre falls in it, else ``ignore``."""
+    out = []
+    for boxes, classes, frame, thw in zip(boxes_per_image, classes_per_image, frames, grid_thw, strict=True):
+        n = int(thw[0]) * (int(thw[1]) // merge) * (int(thw[2]) // merge)
+        row = [ignore] * n
+        for box, cls in zip(boxes, classes, strict=True):
+            row[_centre_token(box, frame, thw, patch_size, merge)] = int(cls)
+        out.append(row)
+    return out
+
+
+def _centre_token(box: Sequence[float], frame: Any, thw: Sequence[int], patch_size: int, merge: int) -> int:
+    """Index of the merged token (row-major, first frame) that holds the centre of ``box`` (original frame)."""
+    rows, cols = int(thw[1]) // merge, int(thw[2]) // merge
+    side = patch_size * merge
+    x0, y0, x1, y1 = frame.box(box)
+    r = min(rows - 1, max(0, int(((y0 + y1) / 2) // side)))
+    c = min(cols - 1, max(0, int(((x0 + x1) / 2) // side)))
+    return r * cols + c
+
+
+def object_classes(samples: Sequence[Sample]) -> list[str] | None:
+    """The sorted object labels of toy samples (``meta["objects"][i]["label"]``), or None if some sample has none."""
+    names = set()
+    for s in samples:
+        objects = s.meta.get("objects")
+        if not isinstance(objects, list) or not objects or not all(isinstance(o, dict) and o.get("label")
+                                                                   for o in objects):
+            return None
+        names.update(str(o["label"]) for o in objects)
+    return sorted(names)
+
+
 def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps: int, lr: float = 3e-3,
-                    batch_size: int = 32, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                    batch_size: int = 32, seed: int = 0, progress: bool = False,
+                    object_labels: bool = False) -> dict[str, Any]:
     """``steps`` AdamW steps of the dense centre-token objective on ``samples``; returns the last losses.
 
-    Only the vision tower (with its merger) and a temporary linear head are trained.
+    ``object_labels``: a second head also asks each object's centre token for the object's
+    label (toy samples' ``meta["objects"][i]["label"]``, e.g. "red circle"), so the tokens
+    say *what* is there as well as where, as a pretrained encoder's do; the language model
+    then only has to match the question's words to them.
+    Only the vision tower (with its merger) and temporary linear heads are trained.
     Every image must give the same number of merged tokens (a fixed image size),
     since the head's classes are the token indices.  Returns ``{"steps", "loss_first",
     "loss_last", "object_token_accuracy", "seconds"}`` (accuracy on the last batch's
@@ -93,6 +131,11 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
     rng = random.Random(seed)
     images: dict[int, Any] = {}
     head: torch.nn.Linear | None = None
+    names = object_classes(samples) if object_labels else None
+    if object_labels and names is None:
+        raise ValueError("object_labels needs samples whose meta['objects'] all have a 'label' (toy data)")
+    class_of = {name: i for i, name in enumerate(names or [])}
+    label_head: torch.nn.Linear | None = None
     optimizer = None
     losses: list[float] = []
     accuracy = float("nan")
@@ -119,10 +162,16 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
             if head is None:
                 gen = torch.Generator().manual_seed(seed)
                 head = torch.nn.Linear(hidden, n + 1).to(bundle.device)
+                heads = [head]
+                if names:
+                    label_head = torch.nn.Linear(hidden, len(names)).to(bundle.device)
+                    heads.append(label_head)
                 with torch.no_grad():
-                    head.weight.normal_(0.0, hidden ** -0.5, generator=gen)
-                    head.bias.zero_()
-                optimizer = torch.optim.AdamW(list(tower.parameters()) + list(head.parameters()), lr=lr)
+                    for h in heads:
+                        h.weight.normal_(0.0, hidden ** -0.5, generator=gen)
+                        h.bias.zero_()
+                optimizer = torch.optim.AdamW(list(tower.parameters()) + [p for h in heads for p in h.parameters()],
+                                              lr=lr)
             elif head.out_features != n + 1:
                 raise ValueError("pretrain_vision needs images of one size")
             labels = torch.tensor(centre_token_labels([task.foreground_boxes(samples[i]) for i in idx],
@@ -131,6 +180,13 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
             feats = image_token_features(model, batch.pixel_values, batch.image_grid_thw).view(len(idx), n, -1)
             logits = head(feats.float())
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, n + 1), labels.reshape(-1))
+            if label_head is not None:
+                classes = torch.tensor(centre_token_classes(
+                    [task.foreground_boxes(samples[i]) for i in idx],
+                    [[class_of[str(o["label"])] for o in samples[i].meta["objects"]] for i in idx],
+                    batch.frames, grid, bundle.patch_size, merge), device=bundle.device)
+                loss = loss + torch.nn.functional.cross_entropy(label_head(feats.float()).reshape(-1, len(class_of)),
+                                                                classes.reshape(-1))
             assert optimizer is not None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -26,7 +26,8 @@ from .support import server_env
 
 pytestmark = pytest.mark.benchmark
 
-QUICK_OVERRIDES = ["optim.max_steps=2", "sft.steps=10", "eval.max_samples=4", "logging.save_every=0"]
+QUICK_OVERRIDES = ["optim.max_steps=2", "sft.steps=10", "sft.n_images=16", "sft.vision_pretrain.steps=3",
+                   "sft.vision_pretrain.n_images=8", "eval.max_samples=4", "logging.save_every=0"]
 
 
 def _sample_tree(proc: subprocess.Popen, peaks: dict[str, float]) -> None:
