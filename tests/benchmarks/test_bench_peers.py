@@ -20,6 +20,9 @@ import contextlib
 import io
 import json
 import re
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +135,98 @@ def test_peers_rewards_match_vlmr1_and_score_a_group_in_one_call(figures, quick)
     figures("peers: VLM-R1 reward time / syngrpo vlmr1, one completion per call", t["vlmr1"] / t["one_by_one"],
             rounds=rounds)
     figures("peers: syngrpo reward one by one / group per call", t["one_by_one"] / t["grouped"], rounds=rounds)
+
+
+# ---- one GRPO step vs TRL -----------------------------------------------------------------------
+
+
+def _trl_vs_syngrpo(tmp_path, *, group: int, image_size: int, new_tokens: int, batch: int, rounds: int,
+                    warmup: int) -> dict[str, Any]:
+    """Interleaved steps of both (see benchmarks.peers_grpo); per-variant medians of each part."""
+    from transformers import TrainerCallback
+
+    from syngrpo.models.tiny_policy import build_tiny_policy
+
+    from .peers_grpo import StepTimer, syngrpo_step, syngrpo_trainer, trl_trainer
+
+    policy_dir = build_tiny_policy(tmp_path / "tiny")
+    syn = syngrpo_trainer(tmp_path / "syn", policy_dir, group=group, image_size=image_size, new_tokens=new_tokens,
+                          batch=batch)
+    syn_rows: list[dict[str, float]] = []
+    trl_rows: list[dict[str, float]] = []
+
+    class Interleave(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step % 2 == 1:
+                syn_rows.append(syngrpo_step(syn, state.global_step + 1))
+            timer.reset()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            total = time.perf_counter() - self.t0
+            trl_rows.append({"step": total, "rollout": timer.parts["generate"],
+                             "generate_and_score": timer.parts["generate_and_score"],
+                             "update": total - timer.parts["generate_and_score"],
+                             "tokens": timer.tokens(batch * group)})
+            if state.global_step % 2 == 1:  # global_step is already counted here: this was an even round
+                syn_rows.append(syngrpo_step(syn, state.global_step))
+
+    try:
+        tr = trl_trainer(tmp_path / "trl", policy_dir, syn, group=group, new_tokens=new_tokens, batch=batch,
+                         max_steps=rounds + warmup, callbacks=[Interleave()])
+        timer = StepTimer(tr)
+        tr.train()
+    finally:
+        syn.close()
+    assert len(trl_rows) == len(syn_rows) == rounds + warmup
+    out: dict[str, Any] = {}
+    for name, rows in (("syngrpo", syn_rows[warmup:]), ("trl", trl_rows[warmup:])):
+        out[name] = {k: median([r[k] for r in rows]) for k in rows[0]}
+        out[name]["tokens_per_s"] = out[name]["tokens"] / out[name]["step"]
+    return out
+
+
+def _peak_growth(tmp_path, variant: str, *, group: int, image_size: int, new_tokens: int, batch: int) -> int:
+    """Peak-RSS growth over two steps of one variant alone in a fresh process (bytes)."""
+    import subprocess
+    import sys
+
+    from syngrpo.models.tiny_policy import build_tiny_policy
+
+    root = tmp_path / f"mem-{variant}"
+    policy_dir = build_tiny_policy(root / "tiny")
+    tests_dir = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.peers_grpo", variant, str(root), str(policy_dir),
+                           str(group), str(image_size), str(new_tokens), str(batch)], cwd=tests_dir,
+                          capture_output=True, text=True, timeout=600, check=True)
+    return int(json.loads(done.stdout.strip().splitlines()[-1])["peak_growth_bytes"])
+
+
+@pytest.mark.parametrize("group,image_size", [(6, 112), (12, 112), (6, 224)], ids=["G6", "G12", "G6-4x-image"])
+def test_peers_one_grpo_step_against_trl(tmp_path, figures, quick, group, image_size):
+    trl = pytest.importorskip("trl")
+    from .peers_grpo import TRL_VERSION
+
+    if trl.__version__ != TRL_VERSION:
+        pytest.skip(f"written against trl=={TRL_VERSION}; installed {trl.__version__}")
+    if quick and (group, image_size) != (6, 112):
+        pytest.skip("quick mode: G = 6 only")
+    new_tokens, batch = (8, 1) if quick else (48, 2)
+    res = _trl_vs_syngrpo(tmp_path, group=group, image_size=image_size, new_tokens=new_tokens, batch=batch,
+                          rounds=2 if quick else 6, warmup=0 if quick else 1)
+    syn, ref = res["syngrpo"], res["trl"]
+    assert syn["tokens"] > 0 and ref["tokens"] > 0
+    label = f"G={group}, image {image_size}px, {batch} prompts, {new_tokens} new tokens"
+    ratio = syn["step"] / ref["step"]
+    target = {6: "<= 0.7", 12: "below G=6's"}.get(group, "report") if image_size == 112 else "report"
+    figures(f"peers: syngrpo step / TRL {TRL_VERSION} step ({label})", ratio, target=target,
+            met=(ratio <= 0.7) if (group, image_size) == (6, 112) else None,
+            syngrpo=syn, trl=ref)
+    figures(f"peers: syngrpo rollout / TRL generate ({label})", syn["rollout"] / ref["rollout"])
+    figures(f"peers: syngrpo update / TRL rest of step ({label})", syn["update"] / ref["update"])
+    figures(f"peers: syngrpo tokens/s / TRL tokens/s ({label})", syn["tokens_per_s"] / ref["tokens_per_s"])
+    if not quick:
+        mem = {v: _peak_growth(tmp_path, v, group=group, image_size=image_size, new_tokens=new_tokens, batch=batch)
+               for v in ("syngrpo", "trl")}
+        figures(f"peers: syngrpo peak-RSS growth / TRL ({label})", mem["syngrpo"] / max(mem["trl"], 1),
+                syngrpo_mib=mem["syngrpo"] / 2**20, trl_mib=mem["trl"] / 2**20)
