@@ -247,7 +247,8 @@ def ovd_reward_group(items_per_completion: Sequence[Sequence[Any] | None], gts: 
             cat = cat_of.get(label) if isinstance(label, str) else None
             if cat is None or not isinstance(box, list) or len(box) < 4:
                 continue
-            values = [_number(v) for v in box[:4]]
+            # a float needs no check here: a non-finite one makes its row non-finite, dropped below as _number drops it
+            values = [v if type(v) is float else _number(v) for v in box[:4]]
             if None not in values:
                 boxes.append(values)
                 cats.append(cat)

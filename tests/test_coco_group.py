@@ -10,6 +10,7 @@ import pytest
 from syngrpo import vlmr1
 from syngrpo.coco_group import coco_ap_group, ovd_reward_group
 from syngrpo.detection import coco_ap, ovd_reward
+from syngrpo.geometry import ImageTransform
 from syngrpo.response import parse_response
 from syngrpo.rewards import AccuracyReward, PerResponseReward
 from syngrpo.types import Sample
@@ -104,5 +105,11 @@ def test_vlmr1_group_matches_vlmr1_reward_on_odd_items():
     gts = [{"bbox_2d": [10, 10, 50, 50], "label": "Dog"}, {"bbox_2d": [60, 60, 90, 90], "label": "cat"}]
     group = [None, [], ["text", {"label": "dog", "bbox_2d": [10, 10, 50, 50]}],
              [{"label": "Dog", "bbox_2d": [10, 10, 50, 50]}, {"label": "cat", "bbox_2d": [1e308, 0, 1e308, 5]}],
-             [{"label": "cat", "bbox_2d": [60, 60, 90, 90]}, {"label": "Dog", "bbox_2d": [11, 10, 50, 50]}, 3]]
+             [{"label": "cat", "bbox_2d": [60, 60, 90, 90]}, {"label": "Dog", "bbox_2d": [11, 10, 50, 50]}, 3],
+             [{"label": "cat", "bbox_2d": [float("nan"), 60, 90, 90]}, {"label": "Dog", "bbox_2d": [10, 10, 50.0, 50]}],
+             [{"label": "cat", "bbox_2d": [60, 60, float("inf"), 90]}, {"label": "Dog", "bbox_2d": [True, 10, 50, 5e1]}],
+             [{"label": "cat", "bbox_2d": [60, 60, 10**400, 90]}, {"label": "cat", "bbox_2d": [60, 60, "90", 90]}]]
     assert vlmr1.ovd_reward_group(group, gts) == pytest.approx([vlmr1.ovd_reward(p, gts) for p in group], abs=1e-12)
+    frame = ImageTransform(2.0, 0.5, 3.0, -1.0, 300, 300)  # boxes mapped, unclipped, before the AP
+    assert vlmr1.ovd_reward_group(group, gts, frame) == pytest.approx(
+        [vlmr1.ovd_reward(p, gts, frame) for p in group], abs=1e-12)
