@@ -72,9 +72,12 @@ def coco_ap_group_arrays(g_boxes: np.ndarray, g_cats: np.ndarray, n_cats: int,
     ordered = []
     for p_boxes, p_cats, p_scores in dets:
         known = p_cats >= 0
-        scores = np.ones(int(known.sum())) if p_scores is None else p_scores[known]
         p_boxes, p_cats = p_boxes[known], p_cats[known]
-        order = np.argsort(-scores, kind="mergesort")  # stable: ties keep the given order
+        if p_scores is None:  # every box scored 1.0 (VLM-R1): the stable order is the given one
+            scores, order = np.ones(len(p_cats)), np.arange(len(p_cats))
+        else:
+            scores = p_scores[known]
+            order = np.argsort(-scores, kind="mergesort")  # stable: ties keep the given order
         if len(order) > max_dets:
             rank = np.zeros(len(order), dtype=np.int64)
             seen: dict[int, int] = {}
@@ -127,25 +130,24 @@ def _match_group(g_boxes: np.ndarray, g_cats: np.ndarray, dets: Sequence[tuple[n
     if d_max and n_g:
         ious = iou_matrix(boxes.reshape(-1, 4), g_sorted).reshape(n_c, d_max, n_g)
         ious[(cats[:, :, None] != gc_sorted[None, None, :]) | ~valid[:, :, None]] = -1.0
-        limit = np.minimum(thresholds, 1 - 1e-10)[None, :, None]  # (1, T, 1)
+        limit = np.minimum(thresholds, 1 - 1e-10)[None, None, :, None]  # (1, 1, T, 1)
+        passes = ious[:, :, None, :] >= limit  # (C, D, T, G): every threshold test, once
         taken = np.zeros((n_c, n_t, n_g), dtype=bool)
         any_ignored = bool(ig_sorted.any())
-        ci, ti = np.meshgrid(np.arange(n_c), np.arange(n_t), indexing="ij")
-        for k in range(d_max):
+        g_index = np.arange(n_g)
+        for k in np.nonzero(passes.any(axis=(0, 2, 3)))[0]:  # detections that can match something
             iou_k = ious[:, k, None, :]  # (C, 1, G)
-            ok = (iou_k >= limit) & ~taken  # (C, T, G)
-            if not ok.any():
-                continue
+            ok = passes[:, k] & ~taken  # (C, T, G)
             if any_ignored:  # a regular ground truth always wins over an ignored one
                 found, pick = _last_best_group(ok & ~ig_sorted, iou_k)
                 found_ig, pick_ig = _last_best_group(ok & ig_sorted, iou_k)
                 pick = np.where(found, pick, pick_ig)
                 found = found | found_ig
+                d_ignored[:, :, k] = found & ig_sorted[pick]
             else:
                 found, pick = _last_best_group(ok, iou_k)
-            taken[ci[found], ti[found], pick[found]] = True
+            taken |= (g_index == pick[:, :, None]) & found[:, :, None]
             matched[:, :, k] = found
-            d_ignored[:, :, k] = found & ig_sorted[pick]
     d_area = (boxes[:, :, 2] - boxes[:, :, 0]) * (boxes[:, :, 3] - boxes[:, :, 1])
     d_ignored |= ~matched & ((d_area < lo) | (d_area > hi))[:, None, :]
     keep = valid[:, None, :].repeat(n_t, axis=1)  # (C, T, D)
