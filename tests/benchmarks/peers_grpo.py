@@ -13,7 +13,7 @@ wrapping its ``_generate`` (HF generate + decoding) and ``_generate_and_score_co
 plus rewards and the old/reference log-probabilities); its update is the rest of the step.
 
 Peak memory: ``python -m benchmarks.peers_grpo VARIANT ...`` runs one variant alone in a fresh
-process and prints the growth of the peak RSS over two steps above the RSS after setup.
+process and prints the growth of its peak RSS (``VmHWM``) over two steps above the RSS after setup.
 """
 
 from __future__ import annotations
@@ -133,8 +133,18 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS (``VmHWM``).  Not ``ru_maxrss``: Linux carries the high-water mark of the
+    process that forked across ``execve``, so a child of a big pytest process would report the parent's RSS."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")  # pragma: no cover - Linux only
+
+
 def memory_main(argv: list[str]) -> None:
-    """``VARIANT ROOT POLICY_DIR GROUP IMAGE_SIZE NEW_TOKENS BATCH``: peak-RSS growth of two steps, as JSON."""
+    """``VARIANT ROOT POLICY_DIR GROUP IMAGE_SIZE NEW_TOKENS BATCH``: peak-RSS (VmHWM) growth of two steps, as JSON."""
     import torch
 
     variant, root, policy_dir = argv[0], Path(argv[1]), Path(argv[2])
@@ -159,7 +169,7 @@ def memory_main(argv: list[str]) -> None:
                          callbacks=[Mark()])
         tr.train()
         base = marks["base"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss_bytes()
     print(json.dumps({"variant": variant, "peak_growth_bytes": peak - base, "peak_bytes": peak, "base_bytes": base}))
 
 
