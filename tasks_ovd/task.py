@@ -261,8 +261,11 @@ class OvdTask(Task):
 
         The G completions share the ground truth, so the COCO AP of all of them is computed in one
         call (:mod:`syngrpo.coco_group`); the values equal :meth:`accuracy`'s.  AccuracyReward
-        calls this for each group.  Never raises.
+        calls this for each group.  Never raises.  A subclass that overrides :meth:`accuracy` gets its
+        own ``accuracy`` for each prediction here (the group path computes this class's).
         """
+        if type(self).accuracy is not OvdTask.accuracy:
+            return [self.accuracy(p, sample, frame=frame) for p in predictions]
         if self.profile == "vlmr1":
             try:
                 back = original_frame(sample, frame)

@@ -113,3 +113,17 @@ def test_vlmr1_group_matches_vlmr1_reward_on_odd_items():
     frame = ImageTransform(2.0, 0.5, 3.0, -1.0, 300, 300)  # boxes mapped, unclipped, before the AP
     assert vlmr1.ovd_reward_group(group, gts, frame) == pytest.approx(
         [vlmr1.ovd_reward(p, gts, frame) for p in group], abs=1e-12)
+
+
+def test_a_subclass_overriding_accuracy_keeps_its_accuracy_in_the_group_path():
+    class Halved(OvdTask):
+        def accuracy(self, prediction, sample, *, frame=None):
+            return 0.5 * super().accuracy(prediction, sample, frame=frame)
+
+    rng = random.Random(2)
+    gts = [{"bbox_2d": _box(rng), "label": "circle"} for _ in range(3)]
+    sample = Sample(id="s", task="ovd", image="x.png", problem="", solution=gts, width=256, height=256)
+    responses = [parse_response(_text(p), "plain") for p in _group(rng, gts)]
+    task = Halved()
+    expected = [task.accuracy(task.parse_answer(task.answer_text(r)), sample) for r in responses]
+    assert AccuracyReward()(responses, [sample] * len(responses), task=task) == pytest.approx(expected, abs=1e-12)
