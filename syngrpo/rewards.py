@@ -96,9 +96,45 @@ class AccuracyReward(PerResponseReward):
     Calls ``task.accuracy(task.parse_answer(task.answer_text(response)), sample, frame=frame)``.
     A task that raises anyway, or returns a non-finite number, scores 0 for that
     response with a :class:`RewardWarning`; values are clipped to [0, 1].
+
+    A task may also offer ``accuracy_group(predictions, sample, *, frame) -> list[float]``,
+    the accuracy of several predictions of one sample at once (OVD: one COCO AP pass for a
+    whole GRPO group, which shares the ground truth).  Runs of consecutive responses to the
+    same sample object with equal frames then go through it in one call; the values must
+    equal ``accuracy``'s, and if the call raises, the run is scored one by one.
     """
 
     name = "accuracy"
+
+    def __call__(self, responses: Sequence[ParsedResponse], samples: Sequence[Sample], *, task: Task,
+                 frames: Sequence[ImageTransform | None] | None = None) -> list[float]:
+        group_fn = getattr(task, "accuracy_group", None)
+        if group_fn is None or len(responses) != len(samples) or (frames is not None and len(frames) != len(responses)):
+            return super().__call__(responses, samples, task=task, frames=frames)
+        each_frame = list(frames) if frames is not None else [None] * len(responses)
+        values: list[float] = []
+        start = 0
+        while start < len(responses):
+            end = start + 1
+            while end < len(responses) and samples[end] is samples[start] and each_frame[end] == each_frame[start]:
+                end += 1
+            values.extend(self._score_run(group_fn, responses[start:end], samples[start], each_frame[start],
+                                          task=task))
+            start = end
+        return values
+
+    def _score_run(self, group_fn: Callable[..., Sequence[float]], responses: Sequence[ParsedResponse],
+                   sample: Sample, frame: ImageTransform | None, *, task: Task) -> list[float]:
+        """One ``accuracy_group`` call for responses to one sample; one by one when it fails."""
+        if len(responses) > 1:
+            try:
+                predictions = [task.parse_answer(task.answer_text(r)) for r in responses]
+                raw = [float(v) for v in group_fn(predictions, sample, frame=frame)]
+            except Exception:  # noqa: BLE001 - scored one by one below, where each failure is warned about
+                raw = None
+            if raw is not None and len(raw) == len(responses) and all(math.isfinite(v) for v in raw):
+                return [min(1.0, max(0.0, v)) for v in raw]
+        return [self.score(r, sample, task=task, frame=frame) for r in responses]
 
     def score(self, response: ParsedResponse, sample: Sample, *, task: Task, frame: ImageTransform | None) -> float:
         try:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from syngrpo.coco_group import coco_ap_group_arrays
 from syngrpo.detection import coco_ap, coco_ap_dataset, greedy_match
 from syngrpo.geometry import ImageTransform
 
@@ -49,6 +50,7 @@ __all__ = [
     "ovd_dataset_metrics",
     "ovd_kept",
     "ovd_reward",
+    "ovd_reward_group",
     "rec_box",
     "rec_iou",
     "unclipped_box",
@@ -216,6 +218,66 @@ def ovd_reward(items: Sequence[Any] | None, gts: Sequence[Mapping[str, Any]],
         return 0.0
     value = ap * (1.0 if n_gt >= n_pred else n_gt / n_pred)
     return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+
+
+def ovd_reward_group(items_per_completion: Sequence[Sequence[Any] | None], gts: Sequence[Mapping[str, Any]],
+                     frame: ImageTransform | None = None) -> list[float]:
+    """:func:`ovd_reward` of each of a GRPO group's completions (they share ``gts`` and ``frame``).
+
+    The kept items go straight into arrays and the AP of the whole group comes from one call of
+    :func:`~syngrpo.coco_group.coco_ap_group_arrays`, instead of one
+    :func:`~syngrpo.detection.coco_ap` per completion; the values are the same.
+    """
+    n_gt = len(gts)
+    out = [0.0] * len(items_per_completion)
+    cat_of = {label: i for i, label in enumerate(dict.fromkeys(o["label"] for o in gts))}
+    todo, dets, scale = [], [], []
+    for i, items in enumerate(items_per_completion):
+        if items is None:
+            continue
+        n_pred = len(items)
+        if n_pred == 0 or n_gt == 0:
+            out[i] = 1.0 if n_pred == n_gt else 0.0
+            continue
+        boxes, cats = [], []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            label, box = item.get("label"), item.get("bbox_2d")
+            cat = cat_of.get(label) if isinstance(label, str) else None
+            if cat is None or not isinstance(box, list) or len(box) < 4:
+                continue
+            # a float needs no check here: a non-finite one makes its row non-finite, dropped below as _number drops it
+            values = [v if type(v) is float else _number(v) for v in box[:4]]
+            if None not in values:
+                boxes.append(values)
+                cats.append(cat)
+        if not boxes:
+            continue
+        arr = np.array(boxes, dtype=np.float64)
+        if frame is not None:  # as unclipped_box: x * sx + tx, corners kept as written
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr * np.array([frame.sx, frame.sy, frame.sx, frame.sy]) + np.array(
+                    [frame.tx, frame.ty, frame.tx, frame.ty])
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.any():
+            continue
+        todo.append(i)
+        dets.append((arr[finite], np.array(cats, dtype=np.int64)[finite], None))
+        scale.append(1.0 if n_gt >= n_pred else n_gt / n_pred)
+    if not todo:
+        return out
+    try:
+        g_boxes = np.array([[float(v) for v in o["bbox_2d"]] for o in gts], dtype=np.float64).reshape(n_gt, 4)
+        g_cats = np.array([cat_of[o["label"]] for o in gts], dtype=np.int64)
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e308-sized boxes: IoU 0, as pycocotools
+            aps = coco_ap_group_arrays(g_boxes, g_cats, len(cat_of), dets)
+    except (ValueError, TypeError, KeyError):  # a malformed ground truth: one completion at a time, as before
+        return [ovd_reward(items, gts, frame) for items in items_per_completion]
+    for i, ap, s in zip(todo, aps, scale, strict=True):
+        value = ap * s
+        out[i] = min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+    return out
 
 
 def ovd_dataset_metrics(items_per_image: Sequence[Sequence[Any] | None],

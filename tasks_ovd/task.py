@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from syngrpo import vlmr1
 from syngrpo.answers import BOX_KEYS, LABEL_KEYS, NONE_ANSWERS, parse_detections, to_detection
+from syngrpo.coco_group import ovd_reward_group
 from syngrpo.datafiles import (
     pop_image_size,
     read_records,
@@ -253,6 +254,35 @@ class OvdTask(Task):
             return 0.0
         value = ovd_reward(sample.solution, preds, drop_unknown_labels=self.drop_unknown_labels)
         return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+
+    def accuracy_group(self, predictions: Sequence[Any | None], sample: Sample, *,
+                       frame: ImageTransform | None = None) -> list[float]:
+        """:meth:`accuracy` of each of a GRPO group's predictions of one sample, in one AP pass.
+
+        The G completions share the ground truth, so the COCO AP of all of them is computed in one
+        call (:mod:`syngrpo.coco_group`); the values equal :meth:`accuracy`'s.  AccuracyReward
+        calls this for each group.  Never raises.  A subclass that overrides :meth:`accuracy` gets its
+        own ``accuracy`` for each prediction here (the group path computes this class's).
+        """
+        if type(self).accuracy is not OvdTask.accuracy:
+            return [self.accuracy(p, sample, frame=frame) for p in predictions]
+        if self.profile == "vlmr1":
+            try:
+                back = original_frame(sample, frame)
+            except ValueError:
+                return [0.0] * len(predictions)
+            items = [p if p is None or isinstance(p, list) else [] for p in predictions]
+            values = vlmr1.ovd_reward_group(items, sample.solution, back)
+            return [0.0 if p is not None and not isinstance(p, list) else v
+                    for p, v in zip(predictions, values, strict=True)]
+        try:
+            preds = [self._to_original_frame(p, sample, frame) for p in predictions]
+            values = ovd_reward_group(sample.solution, [p or [] for p in preds],
+                                      drop_unknown_labels=self.drop_unknown_labels)
+        except ValueError:
+            return [self.accuracy(p, sample, frame=frame) for p in predictions]
+        return [0.0 if p is None else (min(1.0, max(0.0, v)) if math.isfinite(v) else 0.0)
+                for p, v in zip(preds, values, strict=True)]
 
     def evaluate(self, predictions: Sequence[Any | None], samples: Sequence[Sample], *,
                  frames: Sequence[ImageTransform | None] | None = None) -> dict[str, float]:
