@@ -118,7 +118,10 @@ def test_cli_plans_the_tiny_policy_and_a_local_directory_offline(tmp_path, capsy
     assert main(["plan", "--set", "model.policy=tiny", "--set", f"model.tiny_dir={tmp_path / 'absent'}",
                  "--json"]) == 0
     built = json.loads(capsys.readouterr().out)
-    path = build_tiny_policy(tmp_path / "tiny")
+    from syngrpo.config import QUICKSTART_CONFIG, load_train_config
+
+    options = load_train_config(QUICKSTART_CONFIG).model.tiny_options  # the quickstart's (plan with no -c plans the quickstart)
+    path = build_tiny_policy(tmp_path / "tiny", **options)
     assert main(["plan", "--set", f"model.policy={path}", "--json"]) == 0
     local = json.loads(capsys.readouterr().out)
     # the builder's options and the built directory describe the same architecture
