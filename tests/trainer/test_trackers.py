@@ -70,9 +70,27 @@ def _wandb_history(run_dir):
 
     from wandb.proto import wandb_internal_pb2
 
+    import time
+
     (path,) = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    # wandb-core (a separate process) may still be writing the log's tail when run.finish() has returned:
+    # read once the run's "exit" record is there (seconds at most)
+    deadline = time.monotonic() + 60
+    while True:
+        records = _wandb_records(path)
+        kinds = set()
+        for data in records:
+            record = wandb_internal_pb2.Record()
+            try:
+                record.ParseFromString(data)
+            except Exception:  # a chunk still being written
+                continue
+            kinds.add(record.WhichOneof("record_type"))
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     rows = []
-    for data in _wandb_records(path):
+    for data in records:
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
         if record.WhichOneof("record_type") == "history":
