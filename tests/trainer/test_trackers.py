@@ -67,10 +67,9 @@ def _wandb_records(path):
 def _wandb_history(run_dir):
     """Every ``history`` record of the offline run's .wandb file, as {key: value} with ``_step``."""
     import json
+    import time
 
     from wandb.proto import wandb_internal_pb2
-
-    import time
 
     (path,) = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     # wandb-core (a separate process) may still be writing the log's tail when run.finish() has returned:
