@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from coco_reference import pycocotools_ap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -246,12 +247,8 @@ def test_ovd_never_raises_and_stays_in_range(items, empty_gt, two_blocks):
 def _vlmr1_by_its_rules(content: str, gts: list[dict]) -> float:
     """VLM-R1's OVD-with-length reward restated from its rules (regexes, json.loads, pycocotools), as a
     reference independent of syngrpo's parsing and AP code."""
-    import contextlib
-    import io
     import re
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     blocks = re.findall(r"<answer>(.*?)</answer>", content, re.DOTALL)
     if not blocks:
@@ -284,17 +281,9 @@ def _vlmr1_by_its_rules(content: str, gts: list[dict]) -> float:
             pass
     if not dets:
         return 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = {"images": [{"id": 0}], "annotations": anns,
-                           "categories": [{"id": v, "name": k} for k, v in cats.items()]}
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    ap = pycocotools_ap(anns, dets, cats, image_id=0)
     length = 1.0 if len(gts) >= len(preds) else len(gts) / len(preds)
-    return float(ev.stats[0]) * length
+    return ap * length
 
 
 def _random_case(rng):

@@ -12,11 +12,10 @@ The values must agree within 1e-6; the figure is how many times faster ours is
 
 from __future__ import annotations
 
-import contextlib
-import io
 import random
 
 import pytest
+from coco_reference import pycocotools_ap
 
 from syngrpo.detection import normalize_label, ovd_reward
 
@@ -65,8 +64,6 @@ def make_batch(seed: int = 0) -> list[tuple[list[dict], list[list[dict]]]]:
 
 def pycocotools_ovd_reward(gts: list[dict], preds: list[dict]) -> float:
     """Eq. 3 the VLM-R1 way: a fresh COCO ground truth and COCOeval for one completion."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     cats = {name: i + 1 for i, name in enumerate(sorted({normalize_label(g["label"]) for g in gts}))}
     anns = []
@@ -83,16 +80,7 @@ def pycocotools_ovd_reward(gts: list[dict], preds: list[dict]) -> float:
         dets.append({"image_id": 1, "category_id": cats[label], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 1.0})
     if not dets:
         return 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = {"images": [{"id": 1}], "annotations": anns,
-                           "categories": [{"id": v, "name": k} for k, v in cats.items()]}
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    ap = max(0.0, float(ev.stats[0]))
+    ap = max(0.0, pycocotools_ap(anns, dets, cats, image_id=1))
     return min(1.0, len(gts) / len(preds)) * ap
 
 

@@ -16,8 +16,6 @@ One GRPO step against TRL: see the second half of this file.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from coco_reference import pycocotools_ap
 
 from syngrpo.response import parse_response
 from syngrpo.rewards import AccuracyReward, PerResponseReward
@@ -43,8 +42,6 @@ _JSON_FENCE = re.compile(r"```json(.*?)```", re.DOTALL)
 
 def vlmr1_reward(text: str, gts: list[dict]) -> float:
     """VLM-R1's OVD reward (``odLength_reward``) of one completion, restated from its rules."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     blocks = _ANSWER.findall(text)
     if not blocks:
@@ -74,16 +71,8 @@ def vlmr1_reward(text: str, gts: list[dict]) -> float:
             continue
     if not dets:
         return 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = {"images": [{"id": 1}], "annotations": anns,
-                           "categories": [{"id": v, "name": k} for k, v in cats.items()]}
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return float(ev.stats[0]) * min(1.0, len(gts) / len(items))
+    ap = pycocotools_ap(anns, dets, cats, image_id=1)
+    return ap * min(1.0, len(gts) / len(items))
 
 
 def completion_text(preds: list[dict], k: int) -> str:
