@@ -27,6 +27,7 @@ from syngrpo.detection import (
     _read,
     iou_matrix,
     redundancy_scale,
+    top_per_category,
 )
 
 __all__ = ["coco_ap_group", "coco_ap_group_arrays", "ovd_reward_group"]
@@ -78,13 +79,7 @@ def coco_ap_group_arrays(g_boxes: np.ndarray, g_cats: np.ndarray, n_cats: int,
         else:
             scores = p_scores[known]
             order = np.argsort(-scores, kind="mergesort")  # stable: ties keep the given order
-        if len(order) > max_dets:
-            rank = np.zeros(len(order), dtype=np.int64)
-            seen: dict[int, int] = {}
-            for j, c in enumerate(p_cats[order].tolist()):
-                rank[j] = seen.get(c, 0)
-                seen[c] = rank[j] + 1
-            order = order[rank < max_dets]
+        order = top_per_category(order, p_cats, max_dets)
         ordered.append((p_boxes[order], p_cats[order], scores[order]))
     tp, fp, regular = _match_group(g_boxes, g_cats, ordered, thresholds)  # (T, D total)
     n_regular = np.bincount(g_cats[regular], minlength=n_cats)[:n_cats]

@@ -189,6 +189,18 @@ def _last_best(ok: np.ndarray, ious: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return ok.any(axis=1), last
 
 
+def top_per_category(order: np.ndarray, cats: np.ndarray, max_dets: int) -> np.ndarray:
+    """``order`` (indices, best first) cut to the first ``max_dets`` of each category, as COCOeval keeps them."""
+    if len(order) <= max_dets:
+        return order
+    rank = np.zeros(len(order), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for j, c in enumerate(cats[order].tolist()):
+        rank[j] = seen.get(c, 0)
+        seen[c] = rank[j] + 1
+    return order[rank < max_dets]
+
+
 def _match_image(gt_boxes: np.ndarray, gt_cats: np.ndarray, dt_boxes: np.ndarray, dt_cats: np.ndarray,
                  thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """COCOeval.evaluateImg for every category of one image at once.
@@ -344,14 +356,7 @@ def coco_ap_dataset(gts_per_image: Sequence[Sequence[Mapping[str, Any]]],
         if drop_unknown_labels:
             known = p_cats < n_known
             p_boxes, p_cats, p_scores = p_boxes[known], p_cats[known], p_scores[known]
-        order = np.argsort(-p_scores, kind="mergesort")  # stable: ties keep the given order
-        if len(order) > max_dets:
-            rank = np.zeros(len(order), dtype=np.int64)
-            seen: dict[int, int] = {}
-            for j, c in enumerate(p_cats[order].tolist()):
-                rank[j] = seen.get(c, 0)
-                seen[c] = rank[j] + 1
-            order = order[rank < max_dets]
+        order = top_per_category(np.argsort(-p_scores, kind="mergesort"), p_cats, max_dets)  # stable ties
         tp, fp, regular = _match_image(g_boxes, g_cats, p_boxes[order], p_cats[order], thresholds)
         n_regular += np.bincount(g_cats[regular], minlength=n_known)[:n_known]
         scores_l.append(p_scores[order])
