@@ -63,6 +63,24 @@ class ContractReport:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as gone.
+
+    For tests that kill a trainer or a data server and wait for the other side to notice (Linux ``/proc``).
+    """
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def registry_with(*plugins: object, autoload: bool = False) -> Registry:
     """A fresh registry with ``plugins`` (modules, classes or objects with ``@hookimpl`` functions).
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from syngrpo.runlog import read_jsonl
+from syngrpo.testing import process_alive
 
 pytestmark = pytest.mark.slow
 
@@ -82,16 +83,6 @@ def _train(run: Path, policy: Path, *, resume: bool, log) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _server_pid(run: Path) -> int | None:
@@ -99,7 +90,7 @@ def _server_pid(run: Path) -> int | None:
         text = (run / "server" / "server.lock").read_text().strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() and _alive(int(text)) else None
+    return int(text) if text.isdigit() and process_alive(int(text)) else None
 
 
 def _metric_lines(run: Path) -> int:

@@ -21,6 +21,7 @@ import pytest
 from syngrpo.cli import main
 from syngrpo.server.spawn import ServerStartError, start_server_subprocess, start_supervised_server
 from syngrpo.server.store import JobStore, StoreError
+from syngrpo.testing import process_alive
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
@@ -31,16 +32,6 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not yet reaped by its parent) counts as gone
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _wait(predicate, timeout: float, step: float = 0.05) -> float:
@@ -208,10 +199,10 @@ def test_a_spawned_server_exits_within_10_s_when_its_trainer_is_killed(tmp_path)
                                text=True)
     try:
         server_pid = int(trainer.stdout.readline())
-        assert _alive(server_pid)
+        assert process_alive(server_pid)
         trainer.send_signal(signal.SIGKILL)
         trainer.wait(10)
-        took = _wait(lambda: not _alive(server_pid), timeout=10)
+        took = _wait(lambda: not process_alive(server_pid), timeout=10)
     finally:
         trainer.kill()
     assert took < 10
@@ -230,7 +221,7 @@ def test_a_spawned_server_that_dies_is_restarted_on_the_same_url_within_30_s(tmp
         events = server.drain_events()
         assert any("exited" in e for e in events) and any("restarted" in e for e in events)
     assert took < 30
-    assert not _alive(server.pid)
+    assert not process_alive(server.pid)
 
 
 def test_the_store_lock_is_released_when_its_server_is_sigkilled(tmp_path):

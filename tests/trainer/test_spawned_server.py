@@ -4,7 +4,6 @@ synthesis resumes, which the run's metrics and log record."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,19 +12,8 @@ import time
 import pytest
 
 from syngrpo.runlog import read_jsonl
+from syngrpo.testing import process_alive
 from syngrpo.trainer import Trainer
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _wait(predicate, timeout: float, what: str) -> float:
@@ -49,10 +37,10 @@ def test_kill_9_of_the_trainer_stops_its_spawned_server_within_10_s(tiny_policy_
     try:
         _wait(lambda: lock.is_file() and lock.read_text().strip().isdigit(), 120, "the spawned server's lock")
         server_pid = int(lock.read_text())
-        assert _pid_alive(server_pid)
+        assert process_alive(server_pid)
         trainer.send_signal(signal.SIGKILL)
         trainer.wait(10)
-        took = _wait(lambda: not _pid_alive(server_pid), 10, "the orphaned server's exit")
+        took = _wait(lambda: not process_alive(server_pid), 10, "the orphaned server's exit")
     finally:
         trainer.kill()
     assert took < 10
