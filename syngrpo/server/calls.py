@@ -6,7 +6,6 @@ Split from :mod:`syngrpo.server.workers` (which re-exports them).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import math
 import threading
@@ -90,8 +89,11 @@ def make_plugin(registry: Registry, kind: str, name: str, options: dict[str, Any
 
 
 def load_plugin_modules(names: list[str]) -> list[object]:
-    """Import the modules a config lists under ``plugins:`` (registered like entry-point plugins)."""
-    return [importlib.import_module(n) for n in names]
+    """The modules a server config lists under ``plugins:`` (module names or ``.py`` files), registered like
+    entry-point plugins: the trainer's ``plugins:`` key goes through the same loader."""
+    from syngrpo.plugins import load_local_plugins
+
+    return load_local_plugins(names)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -75,7 +75,7 @@ class ServerConfig(StrictModel):
         default_factory=dict, description="more synthesizers a job may name in options.synthesizer, with their options")
     segmenter: str = Field("box", description="segmenter plugin")
     segmenter_options: dict[str, Any] = Field(default_factory=dict)
-    plugins: list[str] = Field(default_factory=list, description="extra plugin modules to import and register")
+    plugins: list[str] = Field(default_factory=list, description="extra plugin modules (names or .py files) to import and register")
     data_dir: Path = Field(Path("server-data"), description="SQLite database and images live here")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(4096 * 4096, ge=1)

@@ -120,3 +120,12 @@ def test_syngrpo_check_imports_a_file_reward_and_reports_a_bad_one(reward_file, 
     bad = config_for(tiny_policy_dir, f"rewards.terms=[{{name: '{reward_file}:wrong_signature'}}]")
     (error,) = check_config(bad, data=False).errors
     assert "wrong_signature" in error and "cannot take the reward call" in error
+
+
+def test_the_data_servers_plugins_key_takes_a_py_file_too(tmp_path):
+    """One loader for both ``plugins:`` keys: the server's accepts what the trainer's does."""
+    from syngrpo.server.calls import load_plugin_modules
+
+    plugin = tmp_path / "server_side_plugin.py"
+    plugin.write_text(textwrap.dedent(PLUGIN_FILE), encoding="utf-8")
+    assert "half" in get_registry(load_plugin_modules([str(plugin)])).names("rewards")
