@@ -15,7 +15,11 @@ Run by a person (or a session) with one GPU, on a machine with no network:
   it, VAE, both CLIP text encoders; configs from the diffusers / transformers classes), random
   fp16 weights, through the ``sdxl_controlnet`` synthesizer at 1024 px, 4 steps: seconds per image;
 * **sam**: SAM ViT-B (transformers ``SamModel``, the default config is ViT-B) prompted with boxes
-  through the ``sam`` segmenter: seconds per image.
+  through the ``sam`` segmenter: seconds per image;
+* **quickstart**: the README's main job (``syngrpo train``, the embedded quickstart config) with
+  ``model.device`` set to this device, in a subprocess: the whole run (vision pre-training, SFT,
+  Syn-GRPO against a spawned data server, both evaluations) and its ``summary.md`` verdict. Needs
+  syngrpo installed (the plugins come from its entry points); the smoke run shrinks every phase.
 
 Each part runs in its own ``try``, so one failure keeps the others' figures, within a total time
 budget. ``--cpu-smoke`` runs the same code at tiny sizes on the CPU (CI runs it so it cannot rot).
@@ -37,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("policy_hf", "policy_fsdp", "sdxl", "sam")
+PARTS = ("policy_hf", "policy_fsdp", "sdxl", "sam", "quickstart")
 
 
 def _importable_from_checkout() -> None:
@@ -207,10 +211,12 @@ def policy_step(policy_dir: Path, work: Path, size: dict[str, Any], *, fsdp: boo
             if not any(isinstance(p, DTensor) for p in trainer.bundle.model.parameters()):
                 return {"status": "not available",
                         "why": "parallel.strategy=fsdp is accepted but this trainer does not shard the policy"}
+        phase_peaks: list[float] = []
         for step in (1, 2):
             t0 = time.perf_counter()
             metrics = trainer.train_step(step)
             seconds = time.perf_counter() - t0
+            phase_peaks += [v for k, v in metrics.items() if k.startswith("memory/") and k.endswith("_peak_gib")]
         rows = size["batch"] * size["generations"]
         generated = metrics["completion/mean_length"] * rows
         out.update(step_seconds=round(seconds, 3), rollout_seconds=round(metrics["time/rollout"], 3),
@@ -221,10 +227,17 @@ def policy_step(policy_dir: Path, work: Path, size: dict[str, Any], *, fsdp: boo
     total = torch.cuda.get_device_properties(0).total_memory if cuda else 80 * 2**30
     plan = plan_memory(load_architecture(str(policy_dir)),
                        PlanInputs.from_config(cfg, gpus=1, gpu_memory_gib=total / 2**30))
-    out.update(plan_peak_gib=round(plan.peak_gib, 3), plan_strategy=plan.strategy)
+    out.update(plan_peak_gib=round(plan.peak_gib, 3), plan_strategy=plan.strategy,
+               plan_parts={p.name: [round(p.bytes / 2**30, 3), p.phase] for p in plan.parts})
     if cuda:
-        peak = torch.cuda.max_memory_allocated()
+        # the trainer resets the peak at each phase's end: the run's peak is the largest phase peak of both steps
+        peak = max([torch.cuda.max_memory_allocated(), *(g * 2**30 for g in phase_peaks)])
         out.update(peak_gib=round(peak / 2**30, 2), peak_over_plan=round(peak / plan.peak_bytes, 3))
+        for phase in ("rollout", "update"):  # the trainer's per-phase peaks of the second step
+            measured = metrics.get(f"memory/{phase}_peak_gib")
+            if measured is not None:
+                out[f"{phase}_peak_gib"] = round(measured, 2)
+                out[f"{phase}_over_plan"] = round(measured * 2**30 / plan.phase_bytes(phase), 3)
     out["status"] = "ok"
     return out
 
@@ -377,11 +390,49 @@ def sam_check(size: dict[str, Any], work: Path) -> dict[str, Any]:
             "mask_size": list(masks[0].size)}
 
 
+# ---- the main job ---------------------------------------------------------------------------------------------
+
+
+def quickstart_check(size: dict[str, Any], work: Path, out_dir: Path, timeout_s: float) -> dict[str, Any]:
+    """``syngrpo train`` on this device, as a newcomer runs it; its summary and metrics are copied beside the figures."""
+    import shutil
+    import subprocess
+    from importlib.metadata import entry_points
+
+    from syngrpo.plugins import ENTRY_POINT_GROUP
+
+    if not list(entry_points(group=ENTRY_POINT_GROUP)):
+        return {"status": "not available", "why": "syngrpo is not installed here (its plugins come from entry points)"}
+    run_dir = work / "quickstart"
+    sets = [f"model.device={size['device']}", "logging.progress=false"]
+    if not size["real"]:  # every phase shrunk: the smoke run checks the wiring, not the learning
+        sets += ["optim.max_steps=2", "sft.plain_steps=2", "sft.steps=2", "sft.n_images=8", "data.toy.n_eval=4",
+                 "sft.vision_pretrain.steps=2", "sft.vision_pretrain.n_images=8", "logging.save_every=0"]
+    cmd = [sys.executable, "-c", "import sys; from syngrpo.cli import main; sys.exit(main(sys.argv[1:]))",
+           "train", "--out", str(run_dir)]
+    for item in sets:
+        cmd += ["--set", item]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=work)
+    seconds = round(time.perf_counter() - t0, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "quickstart.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    for name in ("summary.md", "metrics.jsonl"):
+        if (run_dir / name).exists():
+            shutil.copy(run_dir / name, out_dir / f"quickstart-{name}")
+    if proc.returncode != 0:
+        return {"status": "failed", "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}",
+                "seconds": seconds}
+    summary = run_dir / "summary.md"
+    verdict = summary.read_text(encoding="utf-8").strip().splitlines()[-1] if summary.exists() else ""
+    return {"status": "ok", "seconds": seconds, "verdict": verdict}
+
+
 # ---- the run ------------------------------------------------------------------------------------------------------
 
 
 #: seconds each part needs at least (real sizes); a part is skipped when less of the budget is left
-NEEDS = {"policy_hf": 120, "policy_fsdp": 90, "sdxl": 60, "sam": 20}
+NEEDS = {"policy_hf": 120, "policy_fsdp": 90, "sdxl": 60, "sam": 20, "quickstart": 120}
 
 
 def run(parts: list[str], *, smoke: bool, budget_s: float, out_path: Path) -> dict[str, Any]:
@@ -420,6 +471,10 @@ def run(parts: list[str], *, smoke: bool, budget_s: float, out_path: Path) -> di
                     result = policy_step(policy_dir, work, size, fsdp=part == "policy_fsdp")
                 elif part == "sdxl":
                     result = sdxl_check(size)
+                elif part == "quickstart":
+                    left = budget_s - (time.perf_counter() - start)
+                    result = quickstart_check(size, work, out_path.parent, timeout_s=max(left, 60.0) if not smoke
+                                              else 600.0)
                 else:
                     result = sam_check(size, work)
             except Exception as exc:  # one part's failure must not lose the others' figures
@@ -431,10 +486,15 @@ def run(parts: list[str], *, smoke: bool, budget_s: float, out_path: Path) -> di
             gc.collect()  # the part's models go before the next part measures its peak
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            _write(figures, start, out_path)  # a run killed at its time limit keeps the parts done so far
+    _write(figures, start, out_path)
+    return figures
+
+
+def _write(figures: dict[str, Any], start: float, out_path: Path) -> None:
     figures["total_seconds"] = round(time.perf_counter() - start, 1)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(figures, indent=1), encoding="utf-8")
-    return figures
 
 
 def markdown(figures: dict[str, Any]) -> str:
@@ -443,12 +503,13 @@ def markdown(figures: dict[str, Any]) -> str:
             f"{figures['transformers']}, diffusers {figures['diffusers']}), {figures['total_seconds']} s in all\n\n")
     lines = ["| check | status | figures |", "|---|---|---|"]
     keys = {
-        "policy_hf": ("peak_gib", "plan_peak_gib", "peak_over_plan", "sampled_tokens_per_s", "rollout_seconds",
-                      "update_seconds", "step_seconds", "rows"),
-        "policy_fsdp": ("peak_gib", "plan_peak_gib", "peak_over_plan", "sampled_tokens_per_s", "rollout_seconds",
-                        "update_seconds", "step_seconds", "rows"),
+        "policy_hf": ("peak_gib", "plan_peak_gib", "peak_over_plan", "rollout_over_plan", "update_over_plan",
+                      "sampled_tokens_per_s", "rollout_seconds", "update_seconds", "step_seconds", "rows"),
+        "policy_fsdp": ("peak_gib", "plan_peak_gib", "peak_over_plan", "rollout_over_plan", "update_over_plan",
+                        "sampled_tokens_per_s", "rollout_seconds", "update_seconds", "step_seconds", "rows"),
         "sdxl": ("px", "steps", "seconds_per_image", "peak_gib", "params"),
         "sam": ("seconds_per_image", "boxes", "params"),
+        "quickstart": ("seconds", "verdict"),
     }
     for part, result in figures["parts"].items():
         if result["status"] == "ok":

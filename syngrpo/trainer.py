@@ -175,12 +175,14 @@ class Trainer:
 
         # 3. G responses per prompt (prompt-major rows: p0 x G, p1 x G, ...); MC-GRPO asks for one more
         G = cfg.rollout.num_generations + self.estimator.extra_rollouts
+        peaks = _PhasePeaks(bundle.device)  # per-phase CUDA peaks: what `syngrpo plan` predicts, measured
         t0 = time.perf_counter()
         with self.sampling():  # the bf16 compute weights of a mixed-precision or sharded run
             rollout = self.engine.generate(bundle, prompts, num_generations=G, temperature=cfg.rollout.temperature,
                                            top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
                                            generator_seed=step_seed(cfg.seed, step, f"rollout{self._stream_suffix}"))
         t_rollout = time.perf_counter() - t0
+        peaks.end("rollout")
         parsed = [parse_response(text, self.response_mode) for text in rollout.texts]
         row_samples = [samples[int(i)] for i in rollout.prompt_index]
         row_frames = list(rollout.batch.frames)
@@ -282,6 +284,7 @@ class Trainer:
         self.scheduler.step()
         self.engine.sync_weights(bundle.model)
         t_update = time.perf_counter() - t0
+        peaks.end("update")
         stats_avg = {k: v / cfg.algorithm.updates_per_batch for k, v in stats_sum.items()}
 
         # 7. description selection (eq. 8) and synthesis requests (never blocking in async mode)
@@ -346,6 +349,7 @@ class Trainer:
             "time/rollout": t_rollout,
             "time/update": t_update,
         }
+        metrics.update(peaks.metrics)
         if engine_gap is not None:
             metrics["logprob/engine_max_abs_diff"] = engine_gap
         for k in ("entropy_bonus", "entropy_advantage"):
@@ -887,3 +891,27 @@ def _split(items: list[int], parts: int) -> list[list[int]]:
         out.append(items[start:end])
         start = end
     return out
+
+
+class _PhasePeaks:
+    """Peak CUDA memory of each phase of a step (``memory/<phase>_peak_gib``); nothing on other devices.
+
+    ``syngrpo plan`` predicts the two phases apart (sampling and the update never overlap); these are the
+    measurements to hold it against, per step, in metrics.jsonl.
+    """
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.on = torch.device(device).type == "cuda" and torch.cuda.is_available()
+        self.metrics: dict[str, float] = {}
+        if self.on:
+            torch.cuda.reset_peak_memory_stats()
+
+    def end(self, phase: str) -> None:
+        if not self.on:
+            return
+        import torch
+
+        self.metrics[f"memory/{phase}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.reset_peak_memory_stats()

@@ -160,16 +160,18 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
                 raise ValueError(f"pretrain_vision needs images of one size (merged token counts {sorted(n_tokens)})")
             n = n_tokens.pop()
             if head is None:
+                # drawn on the CPU, then moved: the same heads on every device (a CPU generator cannot fill CUDA)
                 gen = torch.Generator().manual_seed(seed)
-                head = torch.nn.Linear(hidden, n + 1).to(bundle.device)
+                head = torch.nn.Linear(hidden, n + 1)
                 heads = [head]
                 if names:
-                    label_head = torch.nn.Linear(hidden, len(names)).to(bundle.device)
+                    label_head = torch.nn.Linear(hidden, len(names))
                     heads.append(label_head)
                 with torch.no_grad():
                     for h in heads:
                         h.weight.normal_(0.0, hidden ** -0.5, generator=gen)
                         h.bias.zero_()
+                        h.to(bundle.device)
                 optimizer = torch.optim.AdamW(list(tower.parameters()) + [p for h in heads for p in h.parameters()],
                                               lr=lr)
             elif head.out_features != n + 1:
