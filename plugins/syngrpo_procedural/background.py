@@ -8,6 +8,14 @@ without making a label wrong: a label that names a colour ("red circle") gets di
 the same shape in other colours; a label that is a bare class ("circle") gets shapes of other
 classes (set ``distractor_classes`` to pick them, or ``distractors: 0`` for none).
 
+``tones`` says how the background's colours are painted. ``vivid`` (the default) uses the named
+colours as they are, so a new background may carry the saturated colours of other objects: a
+harder image, and a shift away from the toy world's own backgrounds. ``muted`` paints near-grey
+tints of them (channel spread at most :data:`syngrpo.toyshapes.MAX_BACKGROUND_SPREAD`), which keeps
+the toy world's rule that saturated colour appears only on objects: a new scene of the same world,
+as an outpainting model paints a plausible background, with the description still choosing the
+tint, the texture and the clutter.
+
 Same request and seed → the same image, byte for byte.
 """
 
@@ -82,9 +90,27 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 2
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)  # type: ignore[return-value]
 
 
+TONES = ("vivid", "muted")
+
+
+def mute(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A near-grey tint of ``rgb``: its brightness (kept in 140..240) plus its hue, scaled to a channel spread
+    of at most ``MAX_BACKGROUND_SPREAD - 2`` (two units of room for rounding)."""
+    arr = np.asarray(rgb, np.float32)
+    level = 140.0 + 100.0 * float(arr.mean()) / 255.0
+    tint = arr - arr.mean()
+    spread = float(tint.max() - tint.min())
+    limit = toyshapes.MAX_BACKGROUND_SPREAD - 2
+    if spread > limit:
+        tint *= limit / spread
+    return tuple(int(v) for v in np.clip(np.round(level + tint), 0, 255))  # type: ignore[return-value]
+
+
 def _texture(kind: str, size: tuple[int, int], c1: tuple[int, int, int], c2: tuple[int, int, int],
-             rng: np.random.Generator) -> np.ndarray:
-    """An (H, W, 3) uint8 background of ``kind`` in colours ``c1`` and ``c2``."""
+             rng: np.random.Generator, *, grey_grain: bool = False) -> np.ndarray:
+    """An (H, W, 3) uint8 background of ``kind`` in colours ``c1`` and ``c2``.
+
+    ``grey_grain``: the grain is the same on every channel, so it adds no colour (muted tones)."""
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     a, b = np.array(c1, np.float32), np.array(c2, np.float32)
@@ -112,7 +138,8 @@ def _texture(kind: str, size: tuple[int, int], c1: tuple[int, int, int], c2: tup
         t = np.zeros((h, w), np.float32)
     t = np.asarray(t, np.float32)[..., None]
     img = a * (1 - t) + b * t
-    img += rng.normal(0, 4, size=img.shape).astype(np.float32)  # a little grain: no two backgrounds alike
+    grain_shape = (h, w, 1) if grey_grain else img.shape
+    img += rng.normal(0, 4, size=grain_shape).astype(np.float32)  # a little grain: no two backgrounds alike
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -135,10 +162,14 @@ class ProceduralSynthesizer:
     """A new background drawn from the description's words (CPU, no model); see the module doc."""
 
     def __init__(self, *, distractors: int = 2, clutter: int | None = None,
-                 distractor_classes: list[str] | None = None, max_batch_size: int = 16, device: str = "cpu") -> None:
+                 distractor_classes: list[str] | None = None, tones: str = "vivid", max_batch_size: int = 16,
+                 device: str = "cpu") -> None:
         if distractors < 0:
             raise ValueError("distractors must be >= 0")
+        if tones not in TONES:
+            raise ValueError(f"tones must be one of {', '.join(TONES)}, not {tones!r}")
         self.distractors = int(distractors)
+        self.tones = tones
         self.clutter = clutter
         self.distractor_classes = distractor_classes
         self.max_batch_size = int(max_batch_size)
@@ -152,11 +183,15 @@ class ProceduralSynthesizer:
         distractors = int(opts.pop("distractors", self.distractors))
         clutter_opt = opts.pop("clutter", self.clutter)
         classes = opts.pop("distractor_classes", self.distractor_classes)
+        tones = opts.pop("tones", None) or self.tones
         if distractors < 0:
             raise ValueError(f"distractors must be >= 0, not {distractors}")
+        if tones not in TONES:
+            raise ValueError(f"tones must be one of {', '.join(TONES)}, not {tones!r}")
         if opts:
             raise ValueError(f"unknown procedural option(s) {sorted(opts)}; known: distractors, clutter, "
-                             "distractor_classes")
+                             "distractor_classes, tones")
+        muted = tones == "muted"
         size = req.image.size
         rng = toyshapes.scene_rng(req.seed, req.seed >> 32, req.description)
         words = words_of(req.description)
@@ -171,10 +206,12 @@ class ProceduralSynthesizer:
         while len(bg) < 2:
             bg.append(palette[int(rng.integers(len(palette)))])
         c1, c2 = _jitter(rng, COLOURS[bg[0]]), _jitter(rng, COLOURS[bg[1]])
+        if muted:
+            c1, c2 = mute(c1), mute(c2)
         texture = next((TEXTURES[w] for w in words if w in TEXTURES), None)
         if texture is None:
             texture = sorted(set(TEXTURES.values()))[int(rng.integers(len(set(TEXTURES.values()))))]
-        canvas = Image.fromarray(_texture(texture, size, c1, c2, rng), mode="RGB")
+        canvas = Image.fromarray(_texture(texture, size, c1, c2, rng, grey_grain=muted), mode="RGB")
         draw = ImageDraw.Draw(canvas)
 
         blocked = np.asarray(boxes_mask(req.boxes, size)) > 0
@@ -191,9 +228,11 @@ class ProceduralSynthesizer:
             spot = _free_spot(rng, size, (mean_w * rng.uniform(0.15, 0.4), mean_h * rng.uniform(0.15, 0.4)), blocked)
             if spot is None:
                 continue
-            muted = _jitter(rng, tuple(int(0.6 * a + 0.4 * b) for a, b in zip(c1, c2, strict=True)), 40)  # type: ignore[arg-type]
-            draw.ellipse(spot, fill=muted) if rng.random() < 0.5 else draw.line(
-                [spot[:2], spot[2:]], fill=muted, width=max(1, int(min(size) / 64)))
+            mark = _jitter(rng, tuple(int(0.6 * a + 0.4 * b) for a, b in zip(c1, c2, strict=True)), 40)  # type: ignore[arg-type]
+            if muted:
+                mark = mute(mark)
+            draw.ellipse(spot, fill=mark) if rng.random() < 0.5 else draw.line(
+                [spot[:2], spot[2:]], fill=mark, width=max(1, int(min(size) / 64)))
 
         # distractors: the task's classes, in a form that cannot match any label
         if _BUSY & set(words):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from syngrpo.hookspecs import hookimpl
@@ -19,6 +21,8 @@ class ProceduralJobOptions(BaseModel):
     clutter: int | None = Field(None, ge=0, le=256, description="small muted marks on the background")
     distractor_classes: list[str] | None = Field(None, max_length=32,
                                                  description="labels to draw distractors from ('red circle')")
+    tones: Literal["vivid", "muted"] | None = Field(
+        None, description="vivid: the named colours as they are; muted: near-grey tints of them")
 
 
 def procedural(**options):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from syngrpo import toyshapes
@@ -152,6 +154,40 @@ def test_procedural_distractors_are_the_tasks_shapes_outside_every_box_and_never
     assert hits > 50  # distractor shapes were drawn in colours no label uses
     for label_colour in (toyshapes.COLOURS["red"], toyshapes.COLOURS["blue"]):
         assert int((np.abs(img - np.array(label_colour)).sum(-1)[outside] == 0).sum()) == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(description=st.sampled_from(["a striped red and blue kitchen", "sunset over a field with dots",
+                                    "a night street", "a checkered room", "a forest with waves",  # no busy word: it adds a distractor (an object)
+                                    "a plain white wall", "gravel"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_muted_tones_keep_the_toy_worlds_rule_that_only_objects_are_saturated(description, seed):
+    procedural = get_registry().create("synthesizers", "procedural")
+    _, outcome = run_one(procedural, description, seed=seed, distractors=0, tones="muted")
+    img = np.asarray(outcome.image).astype(int)
+    outside = np.asarray(outcome.keep_mask) == 0
+    spread = (img.max(-1) - img.min(-1))[outside]
+    assert spread.max() <= toyshapes.MAX_BACKGROUND_SPREAD
+
+
+def test_vivid_tones_paint_saturated_backgrounds_and_muted_ones_keep_the_named_hue(procedural):
+    def outside_pixels(tones: str) -> np.ndarray:
+        _, outcome = run_one(procedural, "a plain blue wall", distractors=0, clutter=0, tones=tones)
+        return np.asarray(outcome.image).astype(int)[np.asarray(outcome.keep_mask) == 0]
+
+    vivid, muted = outside_pixels("vivid"), outside_pixels("muted")
+    assert (vivid.max(-1) - vivid.min(-1)).mean() > 100  # the default paints the colour as named
+    blue = muted.mean(0)
+    assert blue[2] > blue[0] + 5 and (muted.max(-1) - muted.min(-1)).max() <= toyshapes.MAX_BACKGROUND_SPREAD
+
+
+def test_procedural_refuses_an_unknown_tone(procedural):
+    original, boxes, labels = scene()
+    req = SynthesisRequest(original, boxes_mask(boxes, original.size), boxes, labels, "x", 0, {"tones": "neon"})
+    with pytest.raises(ValueError, match="tones must be one of vivid, muted"):
+        procedural.synthesize([req])
+    with pytest.raises(ValueError, match="tones must be one of"):
+        get_registry().create("synthesizers", "procedural", tones="neon")
 
 
 def test_procedural_refuses_unknown_options(procedural):
