@@ -594,6 +594,66 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines
 
 
+#: config keys that may differ between studies merged into one table (which seeds and arms each one ran)
+MERGE_FREE_KEYS = ("seed", "seeds", "arms", "warm_start", "quick")
+
+
+def merge_studies(study_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """One table and one set of figures from finished studies that ran other seeds or arms of the same study.
+
+    Seeds of one study can run as several processes or machines (``--set seed=K --seeds N`` with
+    ``--set warm_start=...``); this pools their runs. Refused when the studies differ in anything but
+    :data:`MERGE_FREE_KEYS` (another recipe is another study), when their warm starts scored differently
+    (another warm start), or when two of them ran the same arm and seed. The run directories are linked,
+    not copied, into ``out_dir/runs``.
+    """
+    dirs = [Path(d) for d in study_dirs]
+    if len(dirs) < 2:
+        raise ValueError("merge needs at least two study directories")
+    summaries, configs = [], []
+    for d in dirs:
+        if not (d / "summary.json").is_file():
+            raise FileNotFoundError(f"{d}: no summary.json (not a finished study)")
+        summaries.append(json.loads((d / "summary.json").read_text()))
+        configs.append(json.loads((d / "study_config.json").read_text()))
+
+    def recipe(c: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in c.items() if k not in MERGE_FREE_KEYS}
+
+    for d, c, sm in zip(dirs[1:], configs[1:], summaries[1:], strict=True):
+        diff = sorted(k for k in set(recipe(c)) | set(recipe(configs[0])) if recipe(c).get(k) != recipe(configs[0]).get(k))
+        if diff:
+            raise ValueError(f"{d} is another study than {dirs[0]}: its config differs in {', '.join(diff)}")
+        if sm["sft"]["metrics"] != summaries[0]["sft"]["metrics"] or sm["n"] != summaries[0]["n"]:
+            raise ValueError(f"{d} started from another warm start or other splits than {dirs[0]} "
+                             "(point every part at one study's sft/ with --set warm_start=...)")
+    out = Path(out_dir)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int], Path] = {}
+    for d, sm in zip(dirs, summaries, strict=True):
+        for run in sm["runs"]:
+            key = (run["arm"], int(run["seed"]))
+            if key in seen:
+                raise ValueError(f"arm {key[0]} seed {key[1]} ran in both {seen[key]} and {d}")
+            seen[key] = d
+            runs.append(run)
+            link = out / "runs" / f"{key[0]}-seed{key[1]}"
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to((d / "runs" / link.name).resolve(), target_is_directory=True)
+    arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
+    seeds = max(sum(1 for r in runs if r["arm"] == a) for a in arms)
+    cfg = StudyConfig.model_validate({**configs[0], "arms": arms, "seeds": seeds, "seed": min(s for _, s in seen)})
+    summary = {**summaries[0], "runs": runs, "seconds": sum(float(sm.get("seconds", 0.0)) for sm in summaries),
+               "merged_from": [str(d) for d in dirs]}
+    (out / "study_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "table.md").write_text(results_table(summary, cfg))
+    write_figures(cfg, out)
+    return summary
+
+
 def data_size_table(study_dirs: Sequence[str | Path], arms: Sequence[str] | None = None
                     ) -> dict[str, dict[int, dict[str, tuple[float, float, int]]]]:
     """``{arm: {n_train: {split: (mean %, sample std %, runs)}}}`` over finished study directories (``arms``: only those).

@@ -245,3 +245,59 @@ def test_data_size_figure_pools_runs_by_arm_and_train_size(tmp_path):
     assert path.stat().st_size > 3000
     with pytest.raises(ValueError, match="no finished runs"):
         data_size_figure([fake_study("empty", 100, {})], tmp_path / "none.png")
+
+
+def _finished_study(root: Path, name: str, accs: dict[str, dict[int, float]], *, sft: float = 0.5,
+                    lr: float = 1e-4) -> Path:
+    """A finished study on disk as run_study leaves it (config, summary, one metrics file per run)."""
+    from syngrpo.study import StudyConfig
+
+    d = root / name
+    runs = []
+    for arm, by_seed in accs.items():
+        for seed, acc in by_seed.items():
+            run_dir = d / "runs" / f"{arm}-seed{seed}"
+            run_dir.mkdir(parents=True)
+            (run_dir / "metrics.jsonl").write_text(
+                "\n".join(json.dumps({"step": i, "progress": i / 4, "entropy": 0.1 * i, "diversity/v_mean": acc})
+                          for i in range(1, 5)) + "\n")
+            runs.append({"arm": arm, "seed": seed, "steps": 4, "train_seconds": 1.0,
+                         "metrics": {s: {"acc@0.5": acc} for s in SPLITS}})
+    cfg = StudyConfig.model_validate({"seed": min(min(v) for v in accs.values()), "seeds": 1, "arms": list(accs),
+                                      "rl": {"optim": {"lr": lr}}})
+    (d / "study_config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
+    chance = {s: {"random_object": 0.1, "constant_box": 0.05} for s in SPLITS}
+    (d / "summary.json").write_text(json.dumps({
+        "sft": {"metrics": {s: {"acc@0.5": sft} for s in SPLITS}}, "chance": chance, "runs": runs, "seconds": 10.0,
+        "n": {s: 10 for s in SPLITS} | {"train": 30}}))
+    return d
+
+
+def test_merge_pools_the_seeds_that_ran_apart_into_one_table(tmp_path):
+    from syngrpo.cli import main
+
+    a = _finished_study(tmp_path, "a", {"grpo": {0: 0.5, 1: 0.6}, "syn_grpo": {0: 0.7, 1: 0.8}})
+    b = _finished_study(tmp_path, "b", {"grpo": {2: 0.7}, "syn_grpo": {2: 0.9}})
+    out = tmp_path / "merged"
+    assert main(["study", "--merge", str(a), str(b), "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "| GRPO | 60.00 ± 10.00 | 60.00 ± 10.00 | 60.00 ± 10.00 |" in table  # 50, 60, 70 over three seeds
+    assert "| Syn-GRPO | 80.00 ± 10.00 |" in table and "3 seed(s) per arm" in table
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["runs"]) == 6 and summary["merged_from"] == [str(a), str(b)]
+    assert (out / "runs" / "grpo-seed2").resolve() == (b / "runs" / "grpo-seed2").resolve()
+    assert (out / "fig2_entropy_diversity.png").stat().st_size > 3000
+
+
+def test_merge_refuses_another_recipe_another_warm_start_and_a_seed_run_twice(tmp_path):
+    from syngrpo.study import merge_studies
+
+    a = _finished_study(tmp_path, "a", {"grpo": {0: 0.5}})
+    with pytest.raises(ValueError, match="differs in rl"):
+        merge_studies([a, _finished_study(tmp_path, "lr", {"grpo": {1: 0.5}}, lr=3e-4)], tmp_path / "m1")
+    with pytest.raises(ValueError, match="another warm start"):
+        merge_studies([a, _finished_study(tmp_path, "sft", {"grpo": {1: 0.5}}, sft=0.6)], tmp_path / "m2")
+    with pytest.raises(ValueError, match="arm grpo seed 0 ran in both"):
+        merge_studies([a, _finished_study(tmp_path, "again", {"grpo": {0: 0.4}})], tmp_path / "m3")
+    with pytest.raises(FileNotFoundError, match="not a finished study"):
+        merge_studies([a, tmp_path / "nothing"], tmp_path / "m4")

@@ -29,11 +29,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arms", default=None, help="comma-separated arms to run (default: the config's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable), e.g. --set rl.optim.max_steps=10")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="instead of running: pool finished studies that ran other seeds or arms of the same study "
+                        "into one table and figures in --out")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from syngrpo.study import load_study_config, run_study
+    from syngrpo.study import load_study_config, merge_studies, run_study
+
+    if args.merge:
+        merge_studies(args.merge, args.out)
+        print((Path(args.out) / "table.md").read_text())
+        return 0
 
     path = args.config
     if path is None and Path(DEFAULT_CONFIG).is_file():
