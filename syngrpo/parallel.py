@@ -141,7 +141,7 @@ class Parallel:
             if key.startswith(main_only) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                     for v in values):
                 out[key] = value
-            elif key.endswith(("max_length", "max_abs_diff")):
+            elif key.endswith(("max_length", "max_abs_diff", "_peak_gib")):  # the worst rank is the one that OOMs
                 out[key] = max(values)
             else:
                 out[key] = sum(values) / len(values)

@@ -85,3 +85,18 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     worker(args.policy, args.workdir, args.out)
+
+
+def test_rank_metrics_average_but_memory_peaks_and_maxima_take_the_worst_rank():
+    """A per-phase memory peak averaged over ranks would hide the rank that runs out of memory."""
+    from syngrpo.parallel import Parallel
+
+    class TwoRanks(Parallel):
+        def gather(self, obj):
+            return [obj, {**obj, "loss": 3.0, "memory/update_peak_gib": 70.0, "completion/max_length": 9,
+                          "synthesis/done": 99}]
+
+    par = TwoRanks(rank=0, world=2)
+    out = par.mean_metrics({"loss": 1.0, "memory/update_peak_gib": 60.0, "completion/max_length": 5,
+                            "synthesis/done": 4}, main_only=("synthesis/",))
+    assert out == {"loss": 2.0, "memory/update_peak_gib": 70.0, "completion/max_length": 9, "synthesis/done": 4}
