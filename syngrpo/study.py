@@ -99,6 +99,9 @@ class StudySFT(StrictModel):
     """The warm start every arm starts from."""
 
     steps: int = Field(600, ge=1)
+    #: plain-format steps before ``steps`` syn-format ones: cheaper (shorter targets), they teach the
+    #: localisation (the quickstart's recipe, :class:`syngrpo.config.SFTConfig`)
+    plain_steps: int = Field(0, ge=0)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(16, ge=1)
     #: loss weight of the answer tokens (``syngrpo.sft.sft_loss``)
@@ -116,6 +119,8 @@ class StudyVisionPretrain(StrictModel):
     n_images: int = Field(1000, ge=1)
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(32, ge=1)
+    #: also teach each object's centre token the object's label (``pretrain_vision(object_labels=True)``)
+    object_labels: bool = False
 
 
 class StudyEval(StrictModel):
@@ -272,11 +277,17 @@ def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
         pre = task.make_toy_dataset(out_dir / "pretrain", n=vp.n_images, split="pretrain", style=d.train_style,
                                     seed=d.seed, image_size=d.image_size, **d.options)
         vision = pretrain_vision(bundle, task, pre, steps=vp.steps, lr=vp.lr, batch_size=vp.batch_size,
-                                 seed=cfg.seed)
+                                 seed=cfg.seed, object_labels=vp.object_labels)
     train = task.load(data["train"])
+    plain = None
+    if cfg.sft.plain_steps:
+        plain = run_sft(bundle, task, train, steps=cfg.sft.plain_steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
+                        mode="plain", seed=cfg.seed, progress=False, answer_weight=cfg.sft.answer_weight)
     result = run_sft(bundle, task, train, steps=cfg.sft.steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
                      mode="syn", seed=cfg.seed, progress=False,
                      answer_weight=cfg.sft.answer_weight)
+    if plain is not None:
+        result["seconds"] += plain["seconds"]
     bundle.model.save_pretrained(str(sft_dir), safe_serialization=True)
     bundle.processor.save_pretrained(str(sft_dir))
     engine = registry.create("rollout_engines", "hf", bundle=bundle)

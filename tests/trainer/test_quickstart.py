@@ -44,9 +44,11 @@ def test_quickstart_learns_visibly_and_tells_its_story(quickstart):
     assert list((tmp / "cache").glob("tiny-policy-seed0*/config.json"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue #12 open: the last quarter trains on synthesized images, where the "
-                                       "sampled R_acc drops (docs/quickstart.md, 'Seeds and time')")
 def test_quickstart_reward_trend_is_not_down(quickstart):
+    """The last quarter trains on synthesized images only (muted backgrounds); its mean reward is not below the
+    first quarter's on the originals. With vivid backgrounds in the objects' palette it fell (issue #12)."""
     tmp, _ = quickstart
-    totals = [r["reward/total"] for r in read_jsonl(tmp / "run" / "metrics.jsonl") if r["step"] > 0]
+    records = [r for r in read_jsonl(tmp / "run" / "metrics.jsonl") if r["step"] > 0 and "reward/total" in r]
+    totals = [r["reward/total"] for r in records]
+    assert sum(r["batch/synthesized_frac"] for r in records[-9:]) == 9  # the last quarter: synthesized images only
     assert sum(totals[-9:]) >= sum(totals[:9]), totals
