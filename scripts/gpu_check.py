@@ -211,7 +211,8 @@ def policy_step(policy_dir: Path, work: Path, size: dict[str, Any], *, fsdp: boo
             if not any(isinstance(p, DTensor) for p in trainer.bundle.model.parameters()):
                 return {"status": "not available",
                         "why": "parallel.strategy=fsdp is accepted but this trainer does not shard the policy"}
-        phase_peaks: list[float] = []
+        # the trainer resets the peak counter at each phase: keep the setup's (loading, warm start) first
+        phase_peaks: list[float] = [torch.cuda.max_memory_allocated() / 2**30] if cuda else []
         for step in (1, 2):
             t0 = time.perf_counter()
             metrics = trainer.train_step(step)
@@ -230,7 +231,7 @@ def policy_step(policy_dir: Path, work: Path, size: dict[str, Any], *, fsdp: boo
     out.update(plan_peak_gib=round(plan.peak_gib, 3), plan_strategy=plan.strategy,
                plan_parts={p.name: [round(p.bytes / 2**30, 3), p.phase] for p in plan.parts})
     if cuda:
-        # the trainer resets the peak at each phase's end: the run's peak is the largest phase peak of both steps
+        # the run's peak: the largest of the setup's and both steps' phase peaks
         peak = max([torch.cuda.max_memory_allocated(), *(g * 2**30 for g in phase_peaks)])
         out.update(peak_gib=round(peak / 2**30, 2), peak_over_plan=round(peak / plan.peak_bytes, 3))
         for phase in ("rollout", "update"):  # the trainer's per-phase peaks of the second step
@@ -413,13 +414,20 @@ def quickstart_check(size: dict[str, Any], work: Path, out_dir: Path, timeout_s:
     for item in sets:
         cmd += ["--set", item]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=work)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=work)
+        log, timed_out = proc.stdout + proc.stderr, False
+    except subprocess.TimeoutExpired as exc:  # keep what it wrote: a run stopped at its limit is still evidence
+        log = "".join(b.decode(errors="replace") if isinstance(b, bytes) else (b or "") for b in (exc.stdout, exc.stderr))
+        proc, timed_out = None, True
     seconds = round(time.perf_counter() - t0, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "quickstart.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    (out_dir / "quickstart.log").write_text(log, encoding="utf-8")
     for name in ("summary.md", "metrics.jsonl"):
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, out_dir / f"quickstart-{name}")
+    if proc is None or timed_out:
+        return {"status": "failed", "error": f"timed out after {timeout_s:.0f} s: {log[-1000:]}", "seconds": seconds}
     if proc.returncode != 0:
         return {"status": "failed", "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}",
                 "seconds": seconds}
@@ -432,7 +440,7 @@ def quickstart_check(size: dict[str, Any], work: Path, out_dir: Path, timeout_s:
 
 
 #: seconds each part needs at least (real sizes); a part is skipped when less of the budget is left
-NEEDS = {"policy_hf": 120, "policy_fsdp": 90, "sdxl": 60, "sam": 20, "quickstart": 120}
+NEEDS = {"policy_hf": 120, "policy_fsdp": 90, "sdxl": 60, "sam": 20, "quickstart": 180}
 
 
 def run(parts: list[str], *, smoke: bool, budget_s: float, out_path: Path) -> dict[str, Any]:
@@ -473,8 +481,7 @@ def run(parts: list[str], *, smoke: bool, budget_s: float, out_path: Path) -> di
                     result = sdxl_check(size)
                 elif part == "quickstart":
                     left = budget_s - (time.perf_counter() - start)
-                    result = quickstart_check(size, work, out_path.parent, timeout_s=max(left, 60.0) if not smoke
-                                              else 600.0)
+                    result = quickstart_check(size, work, out_path.parent, timeout_s=600.0 if smoke else left)
                 else:
                     result = sam_check(size, work)
             except Exception as exc:  # one part's failure must not lose the others' figures

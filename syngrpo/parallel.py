@@ -131,7 +131,8 @@ class Parallel:
         return box[0]
 
     def mean_metrics(self, metrics: dict[str, Any], *, main_only: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Numbers averaged over ranks (equal shares of the batch); keys starting with ``main_only`` from rank 0."""
+        """Numbers averaged over ranks (equal shares of the batch); keys starting with ``main_only`` from rank 0;
+        maxima and memory peaks (``*max_length``, ``*max_abs_diff``, ``*_peak_gib``) the worst rank's."""
         if not self.enabled:
             return metrics
         every = self.gather(metrics)

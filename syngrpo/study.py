@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import Field
 
 from syngrpo.configio import StrictModel, load_config
+from syngrpo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,8 @@ def _reuse_warm_start(cfg: StudyConfig, sft_dir: Path, out_dir: Path,
     bundle = load_policy(str(sft_dir), device="cpu", dtype="float32")
     engine = registry.create("rollout_engines", "hf", bundle=bundle)
     metrics = evaluate_splits(bundle, registry.create("tasks", "rec"), engine, eval_splits, cfg)
-    summary = {**original, "stamp": stamp, "reused_from": str(sft_dir), "metrics": metrics}
+    summary = {**original, "stamp": stamp, "reused_from": str(sft_dir), "metrics": metrics,
+               "warm_start_stamp": original.get("warm_start_stamp", original.get("stamp"))}
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1))
     return sft_dir, summary
@@ -460,7 +462,10 @@ def results_table(summary: dict[str, Any], cfg: StudyConfig) -> str:
     n = summary["n"]
     steps = sorted({r["steps"] for r in summary["runs"]})
     lines.append("")
-    lines.append(f"Acc@0.5 in %, greedy decoding; {cfg.seeds} seed(s) per arm (mean ± sample std); "
+    counts = {a: len(v) for a, v in summary.get("seeds", {}).items()}  # a merged study's seeds per arm
+    per_arm = (f"{cfg.seeds} seed(s) per arm" if len(set(counts.values())) <= 1 else
+               "seeds per arm: " + ", ".join(f"{ARM_LABELS[a]} {n}" for a, n in counts.items()))
+    lines.append(f"Acc@0.5 in %, greedy decoding; {per_arm} (mean ± sample std); "
                  f"{', '.join(f'{k} n={v}' for k, v in n.items())}; RL steps per run: {steps}.")
     return "\n".join(lines) + "\n"
 
@@ -614,55 +619,84 @@ def merge_studies(study_dirs: Sequence[str | Path], out_dir: str | Path) -> dict
 
     Seeds of one study can run as several processes or machines (``--set seed=K --seeds N`` with
     ``--set warm_start=...``); this pools their runs. Refused when the studies differ in anything but
-    :data:`MERGE_FREE_KEYS` (another recipe is another study), when their warm starts scored differently
-    (another warm start), or when two of them ran the same arm and seed. The run directories are linked,
-    not copied, into ``out_dir/runs``.
+    :data:`MERGE_FREE_KEYS` (another recipe is another study), when they started from different warm starts,
+    or when two of them ran the same arm and seed. The run directories are linked, not copied, into
+    ``out_dir/runs``; ``out_dir`` must be new or an earlier merge (never one of the studies).
     """
     dirs = [Path(d) for d in study_dirs]
     if len(dirs) < 2:
-        raise ValueError("merge needs at least two study directories")
+        raise ConfigError("--merge needs at least two study directories")
+    out = Path(out_dir)
+    if any(out.resolve() == d.resolve() for d in dirs):
+        raise ConfigError(f"--out {out} is one of the studies to merge: give the merged table a directory of its own")
+    if (out / "summary.json").is_file() and "merged_from" not in json.loads((out / "summary.json").read_text()):
+        raise ConfigError(f"--out {out} holds a study of its own; merging there would overwrite it")
     summaries, configs = [], []
     for d in dirs:
-        if not (d / "summary.json").is_file():
-            raise FileNotFoundError(f"{d}: no summary.json (not a finished study)")
+        for name in ("summary.json", "study_config.json"):
+            if not (d / name).is_file():
+                raise ConfigError(f"{d}: no {name} (not a finished study)")
         summaries.append(json.loads((d / "summary.json").read_text()))
         configs.append(json.loads((d / "study_config.json").read_text()))
 
     def recipe(c: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in c.items() if k not in MERGE_FREE_KEYS}
 
+    first = recipe(configs[0])
     for d, c, sm in zip(dirs[1:], configs[1:], summaries[1:], strict=True):
-        diff = sorted(k for k in set(recipe(c)) | set(recipe(configs[0])) if recipe(c).get(k) != recipe(configs[0]).get(k))
+        diff = sorted(k for k in set(recipe(c)) | set(first) if recipe(c).get(k) != first.get(k))
         if diff:
-            raise ValueError(f"{d} is another study than {dirs[0]}: its config differs in {', '.join(diff)}")
-        if sm["sft"]["metrics"] != summaries[0]["sft"]["metrics"] or sm["n"] != summaries[0]["n"]:
-            raise ValueError(f"{d} started from another warm start or other splits than {dirs[0]} "
-                             "(point every part at one study's sft/ with --set warm_start=...)")
-    out = Path(out_dir)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+            raise ConfigError(f"{d} is another study than {dirs[0]}: its config differs in {', '.join(diff)}")
+        if not _same_warm_start(summaries[0], sm) or sm["n"] != summaries[0]["n"]:
+            raise ConfigError(f"{d} started from another warm start or other splits than {dirs[0]} "
+                              "(point every part at one study's sft/ with --set warm_start=...)")
     runs: list[dict[str, Any]] = []
     seen: dict[tuple[str, int], Path] = {}
     for d, sm in zip(dirs, summaries, strict=True):
         for run in sm["runs"]:
             key = (run["arm"], int(run["seed"]))
             if key in seen:
-                raise ValueError(f"arm {key[0]} seed {key[1]} ran in both {seen[key]} and {d}")
+                raise ConfigError(f"arm {key[0]} seed {key[1]} ran in both {seen[key]} and {d}")
             seen[key] = d
             runs.append(run)
-            link = out / "runs" / f"{key[0]}-seed{key[1]}"
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to((d / "runs" / link.name).resolve(), target_is_directory=True)
+    if not runs:
+        raise ConfigError("no finished runs in the studies to merge")
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    for old in (out / "runs").iterdir():  # an earlier merge's links: the figures must show this merge's runs only
+        if old.is_symlink():
+            old.unlink()
+    for (arm, seed), d in seen.items():
+        (out / "runs" / f"{arm}-seed{seed}").symlink_to((d / "runs" / f"{arm}-seed{seed}").resolve(),
+                                                        target_is_directory=True)
     arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
-    seeds = max(sum(1 for r in runs if r["arm"] == a) for a in arms)
-    cfg = StudyConfig.model_validate({**configs[0], "arms": arms, "seeds": seeds, "seed": min(s for _, s in seen)})
+    seeds_of = {a: sorted(s for arm, s in seen if arm == a) for a in arms}
+    cfg = StudyConfig.model_validate({**configs[0], "arms": arms, "seed": min(s for _, s in seen),
+                                      "seeds": max(len(v) for v in seeds_of.values())})
     summary = {**summaries[0], "runs": runs, "seconds": sum(float(sm.get("seconds", 0.0)) for sm in summaries),
-               "merged_from": [str(d) for d in dirs]}
+               "merged_from": [str(d) for d in dirs], "seeds": seeds_of}
     (out / "study_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "table.md").write_text(results_table(summary, cfg))
     write_figures(cfg, out)
     return summary
+
+
+def _same_warm_start(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two study summaries started from one warm start: its stamp where both can tell (a reused warm
+    start carries its original's), else its scores on the shared splits."""
+    ids = [_warm_start_id(s["sft"]) for s in (a, b)]
+    if None not in ids:
+        return ids[0] == ids[1]
+    return a["sft"]["metrics"] == b["sft"]["metrics"]
+
+
+def _warm_start_id(sft: dict[str, Any]) -> str | None:
+    if "warm_start_stamp" in sft:
+        return sft["warm_start_stamp"]
+    if "reused_from" in sft:  # reused by an older syngrpo: ask the original, if it is on this disk
+        original = Path(sft["reused_from"]) / "study_sft.json"
+        return json.loads(original.read_text()).get("stamp") if original.is_file() else None
+    return sft.get("stamp")
 
 
 def data_size_table(study_dirs: Sequence[str | Path], arms: Sequence[str] | None = None

@@ -106,7 +106,7 @@ class RunSummary:
                     f"({'up' if last >= first else 'down'}")
             synth = self.rewards.get("batch/synthesized_frac")
             if synth is not None and synth[1] > synth[0]:
-                text += f"; {100 * synth[1]:.0f} % of the last quarter's images were synthesized, the same objects on new backgrounds"
+                text += f"; {100 * synth[1]:.0f} % of the last quarter's images were synthesized ones"
             parts.append(text + ")")
         if not parts:
             return "No evaluation before and after RL in this run: see metrics.jsonl for the rewards."

@@ -44,3 +44,11 @@ def test_markdown_table_shows_every_part_with_its_figures_or_why():
     assert "| policy_fsdp | not available | no FSDP |" in table
     assert "| sdxl | failed | OutOfMemoryError: x / y |" in table
     assert "| sam | skipped | 10 s of the time budget left |" in table
+
+
+def test_a_quickstart_stopped_at_its_time_limit_is_a_failed_part_that_keeps_its_log(tmp_path):
+    gpu_check = _gpu_check()
+    out = tmp_path / "out"
+    result = gpu_check.quickstart_check(gpu_check.sizes(smoke=True), tmp_path, out, timeout_s=0.5)
+    assert result["status"] == "failed" and result["error"].startswith("timed out after 0 s")
+    assert (out / "quickstart.log").is_file()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from syngrpo.errors import ConfigError
 from syngrpo.study import (
     ARM_LABELS,
     ARMS,
@@ -299,5 +300,43 @@ def test_merge_refuses_another_recipe_another_warm_start_and_a_seed_run_twice(tm
         merge_studies([a, _finished_study(tmp_path, "sft", {"grpo": {1: 0.5}}, sft=0.6)], tmp_path / "m2")
     with pytest.raises(ValueError, match="arm grpo seed 0 ran in both"):
         merge_studies([a, _finished_study(tmp_path, "again", {"grpo": {0: 0.4}})], tmp_path / "m3")
-    with pytest.raises(FileNotFoundError, match="not a finished study"):
+    with pytest.raises(ConfigError, match="not a finished study"):
         merge_studies([a, tmp_path / "nothing"], tmp_path / "m4")
+    b = _finished_study(tmp_path, "b", {"grpo": {1: 0.6}})
+    with pytest.raises(ConfigError, match="is one of the studies"):
+        merge_studies([a, b], a)
+    with pytest.raises(ConfigError, match="holds a study of its own"):
+        merge_studies([a, b], _finished_study(tmp_path, "real", {"grpo": {7: 0.1}}))
+
+
+def test_a_second_merge_into_the_same_directory_shows_only_its_own_runs(tmp_path, capsys):
+    from syngrpo.cli import main
+    from syngrpo.study import merge_studies
+
+    a = _finished_study(tmp_path, "a", {"grpo": {0: 0.5}})
+    b = _finished_study(tmp_path, "b", {"grpo": {1: 0.7}})
+    c = _finished_study(tmp_path, "c", {"syn_grpo": {1: 0.9}})
+    out = tmp_path / "merged"
+    merge_studies([a, b], out)
+    summary = merge_studies([a, c], out)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["grpo-seed0", "syn_grpo-seed1"]
+    assert summary["seeds"] == {"grpo": [0], "syn_grpo": [1]}
+    assert main(["study", "--merge", str(a), str(b), "--seeds", "3", "--out", str(out)]) == 2
+    assert "takes only --out" in capsys.readouterr().err
+
+
+def test_merge_knows_a_reused_warm_start_by_its_original_stamp_not_its_scores(tmp_path):
+    from syngrpo.study import merge_studies
+
+    a = _finished_study(tmp_path, "a", {"grpo": {0: 0.5}})
+    b = _finished_study(tmp_path, "b", {"grpo": {1: 0.7}})
+    for d, stamp in ((a, "w1"), (b, "w1")):
+        summary = json.loads((d / "summary.json").read_text())
+        summary["sft"]["warm_start_stamp"] = stamp
+        (d / "summary.json").write_text(json.dumps(summary))
+    merge_studies([a, b], tmp_path / "same")
+    summary = json.loads((b / "summary.json").read_text())
+    summary["sft"]["warm_start_stamp"] = "w2"  # same scores, another warm start
+    (b / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="another warm start"):
+        merge_studies([a, b], tmp_path / "other")

@@ -22,7 +22,7 @@ Same request and seed → the same image, byte for byte.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -94,8 +94,9 @@ TONES = ("vivid", "muted")
 
 
 def mute(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    """A near-grey tint of ``rgb``: its brightness (kept in 140..240) plus its hue, scaled to a channel spread
-    of at most ``MAX_BACKGROUND_SPREAD - 2`` (two units of room for rounding)."""
+    """A near-grey tint of ``rgb``: its brightness mapped linearly into 140..240 (so "night" and "black" come out
+    a mid grey: toy backgrounds are light) plus its hue, scaled to a channel spread of at most
+    ``MAX_BACKGROUND_SPREAD - 2`` (two units of room for rounding)."""
     arr = np.asarray(rgb, np.float32)
     level = 140.0 + 100.0 * float(arr.mean()) / 255.0
     tint = arr - arr.mean()
@@ -162,7 +163,8 @@ class ProceduralSynthesizer:
     """A new background drawn from the description's words (CPU, no model); see the module doc."""
 
     def __init__(self, *, distractors: int = 2, clutter: int | None = None,
-                 distractor_classes: list[str] | None = None, tones: str = "vivid", max_batch_size: int = 16,
+                 distractor_classes: list[str] | None = None, tones: Literal["vivid", "muted"] = "vivid",
+                 max_batch_size: int = 16,
                  device: str = "cpu") -> None:
         if distractors < 0:
             raise ValueError("distractors must be >= 0")
@@ -228,7 +230,8 @@ class ProceduralSynthesizer:
             spot = _free_spot(rng, size, (mean_w * rng.uniform(0.15, 0.4), mean_h * rng.uniform(0.15, 0.4)), blocked)
             if spot is None:
                 continue
-            mark = _jitter(rng, tuple(int(0.6 * a + 0.4 * b) for a, b in zip(c1, c2, strict=True)), 40)  # type: ignore[arg-type]
+            mix = tuple(int(0.6 * a + 0.4 * b) for a, b in zip(c1, c2, strict=True))
+            mark = _jitter(rng, mix, 40)  # type: ignore[arg-type]
             if muted:
                 mark = mute(mark)
             draw.ellipse(spot, fill=mark) if rng.random() < 0.5 else draw.line(

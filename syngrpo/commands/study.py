@@ -36,9 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from syngrpo.errors import ConfigError
     from syngrpo.study import load_study_config, merge_studies, run_study
 
     if args.merge:
+        if args.config or args.quick or args.seeds or args.arms or args.overrides:
+            raise ConfigError("--merge pools finished studies as they ran: it takes only --out")
         merge_studies(args.merge, args.out)
         print((Path(args.out) / "table.md").read_text())
         return 0

@@ -78,15 +78,6 @@ def test_two_ranks_keep_identical_weights_pools_and_smoothing(sft_policy_dir, tm
     assert (run / "checkpoints" / f"step-{STEPS:06d}" / "trainer_state.json").is_file()
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="a two-rank training run (started by torchrun)")
-    ap.add_argument("--policy", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    worker(args.policy, args.workdir, args.out)
-
-
 def test_rank_metrics_average_but_memory_peaks_and_maxima_take_the_worst_rank():
     """A per-phase memory peak averaged over ranks would hide the rank that runs out of memory."""
     from syngrpo.parallel import Parallel
@@ -100,3 +91,13 @@ def test_rank_metrics_average_but_memory_peaks_and_maxima_take_the_worst_rank():
     out = par.mean_metrics({"loss": 1.0, "memory/update_peak_gib": 60.0, "completion/max_length": 5,
                             "synthesis/done": 4}, main_only=("synthesis/",))
     assert out == {"loss": 2.0, "memory/update_peak_gib": 70.0, "completion/max_length": 9, "synthesis/done": 4}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="a two-rank training run (started by torchrun)")
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    worker(args.policy, args.workdir, args.out)
+
