@@ -26,6 +26,9 @@ from syngrpo.errors import ConfigError
 
 #: the shipped quickstart config (package data), used by ``syngrpo train`` with no ``-c``
 QUICKSTART_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
+#: ``model.policy`` names of shipped checkpoints (package data). ``tiny-warm-start``: the tiny policy after the
+#: quickstart's warm start (4 MB; how it was made: docs/quickstart.md), standing in for a pretrained model
+SHIPPED_POLICIES = {"tiny-warm-start": Path(__file__).parent / "weights" / "tiny-warm-start"}
 
 
 def default_cache_dir() -> Path:
@@ -50,6 +53,8 @@ class ModelConfig(StrictModel):
     """The policy being trained and the reference model of the KL term."""
 
     #: hub id or local directory; ``tiny`` builds a tiny random model of ``family`` into ``tiny_dir`` if absent
+    #: a hub id or a directory; ``tiny`` (a tiny random policy, built on first use) or a shipped checkpoint
+    #: (:data:`SHIPPED_POLICIES`)
     policy: str = "Qwen/Qwen2.5-VL-3B-Instruct"
     #: a registered model family (``syngrpo plugins``); ``auto`` = the one that reads the checkpoint's
     #: ``model_type`` (for ``policy: tiny``: Qwen2.5-VL)

@@ -328,9 +328,11 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
 def plan_config(cfg: Any, *, gpus: int = 1, gpu_memory_gib: float = 80.0, strategy: Strategy | None = None,
                 prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> MemoryPlan:
     """The plan of a :class:`~syngrpo.config.TrainConfig` (its policy's architecture read as ``syngrpo plan`` does)."""
+    from syngrpo.config import SHIPPED_POLICIES
     from syngrpo.models.architecture import load_architecture
 
-    arch = load_architecture(cfg.model.policy, tiny_options=cfg.model.tiny_options,
+    arch = load_architecture(str(SHIPPED_POLICIES.get(cfg.model.policy, cfg.model.policy)),
+                             tiny_options=cfg.model.tiny_options,
                              tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None,
                              tiny_family=cfg.model.tiny_family())
     inp = PlanInputs.from_config(cfg, gpus=gpus, gpu_memory_gib=gpu_memory_gib, prompt_tokens=prompt_tokens)

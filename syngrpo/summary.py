@@ -134,6 +134,9 @@ class RunSummary:
             if vision:
                 text += (f", after {vision['steps']} steps of vision pre-training "
                          f"({vision.get('seconds', float('nan')):.0f} s)")
+            if ws.get("from"):  # a shipped warm start: made once, before this run, not part of its time
+                made = text.removeprefix("Warm start: ")
+                text = f"Warm start: the shipped `{ws['from']}` (made once, beforehand: {made})"
             lines += [text + ".", ""]
         if self.before or self.after:
             keys = list(dict.fromkeys([*self.before, *self.after]))
@@ -171,8 +174,11 @@ class RunSummary:
 
 
 def summarize_run(run_dir: str | Path, *, seconds: float, train_samples: Sequence[Any] = (),
-                  eval_samples: Sequence[Any] = ()) -> RunSummary:
-    """The summary of a finished run directory (see the module docstring)."""
+                  eval_samples: Sequence[Any] = (), policy: str | Path | None = None) -> RunSummary:
+    """The summary of a finished run directory (see the module docstring).
+
+    ``policy``: the directory the run started from; when the run did no warm start of its own and that
+    directory holds one's ``sft_stats.json`` (a shipped warm start), that is the warm start reported."""
     run = Path(run_dir)
     records = [r for r in read_jsonl(run / "metrics.jsonl") if "step" in r]
     steps = max((int(r["step"]) for r in records), default=0)
@@ -199,10 +205,14 @@ def summarize_run(run_dir: str | Path, *, seconds: float, train_samples: Sequenc
                              "failed": last["synthesis/failed_total"], "in_flight": last["synthesis/in_flight"],
                              "pool": pool, "in_pool": round(float(last.get("pool/synthesized_fraction") or 0) * pool)}
     stats = run / "sft" / "sft_stats.json"
+    shipped = policy is not None and not stats.is_file() and (Path(policy) / "sft_stats.json").is_file()
+    if shipped:
+        stats = Path(policy) / "sft_stats.json"  # type: ignore[arg-type]
     if stats.is_file():
         ws = json.loads(stats.read_text(encoding="utf-8"))
         summary.warm_start = {"steps": ws.get("steps"), "seconds": ws.get("seconds", float("nan")),
-                              "vision_pretrain": ws.get("vision_pretrain"), "plain": ws.get("plain")}
+                              "vision_pretrain": ws.get("vision_pretrain"), "plain": ws.get("plain"),
+                              "from": Path(policy).name if shipped else None}  # type: ignore[arg-type]
     return summary
 
 

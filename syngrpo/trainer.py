@@ -72,7 +72,12 @@ def lr_factor(step: int, *, total: int, warmup: int, schedule: str) -> float:
 
 
 def resolve_policy(cfg: TrainConfig) -> str:
-    """The policy's hub id or directory; ``tiny`` builds the tiny random policy on first use."""
+    """The policy's hub id or directory; ``tiny`` builds the tiny random policy on first use; a shipped name
+    (``tiny-warm-start``) is its package directory."""
+    from syngrpo.config import SHIPPED_POLICIES
+
+    if cfg.model.policy in SHIPPED_POLICIES:
+        return str(SHIPPED_POLICIES[cfg.model.policy])
     if cfg.model.policy != "tiny":
         return cfg.model.policy
     target = cfg.model.resolved_tiny_dir()

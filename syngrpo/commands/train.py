@@ -79,11 +79,15 @@ def run(args: argparse.Namespace) -> int:
     with Trainer(cfg, run_dir, resume=resume) as trainer:
         summary = trainer.train()
         train_samples, eval_samples = trainer.train_samples, trainer.eval_samples
+    from syngrpo.trainer import resolve_policy
+
+    policy = resolve_policy(cfg)
     if not main_rank:
         return 0
     seconds = time.perf_counter() - started
     print(f"\nsyngrpo: done: {summary['steps']} steps in {seconds / 60:.1f} min\n")
-    run_summary = summarize_run(run_dir, seconds=seconds, train_samples=train_samples, eval_samples=eval_samples)
+    run_summary = summarize_run(run_dir, seconds=seconds, train_samples=train_samples, eval_samples=eval_samples,
+                                policy=policy if Path(policy).is_dir() else None)
     print(run_summary.body())
     print(f"run directory: {run_dir}")
     print(f"  summary: {write_run_summary(run_summary)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,38 @@ def test_paper_configs_keep_the_papers_optimisation_settings():
 
 def test_quickstart_is_package_data_and_spawns_its_own_server():
     data = load_yaml(QUICKSTART_CONFIG)
-    assert data["model"]["policy"] == "tiny"
+    assert data["model"]["policy"] == "tiny-warm-start"
     cfg = load_train_config(QUICKSTART_CONFIG)
-    assert cfg.synthesis.spawn_server and cfg.sft.enabled
+    assert cfg.synthesis.spawn_server and not cfg.sft.enabled  # it starts from the shipped warm start
+
+
+def test_the_shipped_warm_start_is_package_data_that_localises_and_says_how_it_was_made():
+    """The quickstart's starting point: a checkpoint in the package, which finds the object on held-out toy
+    images far above chance (the quickstart's chance rows are ~10 %), and carries its own recipe's stats."""
+    import json
+
+    from syngrpo.config import SHIPPED_POLICIES
+    from syngrpo.evaluate import evaluate_policy
+    from syngrpo.models.policy import load_policy
+    from syngrpo.plugins import get_registry
+    from syngrpo.trainer import resolve_policy
+
+    cfg = load_train_config(QUICKSTART_CONFIG)
+    path = resolve_policy(cfg)
+    assert path == str(SHIPPED_POLICIES["tiny-warm-start"])
+    files = {p.name: p.stat().st_size for p in SHIPPED_POLICIES["tiny-warm-start"].iterdir()}
+    assert sum(files.values()) < 5 * 2**20 and "model.safetensors" in files  # "a few MB"
+    stats = json.loads((SHIPPED_POLICIES["tiny-warm-start"] / "sft_stats.json").read_text())
+    assert stats["plain"]["steps"] == cfg.sft.plain_steps and stats["steps"] == cfg.sft.steps
+    registry = get_registry()
+    task = registry.create("tasks", "rec")
+    toy = cfg.data.toy
+    samples = task.make_toy_dataset(Path(tempfile.mkdtemp()) / "eval", n=24, seed=toy.seed, split="eval",
+                                    image_size=toy.image_size, **toy.options)
+    bundle = load_policy(path, device="cpu", dtype="float32")
+    result = evaluate_policy(bundle, task, samples, engine=registry.create("rollout_engines", "hf", bundle=bundle),
+                             response_mode="syn", batch_size=24, max_new_tokens=80, progress=False)
+    assert result.metrics["acc@0.5"] >= 0.75 and result.metrics["format"] == 1.0
 
 
 def test_a_group_of_one_rollout_is_rejected_with_the_key_named():
