@@ -325,18 +325,23 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
                       micro_batch_rows=rows, sequence_tokens=seq, image_tokens=img, parts=parts)
 
 
-def plan_config(cfg: Any, *, gpus: int = 1, gpu_memory_gib: float = 80.0, strategy: Strategy | None = None,
-                prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> MemoryPlan:
-    """The plan of a :class:`~syngrpo.config.TrainConfig` (its policy's architecture read as ``syngrpo plan`` does)."""
+def config_architecture(cfg: Any) -> Architecture:
+    """The architecture of a :class:`~syngrpo.config.TrainConfig`'s policy: hub id, directory, shipped name or
+    ``tiny``, read without loading weights."""
     from syngrpo.config import SHIPPED_POLICIES
     from syngrpo.models.architecture import load_architecture
 
-    arch = load_architecture(str(SHIPPED_POLICIES.get(cfg.model.policy, cfg.model.policy)),
-                             tiny_options=cfg.model.tiny_options,
-                             tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None,
-                             tiny_family=cfg.model.tiny_family())
+    m = cfg.model
+    return load_architecture(str(SHIPPED_POLICIES.get(m.policy, m.policy)), tiny_options=m.tiny_options,
+                             tiny_dir=m.resolved_tiny_dir() if m.policy == "tiny" else None,
+                             tiny_family=m.tiny_family())
+
+
+def plan_config(cfg: Any, *, gpus: int = 1, gpu_memory_gib: float = 80.0, strategy: Strategy | None = None,
+                prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> MemoryPlan:
+    """The plan of a :class:`~syngrpo.config.TrainConfig` (its policy's architecture read as ``syngrpo plan`` does)."""
     inp = PlanInputs.from_config(cfg, gpus=gpus, gpu_memory_gib=gpu_memory_gib, prompt_tokens=prompt_tokens)
-    return plan_memory(arch, inp, strategy=strategy)
+    return plan_memory(config_architecture(cfg), inp, strategy=strategy)
 
 
 # ---- advice ----------------------------------------------------------------------------------------

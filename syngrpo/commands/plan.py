@@ -28,21 +28,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syngrpo.config import QUICKSTART_CONFIG, SHIPPED_POLICIES, TrainConfig
+    from syngrpo.config import QUICKSTART_CONFIG, TrainConfig
     from syngrpo.configio import load_config
     from syngrpo.errors import ConfigError
-    from syngrpo.models.architecture import load_architecture
-    from syngrpo.plan import DEFAULT_PROMPT_TOKENS, PlanInputs, advice, markdown_table, plan_memory
+    from syngrpo.plan import (
+        DEFAULT_PROMPT_TOKENS,
+        PlanInputs,
+        advice,
+        config_architecture,
+        markdown_table,
+        plan_memory,
+    )
 
     if args.gpus < 1:
         raise ConfigError(f"--gpus must be at least 1, got {args.gpus}")
     if args.gpu_memory <= 0:
         raise ConfigError(f"--gpu-memory must be positive, got {args.gpu_memory}")
     cfg = load_config(TrainConfig, args.config or QUICKSTART_CONFIG, args.overrides)
-    arch = load_architecture(str(SHIPPED_POLICIES.get(cfg.model.policy, cfg.model.policy)),
-                             tiny_options=cfg.model.tiny_options,
-                             tiny_dir=cfg.model.resolved_tiny_dir() if cfg.model.policy == "tiny" else None,
-                             tiny_family=cfg.model.tiny_family())
+    arch = config_architecture(cfg)
     inp = PlanInputs.from_config(cfg, gpus=args.gpus, gpu_memory_gib=args.gpu_memory,
                                  prompt_tokens=args.prompt_tokens or DEFAULT_PROMPT_TOKENS)
     chosen = plan_memory(arch, inp)
