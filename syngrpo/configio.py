@@ -63,6 +63,46 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: the key by which a config file names the file it is a variation of (see :func:`load_layered`)
+EXTENDS = "extends"
+
+
+def load_layered(path: str | Path) -> tuple[dict[str, Any], list[Path]]:
+    """A config file with its ``extends:`` chain resolved, and the chain (this file first, then its bases).
+
+    ``extends: ../rec_qwen2_5_vl_3b.yaml`` (a path relative to the file that says it) makes a file "that
+    config, except ...": the base's mapping, with this file's keys merged over it section by section (a
+    value, a list or ``null`` replaces the base's; a mapping is merged key by key). A variation that only
+    lists what it changes cannot drift from its base when the base changes (the Table 1 rows, which had
+    silently lost the paper config's ``max_pixels`` and ``parallel.strategy``). Bases may extend others;
+    a cycle is an error. The key is the loader's: it never reaches validation or a dumped config.
+    """
+    chain: list[Path] = []
+    p = Path(path)
+    layers: list[dict[str, Any]] = []
+    while True:
+        if p.resolve() in [c.resolve() for c in chain]:
+            raise ConfigError("config files extend each other in a cycle: "
+                              + " -> ".join(str(c) for c in [*chain, p]))
+        data = load_yaml(p)
+        chain.append(p)
+        base = data.pop(EXTENDS, None)
+        layers.append(data)
+        if base is None:
+            break
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"config file {str(p)!r}: {EXTENDS} must be the path of another config file "
+                              f"(relative to this one), not {base!r}")
+        nxt = p.parent / base
+        if not nxt.is_file():
+            raise ConfigError(f"config file {str(p)!r} extends {base!r}, which does not exist ({str(nxt)!r})")
+        p = nxt
+    out: dict[str, Any] = {}
+    for layer in reversed(layers):
+        out = _merge(out, layer)
+    return out, chain
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML: ``1e-6``, ``true``, ``[a, b]``)."""
     out = _deepcopy(data)
@@ -107,12 +147,13 @@ def validate(model: type[M], data: dict[str, Any], *, source: str = "config") ->
 
 def load_config(model: type[M], path: str | Path | None = None, overrides: Iterable[str] = (),
                 *, defaults: dict[str, Any] | None = None) -> M:
-    """Defaults, then the YAML file, then ``--set`` overrides; validated once."""
+    """Defaults, then the YAML file (over the files it ``extends``), then ``--set`` overrides; validated once."""
     data: dict[str, Any] = _deepcopy(defaults or {})
     source = "defaults"
     if path is not None:
-        data = _merge(data, load_yaml(path))
-        source = f"config {str(path)!r}"
+        layered, chain = load_layered(path)
+        data = _merge(data, layered)
+        source = f"config {str(path)!r}" + "".join(f" (extends {str(c)!r})" for c in chain[1:])
     overrides = list(overrides)
     if overrides:
         data = apply_overrides(data, overrides)

@@ -75,3 +75,47 @@ def test_dumped_config_loads_back_equal(tmp_path):
     p = tmp_path / "out.yaml"
     p.write_text(dump_config(cfg))
     assert load_config(Cfg, p) == cfg
+
+
+def test_extends_merges_the_file_over_its_base_found_relative_to_the_file(tmp_path):
+    """A config can be "that one, except ...": the base's keys, the file's merged over them, ``--set`` last."""
+    (tmp_path / "base.yaml").write_text("seed: 1\noptim:\n  lr: 0.5\n  batch_size: 8\n")
+    (tmp_path / "rows").mkdir()
+    child = tmp_path / "rows" / "child.yaml"
+    child.write_text("extends: ../base.yaml\noptim:\n  batch_size: 4\n")
+    assert load_config(Cfg, child) == Cfg(seed=1, optim=Optim(lr=0.5, batch_size=4))
+    assert load_config(Cfg, child, ["optim.lr=0.25"]).optim == Optim(lr=0.25, batch_size=4)
+    # the key is the loader's, not the config's: it is gone from what validates and from the dump
+    assert "extends" not in dump_config(load_config(Cfg, child))
+
+
+def test_extends_chains_and_a_null_in_the_file_replaces_the_base_value(tmp_path):
+    class Opt(StrictModel):
+        root: str | None = None
+        n: int = 0
+
+    class Top(StrictModel):
+        data: Opt = Opt()
+
+    (tmp_path / "a.yaml").write_text("data:\n  root: images\n  n: 1\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\ndata:\n  n: 2\n")
+    (tmp_path / "c.yaml").write_text("extends: b.yaml\ndata:\n  root: null\n")
+    assert load_config(Top, tmp_path / "c.yaml").data == Opt(root=None, n=2)
+
+
+def test_extends_errors_name_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nseed: 1\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"cycle.*a\.yaml.*b\.yaml.*a\.yaml"):
+        load_config(Cfg, tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*extends 'nope\.yaml'.*does not exist"):
+        load_config(Cfg, tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: [a.yaml]\n")
+    with pytest.raises(ConfigError, match=r"d\.yaml.*extends.*path"):
+        load_config(Cfg, tmp_path / "d.yaml")
+    # a bad key in the base is reported with the file that names it
+    (tmp_path / "e.yaml").write_text("optim:\n  learning_rate: 1\n")
+    (tmp_path / "f.yaml").write_text("extends: e.yaml\n")
+    with pytest.raises(ConfigError, match=r"f\.yaml.*extends.*e\.yaml[\s\S]*optim\.learning_rate: unknown key"):
+        load_config(Cfg, tmp_path / "f.yaml")
