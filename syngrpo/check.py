@@ -198,7 +198,7 @@ def check_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: Ch
     """Load a dataset file with the task and check every sample (see :func:`sample_problem`)."""
     file = Path(path)
     try:
-        samples = task.load(file, image_root=cfg.data.image_root)
+        samples = task.load(file, image_root=cfg.data.image_root_of(split))
     except Exception as exc:  # noqa: BLE001 - a loader's error names file and line already
         report.errors.append(f"{split} data: {exc}")
         return

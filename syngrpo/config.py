@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -126,6 +127,10 @@ class DataConfig(StrictModel):
     train: str | None = None
     eval: str | None = None
     image_root: str | None = None
+    #: where the evaluation file's relative image paths start; ``null`` = ``image_root``. Another root serves an
+    #: evaluation set stored apart from the training images, or a training file whose paths are relative to
+    #: itself (``syngrpo synth --offline`` writes one; ``image_root: null`` then) next to the usual evaluation file
+    eval_image_root: str | None = None
     #: for Hugging Face datasets (parquet/arrow files, dataset directories, ``hf://REPO[@CONFIG][:SPLIT]``):
     #: task field -> dataset column, e.g. ``{image: img, problem: question}`` (unnamed columns keep their names)
     columns: dict[str, str] = Field(default_factory=dict)
@@ -137,6 +142,12 @@ class DataConfig(StrictModel):
     #: a dataset sample whose image is missing or corrupt, or whose box is outside the image, inverted or
     #: empty: ``error`` stops before training (naming file and line); ``drop`` leaves it out and counts it
     bad_samples: Literal["error", "drop"] = "error"
+
+    def image_root_of(self, split: str) -> str | None:
+        """Where the ``train`` or ``eval`` split's relative image paths start."""
+        if split == "eval" and self.eval_image_root is not None:
+            return self.eval_image_root
+        return self.image_root
 
 
 class RolloutConfig(StrictModel):
@@ -313,6 +324,13 @@ class OptimConfig(StrictModel):
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
 
+    def total_steps(self, n_samples: int) -> int:
+        """Optimizer steps of a run over ``n_samples`` training samples: ``max_steps`` when set, else
+        ceil(epochs x samples / batch_size) (the trainer's count, and what the Table 1 rows keep equal)."""
+        if self.max_steps:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * n_samples / self.batch_size))
+
     @model_validator(mode="after")
     def _accum_fits(self) -> OptimConfig:
         if self.grad_accum > self.batch_size:
@@ -430,6 +448,29 @@ class ParallelConfig(StrictModel):
     timeout: float = Field(1800.0, gt=0.0)
 
 
+class HardwareConfig(StrictModel):
+    """The machine a config is written for: the GPUs that train (the data server's are not counted).
+
+    It describes the target, not the machine a run happens on: ``syngrpo plan`` checks the config against it
+    when no ``--gpus`` / ``--gpu-memory`` is given, and the trainer only warns when it starts another number of
+    processes. Without it a plan assumes one 80 GiB GPU.
+    """
+
+    #: training processes, one per GPU (``torchrun --nproc_per_node`` x nodes); ``optim.batch_size`` must divide
+    gpus: int = Field(ge=1)
+    #: memory of one of them in GiB (the shipped configs: 80, for "80 GB" A100 / H100 cards)
+    gpu_memory_gib: float = Field(gt=0.0)
+
+    def mismatch(self, processes: int) -> str | None:
+        """A warning when a run starts ``processes`` processes on a config written for another GPU count."""
+        if processes == self.gpus:
+            return None
+        started = f"{processes} process" + ("es" if processes != 1 else "")
+        return (f"the config is written for {self.gpus} GPUs of {self.gpu_memory_gib:g} GiB (hardware.gpus) and this "
+                f"run has {started}: whether it fits here is `syngrpo plan -c CONFIG --gpus {processes} "
+                "--gpu-memory GIB` (launch with torchrun --nproc_per_node=N for several GPUs)")
+
+
 class OfflineConfig(StrictModel):
     """``syngrpo synth --offline``: the "GRPO + Offline Generation" baseline's data (Table 1).
 
@@ -472,6 +513,8 @@ class TrainConfig(StrictModel):
     #: installed plugins (a reward, a task ... without a package); the data server has its own ``plugins:``
     plugins: list[str] = Field(default_factory=list)
     offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    #: the GPUs the config is written for (``syngrpo plan``'s default); ``null`` = not documented
+    hardware: HardwareConfig | None = None
 
     @property
     def response_mode(self) -> Literal["syn", "plain"]:

@@ -337,28 +337,94 @@ def config_architecture(cfg: Any) -> Architecture:
                              tiny_family=m.tiny_family())
 
 
-def plan_config(cfg: Any, *, gpus: int = 1, gpu_memory_gib: float = 80.0, strategy: Strategy | None = None,
-                prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> MemoryPlan:
-    """The plan of a :class:`~syngrpo.config.TrainConfig` (its policy's architecture read as ``syngrpo plan`` does)."""
-    inp = PlanInputs.from_config(cfg, gpus=gpus, gpu_memory_gib=gpu_memory_gib, prompt_tokens=prompt_tokens)
+def plan_config(cfg: Any, *, gpus: int | None = None, gpu_memory_gib: float | None = None,
+                strategy: Strategy | None = None, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> MemoryPlan:
+    """The plan of a :class:`~syngrpo.config.TrainConfig` (its policy's architecture read as ``syngrpo plan`` does),
+    on the GPUs given, else on those the config documents (:func:`target_hardware`)."""
+    target = target_hardware(cfg, gpus=gpus, gpu_memory_gib=gpu_memory_gib)
+    inp = PlanInputs.from_config(cfg, gpus=target.gpus, gpu_memory_gib=target.gpu_memory_gib,
+                                 prompt_tokens=prompt_tokens)
     return plan_memory(config_architecture(cfg), inp, strategy=strategy)
+
+
+# ---- the machine a plan is made for --------------------------------------------------------------------
+
+#: what a plan assumes when neither a flag nor the config's ``hardware`` section says
+DEFAULT_GPUS = 1
+DEFAULT_GPU_MEMORY_GIB = 80.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """The GPUs a plan is made for, and where each figure came from (printed with the plan)."""
+
+    gpus: int
+    gpu_memory_gib: float
+    source: str
+
+
+def target_hardware(cfg: Any, *, gpus: int | None = None, gpu_memory_gib: float | None = None) -> Target:
+    """Each figure from its flag when given, else from the config's ``hardware`` section (the machine the config
+    is written for, so ``syngrpo plan -c CONFIG`` answers for it with no flags), else one 80 GiB GPU."""
+    hw = getattr(cfg, "hardware", None)
+    section, default = "the config's hardware section", "default"
+    g_src = "--gpus" if gpus is not None else section if hw is not None else default
+    m_src = "--gpu-memory" if gpu_memory_gib is not None else section if hw is not None else default
+    if g_src == m_src == section:
+        source = section
+    elif g_src == m_src == default:
+        source = "default: the config documents no hardware"
+    elif (g_src, m_src) == ("--gpus", "--gpu-memory"):
+        source = "--gpus, --gpu-memory"
+    else:
+        source = f"{g_src}; {m_src}"
+    return Target(
+        gpus=gpus if gpus is not None else hw.gpus if hw is not None else DEFAULT_GPUS,
+        gpu_memory_gib=(gpu_memory_gib if gpu_memory_gib is not None
+                        else hw.gpu_memory_gib if hw is not None else DEFAULT_GPU_MEMORY_GIB),
+        source=source,
+    )
+
+
+def gpu_counts(batch_size: int) -> list[int]:
+    """The GPU counts a run of this batch can use: the trainer gives every rank an equal share of the prompts,
+    so the count must divide ``optim.batch_size``."""
+    return [n for n in range(1, batch_size + 1) if batch_size % n == 0]
 
 
 # ---- advice ----------------------------------------------------------------------------------------
 
 
-def knobs(inp: PlanInputs) -> list[tuple[str, PlanInputs]]:
-    """The settings worth turning when a run does not fit, each as the changed inputs."""
+#: image tokens the shipped paper configs allow (``max_pixels: 1003520`` for Qwen2.5-VL: COCO images pass unresized)
+PAPER_IMAGE_TOKENS = 1280
+
+
+def knobs(inp: PlanInputs, arch: Architecture | None = None) -> list[tuple[str, PlanInputs]]:
+    """The settings worth turning when a run does not fit, each as the changed inputs (with ``arch``, the image
+    budget too: it needs the architecture's patch size)."""
     out: list[tuple[str, PlanInputs]] = []
     if inp.resolved_strategy != "fsdp":
         out.append(("--set parallel.strategy=fsdp", replace(inp, strategy="fsdp")))
-    out.append((f"more GPUs (--gpus {inp.gpus * 2}, fsdp)", replace(inp, strategy="fsdp", gpus=inp.gpus * 2)))
+    more = next((n for n in gpu_counts(inp.batch_size) if n > inp.gpus), None)
+    if more is not None:
+        out.append((f"more GPUs (--gpus {more}, fsdp)", replace(inp, strategy="fsdp", gpus=more)))
+    if arch is not None:
+        unit = (arch.patch_size * arch.merge_size) ** 2  # pixels per merged image token
+        tokens = image_tokens(arch, inp.max_pixels)
+        cap = PAPER_IMAGE_TOKENS if tokens > PAPER_IMAGE_TOKENS else tokens // 2
+        if cap >= 256:
+            out.append((f"--set model.max_pixels={cap * unit} ({cap:,} image tokens at most)",
+                        replace(inp, max_pixels=cap * unit)))
     if not inp.gradient_checkpointing:
         out.append(("--set model.gradient_checkpointing=true", replace(inp, gradient_checkpointing=True)))
     if not inp.freeze_vision and not inp.lora:
         out.append(("--set model.freeze_vision=true", replace(inp, freeze_vision=True)))
     if not inp.lora:
-        out.append(("--set model.lora.enabled=true", replace(inp, lora=True)))
+        if inp.resolved_strategy == "fsdp":  # the trainer shards full fine-tuning only
+            out.append(("--set model.lora.enabled=true --set parallel.strategy=ddp (LoRA runs replicated)",
+                        replace(inp, lora=True, strategy="ddp")))
+        else:
+            out.append(("--set model.lora.enabled=true", replace(inp, lora=True)))
     per_rank = math.ceil(inp.batch_size / (inp.gpus if inp.resolved_strategy != "single" else 1))
     if inp.grad_accum < per_rank:
         out.append((f"--set optim.grad_accum={per_rank} (one prompt per micro-batch)",
@@ -371,16 +437,84 @@ def knobs(inp: PlanInputs) -> list[tuple[str, PlanInputs]]:
                         replace(inp, vllm_utilization=0.2)))
     if inp.beta > 0:
         out.append(("--set algorithm.beta=0 (no reference model)", replace(inp, beta=0.0)))
-    return out
+    return [(label, changed) for label, changed in out if runnable(changed)]
+
+
+def runnable(inp: PlanInputs) -> bool:
+    """Whether the trainer accepts this setting: ``fsdp`` shards full fine-tuning in float32 or bfloat16 only
+    (no LoRA, no float16), so a knob or a GPU count that needs such a combination is no advice."""
+    return not (inp.resolved_strategy == "fsdp" and (inp.lora or inp.dtype == "float16"))
 
 
 def advice(arch: Architecture, inp: PlanInputs) -> list[tuple[str, float, bool]]:
     """(knob, peak GiB with it, fits) for every knob of :func:`knobs`, best first."""
     rows = []
-    for label, changed in knobs(inp):
+    for label, changed in knobs(inp, arch):
         p = plan_memory(arch, changed)
         rows.append((label, p.peak_gib, p.fits))
     return sorted(rows, key=lambda r: r[1])
+
+
+@dataclass
+class Fix:
+    """A setting that makes a run fit: what to pass (``--gpus`` / ``--set``), and the plan with it."""
+
+    setting: str
+    plan: MemoryPlan
+
+
+#: how far each knob's field reaches: 0 how the memory is laid out (what is learned stays the same), 1 what the
+#: model sees (the image budget), 2 what is trained (frozen vision, adapters, no KL term); a field not named
+#: here (a new knob) counts as 1
+KNOB_TIERS = {"strategy": 0, "gradient_checkpointing": 0, "grad_accum": 0, "vllm_sleep": 0, "vllm_utilization": 0,
+              "max_pixels": 1, "freeze_vision": 2, "lora": 2, "beta": 2}
+
+
+def smallest_gpu_count(arch: Architecture, inp: PlanInputs) -> Fix | None:
+    """The fewest GPUs of this memory, more than ``inp.gpus`` and a divisor of the batch, on which the run fits:
+    as configured, or else with ``fsdp`` (replicated states do not shrink with more GPUs)."""
+    for n in (n for n in gpu_counts(inp.batch_size) if n > inp.gpus):
+        as_is = plan_memory(arch, replace(inp, gpus=n))
+        if as_is.fits:
+            return Fix(f"--gpus {n}", as_is)
+        if as_is.strategy != "fsdp" and runnable(replace(inp, strategy="fsdp")):
+            sharded = plan_memory(arch, replace(inp, gpus=n, strategy="fsdp"))
+            if sharded.fits:
+                return Fix(f"--gpus {n} --set parallel.strategy=fsdp", sharded)
+    return None
+
+
+def smallest_knob_set(arch: Architecture, inp: PlanInputs, *, most: int = 3) -> Fix | None:
+    """The smallest set of knobs of :func:`knobs` (at most ``most``, on these GPUs) that together make the run
+    fit. Smallest means least intrusive first (:data:`KNOB_TIERS`: a set whose farthest-reaching knob only
+    lays memory out differently beats one that lowers the image budget, which beats one that changes what is
+    trained, however few knobs that one needs), then the fewest knobs, then the lowest peak."""
+    import itertools
+
+    fields = [f for f in PlanInputs.__dataclass_fields__ if f != "gpus"]
+    options = []
+    for label, changed in knobs(inp, arch):
+        if changed.gpus != inp.gpus:
+            continue  # GPU counts: smallest_gpu_count
+        delta = {f: getattr(changed, f) for f in fields if getattr(changed, f) != getattr(inp, f)}
+        tier = max((KNOB_TIERS.get(f, 1) for f in delta), default=0)
+        options.append((tier, label.split(" (")[0], delta))
+    best: tuple[Any, ...] | None = None
+    for size in range(1, most + 1):
+        for combo in itertools.combinations(options, size):
+            merged: dict[str, Any] = {}
+            for _, _, delta in combo:
+                if any(k in merged and merged[k] != v for k, v in delta.items()):
+                    break  # two knobs that set one field differently
+                merged.update(delta)
+            else:
+                if not runnable(replace(inp, **merged)):
+                    continue
+                plan = plan_memory(arch, replace(inp, **merged))
+                key = (max(t for t, _, _ in combo), size, plan.peak_bytes)
+                if plan.fits and (best is None or key < best[0]):
+                    best = (key, " ".join(label for _, label, _ in sorted(combo, key=lambda c: c[0])), plan)
+    return None if best is None else Fix(best[1], best[2])
 
 
 # ---- presentation ------------------------------------------------------------------------------------

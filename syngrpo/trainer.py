@@ -104,7 +104,7 @@ def load_split(cfg: TrainConfig, task: Any, split: str, run_dir: str | Path, *, 
 
         if is_dataset_source(path):  # Hugging Face datasets: rows -> the task's own records, images as files
             path = str(materialize(path, Path(run_dir) / "data" / "hf" / subdir / split, columns=cfg.data.columns))
-        samples = task.load(path, image_root=cfg.data.image_root)
+        samples = task.load(path, image_root=cfg.data.image_root_of(split))
     else:
         toy = cfg.data.toy
         out = (Path(cfg.data.toy_dir) if cfg.data.toy_dir else Path(run_dir) / "data") / subdir
@@ -450,6 +450,8 @@ class Trainer:
             self.cfg = cfg = self.par.broadcast(cfg)
             self.par.use_strategy(cfg.parallel.strategy, reshard_after_forward=cfg.parallel.reshard_after_forward)
         self._stream_suffix = f"/{self.par.rank}" if self.par.enabled else ""
+        if cfg.hardware is not None and self.par.is_main and (note := cfg.hardware.mismatch(self.par.world)):
+            log.warning(note)  # the section describes the target machine; nothing else here reads it
         if self.par.enabled and cfg.optim.batch_size % self.par.world:
             raise ConfigError(f"optim.batch_size ({cfg.optim.batch_size}) must be a multiple of the number of "
                               f"processes ({self.par.world})")
@@ -708,10 +710,7 @@ class Trainer:
         return choice == "true"
 
     def _total_steps(self) -> int:
-        cfg = self.cfg
-        if cfg.optim.max_steps:
-            return cfg.optim.max_steps
-        return max(1, math.ceil(cfg.optim.epochs * len(self.train_samples) / cfg.optim.batch_size))
+        return self.cfg.optim.total_steps(len(self.train_samples))
 
     def _make_transport(self) -> Any:
         if self._transport is not None:

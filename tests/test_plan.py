@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from syngrpo.plan import GiB, PlanInputs, plan_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_7B = ROOT / "configs" / "rec_qwen2_5_vl_7b.yaml"
+CONFIG_3B = ROOT / "configs" / "rec_qwen2_5_vl_3b.yaml"
 
 # Qwen2.5-VL-7B-Instruct's published figures
 H, I, L, V, KV = 3584, 18944, 28, 152064, 4 * 128  # noqa: E741 - hidden, intermediate, layers, vocab, kv heads x head dim
@@ -118,9 +120,142 @@ def test_cli_7b_with_ddp_on_one_gpu_does_not_fit_and_says_why(capsys):
     assert "--set parallel.strategy=fsdp" in out and "--set model.lora.enabled=true" in out
 
 
-@pytest.mark.parametrize("name", ["rec_qwen2_5_vl_3b", "ovd_qwen2_5_vl_3b", "isr_qwen2_5_vl_3b"])
-def test_cli_3b_paper_configs_fit_their_documented_4_gpus(name, capsys):
-    assert main(["plan", "-c", str(ROOT / "configs" / f"{name}.yaml"), "--gpus", "4", "--gpu-memory", "80"]) == 0
+def _config_kind(path: Path) -> str:
+    """Which schema a file under configs/ is written for: ``train``, ``server`` or ``study`` (exactly one)."""
+    from syngrpo.config import TrainConfig
+    from syngrpo.configio import load_config
+    from syngrpo.errors import ConfigError
+    from syngrpo.server.config import ServerConfig
+    from syngrpo.study import StudyConfig
+
+    kinds = []
+    for kind, schema in (("train", TrainConfig), ("server", ServerConfig), ("study", StudyConfig)):
+        try:
+            load_config(schema, path)
+        except ConfigError:
+            continue
+        kinds.append(kind)
+    assert len(kinds) == 1, f"{path}: validates as {kinds or 'none'} of train/server/study configs"
+    return kinds[0]
+
+
+def real_model_configs() -> list[Path]:
+    """Every training config under configs/ (globbed, any depth) whose policy is a real model: not ``tiny`` nor a
+    shipped tiny checkpoint."""
+    from syngrpo.config import SHIPPED_POLICIES, load_train_config
+
+    out = []
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        if _config_kind(path) != "train":
+            continue
+        policy = load_train_config(path).model.policy
+        if policy != "tiny" and policy not in SHIPPED_POLICIES:
+            out.append(path)
+    return out
+
+
+REAL_MODEL_CONFIGS = real_model_configs()
+
+
+def test_the_glob_finds_every_paper_config():
+    names = {str(p.relative_to(ROOT / "configs")) for p in REAL_MODEL_CONFIGS}
+    # the paper's three tasks at 3B, REC at 7B, the ISR refinement stage and the six Table 1 rows (at least)
+    assert len(names) >= 11 and "rec_qwen2_5_vl_7b.yaml" in names and "table1/grpo_offline.yaml" in names
+
+
+@pytest.mark.parametrize("path", REAL_MODEL_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_real_model_config_documents_its_hardware_and_fits_it_by_plan(path, capsys):
+    """`syngrpo plan -c CONFIG` with no flags plans the hardware the config documents, and the run fits it; the
+    header's torchrun line starts as many processes as ``hardware.gpus`` says."""
+    import re
+
+    from syngrpo.config import load_train_config
+
+    cfg = load_train_config(path)
+    assert cfg.hardware is not None, f"{path.name} documents no hardware: add hardware: {{gpus, gpu_memory_gib}}"
+    assert main(["plan", "-c", str(path)]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{cfg.hardware.gpus} GPU(s) x {cfg.hardware.gpu_memory_gib:g} GiB (the config's hardware section)" in out
+    assert cfg.optim.batch_size % cfg.hardware.gpus == 0  # the trainer needs the batch to split over the ranks
+    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    assert {int(n) for n in re.findall(r"--nproc_per_node=(\d+)", header)} <= {cfg.hardware.gpus}
+
+
+def test_cli_flags_win_over_the_documented_hardware(capsys):
+    assert main(["plan", "-c", str(CONFIG_3B), "--gpus", "1"]) == 1
+    assert "1 GPU(s) x 80 GiB (--gpus; the config's hardware section)" in capsys.readouterr().out
+    assert main(["plan", "-c", str(CONFIG_3B), "--gpu-memory", "32"]) == 1  # 36 GiB (vLLM takes 0.3 x 32)
+    assert "4 GPU(s) x 32 GiB (the config's hardware section; --gpu-memory)" in capsys.readouterr().out
+
+
+def test_cli_without_hardware_section_or_flags_plans_one_80_gib_gpu(capsys):
+    assert main(["plan", "-c", str(CONFIG_3B), "--set", "hardware=null"]) == 1
+    assert "1 GPU(s) x 80 GiB (default: the config documents no hardware)" in capsys.readouterr().out
+
+
+def _smallest(out: str, what: str) -> str:
+    line = next(line for line in out.splitlines() if line.strip().startswith(what))
+    return line.split(":", 1)[1].strip()
+
+
+def test_cli_that_does_not_fit_names_the_smallest_gpu_count_that_does(capsys):
+    """7B on 2 GPUs: the message names the GPU count that fits at that memory, the smallest one the trainer
+    accepts (a divisor of the batch of 20), with its plan, not only "double the GPUs"."""
+    from syngrpo.config import load_train_config
+    from syngrpo.plan import plan_config
+
+    assert main(["plan", "-c", str(CONFIG_7B), "--gpus", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "smallest settings that fit (either one):" in out
+    gpus = int(re.search(r"--gpus (\d+)", _smallest(out, "GPUs:")).group(1))
+    cfg = load_train_config(CONFIG_7B)
+    assert 20 % gpus == 0 and plan_config(cfg, gpus=gpus, gpu_memory_gib=80).fits
+    for fewer in range(2, gpus):
+        if 20 % fewer == 0:
+            assert not plan_config(cfg, gpus=fewer, gpu_memory_gib=80).fits, fewer
+
+
+def test_cli_names_the_smallest_set_of_knobs_that_fits(capsys):
+    """The ISR refinement config as it was (ddp, no max_pixels: 183 GiB per GPU on 4 x 80 GiB): fsdp alone leaves
+    116 GiB and no single knob fits, so the message names the pair that does."""
+    from syngrpo.config import load_train_config
+    from syngrpo.plan import plan_config
+
+    sets = ["--set", "parallel.strategy=auto", "--set", "model.max_pixels=null"]
+    assert main(["plan", "-c", str(CONFIG_3B), *sets]) == 1
+    out = capsys.readouterr().out
+    knobs = _smallest(out, "knobs:")
+    assert "--set parallel.strategy=fsdp" in knobs and "--set model.max_pixels=1003520" in knobs
+    # what it names fits, by the same plan
+    fixed = load_train_config(CONFIG_3B, ["parallel.strategy=fsdp", "model.max_pixels=1003520"])
+    assert plan_config(fixed).fits
+    assert not plan_config(load_train_config(CONFIG_3B, ["parallel.strategy=fsdp", "model.max_pixels=null"])).fits
+
+
+def test_cli_plans_several_configs_each_on_its_own_hardware_in_one_table(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    paths = ["configs/rec_qwen2_5_vl_3b.yaml", "configs/rec_qwen2_5_vl_7b.yaml"]
+    assert main(["plan", "-c", *paths]) == 0
+    out = capsys.readouterr().out
+    assert "| config | policy | hardware | strategy |" in out
+    assert "| `configs/rec_qwen2_5_vl_7b.yaml` | Qwen/Qwen2.5-VL-7B-Instruct | 4 x 80 GiB | fsdp |" in out
+    assert main(["plan", "-c", *paths, "--gpus", "1"]) == 1  # one of them does not fit: exit 1
+
+
+def test_the_docs_table_of_the_shipped_configs_is_the_plan_of_today(capsys, monkeypatch):
+    """docs/training.md's per-config table is the output of the command it names, run now, and that command's
+    globs cover every real-model config."""
+    page = (ROOT / "docs" / "training.md").read_text()
+    start, end = "<!-- plan-table: begin -->", "<!-- plan-table: end -->"
+    assert start in page and end in page
+    block = page.split(start, 1)[1].split(end, 1)[0]
+    command = re.search(r"`(syngrpo plan -c [^`]+)`", block).group(1).split()
+    paths = [p for pattern in command[3:] for p in sorted(ROOT.glob(pattern))]
+    assert set(paths) == set(REAL_MODEL_CONFIGS)
+    monkeypatch.chdir(ROOT)  # the table names each config as the command line does (after the shell's globbing)
+    assert main(["plan", "-c", *(str(p.relative_to(ROOT)) for p in paths)]) == 0
+    table = "\n".join(line for line in capsys.readouterr().out.splitlines() if line.startswith("|"))
+    assert table in block
 
 
 def test_cli_plans_the_tiny_policy_and_a_local_directory_offline(tmp_path, capsys):

@@ -13,8 +13,8 @@ from syngrpo.configio import dump_config, load_yaml
 from syngrpo.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-PAPER_CONFIGS = ["rec_qwen2_5_vl_3b.yaml", "rec_qwen2_5_vl_7b.yaml", "ovd_qwen2_5_vl_3b.yaml", "isr_qwen2_5_vl_3b.yaml",
-                 "isr_refine_qwen2_5_vl_3b.yaml"]
+#: the paper-task configs (globbed: a new model size or task is picked up); the Table 1 rows: test_table1_configs.py
+PAPER_CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*_qwen*.yaml"))
 SHIPPED = [REPO / "configs" / name for name in PAPER_CONFIGS] + [QUICKSTART_CONFIG]
 
 
@@ -42,6 +42,85 @@ def test_paper_configs_keep_the_papers_optimisation_settings():
         assert (cfg.optim.lr, cfg.optim.batch_size, cfg.optim.epochs) == (1e-6, 20, 5), name
         assert (cfg.rollout.num_generations, cfg.synthesis.gamma) == (6, 0.7), name
         assert cfg.synthesis.mode == "async" and cfg.synthesis.servers, name
+
+
+def test_the_isr_refinement_config_keeps_the_perception_stages_settings():
+    """Its header says so: the paper gives no hyper-parameters for the refinement stage. The configs compared whole,
+    only the task and its data differ."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict) and value:
+            return {k: v for key, sub in value.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    refine = flat(load_train_config(REPO / "configs" / "isr_refine_qwen2_5_vl_3b.yaml").model_dump(mode="json"))
+    perception = flat(load_train_config(REPO / "configs" / "isr_qwen2_5_vl_3b.yaml").model_dump(mode="json"))
+    differ = {k for k in refine.keys() | perception.keys() if refine.get(k, "-") != perception.get(k, "-")}
+    assert {k.split(".")[0] + "." + k.split(".")[1] for k in differ} == {"data.task", "data.task_options",
+                                                                         "data.train", "data.eval"}
+
+
+def test_the_hardware_section_is_optional_validated_and_both_figures_are_needed():
+    assert TrainConfig().hardware is None
+    cfg = load_train_config(overrides=["synthesis.mode=off", "hardware={gpus: 4, gpu_memory_gib: 80}"])
+    assert (cfg.hardware.gpus, cfg.hardware.gpu_memory_gib) == (4, 80.0)
+    with pytest.raises(ConfigError) as err:
+        load_train_config(overrides=["synthesis.mode=off", "hardware.gpus=0", "hardware.gpu_memory_gib=-1"])
+    assert "hardware.gpus" in str(err.value) and "hardware.gpu_memory_gib" in str(err.value)
+    with pytest.raises(ConfigError, match=r"hardware\.gpu_memory_gib: Field required"):
+        load_train_config(overrides=["synthesis.mode=off", "hardware.gpus=4"])
+
+
+def test_the_trainer_only_warns_when_its_process_count_differs_from_the_documented_gpus(
+        tiny_policy_dir, config_for, tmp_path, caplog):
+    """The section describes the machine the config was written for; one process on a config for 4 GPUs trains
+    (the tests do) but says that the memory plan was made for another machine."""
+    import logging
+
+    from syngrpo.trainer import Trainer
+
+    cfg = config_for(tiny_policy_dir, "hardware={gpus: 4, gpu_memory_gib: 80}")
+    with caplog.at_level(logging.WARNING, logger="syngrpo.trainer"), Trainer(cfg, tmp_path / "run") as trainer:
+        trainer.setup()
+    warned = [r.getMessage() for r in caplog.records if "hardware.gpus" in r.getMessage()]
+    assert len(warned) == 1 and "4 GPUs" in warned[0] and "1 process" in warned[0]
+    assert "syngrpo plan" in warned[0]
+    caplog.clear()
+    cfg = config_for(tiny_policy_dir, "hardware={gpus: 1, gpu_memory_gib: 80}")
+    with caplog.at_level(logging.WARNING, logger="syngrpo.trainer"), Trainer(cfg, tmp_path / "run1") as trainer:
+        trainer.setup()
+    assert not [r for r in caplog.records if "hardware.gpus" in r.getMessage()]
+
+
+def test_the_eval_split_can_take_its_images_from_another_root(tmp_path):
+    """``data.eval_image_root``: the Table 1 offline row trains on a file that names its images relative to itself
+    (``data.image_root: null``) and evaluates on the paper's evaluation file under the paper's image root, as the
+    other rows do; the trainer and the pre-flight check read each split from its own root."""
+    import json
+
+    from PIL import Image
+
+    from syngrpo.check import check_config
+    from syngrpo.plugins import get_registry
+    from syngrpo.trainer import load_split
+
+    (tmp_path / "offline" / "images").mkdir(parents=True)
+    (tmp_path / "coco").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "offline" / "images" / "a.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "coco" / "b.png")
+    record = {"normal_caption": "the square", "solution": [1, 1, 8, 8], "width": 32, "height": 32}
+    (tmp_path / "offline" / "train.jsonl").write_text(json.dumps({**record, "image": "images/a.png"}) + "\n")
+    (tmp_path / "eval.jsonl").write_text(json.dumps({**record, "image": "b.png"}) + "\n")
+    cfg = load_train_config(overrides=["synthesis.mode=off", "model.policy=tiny",
+                                       f"data.train={tmp_path / 'offline' / 'train.jsonl'}",
+                                       f"data.eval={tmp_path / 'eval.jsonl'}", "data.image_root=null",
+                                       f"data.eval_image_root={tmp_path / 'coco'}"])
+    task = get_registry().create("tasks", "rec")
+    assert load_split(cfg, task, "train", tmp_path / "run")[0].image == str(tmp_path / "offline" / "images" / "a.png")
+    assert load_split(cfg, task, "eval", tmp_path / "run")[0].image == str(tmp_path / "coco" / "b.png")
+    assert check_config(cfg).errors == []
+    # without it the evaluation file's images are looked for next to it
+    cfg = load_train_config(overrides=["synthesis.mode=off", f"data.eval={tmp_path / 'eval.jsonl'}"])
+    assert load_split(cfg, task, "eval", tmp_path / "run")[0].image == str(tmp_path / "b.png")
 
 
 def test_quickstart_is_package_data_and_spawns_its_own_server():
@@ -141,7 +220,13 @@ def _dotted_keys(model, prefix=""):
 
     for name, field in model.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        if isinstance(default, BaseModel) and name not in ("advantage", "policy_loss"):
+        args = getattr(field.annotation, "__args__", ())
+        optional_section = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None) \
+            if type(None) in args else None
+        if optional_section is not None:  # a section that may be null (hardware): its keys are documented too
+            yield f"{prefix}{name}"
+            yield from _dotted_keys(optional_section, f"{prefix}{name}.")
+        elif isinstance(default, BaseModel) and name not in ("advantage", "policy_loss"):
             yield from _dotted_keys(type(default), f"{prefix}{name}.")
         elif name in ("advantage", "policy_loss"):
             yield f"{prefix}{name}.name"
