@@ -189,6 +189,8 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
                          max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels,
                          family=cfg.model.family)
     engine = registry.create("rollout_engines", cfg.rollout.engine, bundle=bundle, **cfg.rollout.engine_options)
+    if hasattr(engine, "set_max_new_tokens"):  # an engine that sizes its sequences up front (vLLM)
+        engine.set_max_new_tokens(cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)
     try:
         result = evaluate_policy(bundle, task, samples, engine=engine, response_mode=cfg.response_mode,
                                  batch_size=batch_size or cfg.eval.batch_size,

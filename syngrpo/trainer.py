@@ -531,6 +531,8 @@ class Trainer:
         # --- plugins: rollout engine, rewards, advantages, policy loss ---
         self.engine = self.registry.create("rollout_engines", cfg.rollout.engine, bundle=self.bundle,
                                            **cfg.rollout.engine_options)
+        if hasattr(self.engine, "set_max_new_tokens"):  # an engine that sizes its sequences up front (vLLM)
+            self.engine.set_max_new_tokens(max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens or 0))
         self.reward_fns = [(t, make_reward(self.registry, t.name, t.options)) for t in cfg.rewards.terms]
         self.accuracy_fn = None
         if all(t.name != "accuracy" for t in cfg.rewards.terms):
@@ -575,6 +577,10 @@ class Trainer:
                 self.scheduler.load_state_dict(blob["scheduler"])
             self.precision.load_state_dict(blob.get("precision", {}))
             restore_rng_state(blob["rng"])
+
+        # the engine samples the policy as it is now (after the warm start, after a resume), on every rank, from
+        # the first rollout and the start-of-run evaluation on; a collective under FSDP, a no-op for `hf`
+        self.engine.sync_weights(self.bundle.model)
 
         # --- run directory (rank 0) ---
         if self.par.is_main:

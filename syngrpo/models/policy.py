@@ -382,6 +382,27 @@ def _family(bundle: PolicyBundle) -> Any:
     return bundle.family
 
 
+def pixel_budget(bundle: PolicyBundle, *, max_pixels: int | None = None,
+                 min_pixels: int | None = None) -> dict[str, int]:
+    """The image processor's ``size`` for this bundle: ``{"shortest_edge": min pixels, "longest_edge": max pixels}``.
+
+    ``max_pixels`` / ``min_pixels`` override the bundle's (``model.max_pixels`` / ``min_pixels``), which
+    override the processor's own.  :func:`encode_prompts` passes it to the processor, and the vLLM engine
+    passes the same dict to vLLM's (``mm_processor_kwargs={"size": ...}``): ``size`` is the key every
+    patch-grid family's image processor reads (GLM-4.1V's ignores ``max_pixels``), so an image is
+    sampled and scored at one resolution.
+    """
+    max_pixels = max_pixels if max_pixels is not None else bundle.max_pixels
+    min_pixels = min_pixels if min_pixels is not None else bundle.min_pixels
+    own = bundle.processor.image_processor.size
+    get = own.get if isinstance(own, dict) else lambda k: getattr(own, k, None)  # dict or transformers' SizeDict
+    size = {"shortest_edge": int(min_pixels if min_pixels is not None else get("shortest_edge")),
+            "longest_edge": int(max_pixels if max_pixels is not None else get("longest_edge"))}
+    if size["shortest_edge"] > size["longest_edge"]:
+        raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
+    return size
+
+
 def encode_prompts(
     bundle: PolicyBundle,
     images: Sequence[Any],
@@ -406,18 +427,9 @@ def encode_prompts(
     processor = bundle.processor
     prompts = [render_prompt(bundle, t) for t in texts]
     rgb = [im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im for im in images]
-    max_pixels = max_pixels if max_pixels is not None else bundle.max_pixels
-    min_pixels = min_pixels if min_pixels is not None else bundle.min_pixels
     kwargs: dict[str, Any] = {}
-    if max_pixels is not None or min_pixels is not None:
-        size = dict(processor.image_processor.size)
-        if min_pixels is not None:
-            size["shortest_edge"] = int(min_pixels)
-        if max_pixels is not None:
-            size["longest_edge"] = int(max_pixels)
-        if size["shortest_edge"] > size["longest_edge"]:
-            raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
-        kwargs["size"] = size
+    if any(v is not None for v in (max_pixels, min_pixels, bundle.max_pixels, bundle.min_pixels)):
+        kwargs["size"] = pixel_budget(bundle, max_pixels=max_pixels, min_pixels=min_pixels)
     enc = processor(text=prompts, images=rgb, padding=True, padding_side="left", return_tensors="pt", **kwargs)
     grid = enc["image_grid_thw"]
     family = _family(bundle)
