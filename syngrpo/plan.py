@@ -17,7 +17,9 @@ The estimate follows how the trainer holds the policy (docs/training.md, "Memory
 * **reference model** for the KL term (``algorithm.beta > 0``): bf16, 2 B/param.
 * **vLLM reservation** (``rollout.engine: vllm``): ``gpu_memory_utilization`` x GPU memory, held
   all the time, or only while sampling when the engine sleeps during the update
-  (``engine_options.enable_sleep_mode``).
+  (``engine_options.enable_sleep_mode``).  Inside it vLLM keeps its bf16 weights and a KV cache
+  that must hold at least one sequence of ``max_model_len`` tokens, or vLLM refuses to start
+  (:func:`vllm_kv_cache`); a run whose reservation cannot does not fit.
 * **activations** of one micro-batch (see :func:`activation_bytes`) and **logits**
   (rows x (completion tokens + 1) x vocabulary x 4 B: the bf16 logits and their gradient).
 * **KV cache of hf generate**: rows x sequence x layers x 2 (keys, values) x kv width x 2 B.
@@ -70,6 +72,11 @@ class PlanInputs:
     gpus: int = 1
     gpu_memory_gib: float = 80.0
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS
+    #: the vllm engine's ``max_model_len`` / ``prompt_text_tokens`` options (None: derived, see vllm_kv_cache)
+    vllm_max_model_len: int | None = None
+    vllm_prompt_text_tokens: int | None = None
+    #: ``eval.max_new_tokens`` (0: the rollout's); vLLM's sequence budget covers the longer of the two
+    eval_max_new_tokens: int = 0
 
     @classmethod
     def from_config(cls, cfg: Any, *, gpus: int, gpu_memory_gib: float,
@@ -89,6 +96,8 @@ class PlanInputs:
             max_pixels=cfg.model.max_pixels, shared_prefix=cfg.algorithm.shared_prefix,
             strategy=getattr(parallel, "strategy", "auto"), gpus=gpus, gpu_memory_gib=gpu_memory_gib,
             prompt_tokens=prompt_tokens,
+            vllm_max_model_len=options.get("max_model_len"), vllm_prompt_text_tokens=options.get("prompt_text_tokens"),
+            eval_max_new_tokens=int(getattr(getattr(cfg, "eval", None), "max_new_tokens", None) or 0),
         )
 
     @property
@@ -131,6 +140,8 @@ class MemoryPlan:
     sequence_tokens: int
     image_tokens: int
     parts: list[MemoryPart] = field(default_factory=list)
+    #: reasons the run cannot start whatever the peak (e.g. vLLM's KV cache cannot hold one sequence)
+    problems: list[str] = field(default_factory=list)
 
     def phase_bytes(self, phase: str) -> int:
         return sum(p.bytes for p in self.parts if p.phase in ("both", phase))
@@ -145,7 +156,7 @@ class MemoryPlan:
 
     @property
     def fits(self) -> bool:
-        return self.peak_bytes <= self.gpu_memory_gib * GiB
+        return self.peak_bytes <= self.gpu_memory_gib * GiB and not self.problems
 
     def part(self, name: str) -> MemoryPart | None:
         return next((p for p in self.parts if p.name == name), None)
@@ -172,10 +183,64 @@ def _sum_numel(arch: Architecture, *, world: int, sharded: bool, which: str = "a
     return out
 
 
+def tokens_for_pixels(pixels: int, patch_size: int, merge_size: int) -> int:
+    """Merged image tokens of an image of at most ``pixels`` pixels: pixels / (patch x merge)^2, rounded down.
+
+    An upper bound: the processor resizes to multiples of patch x merge whose product stays within
+    ``pixels`` (``smart_resize``), so it never makes more tokens than this.
+    """
+    return max(1, int(pixels) // (patch_size * merge_size) ** 2)
+
+
 def image_tokens(arch: Architecture, max_pixels: int | None) -> int:
     """Merged image tokens of the largest image the processor lets through: max_pixels / (patch x merge)^2."""
-    pixels = max_pixels or arch.default_max_pixels
-    return max(1, pixels // (arch.patch_size * arch.merge_size) ** 2)
+    return tokens_for_pixels(max_pixels or arch.default_max_pixels, arch.patch_size, arch.merge_size)
+
+
+def vllm_max_model_len(image_tokens: int, prompt_text_tokens: int, max_new_tokens: int) -> int:
+    """The vllm engine's ``max_model_len`` when none is given: the longest sequence the run can make.
+
+    Image tokens at the pixel budget (:func:`tokens_for_pixels`) + the prompt's text allowance
+    (``prompt_text_tokens``; the engine refuses a longer prompt, naming the option) + the longest
+    completion (rollout or eval ``max_new_tokens``). Without it vLLM sizes for the model's whole
+    context (128k tokens for Qwen2.5-VL).
+    """
+    return int(image_tokens) + int(prompt_text_tokens) + int(max_new_tokens)
+
+
+def vllm_kv_cache(arch: Architecture, inp: PlanInputs) -> tuple[str, str | None]:
+    """What the vLLM reservation must hold, and the reason it cannot (``None`` when it can).
+
+    vLLM keeps the policy in bf16 (2 B/param, every rank a whole copy: ``tensor_parallel_size`` 1) and
+    gives the rest of its ``gpu_memory_utilization`` share to the KV cache (2 B x 2 (keys, values) x layers
+    x kv width per token); at start-up it refuses a cache that cannot hold one sequence of
+    ``max_model_len`` tokens. Not counted: vLLM's own activation peak of its profile run and CUDA graphs,
+    so keep some slack beyond this.
+    """
+    max_new = max(inp.max_new_tokens, inp.eval_max_new_tokens)
+    img = image_tokens(arch, inp.max_pixels)
+    text = inp.vllm_prompt_text_tokens if inp.vllm_prompt_text_tokens is not None else inp.prompt_tokens
+    seq = inp.vllm_max_model_len or vllm_max_model_len(img, text, max_new)
+    per_token = 2 * 2 * arch.layers * arch.kv_dim
+    weights = 2 * arch.params
+    reserve = inp.vllm_utilization * inp.gpu_memory_gib * GiB
+    room = reserve - weights
+    sequences = room / (seq * per_token) if room > 0 else 0.0
+    world = inp.gpus if inp.resolved_strategy in ("ddp", "fsdp") else 1
+    prompts = math.ceil(inp.batch_size / world)
+    rollout_tokens = prompts * (img + text) + prompts * inp.num_generations * max_new  # prompts shared per group
+    how = (f"bf16 weights {weights / GiB:.2f} GiB + KV cache {per_token * seq / GiB:.3f} GiB per sequence of "
+           f"max_model_len {seq:,} ({'set' if inp.vllm_max_model_len else f'{img:,} image + {text} text + {max_new} new'}"
+           f" tokens): room for {sequences:.1f} such sequences; a whole rollout of the rank "
+           f"({prompts} prompts x G {inp.num_generations}) needs {rollout_tokens * per_token / GiB:.2f} GiB")
+    problem = None
+    if sequences < 1:
+        need = (weights + seq * per_token) / (inp.gpu_memory_gib * GiB)
+        problem = (f"vLLM cannot start: gpu_memory_utilization {inp.vllm_utilization} x {inp.gpu_memory_gib:g} GiB "
+                   f"holds the bf16 weights ({weights / GiB:.2f} GiB) but not the KV cache of one "
+                   f"{seq:,}-token sequence ({per_token * seq / GiB:.2f} GiB); raise "
+                   f"rollout.engine_options.gpu_memory_utilization above {need:.2f} or lower max_model_len")
+    return how, problem
 
 
 def micro_batch_rows(inp: PlanInputs, world: int) -> tuple[int, int]:
@@ -295,11 +360,14 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
     prompts, rows = micro_batch_rows(inp, world)
     img = image_tokens(arch, inp.max_pixels)
     seq = img + inp.prompt_tokens + inp.max_new_tokens
+    problems: list[str] = []
     if inp.engine == "vllm":
         reserve = int(inp.vllm_utilization * inp.gpu_memory_gib * GiB)
+        inside, problem = vllm_kv_cache(arch, inp)
+        problems += [problem] if problem else []
         parts.append(MemoryPart("vLLM reservation", reserve, "rollout" if inp.vllm_sleep else "both",
                                 f"gpu_memory_utilization {inp.vllm_utilization} x {inp.gpu_memory_gib:g} GiB"
-                                + (" (asleep during the update)" if inp.vllm_sleep else "")))
+                                + (" (asleep during the update)" if inp.vllm_sleep else "") + f"; holds {inside}"))
     else:
         if sharded and mixed:
             parts.append(MemoryPart(f"{half} full gather for generate", 2 * P, "rollout",
@@ -322,7 +390,7 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
     parts.append(MemoryPart("CUDA context", int(CONTEXT_GIB * GiB), "both", "context, workspaces, allocator slack"))
     return MemoryPlan(model=arch.name, source=arch.source, strategy=strategy, gpus=inp.gpus,
                       gpu_memory_gib=inp.gpu_memory_gib, params=P, trainable_params=trainable_full,
-                      micro_batch_rows=rows, sequence_tokens=seq, image_tokens=img, parts=parts)
+                      micro_batch_rows=rows, sequence_tokens=seq, image_tokens=img, parts=parts, problems=problems)
 
 
 def config_architecture(cfg: Any) -> Architecture:

@@ -385,3 +385,32 @@ def test_plan_fsdp_shards_equal_fully_shard_local_tensors_on_three_gloo_ranks(tm
 
 if __name__ == "__main__":
     fsdp_state_worker(sys.argv[1], sys.argv[2])
+
+
+def test_vllm_kv_cache_of_the_derived_max_model_len_is_counted_and_128k_does_not_start(capsys):
+    """Without max_model_len vLLM sizes for the 7B's 128k context: 6.84 GiB of KV cache, which a 0.25 share of 80 GiB
+    cannot hold beside the 15.45 GiB of bf16 weights. The engine derives 1,280 image + 256 text + 512 new tokens."""
+    from syngrpo.config import TrainConfig
+    from syngrpo.configio import load_config
+    from syngrpo.plan import plan_config, vllm_kv_cache
+
+    cfg = load_config(TrainConfig, CONFIG_7B, [])
+    arch = load_architecture("Qwen/Qwen2.5-VL-7B-Instruct")
+    inp = PlanInputs.from_config(cfg, gpus=4, gpu_memory_gib=80)
+    how, problem = vllm_kv_cache(arch, inp)
+    per_token = 2 * 2 * L * KV  # bf16 keys and values, every layer
+    assert f"{per_token * 2048 / GiB:.3f} GiB per sequence of max_model_len 2,048" in how and problem is None
+    long = PlanInputs.from_config(load_config(TrainConfig, CONFIG_7B, [
+        "rollout.engine_options.max_model_len=128000", "rollout.engine_options.gpu_memory_utilization=0.25"]),
+        gpus=4, gpu_memory_gib=80)
+    assert round(per_token * 128000 / GiB, 2) == 6.84
+    plan = plan_config(load_config(TrainConfig, CONFIG_7B, ["rollout.engine_options.max_model_len=128000",
+                                                            "rollout.engine_options.gpu_memory_utilization=0.25"]),
+                       gpus=4, gpu_memory_gib=80)
+    assert plan.peak_gib < 80 and not plan.fits  # the memory adds up, but vLLM refuses to start
+    assert "raise rollout.engine_options.gpu_memory_utilization above 0.28" in plan.problems[0]
+    assert vllm_kv_cache(arch, long)[1] == plan.problems[0]
+    assert main(["plan", "-c", str(CONFIG_7B), "--gpus", "4", "--gpu-memory", "80", "--set",
+                 "rollout.engine_options.max_model_len=128000", "--set",
+                 "rollout.engine_options.gpu_memory_utilization=0.25"]) == 1
+    assert "does not fit: vLLM cannot start" in capsys.readouterr().out

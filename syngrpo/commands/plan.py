@@ -121,6 +121,10 @@ def _print_one(r: dict[str, Any]) -> None:
         print(f"fits: {chosen.strategy} needs {chosen.peak_gib:.1f} GiB of {memory:g} GiB per GPU "
               f"(sampling {rollout:.1f}, update {update:.1f})")
         return
+    for problem in chosen.problems:  # the run cannot start whatever the peak (e.g. vLLM's KV cache)
+        print(f"does not fit: {problem}")
+    if chosen.problems and chosen.peak_gib <= memory:
+        return
     print(f"does not fit: {chosen.strategy} needs {chosen.peak_gib:.1f} GiB per GPU, "
           f"{chosen.peak_gib - memory:.1f} GiB more than {memory:g} GiB "
           f"(sampling {rollout:.1f}, update {update:.1f}); largest parts: "
