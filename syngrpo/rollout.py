@@ -86,7 +86,12 @@ class RolloutEngine(Protocol):
         ...
 
     def sync_weights(self, model: Any) -> None:
-        """Make the engine sample from ``model``'s current weights (no-op when it samples the model itself)."""
+        """Make the engine sample from ``model``'s current weights (no-op when it samples the model itself).
+
+        The trainer calls it at the end of setup on every rank (after a warm start or a resume) and after
+        every update; under FSDP it is a collective.  An engine may also offer ``set_max_new_tokens(n)``,
+        which the trainer calls right after the factory with the longest completion the run asks for.
+        """
         ...
 
     def close(self) -> None:
