@@ -396,8 +396,12 @@ def pixel_budget(bundle: PolicyBundle, *, max_pixels: int | None = None,
     min_pixels = min_pixels if min_pixels is not None else bundle.min_pixels
     own = bundle.processor.image_processor.size
     get = own.get if isinstance(own, dict) else lambda k: getattr(own, k, None)  # dict or transformers' SizeDict
-    size = {"shortest_edge": int(min_pixels if min_pixels is not None else get("shortest_edge")),
-            "longest_edge": int(max_pixels if max_pixels is not None else get("longest_edge"))}
+    low = min_pixels if min_pixels is not None else get("shortest_edge")
+    high = max_pixels if max_pixels is not None else get("longest_edge")
+    if low is None or high is None:
+        raise ValueError(f"{type(bundle.processor.image_processor).__name__} has no pixel budget "
+                         "(size.shortest_edge / size.longest_edge): set model.min_pixels and model.max_pixels")
+    size = {"shortest_edge": int(low), "longest_edge": int(high)}
     if size["shortest_edge"] > size["longest_edge"]:
         raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
     return size
