@@ -286,6 +286,9 @@ class SynthesisConfig(StrictModel):
     job_timeout: float = Field(900.0, gt=0.0)
     #: never more than this many jobs in flight (new submissions are skipped, not queued)
     max_in_flight: int = Field(64, ge=1)
+    #: delete each finished job on the data server (rows and files) once its image is in the run directory, so
+    #: the server's disk holds only the jobs in flight; ``false`` keeps them there until the server's retention
+    delete_collected: bool = True
     #: seconds between health probes while the server is marked down
     health_interval: float = Field(5.0, ge=0.0)
     #: when synthesis has been down, or every job that finished failed, for ``max_failed_steps`` steps in a row

@@ -13,6 +13,17 @@ the run log says so); a health probe every ``health_interval`` seconds notices
 when a server answers again, and synthesis resumes.  A failed job or one that
 never returns (``job_timeout``) leaves the sample as it was.
 
+Every finished job that comes back is deleted on its server once its image is in the run
+directory (``synthesis.delete_collected``, when the transport has ``delete``): the server's disk
+then holds only the jobs in flight.  A resumed run asks again for jobs it may have collected, and
+deleted, after its checkpoint (the checkpoint's jobs in flight; in ``sync`` mode, the jobs of the
+steps it redoes).  Such a job's image is still in the run directory, under a name that holds the
+job's key and a digest of its content (``<key>.<digest>.png``, written atomically before the job
+was deleted): the client takes it from there, so nothing is synthesized twice and a resume sees
+the very bytes the first run saw.  A job whose file is not there was not deleted either, and its
+server answers it as before; a server also answers a deleted key sent with the same content with a
+fresh job (same seed, same image), so even a lost run directory costs time, not correctness.
+
 But synthesis that *never* works is a misconfigured run, not bad luck: when the server has been
 down, or every job that finished has failed, for ``max_failed_steps`` steps in a row (and at
 least ``failure_grace_s`` seconds), or at once when the server refuses the token, the run stops
@@ -23,8 +34,11 @@ with :class:`SynthesisFailure` (``on_failure: stop``) or warns loudly in its log
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
+import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -120,6 +134,10 @@ class SynthesisClient:
         self._bad_since: float | None = None
         self._unauthorized: str | None = None
         self._warned = False
+        #: key -> digest of the job's content (names the image file; see the module doc)
+        self._digests: dict[str, str] = {}
+        #: jobs whose image the run directory already holds (a resumed run asked for them again)
+        self._local: list[SynthesisResult] = []
 
     @property
     def server_restarts(self) -> int:
@@ -199,10 +217,15 @@ class SynthesisClient:
                 report.errors.append(f"{origin}: cannot build job: {exc}")
                 continue
             self.pool.track(pending)
+            if self._kept_already(pending, job):  # collected before a crash: nothing to ask a server
+                keys.append(pending.key)
+                report.submitted += 1
+                continue
             try:
                 send(job)
             except JobRejected as exc:  # this job's content, not the servers: the others still go
                 self.pool.take(pending.key)  # submitted and failed, as if the server had failed it
+                self._digests.pop(pending.key, None)
                 report.submitted += 1
                 report.failed += 1
                 self.pool.counters.failed += 1
@@ -210,6 +233,7 @@ class SynthesisClient:
                 continue
             except TransportError as exc:
                 self.pool.untrack(pending.key)
+                self._digests.pop(pending.key, None)
                 report.skipped_down += 1
                 if isinstance(exc, Unauthorized):
                     self._unauthorized = str(exc)
@@ -224,7 +248,9 @@ class SynthesisClient:
         sent = 0
         for pending in list(self.pool.in_flight.values()):
             try:
-                self.transport.submit(self._job_for(pending))
+                job = self._job_for(pending)
+                if not self._kept_already(pending, job):
+                    self.transport.submit(job)
                 pending.submitted_at = self.clock()  # the job timeout counts from the new submission
                 sent += 1
             except JobRejected as exc:
@@ -240,16 +266,40 @@ class SynthesisClient:
                 log.warning("cannot resubmit job %s: %s", pending.key, exc)
         return sent
 
+    # ---- the run directory's copies ---------------------------------------------------
+    def _kept_path(self, pending: PendingJob, digest: str) -> Path:
+        return self.out_dir / _safe(pending.origin_id) / f"{_safe(pending.key)}.{digest[:16]}.png"
+
+    def _kept_already(self, pending: PendingJob, job: SynthesisJob) -> bool:
+        """Whether this very job (key and content) was collected into the run directory before; if so, its
+        result is queued for the next collection instead of asking a server (which may have deleted it)."""
+        digest = _digest(job)
+        self._digests[pending.key] = digest
+        path = self._kept_path(pending, digest)
+        try:
+            png = path.read_bytes()
+        except OSError:
+            return False
+        self._local.append(SynthesisResult(pending.key, "done", image_png=png, server="run-dir"))
+        return True
+
+    def _take_local(self) -> list[SynthesisResult]:
+        out, self._local = self._local, []
+        return out
+
     # ---- collecting -------------------------------------------------------------------
     def collect(self, report: StepSynthesis) -> None:
         """Fold every finished job into the pool (never waits); abandon jobs past ``job_timeout``."""
+        results = self._take_local()
         try:
-            results = self.transport.poll()
+            results += self.transport.poll()
         except Exception as exc:  # a transport hiccup never crashes training
-            results = []
             self._mark_down(f"poll failed: {exc}")
         self._absorb(results, report)
-        report.expired += len(self.pool.expire(self.clock(), self.cfg.job_timeout))
+        self._release(results)
+        for late in self.pool.expire(self.clock(), self.cfg.job_timeout):
+            self._digests.pop(late.key, None)
+            report.expired += 1
         self._account(report)
 
     # ---- failure policy -------------------------------------------------------------------
@@ -299,15 +349,34 @@ class SynthesisClient:
     def wait(self, keys: Sequence[str], report: StepSynthesis) -> None:
         """Synchronous mode (Table 5 ablation): block until this step's jobs finish or ``sync_timeout`` passes."""
         t0 = time.perf_counter()
-        results: list[SynthesisResult] = []
-        if keys:
+        results = self._take_local()
+        local = {r.key for r in results}
+        remote = [k for k in keys if k not in local]
+        if remote:
             try:
-                results = self.transport.wait(list(keys), self.cfg.sync_timeout)
+                results += self.transport.wait(remote, self.cfg.sync_timeout)
             except Exception as exc:
                 self._mark_down(f"wait failed: {exc}")
         report.wait_seconds += time.perf_counter() - t0
         self._absorb(results, report)
+        self._release(results)
         self.collect(report)
+
+    def _release(self, results: Sequence[SynthesisResult]) -> None:
+        """Delete on the server every finished job handed over, now that :meth:`_absorb` has written what
+        the run keeps (failed, stale and unknown ones too: nobody will ask for them again)."""
+        if not self.cfg.delete_collected or not results:
+            return
+        delete = getattr(self.transport, "delete", None)
+        if not callable(delete):
+            return
+        finished = [r for r in results if not r.refused]
+        if not finished:
+            return
+        try:
+            delete(finished)
+        except Exception as exc:  # housekeeping never stops training; the server's retention deletes them
+            log.debug("deleting %d collected job(s) failed: %s", len(finished), exc)
 
     def _absorb(self, results: Sequence[SynthesisResult], report: StepSynthesis) -> None:
         # Deterministic order whatever order results arrived in: by submission step, then key.
@@ -347,14 +416,20 @@ class SynthesisClient:
         with Image.open(io.BytesIO(png)) as im:
             width, height = im.size  # the header only: the server checked the image, its bytes are stored as they are
             is_png = im.format == "PNG"
-        folder = self.out_dir / _safe(job.origin_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{_safe(job.key)}.png"
-        if is_png:
-            path.write_bytes(png)
-        else:
-            with Image.open(io.BytesIO(png)) as im:
-                im.save(path, "PNG")
+        digest = self._digests.pop(job.key, None)
+        if digest is None:  # not sent by this process (a transport's late result): name it by its content anyway
+            try:
+                digest = _digest(self._job_for(job))
+            except (OSError, ValueError):
+                digest = "0" * 16
+        path = self._kept_path(job, digest)
+        if not path.is_file():
+            if not is_png:
+                with Image.open(io.BytesIO(png)) as im:
+                    buf = io.BytesIO()
+                    im.save(buf, "PNG")
+                    png = buf.getvalue()
+            _write_atomically(path, png)
         sample = base
         if (width, height) != (base.width, base.height):
             sample = self.task.transform_sample(
@@ -378,6 +453,30 @@ class SynthesisClient:
             self.transport.close()
         except Exception as exc:  # pragma: no cover - closing never fails a run
             log.debug("closing transport: %s", exc)
+
+
+def _digest(job: SynthesisJob) -> str:
+    """A digest of everything a job asks for (what a server's idempotency fingerprint covers); the image's
+    bytes are hashed as they are, not as base64 in JSON (this runs for every submission)."""
+    fields = {"key": job.key, "boxes": [list(b) for b in job.boxes], "labels": list(job.labels),
+              "description": job.description, "options": dict(job.options), "seed": job.seed}
+    h = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    h.update(job.image_png)
+    return h.hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """The file is complete or absent, never half written: it is what a resumed run trusts instead of the
+    server's copy, which is deleted once this returns.  Durable across a process crash (a killed trainer),
+    as the checkpoints are; not fsynced, as they are not (one fsync per collected job would cost steps)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _safe(text: str) -> str:

@@ -59,6 +59,8 @@ class SynthesisResult:
     server: str | None = None
     #: a fire-and-forget submission that no server took (the servers are down or full), not a failed synthesis
     refused: bool = False
+    #: the job's id on ``server`` (``None`` when no server holds it): what ``Transport.delete`` needs
+    job_id: str | None = None
 
 
 class TransportError(RuntimeError):
@@ -84,6 +86,13 @@ class Transport(Protocol):
     any server answered: a job that no server takes then comes back from ``poll``
     as a ``failed`` result with ``refused=True``.  The asynchronous trainer uses it
     when present (the ``aiohttp`` transport has it).
+
+    And ``delete(results) -> None``: delete these finished jobs on their servers, rows
+    and files.  The trainer calls it once a result's image is in its run directory
+    (``synthesis.delete_collected``), so a server's disk holds only the jobs in flight.
+    It returns at once and never raises: a server that cannot be reached is asked again
+    later, and its retention deletes what is never asked for.  Both built-in transports
+    have it.
     """
 
     def submit(self, job: SynthesisJob) -> str:

@@ -19,6 +19,10 @@ event loop in a daemon thread submits jobs and polls the servers; ``poll()`` onl
   ``poll`` as a ``failed`` result with ``refused=True``, and the next submission raises
   :class:`~syngrpo.transport.TransportError` at once, so an outage is noticed one job later than with
   the acknowledged :meth:`~AiohttpTransport.submit`, never lost.
+- **Deleting collected jobs** (:meth:`AiohttpTransport.delete`): the trainer hands back the results it
+  has kept; the background thread deletes them on the server that ran each (``POST /v1/jobs/delete``,
+  up to 500 ids a request) within a poll interval.  A server that is down is asked again when it
+  answers (up to ``MAX_PENDING_DELETES`` ids each; its own retention deletes the rest).
 """
 
 from __future__ import annotations
@@ -40,6 +44,15 @@ from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, Transp
 log = logging.getLogger("syngrpo.transport")
 
 TOKEN_ENV = "SYNGRPO_SERVER_TOKEN"
+
+MAX_PENDING_DELETES = 10_000
+"""Ids kept per server to delete while it is unreachable (the oldest go first; its retention covers them)."""
+
+DELETE_CHUNK = 500
+"""Ids per ``POST /v1/jobs/delete`` (the server's limit)."""
+
+CLOSE_DELETE_TIMEOUT_S = 2.0
+"""How long :meth:`AiohttpTransport.close` gives each server for the last deletions (a run's end never hangs)."""
 
 
 @dataclass
@@ -115,6 +128,9 @@ class AiohttpTransport(BufferedTransport):
         self._loop = LoopThread("syngrpo-aiohttp")
         self._session: aiohttp.ClientSession | None = None
         self._wake: asyncio.Event | None = None
+        #: per server URL, ids of collected jobs to delete there (touched on the loop thread only)
+        self._deletes: dict[str, dict[str, None]] = {}
+        self._delete_refused: set[str] = set()  # servers that cannot delete (older ones): said once
         self._loop.call(self._start(), 10)
 
     @property
@@ -139,6 +155,11 @@ class AiohttpTransport(BufferedTransport):
             await self._poller
         except (asyncio.CancelledError, Exception):  # noqa: BLE001
             pass
+        if any(self._deletes.values()):  # the last step's collected jobs: one short try per server
+            try:
+                await self._flush_deletes(aiohttp.ClientTimeout(total=CLOSE_DELETE_TIMEOUT_S))
+            except Exception:  # noqa: BLE001 - the servers' retention deletes them
+                pass
         if self._session is not None:
             await self._session.close()
 
@@ -248,6 +269,8 @@ class AiohttpTransport(BufferedTransport):
             self._wake.clear()
             try:
                 await self._poll_once()
+                if any(self._deletes.values()):
+                    await self._flush_deletes()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the poller must survive anything
@@ -259,9 +282,9 @@ class AiohttpTransport(BufferedTransport):
         for key, info in self._buffer.pending_items():
             if isinstance(info, _Pending) and now - info.submitted_at > self.give_up_after_s:
                 self._forget(info.server, info.job_id)
-                self._buffer.complete(SynthesisResult(
+                self._buffer.complete(SynthesisResult(  # with its id: deleting it cancels it on the server
                     key, "failed", error=f"no result from {info.server} after {self.give_up_after_s:g} s",
-                    server=info.server))
+                    server=info.server, job_id=info.job_id))
 
     def _forget(self, url: str, job_id: str) -> None:
         for s in self._servers:
@@ -305,7 +328,7 @@ class AiohttpTransport(BufferedTransport):
                         continue
                 srv.jobs.pop(job_id, None)
                 self._buffer.complete(SynthesisResult(key, j["state"], image_png=image, error=j.get("error"),
-                                                      seconds=j.get("seconds"), server=srv.url))
+                                                      seconds=j.get("seconds"), server=srv.url, job_id=job_id))
 
     async def _healthy(self) -> bool:
         assert self._session is not None
@@ -338,6 +361,43 @@ class AiohttpTransport(BufferedTransport):
     async def _wake_up(self) -> None:
         if self._wake is not None:
             self._wake.set()
+
+    async def _queue_deletes(self, by_server: dict[str, list[str]]) -> None:
+        for url, ids in by_server.items():
+            pending = self._deletes.setdefault(url, {})
+            pending.update(dict.fromkeys(ids))
+            while len(pending) > MAX_PENDING_DELETES:
+                pending.pop(next(iter(pending)))
+        await self._wake_up()
+
+    async def _flush_deletes(self, timeout: aiohttp.ClientTimeout | None = None) -> None:
+        """Send the pending deletions to every server that is up (a failed one is tried after its cool-down)."""
+        assert self._session is not None
+        now = time.monotonic()
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        for srv in self._servers:
+            pending = self._deletes.get(srv.url)
+            if not pending or not srv.up(now):
+                continue
+            while pending:
+                chunk = list(pending)[:DELETE_CHUNK]
+                try:
+                    async with self._session.post(srv.url + "/v1/jobs/delete", json={"ids": chunk},
+                                                  **extra) as resp:
+                        status = resp.status
+                        body = await _json(resp)
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    log.debug("deleting %d job(s) on %s failed (%s); asking again later", len(chunk), srv.url, exc)
+                    self._mark_down(srv)
+                    break
+                if status >= 500 or status in (429, 503):
+                    break  # busy or failing now: the next poll asks again
+                if status != 200 and srv.url not in self._delete_refused:
+                    self._delete_refused.add(srv.url)
+                    log.warning("%s cannot delete collected jobs (%s); its finished jobs stay until its "
+                                "retention deletes them", srv.url, _error_text(body, status))
+                for job_id in chunk:  # deleted, or never will be: either way not asked again
+                    pending.pop(job_id, None)
 
     # ------------------------------------------------------------------ Transport
 
@@ -390,10 +450,27 @@ class AiohttpTransport(BufferedTransport):
         if not self._closed:
             self._loop.call(self._cancel(key), self.request_timeout_s + 5)
 
+    def delete(self, results: Sequence[SynthesisResult]) -> None:
+        """Delete finished jobs on the servers that ran them once the trainer kept what it needs.
+
+        Returns at once: the transport's thread sends them within a poll interval, and again when a
+        server that was down answers.  A running job (one given up on) is cancelled, then deleted.
+        """
+        by_server: dict[str, list[str]] = {}
+        for r in results:
+            if r.job_id and r.server:
+                by_server.setdefault(r.server, []).append(r.job_id)
+        if by_server and not self._closed:
+            try:
+                self._loop.call(self._queue_deletes(by_server), 5)  # only queues them: the loop is never busy long
+            except Exception:  # noqa: BLE001 - never raises: the servers' retention deletes them
+                log.debug("could not queue %d deletion(s)", sum(map(len, by_server.values())))
+
     def stats(self) -> dict[str, Any]:
         """Client-side counts and the jobs each server holds for us (for the trainer's logs)."""
         out = super().stats()
         out["per_server"] = {s.url: {"unfinished": len(s.jobs), "submitted": s.submitted} for s in self._servers}
+        out["deletes_pending"] = sum(len(ids) for ids in list(self._deletes.values()))
         return out
 
     def close(self) -> None:

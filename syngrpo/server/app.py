@@ -11,6 +11,8 @@ Routes (all JSON unless said otherwise; docs/data-server.md has request/response
     GET  /v1/jobs/{id}/mask.png      done job: the kept-foreground mask (image/png)
     GET  /v1/jobs/{id}/input.png     the submitted image as stored (image/png)
     POST /v1/jobs/{id}/cancel        cancel a queued or running job
+    DELETE /v1/jobs/{id}             delete a job, row and files (a running one is cancelled first) → 200 / 202
+    POST /v1/jobs/delete             delete many: {"ids": [...], "keys": [...]} (up to 500 in all)
     GET  /healthz                    liveness and worker states (no token needed)
     GET  /metrics                    Prometheus text
 
@@ -22,7 +24,9 @@ route, wrong method, body too large, a request its HTTP parser refused), is
 Limits that protect the server from its clients (docs/data-server.md, "Limits and failure
 behaviour"): request bodies being read at once are capped by ``max_body_bytes_in_flight``
 (503 + ``Retry-After`` beyond it), a body that stops arriving is dropped after ``read_timeout_s``
-(408), and a client that disconnects is logged at DEBUG, not as an error.
+(408), and a client that disconnects is logged at DEBUG, not as an error.  The disk is bounded by
+deletion (clients delete what they collected; retention deletes the rest) and by a budget checked
+at submission (429 ``store_full`` / ``disk_low``; :meth:`~syngrpo.server.workers.JobService.disk_refusal`).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ SERVICE: web.AppKey[JobService] = web.AppKey("syngrpo_service", JobService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large",
+                 405: "method_not_allowed", 408: "request_timeout", 410: "deleted", 413: "request_too_large",
                  414: "uri_too_long", 415: "unsupported_media_type", 431: "headers_too_large"}
 _OPEN_PATHS = frozenset({"/healthz"})
 
@@ -280,9 +284,18 @@ async def get_result(request: web.Request) -> web.Response:
     payload: dict[str, Any] = {
         "id": rec.id, "key": rec.key, "state": rec.state, "width": rec.width, "height": rec.height,
         "boxes": rec.boxes, "labels": rec.labels, "description": rec.description, "seconds": rec.seconds,
-        "image": base64.b64encode(path.read_bytes()).decode("ascii"),
+        "image": base64.b64encode(_read_job_file(service, job_id, path)).decode("ascii"),
     }
     return web.json_response(payload)
+
+
+def _read_job_file(service: JobService, job_id: str, path: Any) -> bytes:
+    """A job file's bytes; a job deleted between its lookup and this read answers as deleted (410), not 500."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        service.get(job_id)  # raises 410 deleted (or 404)
+        raise ApiError(410, "gone", f"the file of job {job_id} is missing on the server") from None
 
 
 def _png_handler(which: str) -> Handler:
@@ -295,6 +308,64 @@ def _png_handler(which: str) -> Handler:
 
 async def cancel_job(request: web.Request) -> web.Response:
     return web.json_response(request.app[SERVICE].cancel(_job_id(request)).to_json())
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """``DELETE /v1/jobs/{id}``: 200 with the tombstone (again on a repeat), 202 for a running job, 404 unknown."""
+    service = request.app[SERVICE]
+    job_id = _job_id(request)
+    outcome = await service.delete([job_id])
+    if outcome.deleting:
+        return web.json_response(outcome.deleting[0].to_json(), status=202)
+    if outcome.missing:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    tomb = service.store.tombstone(job_id)
+    if tomb is None:  # pragma: no cover - a tombstone cannot vanish in between (the sweep runs on this loop)
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return web.json_response(tomb.to_json())
+
+
+async def delete_jobs(request: web.Request) -> web.Response:
+    """``POST /v1/jobs/delete``: many jobs by id or key in one request (what the trainer's transport sends)."""
+    raw = await read_body(request)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    unknown = sorted(set(body) - {"ids", "keys"})
+    if unknown:
+        raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: ids, keys")
+    ids, keys = body.get("ids", []), body.get("keys", [])
+    for name, value in (("ids", ids), ("keys", keys)):
+        if not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+            raise ApiError(422, "invalid_request", f"{name} must be a list of strings")
+    if len(ids) + len(keys) > MAX_LIST_IDS:
+        raise ApiError(422, "invalid_request", f"at most {MAX_LIST_IDS} ids and keys per request "
+                       f"(got {len(ids) + len(keys)})")
+    for i in ids:
+        check_job_id(i)
+    for k in keys:
+        check_key(k)
+    service = request.app[SERVICE]
+    wanted = list(ids)
+    not_found: list[str] = []
+    for k in keys:
+        rec = service.store.get_by_key(k)
+        tomb = service.store.tombstone_by_key(k) if rec is None else None
+        if rec is not None:
+            wanted.append(rec.id)
+        elif tomb is not None:
+            wanted.append(tomb.id)
+        else:
+            not_found.append(k)
+    outcome = await service.delete(wanted)
+    return web.json_response({
+        "deleted": [r.id for r in outcome.deleted] + [t.id for t in outcome.already],
+        "deleting": [r.id for r in outcome.deleting],
+        "not_found": outcome.missing + not_found,
+    })
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -343,8 +414,10 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/jobs", submit_job)
     app.router.add_post("/v1/jobs/query", query_jobs)
+    app.router.add_post("/v1/jobs/delete", delete_jobs)
     app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
+    app.router.add_delete("/v1/jobs/{job_id}", delete_job)
     app.router.add_get("/v1/jobs/{job_id}/result", get_result)
     app.router.add_get("/v1/jobs/{job_id}/result.png", _png_handler("result"))
     app.router.add_get("/v1/jobs/{job_id}/mask.png", _png_handler("mask"))

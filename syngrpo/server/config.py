@@ -97,6 +97,23 @@ class ServerConfig(StrictModel):
         description="request bodies being read and checked at once, in bytes; beyond it: 503 + Retry-After")
     read_timeout_s: float = Field(30.0, gt=0, description="a connection idle this long between requests (or "
                                   "stalled before its headers or body arrive) is closed")
+    # -- a bounded disk (docs/data-server.md, "Deleting jobs, retention and the disk budget")
+    retention_s: float | None = Field(
+        86400.0, gt=0, description="finished (done, failed, cancelled) jobs are deleted, rows and files, this long "
+        "after they finished; null keeps them until a client deletes them")
+    retention_sweep_s: float = Field(60.0, gt=0, le=3600,
+                                     description="how often the server looks for jobs past retention")
+    retention_batch: int = Field(500, ge=1, description="jobs one retention sweep deletes at most (a backlog "
+                                 "drains in sweeps a second apart, the server answering in between)")
+    tombstone_s: float = Field(
+        7 * 86400.0, gt=0, description="a deleted job's key is remembered this long: the same content sent again "
+        "makes a fresh job, other content is 409 key_conflict")
+    max_store_bytes: int | None = Field(
+        None, ge=0, description="byte budget of the store (job files and database); a submission that would pass "
+        "it gets 429 store_full; null: no budget")
+    min_free_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="free bytes kept on the store's filesystem; a submission that would "
+        "leave less gets 429 disk_low; 0: no floor")
 
     @field_validator("workers", mode="before")
     @classmethod

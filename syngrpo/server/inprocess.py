@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from syngrpo.hookspecs import hookimpl
@@ -66,10 +67,10 @@ class InProcessTransport(BufferedTransport):
                 image = self.service.store.result_path(rec.id).read_bytes()
             except OSError as exc:
                 self._buffer.complete(SynthesisResult(rec.key, "failed", error=f"result file unreadable: {exc}",
-                                                      server="inprocess"))
+                                                      server="inprocess", job_id=rec.id))
                 return
         self._buffer.complete(SynthesisResult(rec.key, rec.state, image_png=image, error=rec.error,
-                                              seconds=rec.seconds, server="inprocess"))
+                                              seconds=rec.seconds, server="inprocess", job_id=rec.id))
 
     def submit(self, job: SynthesisJob) -> str:
         from syngrpo.server.validation import ApiError, SubmissionBody
@@ -131,6 +132,17 @@ class InProcessTransport(BufferedTransport):
                 pass
 
         self._loop.call(_cancel(), 5)
+
+    def delete(self, results: Sequence[SynthesisResult]) -> None:
+        """Delete finished jobs, rows and files, once the trainer kept what it needs (a running one is
+        cancelled first).  Never raises: a failure is logged and retention deletes the jobs later."""
+        ids = [r.job_id for r in results if r.job_id and r.server == "inprocess"]
+        if not ids or self._closed:
+            return
+        try:
+            self._loop.call(self.service.delete(ids), 30)
+        except Exception:  # noqa: BLE001 - deleting is housekeeping; the run goes on
+            log.exception("deleting %d collected job(s) failed; the server's retention will", len(ids))
 
     def stats(self) -> dict[str, Any]:
         """Client-side counts plus the service's queue depth (for the trainer's logs)."""

@@ -7,6 +7,12 @@ either still queued, re-queued (it was running), or finished with its files in p
 Layout under ``data_dir``: ``jobs.sqlite3`` and ``jobs/<id>/{input,result,mask}.png``.
 The database runs in WAL mode with ``synchronous=NORMAL``: durable across a process crash;
 an operating-system crash or power loss may lose the last commits.
+
+Deleting a job is two steps in this order: one transaction removes its row and writes its
+tombstone, then its folder is removed.  A crash in between leaves a folder without a row, which
+the start-up :meth:`JobStore.sweep` removes; never a row whose files are gone.  Each row records
+the bytes of its files (``bytes``, re-read from the files at start-up), so the store's size is
+known without walking the disk on every submission.
 """
 
 from __future__ import annotations
@@ -45,13 +51,42 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    worker TEXT
+    worker TEXT,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    delete_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
+CREATE TABLE IF NOT EXISTS tombstones (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    deleted_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tombstones_key ON tombstones(key);
+CREATE INDEX IF NOT EXISTS tombstones_deleted ON tombstones(deleted_at);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 
+#: columns added after the first release: a store written by an older server gets them on opening
+_ADDED_COLUMNS = {
+    "bytes": "INTEGER NOT NULL DEFAULT 0",
+    "delete_requested": "INTEGER NOT NULL DEFAULT 0",
+}
+
+#: bytes the WAL file is truncated to after a checkpoint
+WAL_SIZE_LIMIT = 1024 * 1024
+
 STATES = ("queued", "running", "done", "failed", "cancelled")
+FINAL_STATES = ("done", "failed", "cancelled")
+#: why a job was deleted (the ``reason`` of its tombstone and the label of ``syngrpo_jobs_deleted_total``)
+DELETE_REASONS = ("client", "retention")
 
 
 @dataclass
@@ -80,6 +115,10 @@ class JobRecord:
     cancel_requested: bool = False
     worker: str | None = None
     seq: int = 0
+    #: bytes of the job's files on disk (input, and result and mask once written)
+    bytes: int = 0
+    #: a client deleted it while it ran: it is cancelled, then deleted, when its call returns
+    delete_requested: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -107,8 +146,37 @@ class JobRecord:
             "error": self.error,
             "attempts": self.attempts,
             "cancel_requested": self.cancel_requested,
+            "delete_requested": self.delete_requested,
             "links": links,
         }
+
+
+@dataclass
+class Tombstone:
+    """What is left of a deleted job: enough to answer its id (410) and to keep its key's content."""
+
+    id: str
+    key: str
+    fingerprint: str
+    state: str  # the state it was deleted in
+    deleted_at: float
+    reason: str
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The answer of ``DELETE /v1/jobs/{id}`` (every time it is asked: deletion is idempotent)."""
+        return {"id": self.id, "key": self.key, "state": "deleted", "final_state": self.state,
+                "deleted_at": self.deleted_at, "reason": self.reason}
+
+
+@dataclass
+class DeleteOutcome:
+    """What :meth:`JobStore.delete` did with each job it was given."""
+
+    deleted: list[JobRecord] = field(default_factory=list)  # rows gone now (their folders are the caller's)
+    deleting: list[JobRecord] = field(default_factory=list)  # running: cancelled and deleted when the call returns
+    already: list[Tombstone] = field(default_factory=list)  # deleted before
+    missing: list[str] = field(default_factory=list)  # never known (or their tombstone expired)
 
 
 class DuplicateKeyError(Exception):
@@ -133,12 +201,15 @@ def is_storage_full(exc: BaseException) -> bool:
     return False
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, make_parents: bool = True) -> None:
     """Write ``data`` so that ``path`` is either absent or complete, never half written.
 
-    A failed write (a full disk) removes its temporary file: nothing is left behind.
+    A failed write (a full disk) removes its temporary file: nothing is left behind.  With
+    ``make_parents=False`` a missing folder is :class:`FileNotFoundError`: a job's result is never
+    written into a folder that its deletion removed (it would be left there for good).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -200,11 +271,20 @@ class JobStore:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # the WAL file keeps its largest size (~4 MiB) after each checkpoint unless told: it counts in the store
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._db.executescript(_SCHEMA)
+            have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, decl in _ADDED_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
         except sqlite3.Error as exc:
             self._unlock()
             raise StoreError(f"cannot open the job database {self.db_path}: {exc}; "
                              "give data_dir a writable directory") from None
+        self._files_bytes = int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM jobs").fetchone()[0])
+        #: job folders whose removal did not finish (a file appeared meanwhile): tried again by each sweep
+        self.leftover_dirs: set[str] = set()
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -216,13 +296,32 @@ class JobStore:
             self._db.close()
             self._unlock()
 
-    def remove_job_files(self, job_id: str) -> None:
-        """Delete a job's folder (a submission that could not be committed leaves nothing behind)."""
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+    def remove_job_files(self, job_id: str) -> bool:
+        """Delete a job's folder; whether it is gone (else it is kept in :attr:`leftover_dirs` to try again).
+
+        Only for a job without a row: a submission that could not be committed, or a deleted job.
+        """
+        folder = self.job_dir(job_id)
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            with self._lock:
+                self.leftover_dirs.add(job_id)
+            return False
+        with self._lock:
+            self.leftover_dirs.discard(job_id)
+        return True
+
+    def retry_leftovers(self) -> int:
+        """Remove again the folders of deleted jobs whose first removal left something; returns how many went."""
+        with self._lock:
+            todo = [i for i in self.leftover_dirs if self._db.execute(
+                "SELECT 1 FROM jobs WHERE id = ?", (i,)).fetchone() is None]
+        return sum(self.remove_job_files(i) for i in todo)
 
     def sweep(self) -> tuple[int, int]:
         """At start-up: remove ``.tmp`` files and job folders without a row (a crash or a full disk
-        between writing a job's input and committing it); returns ``(tmp files, orphan folders)``."""
+        between writing a job's input and committing it, or between deleting a job's row and its
+        folder), and re-read every row's ``bytes`` from its files; returns ``(tmp files, orphan folders)``."""
         tmp_files = 0
         for tmp in self.jobs_dir.glob("*/.*.tmp"):
             try:
@@ -231,13 +330,65 @@ class JobStore:
             except OSError:
                 pass
         with self._lock:
-            known = {r[0] for r in self._db.execute("SELECT id FROM jobs")}
+            known = {r[0]: r[1] for r in self._db.execute("SELECT id, bytes FROM jobs")}
         orphans = 0
+        sizes: dict[str, int] = {}
         for d in self.jobs_dir.iterdir():
-            if d.is_dir() and d.name not in known:
+            if not d.is_dir():
+                continue
+            if d.name not in known:
                 shutil.rmtree(d, ignore_errors=True)
                 orphans += 1
+            else:
+                sizes[d.name] = _folder_bytes(d)
+        changed = [(sizes.get(i, 0), i) for i, b in known.items() if sizes.get(i, 0) != b]
+        with self._lock:
+            if changed:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany("UPDATE jobs SET bytes = ? WHERE id = ?", changed)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            self._files_bytes = int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM jobs").fetchone()[0])
         return tmp_files, orphans
+
+    # ------------------------------------------------------------------ size
+
+    def files_bytes(self) -> int:
+        """Bytes of the job files the rows account for (kept up to date by every insert, finish and delete)."""
+        with self._lock:
+            return self._files_bytes
+
+    def database_bytes(self) -> int:
+        """Bytes of ``jobs.sqlite3`` and its WAL and shared-memory files."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.stat(f"{self.db_path}{suffix}").st_size
+            except OSError:
+                pass
+        return total
+
+    def bytes_used(self) -> int:
+        """The store's size on disk: job files and database."""
+        return self.files_bytes() + self.database_bytes()
+
+    def unfinished_input_bytes(self) -> int:
+        """Input bytes of queued and running jobs: about what their results will add (a result is the input's size)."""
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0])
+
+    def job_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+    def counters(self) -> dict[str, int]:
+        """Totals that outlive deleted rows (``deleted_<state>``, ``deleted_by_<reason>``)."""
+        with self._lock:
+            return {r["name"]: int(r["value"]) for r in self._db.execute("SELECT name, value FROM counters")}
 
     # ------------------------------------------------------------------ files
 
@@ -266,24 +417,27 @@ class JobStore:
             seed=req["seed"], created_at=row["created_at"], started_at=row["started_at"],
             finished_at=row["finished_at"], seconds=row["seconds"], error=row["error"], attempts=row["attempts"],
             cancel_requested=bool(row["cancel_requested"]), worker=row["worker"], seq=row["seq"],
+            bytes=int(row["bytes"] or 0), delete_requested=bool(row["delete_requested"]),
         )
 
     def insert(self, rec: JobRecord) -> JobRecord:
-        """Commit a new queued job; raises :class:`DuplicateKeyError` if its key exists."""
+        """Commit a new queued job (``rec.bytes``: its input file's size); raises :class:`DuplicateKeyError`
+        if its key exists."""
         request = json.dumps({"boxes": rec.boxes, "labels": rec.labels, "description": rec.description,
                               "options": rec.options, "seed": rec.seed})
         with self._lock:
             try:
                 cur = self._db.execute(
                     "INSERT INTO jobs (id, key, fingerprint, state, synthesizer, group_key, width, height, request,"
-                    " created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    " created_at, bytes) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
                     (rec.id, rec.key, rec.fingerprint, rec.synthesizer, rec.group_key, rec.width, rec.height,
-                     request, rec.created_at),
+                     request, rec.created_at, rec.bytes),
                 )
             except sqlite3.IntegrityError as exc:
                 raise DuplicateKeyError(rec.key) from exc
             rec.seq = int(cur.lastrowid or 0)
             rec.state = "queued"
+            self._files_bytes += rec.bytes
         return rec
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -293,6 +447,19 @@ class JobStore:
     def get_by_key(self, key: str) -> JobRecord | None:
         with self._lock:
             return self._row(self._db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone())
+
+    def tombstone(self, job_id: str) -> Tombstone | None:
+        """The tombstone of a deleted job (``None`` for a job never known, or deleted past ``tombstone_s``)."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tombstones WHERE id = ?", (job_id,)).fetchone()
+        return Tombstone(**dict(row)) if row is not None else None
+
+    def tombstone_by_key(self, key: str) -> Tombstone | None:
+        """The newest tombstone of a key (every job a key ever named had the same content)."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tombstones WHERE key = ? ORDER BY deleted_at DESC LIMIT 1",
+                                   (key,)).fetchone()
+        return Tombstone(**dict(row)) if row is not None else None
 
     def list(self, *, states: Iterable[str] = (), ids: Iterable[str] = (), key: str | None = None,
              after: int = 0, limit: int = 100) -> list[JobRecord]:
@@ -356,7 +523,10 @@ class JobStore:
             return [r for r in (self.get(i) for i in ids) if r is not None]
 
     def finish(self, job_id: str, state: str, *, error: str | None = None) -> JobRecord | None:
-        """Record a running job's end; a cancel asked for while it ran turns it into ``cancelled``."""
+        """Record a running job's end; a cancel asked for while it ran turns it into ``cancelled``.
+
+        The job's ``bytes`` is re-read from its folder: the result and mask written by the worker.
+        """
         now = time.time()
         with self._lock:
             row = self.get(job_id)
@@ -365,9 +535,11 @@ class JobStore:
             if row.cancel_requested:
                 state, error = "cancelled", "cancelled while running"
             seconds = now - row.started_at if row.started_at else None
+            size = _folder_bytes(self.job_dir(job_id))
             self._db.execute(
-                "UPDATE jobs SET state = ?, finished_at = ?, seconds = ?, error = ? WHERE id = ?",
-                (state, now, seconds, error, job_id))
+                "UPDATE jobs SET state = ?, finished_at = ?, seconds = ?, error = ?, bytes = ? WHERE id = ?",
+                (state, now, seconds, error, size, job_id))
+            self._files_bytes += size - row.bytes
             return self.get(job_id)
 
     def cancel(self, job_id: str) -> JobRecord | None:
@@ -379,6 +551,81 @@ class JobStore:
                 "WHERE id = ? AND state = 'queued'", (now, job_id))
             self._db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,))
             return self.get(job_id)
+
+    def delete(self, job_ids: Iterable[str], reason: str, *, now: float | None = None) -> DeleteOutcome:
+        """Delete jobs' rows (one transaction), leaving a tombstone of each; their folders are the caller's.
+
+        A queued or finished job's row goes at once; a running one is marked to be cancelled and
+        deleted when its call returns (:meth:`finish` then :meth:`delete` again).  The caller removes
+        the folders of ``outcome.deleted`` *after* this returns, so a crash in between leaves a
+        folder without a row (swept at start-up), never a row without its files.
+        """
+        if reason not in DELETE_REASONS:
+            raise ValueError(f"reason must be one of {DELETE_REASONS}")
+        now = time.time() if now is None else now
+        out = DeleteOutcome()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                freed = 0
+                for job_id in dict.fromkeys(job_ids):
+                    rec = self._row(self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+                    if rec is None:
+                        tomb = self._db.execute("SELECT * FROM tombstones WHERE id = ?", (job_id,)).fetchone()
+                        if tomb is not None:
+                            out.already.append(Tombstone(**dict(tomb)))
+                        else:
+                            out.missing.append(job_id)
+                        continue
+                    if rec.state == "running":
+                        self._db.execute("UPDATE jobs SET cancel_requested = 1, delete_requested = 1 WHERE id = ?",
+                                         (job_id,))
+                        rec.cancel_requested = rec.delete_requested = True
+                        out.deleting.append(rec)
+                        continue
+                    final = "cancelled" if rec.state == "queued" else rec.state  # a queued job never runs now
+                    self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO tombstones (id, key, fingerprint, state, deleted_at, reason, attempts)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)", (job_id, rec.key, rec.fingerprint, final, now, reason,
+                                                          rec.attempts))
+                    for name in (f"deleted_{final}", f"deleted_by_{reason}"):
+                        self._db.execute("INSERT INTO counters (name, value) VALUES (?, 1) "
+                                         "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
+                    freed += rec.bytes
+                    rec.state = final
+                    out.deleted.append(rec)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._files_bytes -= freed
+        return out
+
+    def due_for_deletion(self, older_than: float | None, limit: int) -> list[tuple[str, str]]:
+        """Finished jobs to delete now, oldest first, at most ``limit``: ``(id, reason)`` pairs.
+
+        Those a client asked to delete while they ran (``client``), then those that finished before
+        ``older_than`` (``retention``; ``None``: no retention).
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM jobs WHERE delete_requested = 1 AND state IN ('done', 'failed', 'cancelled') "
+                "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+            out = [(r[0], "client") for r in rows]
+            if older_than is not None and len(out) < limit:
+                rows = self._db.execute(
+                    "SELECT id FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND finished_at < ? "
+                    "AND delete_requested = 0 ORDER BY finished_at LIMIT ?", (older_than, limit - len(out))).fetchall()
+                out.extend((r[0], "retention") for r in rows)
+        return out
+
+    def prune_tombstones(self, older_than: float, limit: int) -> int:
+        """Forget up to ``limit`` of the oldest tombstones written before ``older_than``; returns how many."""
+        with self._lock:
+            return self._db.execute(
+                "DELETE FROM tombstones WHERE id IN (SELECT id FROM tombstones WHERE deleted_at < ? "
+                "ORDER BY deleted_at LIMIT ?)", (older_than, limit)).rowcount
 
     def recover(self, max_attempts: int) -> tuple[int, int]:
         """After a crash: re-queue running jobs, or fail those the server died on ``max_attempts`` times.
@@ -415,3 +662,21 @@ class JobStore:
                 "SELECT seconds FROM jobs WHERE state = 'done' AND seconds IS NOT NULL "
                 "ORDER BY finished_at DESC LIMIT ?", (limit,)).fetchall()
         return [float(r[0]) for r in rows]
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the files in a job's folder (temporary files of a write in progress not counted)."""
+    total = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.endswith(".tmp"):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            pass
+    return total

@@ -19,7 +19,10 @@ synthesizers stop within one unit of work of their time-out.
 
 A full disk (:func:`syngrpo.server.store.is_storage_full`) never kills a worker: it retries its
 database writes with back-off, ``/healthz`` says ``degraded`` with the reason, submissions get a
-507, and everything resumes when space returns.
+507, and everything resumes when space returns.  The disk should not get there: a submission that
+would take the store past ``max_store_bytes``, or leave less than ``min_free_bytes`` free on its
+filesystem, is refused first (429 ``store_full`` / ``disk_low``), while clients delete the jobs they
+collected and a retention sweep deletes finished jobs nobody collected (``retention_s``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import asyncio
 import io
 import logging
 import math
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -39,7 +43,15 @@ from PIL import Image
 from syngrpo.plugins import Registry, get_registry
 from syngrpo.server.calls import CallTimeout, call_in_thread, load_plugin_modules, make_plugin, percentile
 from syngrpo.server.config import ServerConfig
-from syngrpo.server.store import DuplicateKeyError, JobRecord, JobStore, atomic_write, is_storage_full
+from syngrpo.server.store import (
+    DELETE_REASONS,
+    DeleteOutcome,
+    DuplicateKeyError,
+    JobRecord,
+    JobStore,
+    atomic_write,
+    is_storage_full,
+)
 from syngrpo.server.validation import ApiError, Submission, SubmissionBody, fingerprint, validate_submission
 from syngrpo.synthesis import PipelineItem, job_options_model, run_pipeline
 
@@ -49,6 +61,12 @@ log = logging.getLogger("syngrpo.server")
 
 STOP_RECANCEL_S = 1.0
 """How long :meth:`JobService.stop` waits for a cancelled worker before cancelling it again."""
+
+STORE_FULL_RETRY_S = 10
+"""``Retry-After`` of a submission refused for disk (a client collecting and deleting frees room within steps)."""
+
+BACKLOG_SWEEP_S = 1.0
+"""Pause between two retention sweeps while a backlog remains (each sweep deletes at most ``retention_batch``)."""
 
 
 class Worker:
@@ -114,8 +132,12 @@ class Worker:
                 continue
             assert outcome.image is not None and outcome.keep_mask is not None
             try:
-                atomic_write(store.mask_path(job.id), _png(outcome.keep_mask))
-                atomic_write(store.result_path(job.id), _png(outcome.image))
+                # never re-create the folder: a job deleted while it ran must not leave files behind
+                atomic_write(store.mask_path(job.id), _png(outcome.keep_mask), make_parents=False)
+                atomic_write(store.result_path(job.id), _png(outcome.image), make_parents=False)
+            except FileNotFoundError:
+                errors.append("the job was deleted while it ran")
+                continue
             except OSError as exc:
                 if not is_storage_full(exc):
                     raise
@@ -227,10 +249,14 @@ class JobService:
         self.rejected = 0
         self.storage_error: str | None = None  # why the last write failed on a full disk (None: fine)
         self.storage_refused = 0
+        self.store_full_refused = 0  # submissions refused by max_store_bytes or min_free_bytes
         self._reserved = 0  # queue slots taken by submissions being written
+        self._reserved_bytes = 0  # disk those submissions will take (input, and a result its size)
+        self._typical_need = 0  # what the last stored job needed: /healthz says degraded while one would not fit
         self.started_at = time.time()
         self._cond: asyncio.Condition | None = None
         self._listeners: list[Callable[[JobRecord], None]] = []
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle
 
@@ -241,10 +267,13 @@ class JobService:
             log.info("recovered after a restart: %d jobs re-queued, %d failed", requeued, failed)
         tmp_files, orphans = self.store.sweep()
         if tmp_files or orphans:
-            log.info("removed %d unfinished temporary file(s) and %d job folder(s) never committed",
-                     tmp_files, orphans)
+            log.info("removed %d unfinished temporary file(s) and %d job folder(s) without a job (never "
+                     "committed, or deleted)", tmp_files, orphans)
+        # before the first request: jobs deleted while they ran when the server stopped go now, files too
+        deleted = await self._sweep_safely()
         for w in self.workers:
             w.task = asyncio.create_task(w.run(), name=w.name)
+        self._sweeper = asyncio.create_task(self._retention_loop(deleted), name="syngrpo-retention")
 
     async def stop(self) -> None:
         """Cancel the workers, wait for them to end, put their running jobs back in the queue.
@@ -254,6 +283,12 @@ class JobService:
         forever and hang the stop; so a worker still running after ``STOP_RECANCEL_S`` is cancelled
         again until it ends.
         """
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the loop logs its own failures
+                pass
         running: list[str] = []
         tasks = {w.task: w for w in self.workers if w.task is not None}
         for task, w in tasks.items():
@@ -302,18 +337,24 @@ class JobService:
                            "submit to another server", headers={"Retry-After": "60"})
         if self._queued_or_reserved() >= self.config.queue_size:
             raise self._queue_full()
+        self._check_disk(0)
         sub: Submission = await asyncio.to_thread(validate_submission, body, self.config, self.option_models)
         existing = self._existing(body)  # a concurrent retry may have won while the image was decoded
         if existing is not None:
             return existing, False
-        # Check and reserve a slot with no await in between: concurrent submissions cannot all pass.
+        # Check and reserve a slot and its bytes with no await in between: concurrent submissions cannot all pass.
         if self._queued_or_reserved() >= self.config.queue_size:
             raise self._queue_full()
+        need = 2 * len(sub.png)  # the input now, and a result about its size later
+        self._check_disk(need)
         self._reserved += 1
+        self._reserved_bytes += need
+        self._typical_need = need
         try:
             return await self._store_new(body, sub)
         finally:
             self._reserved -= 1
+            self._reserved_bytes -= need
 
     def _queued_or_reserved(self) -> int:
         return self.store.queued_count() + self._reserved
@@ -326,6 +367,7 @@ class JobService:
             labels=sub.labels, description=sub.description, options=sub.options, seed=sub.seed,
             created_at=time.time(),
         )
+        rec.bytes = len(sub.png)
         try:
             await asyncio.to_thread(atomic_write, self.store.input_path(job_id), sub.png)
             self.store.insert(rec)
@@ -348,6 +390,43 @@ class JobService:
         await self._notify()
         return rec, True
 
+    # -- the disk budget
+
+    def disk_refusal(self, need: int = 0) -> ApiError | None:
+        """Why a submission needing ``need`` more bytes would be refused for disk (``None``: it fits).
+
+        What the store will hold: its files and database now, a result for every queued or running
+        job (about its input's size), the submissions being written, and ``need``.
+        """
+        cfg = self.config
+        coming = self.store.unfinished_input_bytes() + self._reserved_bytes + need
+        headers = {"Retry-After": str(STORE_FULL_RETRY_S)}
+        if cfg.max_store_bytes is not None:
+            used = self.store.bytes_used()
+            if used + coming > cfg.max_store_bytes:
+                return ApiError(429, "store_full",
+                                f"the job store holds {used} bytes and its queued jobs will add about {coming}; "
+                                f"its budget is {cfg.max_store_bytes} (max_store_bytes). Finished jobs are deleted "
+                                f"when clients collect them or after retention_s; retry in {STORE_FULL_RETRY_S} s",
+                                headers=headers)
+        if cfg.min_free_bytes:
+            try:
+                free = shutil.disk_usage(self.store.data_dir).free
+            except OSError:
+                return None
+            if free - coming < cfg.min_free_bytes:
+                return ApiError(429, "disk_low",
+                                f"the job store's disk has {free} bytes free and its queued jobs will take about "
+                                f"{coming}; the server keeps {cfg.min_free_bytes} free (min_free_bytes); retry in "
+                                f"{STORE_FULL_RETRY_S} s", headers=headers)
+        return None
+
+    def _check_disk(self, need: int) -> None:
+        refusal = self.disk_refusal(need)
+        if refusal is not None:
+            self.store_full_refused += 1
+            raise refusal
+
     # -- a full disk
 
     def storage_problem(self, exc: BaseException) -> None:
@@ -362,22 +441,41 @@ class JobService:
         self.storage_error = None
 
     async def finish_durably(self, job_id: str, error: str | None) -> None:
-        """:meth:`finish`, retried with back-off while the disk is full (the worker never dies of it)."""
+        """:meth:`finish`, retried with back-off while the disk is full (the worker never dies of it).
+
+        A job a client deleted while it ran is deleted now (else the next retention sweep does it).
+        """
         delay = 0.5
         while True:
             try:
-                self.finish(job_id, error)
-                return
+                rec = self.finish(job_id, error)
+                break
             except Exception as exc:
                 if not is_storage_full(exc):
                     raise
                 self.storage_problem(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+        if rec is not None and rec.delete_requested:
+            try:
+                await self.delete([job_id])
+            except Exception:  # noqa: BLE001 - the retention sweep deletes it later
+                log.exception("deleting job %s after its call returned failed", job_id)
 
     def _existing(self, body: SubmissionBody) -> JobRecord | None:
+        """The job this submission is a retry of, or ``None`` for a new one; 409 for a key used for other content.
+
+        A deleted job's key keeps its content for ``tombstone_s``: the same content makes a fresh job
+        (a trainer resumed from a checkpoint asks again for jobs it collected and deleted since; the
+        same seed gives it the same image), other content is a conflict.
+        """
         found = self.store.get_by_key(body.key)
         if found is None:
+            tomb = self.store.tombstone_by_key(body.key)
+            if tomb is not None and tomb.fingerprint != fingerprint(body):
+                raise ApiError(409, "key_conflict",
+                               f"key {body.key!r} was used for a different job ({tomb.id}, deleted); "
+                               "use a new key for new content")
             return None
         if found.fingerprint != fingerprint(body):
             raise ApiError(409, "key_conflict",
@@ -414,25 +512,89 @@ class JobService:
             jobs += self.store.claim(worker.name, cfg.batch_size - len(jobs), group_key=jobs[0].group_key)
         return jobs
 
-    def finish(self, job_id: str, error: str | None) -> None:
+    def finish(self, job_id: str, error: str | None) -> JobRecord | None:
         rec = self.store.finish(job_id, "failed" if error else "done", error=error)
         if error is None or "disk is full" not in error:
             self.storage_ok()
         if rec is None:
-            return
+            return None
         if rec.state == "failed":
             log.info("job %s (%s) failed: %s", rec.id, rec.key, rec.error)
+        self._tell(rec)
+        return rec
+
+    def _tell(self, rec: JobRecord) -> None:
         for fn in self._listeners:
             try:
                 fn(rec)
             except Exception:  # noqa: BLE001 - a listener must not stop the worker
                 log.exception("job listener failed")
 
+    # -- deleting
+
+    async def delete(self, job_ids: list[str], reason: str = "client") -> DeleteOutcome:
+        """Delete jobs: rows first (one transaction, with tombstones), then their folders.
+
+        A queued job is deleted at once (a listener hears it ``cancelled``), a running one is
+        cancelled and deleted when its call returns, a deleted one answers as before.
+        """
+        outcome = self.store.delete(job_ids, reason)
+        for rec in outcome.deleted:
+            if rec.state == "cancelled" and rec.finished_at is None:  # it was queued: a waiting client hears it
+                rec.finished_at, rec.error = time.time(), "deleted before it ran"
+                self._tell(rec)
+        if outcome.deleted:
+            ids = [r.id for r in outcome.deleted]
+            await asyncio.to_thread(lambda: [self.store.remove_job_files(i) for i in ids])
+        return outcome
+
+    async def retention_sweep(self, now: float | None = None) -> int:
+        """One sweep: delete at most ``retention_batch`` finished jobs that are due, forget old tombstones,
+        retry folders a deletion left; returns how many jobs it deleted."""
+        cfg = self.config
+        now = time.time() if now is None else now
+        older = now - cfg.retention_s if cfg.retention_s is not None else None
+        due = self.store.due_for_deletion(older, cfg.retention_batch)
+        deleted = 0
+        for reason in DELETE_REASONS:
+            ids = [i for i, r in due if r == reason]
+            if ids:
+                deleted += len((await self.delete(ids, reason)).deleted)
+        if deleted:
+            log.info("deleted %d finished job(s) (%s)", deleted, ", ".join(sorted({r for _, r in due})))
+        self.store.prune_tombstones(now - cfg.tombstone_s, cfg.retention_batch)
+        if self.store.leftover_dirs:
+            await asyncio.to_thread(self.store.retry_leftovers)
+        return deleted
+
+    async def _sweep_safely(self) -> int:
+        try:
+            return await self.retention_sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a full disk or a bug: say so, try again next time
+            if is_storage_full(exc):
+                self.storage_problem(exc)
+            else:
+                log.exception("the retention sweep failed")
+            return 0
+
+    async def _retention_loop(self, deleted: int) -> None:
+        """A sweep every ``retention_sweep_s``; a second apart while a backlog remains (bounded work each)."""
+        cfg = self.config
+        while True:
+            await asyncio.sleep(BACKLOG_SWEEP_S if deleted >= cfg.retention_batch else cfg.retention_sweep_s)
+            deleted = await self._sweep_safely()
+
     # -- reads
 
     def get(self, job_id: str) -> JobRecord:
         rec = self.store.get(job_id)
         if rec is None:
+            tomb = self.store.tombstone(job_id)
+            if tomb is not None:
+                raise ApiError(410, "deleted", f"job {job_id} was deleted ({tomb.reason}) at {tomb.deleted_at:.0f}",
+                               details={"deleted_at": tomb.deleted_at, "reason": tomb.reason})
             raise ApiError(404, "not_found", f"no job {job_id}")
         return rec
 
@@ -442,8 +604,7 @@ class JobService:
             raise ApiError(409, "already_final", f"job {job_id} is already {rec.state}")
         rec = self.store.cancel(job_id) or rec
         if rec.state == "cancelled":
-            for fn in self._listeners:
-                fn(rec)
+            self._tell(rec)
         return rec
 
     def result_path(self, job_id: str, which: str = "result") -> Path:
@@ -462,7 +623,8 @@ class JobService:
     def health(self) -> dict[str, Any]:
         workers = [w.health() for w in self.workers]
         usable = any(w["state"] != "broken" for w in workers)
-        status = "broken" if not usable else "degraded" if self.storage_error else "ok"
+        disk = None if self.storage_error else self.disk_refusal(self._typical_need)
+        status = "broken" if not usable else "degraded" if self.storage_error or disk else "ok"
         out: dict[str, Any] = {
             "status": status,
             "ready": all(w["state"] in ("ready", "busy") for w in workers),
@@ -471,11 +633,15 @@ class JobService:
         }
         if self.storage_error:
             out["reason"] = f"the job store's disk is full: {self.storage_error}"
+        elif disk is not None:
+            out["reason"] = f"new jobs are refused ({disk.code}): {disk.message}"
         return out
 
     def metrics_text(self) -> str:
         """Prometheus text exposition (version 0.0.4)."""
         counts = self.store.count_by_state()
+        kept = sum(counts.values())
+        gone = self.store.counters()  # jobs deleted: the totals below never go back
         times = self.store.recent_seconds(self.config.metrics_window)
         mean = sum(times) / len(times) if times else math.nan
         p95 = percentile(times, 95)
@@ -490,14 +656,34 @@ class JobService:
         metric("syngrpo_queue_capacity", "gauge", "Queued jobs beyond which submissions get 429.",
                self.config.queue_size)
         metric("syngrpo_jobs_running", "gauge", "Jobs a worker is running now.", counts["running"])
-        metric("syngrpo_jobs_done_total", "counter", "Jobs finished with a new image.", counts["done"])
+        metric("syngrpo_jobs_done_total", "counter", "Jobs finished with a new image.",
+               counts["done"] + gone.get("deleted_done", 0))
         metric("syngrpo_jobs_failed_total", "counter", "Jobs that failed (error, time-out, label check).",
-               counts["failed"])
-        metric("syngrpo_jobs_cancelled_total", "counter", "Jobs cancelled by a client.", counts["cancelled"])
+               counts["failed"] + gone.get("deleted_failed", 0))
+        metric("syngrpo_jobs_cancelled_total", "counter", "Jobs cancelled by a client (or deleted before they ran).",
+               counts["cancelled"] + gone.get("deleted_cancelled", 0))
         metric("syngrpo_submissions_rejected_total", "counter", "Submissions refused with 429 (queue full).",
                self.rejected)
         metric("syngrpo_submissions_storage_refused_total", "counter",
                "Submissions refused with 507 (the store's disk is full).", self.storage_refused)
+        metric("syngrpo_submissions_store_full_total", "counter",
+               "Submissions refused with 429 store_full or disk_low (max_store_bytes, min_free_bytes).",
+               self.store_full_refused)
+        metric("syngrpo_store_jobs", "gauge", "Jobs the store keeps (rows, any state).", kept)
+        metric("syngrpo_store_bytes", "gauge", "Bytes of the store on disk: job files and database.",
+               self.store.bytes_used())
+        if self.config.max_store_bytes is not None:
+            metric("syngrpo_store_budget_bytes", "gauge", "The store's byte budget (max_store_bytes).",
+                   self.config.max_store_bytes)
+        try:
+            free = shutil.disk_usage(self.store.data_dir).free
+        except OSError:
+            free = math.nan
+        metric("syngrpo_store_free_bytes", "gauge", "Free bytes on the store's filesystem.", free)
+        lines.append("# HELP syngrpo_jobs_deleted_total Jobs deleted, rows and files, by why.")
+        lines.append("# TYPE syngrpo_jobs_deleted_total counter")
+        for reason in DELETE_REASONS:
+            lines.append(f'syngrpo_jobs_deleted_total{{reason="{reason}"}} {gone.get(f"deleted_by_{reason}", 0)}')
         metric("syngrpo_calls_abandoned", "gauge", "Calls past their time-out whose thread still runs.",
                sum(len(w.abandoned) for w in self.workers))
         metric("syngrpo_job_seconds_mean", "gauge", "Mean run time of recent done jobs.", mean)

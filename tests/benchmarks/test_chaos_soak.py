@@ -4,8 +4,10 @@ moments and restarted (``--resume``, same store) until the run completes.
 Checked against an uninterrupted run of the same config:
 
 * no acknowledged job is lost: the two stores hold the same job keys, every job ``done``;
-* no job runs twice to completion: one row per key (the store's UNIQUE key), and the trainer folded
-  exactly as many finished jobs into its pool as the store holds;
+* no job runs twice to completion: one job per key (the store's UNIQUE key, and a deleted job's
+  tombstone: the trainer deletes the jobs it collected, and a resumed run takes those it asks for again
+  from its run directory, never from a second job), and the trainer folded exactly as many finished
+  jobs into its pool as the store holds;
 * the metrics are equal, step by step (every key that does not measure time).
 
 Loopback only, bounded: at most ``MAX_KILLS`` kills and ``BUDGET_S`` seconds (10 minutes at most;
@@ -109,10 +111,12 @@ def _final_metrics(run: Path) -> dict[int, dict]:
 
 
 def _jobs(run: Path) -> list[sqlite3.Row]:
+    """Every job the store made: the rows kept and the tombstones of those deleted (their final state)."""
     db = sqlite3.connect(run / "server" / "jobs.sqlite3")
     db.row_factory = sqlite3.Row
     try:
-        return db.execute("SELECT key, state, attempts FROM jobs").fetchall()
+        return (db.execute("SELECT key, state, attempts FROM jobs").fetchall()
+                + db.execute("SELECT key, state, attempts FROM tombstones").fetchall())
     finally:
         db.close()
 

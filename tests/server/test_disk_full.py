@@ -131,34 +131,39 @@ def _fill(path) -> None:
             assert exc.errno == errno.ENOSPC
 
 
-def test_a_real_full_tmpfs_gives_507_then_recovers_when_space_returns(tiny_disk):
+def call(url, body=None):
     import json
     import urllib.error
     import urllib.request
 
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_final(url: str, job_id: str) -> str:
+    deadline = time.monotonic() + 20
+    while (state := call(f"{url}/v1/jobs/{job_id}")[1]["state"]) not in ("done", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return state
+
+
+def test_a_real_full_tmpfs_gives_507_then_recovers_when_space_returns(tiny_disk):
+    """The disk fills past the server's own floor (another process wrote it): 507, never a crash."""
     from syngrpo.server.spawn import start_server_subprocess
 
-    def call(url, body=None):
-        req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def wait_final(job_id: str) -> str:
-        deadline = time.monotonic() + 20
-        while (state := call(f"{server.url}/v1/jobs/{job_id}")[1]["state"]) not in ("done", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        return state
-
     data = tiny_disk / "store"
-    with start_server_subprocess(data_dir=data, log_path=tiny_disk.parent / "server.log") as server:
+    # no free-space floor: this is about a disk that fills anyway (the floor's own test is below)
+    with start_server_subprocess(data_dir=data, log_path=tiny_disk.parent / "server.log",
+                                 overrides=["min_free_bytes=0"]) as server:
         status, before = call(server.url + "/v1/jobs", job_body("before"))
         assert status == 201
-        wait_final(before["id"])  # its files are written: nothing of it is in flight while the disk fills
+        wait_final(server.url, before["id"])  # its files are written: nothing of it is in flight while the disk fills
         filler = tiny_disk / "filler"
         _fill(filler)
         status, body = call(server.url + "/v1/jobs", job_body("while-full"))
@@ -169,8 +174,38 @@ def test_a_real_full_tmpfs_gives_507_then_recovers_when_space_returns(tiny_disk)
         filler.unlink()  # space returns
         status, body = call(server.url + "/v1/jobs", job_body("after"))
         assert status == 201
-        assert wait_final(body["id"]) == "done"
+        assert wait_final(server.url, body["id"]) == "done"
         assert call(server.url + "/healthz")[1]["status"] == "ok"
         assert list(data.rglob("*.tmp")) == []
         ids = {p.name for p in (data / "jobs").iterdir()}
         assert len(ids) == 2  # "before" and "after": the refused job left no folder
+
+
+def test_a_free_space_floor_refuses_new_jobs_with_429_while_the_real_disk_still_has_room(tiny_disk):
+    """``min_free_bytes`` on a real 4 MiB filesystem: refused with 429 disk_low before ENOSPC, and taken again
+    when space returns."""
+    import os
+
+    from syngrpo.server.spawn import start_server_subprocess
+
+    data = tiny_disk / "store"
+    floor = 1024 * 1024
+    with start_server_subprocess(data_dir=data, log_path=tiny_disk.parent / "server.log",
+                                 overrides=[f"min_free_bytes={floor}"]) as server:
+        status, before = call(server.url + "/v1/jobs", job_body("before"))
+        assert status == 201
+        wait_final(server.url, before["id"])
+        filler = tiny_disk / "filler"
+        free = os.statvfs(tiny_disk).f_bavail * os.statvfs(tiny_disk).f_frsize
+        filler.write_bytes(b"\0" * (free - floor // 2))  # half the floor left: the disk is not full
+        status, body = call(server.url + "/v1/jobs", job_body("while-low"))
+        assert status == 429 and body["error"]["code"] == "disk_low", body
+        left = os.statvfs(tiny_disk).f_bavail * os.statvfs(tiny_disk).f_frsize
+        assert left > floor // 4  # refused with room to spare, not by a failed write
+        status, health = call(server.url + "/healthz")
+        assert status == 200 and health["status"] == "degraded" and "min_free_bytes" in health["reason"]
+        filler.unlink()
+        status, body = call(server.url + "/v1/jobs", job_body("after"))
+        assert status == 201
+        assert wait_final(server.url, body["id"]) == "done"
+        assert {p.name for p in (data / "jobs").iterdir()} == {before["id"], body["id"]}

@@ -260,3 +260,81 @@ async def test_a_server_that_answers_its_health_check_is_not_cooled_down_any_mor
     assert await asyncio.to_thread(t.healthy)
     t.submit_nowait(make_job("cool-2"))
     assert [r.state for r in await asyncio.to_thread(t.wait, ["cool-2"], 10)] == ["done"]
+
+
+# ------------------------------------------------------------- deleting what the trainer collected
+
+
+def _store_of(server_or_transport):
+    app = getattr(server_or_transport, "app", None)
+    return (app[SERVICE] if app is not None else server_or_transport.service).store
+
+
+def _jobs_on_disk(store) -> list[str]:
+    return sorted(p.name for p in store.jobs_dir.iterdir())
+
+
+async def test_both_transports_delete_collected_jobs_on_their_server_rows_and_files(transport_with):
+    t = await transport_with()
+    keys = [await asyncio.to_thread(t.submit, make_job(f"del-{i}", seed=i)) for i in range(3)]
+    results = await asyncio.to_thread(t.wait, keys, 20)
+    assert all(r.state == "done" and r.job_id for r in results)
+    store = t.service.store if hasattr(t, "service") else None
+    t.delete(results[:2])
+    if store is None:  # aiohttp: sent from the transport's thread, within a poll interval
+        await wait_until(lambda: t.stats()["deletes_pending"] == 0, timeout=10)
+    else:
+        assert [r.key for r in store.list()] == ["del-2"]
+        assert _jobs_on_disk(store) == [results[2].job_id]
+    t.delete(results[:2])  # again: nothing happens, nothing raises
+    if store is None:
+        await wait_until(lambda: t.stats()["deletes_pending"] == 0, timeout=10)
+    assert isinstance(t, Transport)
+
+
+async def test_the_aiohttp_transport_deletes_on_the_server_that_ran_each_job(aiohttp_server, config_for,
+                                                                             transports):
+    s1 = await aiohttp_server(create_app(config_for()))
+    s2 = await aiohttp_server(create_app(config_for()))
+    t = transports("aiohttp", urls=[url_of(s1), url_of(s2)], poll_interval_s=0.05)
+    keys = [await asyncio.to_thread(t.submit, make_job(f"two-{i}", seed=i)) for i in range(4)]
+    results = await asyncio.to_thread(t.wait, keys, 20)
+    assert {r.server for r in results} == {url_of(s1), url_of(s2)}
+    t.delete(results)
+    await wait_until(lambda: all(_store_of(s).job_count() == 0 for s in (s1, s2)), timeout=10)
+    await wait_until(lambda: all(_jobs_on_disk(_store_of(s)) == [] for s in (s1, s2)), timeout=10)
+    await wait_until(lambda: t.stats()["deletes_pending"] == 0, timeout=10)
+
+
+async def test_a_delete_for_a_server_that_is_down_is_sent_when_it_answers_again(aiohttp_server, config_for,
+                                                                                transports):
+    cfg = config_for()
+    server = await aiohttp_server(create_app(cfg))
+    port = server.port
+    t = transports("aiohttp", urls=[url_of(server)], poll_interval_s=0.05, connect_timeout_s=1)
+    key = await asyncio.to_thread(t.submit, make_job("later-1"))
+    (result,) = await asyncio.to_thread(t.wait, [key], 10)
+    await server.close()  # the server goes away (its store is closed, its files stay)
+    started = time.monotonic()
+    t.delete([result])  # returns at once and never raises: the server is down
+    assert time.monotonic() - started < 0.5
+    await asyncio.sleep(0.3)
+    assert t.stats()["deletes_pending"] == 1
+    back = await aiohttp_server(create_app(cfg), port=port)  # the same server, restarted on its port
+    await wait_until(lambda: t.stats()["deletes_pending"] == 0, timeout=15)
+    assert _store_of(back).job_count() == 0 and _jobs_on_disk(_store_of(back)) == []
+
+
+def test_closing_with_deletions_for_a_server_that_never_answers_takes_seconds_not_minutes(transports):
+    from syngrpo.transport import SynthesisResult
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        t = transports("aiohttp", urls=[url], poll_interval_s=60, request_timeout_s=600)
+        t.delete([SynthesisResult("k-1", "done", server=url, job_id="a" * 32)])
+        assert t.stats()["deletes_pending"] == 1
+        started = time.monotonic()
+        t.close()
+        assert time.monotonic() - started < 5
