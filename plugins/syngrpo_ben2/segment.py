@@ -22,7 +22,10 @@ from PIL import Image
 
 from syngrpo.errors import MissingExtraError
 
-BEN2_HINT = "BEN2 is not on PyPI: pip install git+https://github.com/PramaLLC/BEN2.git (it needs torchvision and timm)"
+#: BEN2 is not on PyPI.  ``syngrpo[ben2]`` installs what its code imports (timm, einops, and OpenCV, which BEN2's
+#: own requirements leave out), bar torchvision: that must be the build for the installed torch.
+BEN2_HINT = ("BEN2 is not on PyPI: pip install 'syngrpo[ben2]' (timm, einops, opencv-python-headless), a "
+             "torchvision built for your torch, then pip install git+https://github.com/PramaLLC/BEN2.git")
 
 
 @contextlib.contextmanager

@@ -79,13 +79,27 @@ def test_a_generator_seed_repeats_samples_and_leaves_the_global_rng_alone(engine
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_max_new_tokens_caps_the_completion_length(engine, policy, two_prompts):
+@pytest.mark.parametrize("generator_seed", [0, 10])
+def test_max_new_tokens_caps_the_completion_length(engine, policy, two_prompts, generator_seed):
+    """Every row is cut off at the cap and flagged so; a row that ends at EOS first is not flagged.
+
+    The untrained policy samples <|im_end|> in a 5-token row about once in eleven generator seeds (seed 10
+    does), so "it never ends this soon" is not something to count on: the end-of-sequence tokens are
+    suppressed for the cap check (the policy cannot end, whatever it samples), and the flag is checked
+    row by row on the policy as it is.
+    """
+    unending = dataclasses.replace(policy, suppress_token_ids=[*policy.suppress_token_ids, *policy.eos_token_ids])
+    capped = engine.generate(unending, two_prompts, num_generations=2, temperature=1.0, top_p=1.0,
+                             max_new_tokens=5, generator_seed=generator_seed)
+    assert capped.completion_ids.shape[1] == 5 and (capped.lengths == 5).all()
+    assert capped.truncated.all()  # every row was cut off
     rollout = engine.generate(policy, two_prompts, num_generations=2, temperature=1.0, top_p=1.0,
-                              max_new_tokens=5, generator_seed=0)
-    assert rollout.completion_ids.shape[1] <= 5
-    assert (rollout.lengths <= 5).all()
-    # an untrained policy never says <|im_end|> this soon: every row was cut off
-    assert rollout.truncated.all()
+                              max_new_tokens=5, generator_seed=generator_seed)
+    assert rollout.completion_ids.shape[1] <= 5 and (rollout.lengths <= 5).all()
+    for row, length, cut in zip(rollout.completion_ids.tolist(), rollout.lengths.tolist(),
+                                rollout.truncated.tolist(), strict=True):
+        ended = row[length - 1] in policy.eos_token_ids
+        assert cut == (not ended) and (ended or length == 5), (row, length, cut)
 
 
 def test_masks_end_at_the_first_eos_inclusive_and_padding_follows(engine, policy, two_prompts):

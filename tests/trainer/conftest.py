@@ -24,15 +24,27 @@ class LengthReward:
         return [min(1.0, len(r.text) / 80.0) for r in responses]
 
 
+class ConstantReward:
+    """A test reward that ignores what was written: every completion scores ``value``."""
+
+    def __init__(self, value: float = 0.0) -> None:
+        self.value = float(value)
+
+    def __call__(self, responses, samples, *, task, frames=None):
+        return [self.value] * len(responses)
+
+
 class LengthRewardPlugin:
     @hookimpl
     def register_rewards(self, register):
         register("length", lambda **options: LengthReward(), description="test reward: completion length")
+        register("constant", lambda value=0.0: ConstantReward(value),
+                 description="test reward: the same value for every completion")
 
 
 @pytest.fixture(scope="session")
 def registry():
-    """The installed plugins plus the ``length`` test reward."""
+    """The installed plugins plus the ``length`` and ``constant`` test rewards."""
     return registry_with(LengthRewardPlugin(), autoload=True)
 
 
