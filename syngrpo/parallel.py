@@ -251,30 +251,43 @@ class Parallel:
 
         Rank 0 holds the whole model (loaded, maybe warm-started); every other rank holds the
         architecture with its parameters on the meta device (``load_policy(..., empty=True)``).
-        After ``fully_shard``, each parameter goes from rank 0 to the others as a scatter of its
-        shards (``distribute_tensor(..., src_data_rank=0)``), one tensor at a time, into freshly
-        allocated local shards; buffers (rotary tables) are broadcast.  So a rank other than 0
-        never holds more than its shards plus one tensor's receive buffer, and rank 0's whole copy
-        is released parameter by parameter as its shards go out.
+        Unit by unit (a decoder layer, a vision block, then the root's own parameters): ``fully_shard``
+        it, give the other ranks' shards storage, and send each parameter from rank 0 as a scatter of
+        its shards (``distribute_tensor(..., src_data_rank=0)``).  Rank 0 drops each whole parameter
+        once its shards are out, so its peak is the whole model plus one unit's shards, and no other
+        rank ever holds more than its shards plus one parameter's receive buffer.  Buffers (the
+        rotary tables) are broadcast at the end.
         """
         import torch
         import torch.distributed as dist
         from torch.distributed.tensor import distribute_tensor
 
         whole = dict(model.named_parameters()) if self.is_main else {}
-        shard(model, mp_policy=mp_policy, reshard_after_forward=self.reshard_after_forward)
-        materialize(model, device)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                local = param.to_local()
-                source = (whole.pop(name).detach().to(local.device) if self.is_main
-                          else torch.empty(param.shape, dtype=param.dtype, device=local.device))
-                local.copy_(distribute_tensor(source, param.device_mesh, param.placements,
-                                              src_data_rank=0).to_local())
-                del source
-            if self.enabled:
+        pending = [name for name, _ in model.named_parameters()]
+        prefixes = {id(m): name for name, m in model.named_modules()}
+
+        def fill(unit: Any) -> None:
+            prefix = prefixes[id(unit)]
+            mine = [n for n in pending if unit is model or n.startswith(prefix + ".")]
+            materialize(model, device, names=mine)
+            with torch.no_grad():
+                for name in mine:
+                    param = model.get_parameter(name)
+                    local = param.to_local()
+                    source = (whole.pop(name).detach().to(local.device) if self.is_main
+                              else torch.empty(param.shape, dtype=param.dtype, device=local.device))
+                    local.copy_(distribute_tensor(source, param.device_mesh, param.placements,
+                                                  src_data_rank=0).to_local())
+                    del source
+            pending[:] = [n for n in pending if n not in set(mine)]
+
+        shard(model, mp_policy=mp_policy, reshard_after_forward=self.reshard_after_forward, after_unit=fill)
+        if self.enabled:
+            with torch.no_grad():
                 for buf in model.buffers():
                     dist.broadcast(buf, src=0)
+        if self.is_main and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # rank 0's whole copy: back to the device, not kept by the caching allocator
         return model
 
     def shard_empty(self, model: Any, *, mp_policy: Any | None, device: Any) -> Any:
@@ -382,11 +395,13 @@ class Parallel:
 # ---- FSDP2 helpers ------------------------------------------------------------------------------
 
 
-def shard(model: Any, *, mp_policy: Any | None, reshard_after_forward: bool = True) -> Any:
+def shard(model: Any, *, mp_policy: Any | None, reshard_after_forward: bool = True,
+          after_unit: Any | None = None) -> Any:
     """``fully_shard`` every block the model says must not be split (decoder layers, vision blocks), then the root.
 
     The blocks are the model's ``_no_split_modules`` (transformers names them for every family),
     so one FSDP unit is one transformer block: its weights are gathered just before it runs.
+    ``after_unit(unit)`` runs after each unit is sharded (the root last): where its weights arrive.
     """
     from torch.distributed.fsdp import fully_shard
 
@@ -402,7 +417,11 @@ def shard(model: Any, *, mp_policy: Any | None, reshard_after_forward: bool = Tr
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     for block in blocks:
         fully_shard(block, **kwargs)
+        if after_unit is not None:
+            after_unit(block)
     fully_shard(model, **kwargs)
+    if after_unit is not None:
+        after_unit(model)
     return model
 
 
@@ -413,21 +432,29 @@ def is_sharded_module(model: Any) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def materialize(model: Any, device: Any) -> None:
-    """Real (uninitialised) storage on ``device`` for the meta parameters of an empty-built, sharded model.
+def materialize(model: Any, device: Any, names: list[str] | None = None) -> None:
+    """Real (uninitialised) storage on ``device`` for meta parameters of an empty-built, sharded model.
 
-    ``to_empty`` replaces buffers as well, so they are kept aside and copied back: the rotary tables
-    computed at construction are in no state dict, and nothing else would restore them.
+    ``names`` limits it to those parameters' modules (one FSDP unit at a time); each module is
+    emptied without recursing, and ``to_empty`` replacing its buffers too, they are kept aside and
+    copied back: the rotary tables computed at construction are in no state dict.
     """
     import torch
 
-    if not any(p.is_meta for p in model.parameters()):
-        return
-    kept = {name: buf.detach().clone() for name, buf in model.named_buffers()}
-    model.to_empty(device=device)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            buf.copy_(kept[name])
+    if names is None:
+        names = [n for n, p in model.named_parameters() if p.is_meta]
+    owners: dict[str, Any] = {}
+    for name in names:
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        module = model.get_submodule(owner)
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            owners[owner] = module
+    for module in owners.values():
+        kept = {n: b.detach().clone() for n, b in module.named_buffers(recurse=False)}
+        module.to_empty(device=device, recurse=False)
+        with torch.no_grad():
+            for n, b in module.named_buffers(recurse=False):
+                b.copy_(kept[n])
 
 
 def copy_shards(source: Any, target: Any) -> None:

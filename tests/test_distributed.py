@@ -291,10 +291,10 @@ def _initial_params(model_dir: Path) -> dict:
     return {n: p.detach().clone() for n, p in load_policy(model_dir).model.named_parameters()}
 
 
-def _torchrun(*args: str) -> None:
+def _torchrun(*args: str, nproc: int = 2) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     script = [] if args[:1] == ("-m",) else [__file__]  # this file as the worker, or ``-m module ...``
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", *script, *args]
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", *script, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
                               timeout=300, start_new_session=True)
@@ -450,8 +450,36 @@ def test_slow_rank0_only_phases_do_not_outlast_the_process_group_timeout(model_d
     assert (tmp_path / "run" / "checkpoints" / "step-000002").is_dir()
 
 
-def train_worker(model_dir: str, run_dir: str, out: str, *extra: str) -> None:
-    """``Trainer.train`` on every rank; rank 0 reports the steps it finished."""
+def full_state(trainer) -> dict:
+    """The policy's weights and AdamW state, whole and keyed by parameter name (gathered on rank 0 under FSDP).
+
+    Only once the optimizer has state: ``get_state_dict`` initialises an empty one with a zero-lr step.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    import copy
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True) if trainer.par.enabled else None
+    model, optim = get_state_dict(trainer.bundle.model, trainer.optimizer, options=options)
+    # copies: some entries are the live tensors (AdamW's step counters), which later steps change in place
+    return copy.deepcopy({"model": model, "optim": optim.get("state", {}), "step": trainer.step,
+                          "world": trainer.par.world})
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    import torch
+
+    assert a["model"].keys() == b["model"].keys() and a["optim"].keys() == b["optim"].keys()
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for name, st in a["optim"].items():
+        for key, value in st.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optim"][name][key])), (name, key)
+
+
+def train_worker(model_dir: str, run_dir: str, out: str, *extra: str, resume: str | None = None) -> None:
+    """``Trainer.train`` on every rank; rank 0 reports the steps it finished, and with ``resume`` the state
+    the checkpoint restored (``<out>.restored.pt``) and the state at the end (``<out>.final.pt``)."""
     import torch
 
     from syngrpo.testing import registry_with
@@ -459,11 +487,66 @@ def train_worker(model_dir: str, run_dir: str, out: str, *extra: str) -> None:
 
     torch.set_num_threads(1)
     cfg = _trainer_config(model_dir, *extra)
-    with Trainer(cfg, run_dir, registry=registry_with(DistributedTestPlugins(), autoload=True)) as trainer:
+    registry = registry_with(DistributedTestPlugins(), autoload=True)
+    with Trainer(cfg, run_dir, resume=resume, registry=registry) as trainer:
+        trainer.setup()
+        restored = full_state(trainer) if resume else None  # collectives: every rank takes part
         trainer.train()
+        final = full_state(trainer)
         if trainer.par.is_main:
+            if restored is not None:
+                torch.save(restored, out + ".restored.pt")
+            torch.save(final, out + ".final.pt")
             Path(out).write_text(json.dumps({"steps": trainer.step, "world": trainer.par.world,
                                              "timeout": trainer.cfg.parallel.timeout}))
+
+
+#: six prompts a step: a global batch that splits over 1, 2 and 3 ranks
+RESHARD_SETS = ("parallel.strategy=fsdp", "optim.batch_size=6", "data.toy.n_train=12", "logging.save_every=2",
+                "algorithm.beta=0.04", "optim.grad_accum=1")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_sharded_checkpoint_of_two_ranks_resumes_on_three_then_in_one_process_exactly(model_dir, tmp_path):
+    """Issue 20 item 4: DCP re-slices a sharded checkpoint for another world size.
+
+    Two FSDP ranks train 2 steps and write ``step-000002`` as two shard files; three ranks resume it (each
+    reading the overlap of its new slices), restore exactly the weights and AdamW state the two ranks had,
+    train to step 4 and write three shard files; one plain process resumes that and restores exactly
+    the three ranks' state.
+    """
+    import torch
+
+    from syngrpo.checkpoint import latest_checkpoint
+    from syngrpo.runlog import read_jsonl
+
+    run = tmp_path / "run"
+    two = tmp_path / "two.json"
+    _torchrun("--train", "--model", str(model_dir), "--workdir", str(run), "--out", str(two),
+              *[f"--set={s}" for s in (*RESHARD_SETS, "optim.max_steps=2")])
+    ckpt = latest_checkpoint(run)
+    assert ckpt.name == "step-000002"
+    assert sorted(p.name for p in (ckpt / "sharded").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    saved = torch.load(str(two) + ".final.pt")
+
+    three = tmp_path / "three.json"
+    _torchrun("--train", "--model", str(model_dir), "--workdir", str(run), "--out", str(three), "--resume", str(run),
+              *[f"--set={s}" for s in (*RESHARD_SETS, "optim.max_steps=4")], nproc=3)
+    restored = torch.load(str(three) + ".restored.pt")
+    assert (restored["world"], restored["step"]) == (3, 2)
+    _assert_same_state(saved, restored)
+    ckpt = latest_checkpoint(run)
+    assert ckpt.name == "step-000004" and len(list((ckpt / "sharded").glob("*.distcp"))) == 3
+
+    one = tmp_path / "one.json"
+    train_worker(str(model_dir), str(run), str(one), *(s for s in RESHARD_SETS if "strategy" not in s),
+                 "optim.max_steps=5", resume=str(run))
+    restored = torch.load(str(one) + ".restored.pt")
+    assert (restored["world"], restored["step"]) == (1, 4)
+    _assert_same_state(torch.load(str(three) + ".final.pt"), restored)
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+    assert json.loads(one.read_text())["steps"] == 5
 
 
 def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str) -> None:
@@ -482,11 +565,12 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     ap.add_argument("--trainer", action="store_true")
     ap.add_argument("--train", action="store_true", help="Trainer.train() instead of one step")
+    ap.add_argument("--resume")
     ap.add_argument("--workdir")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     args = ap.parse_args()
     if args.train:
-        train_worker(args.model, args.workdir, args.out, *args.sets)
+        train_worker(args.model, args.workdir, args.out, *args.sets, resume=args.resume)
     elif args.trainer:
         trainer_worker(args.model, args.workdir, args.out, *args.sets)
     else:
