@@ -342,7 +342,10 @@ def _numpy_rng_globals() -> list[Any]:
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core
-    return [np.ndarray, np.dtype, core.multiarray._reconstruct, type(np.dtype(np.uint32))]
+    reconstruct = core.multiarray._reconstruct
+    # a checkpoint pickled under numpy 1.x names numpy.core.multiarray._reconstruct; numpy 2 moved it to _core
+    return [np.ndarray, np.dtype, reconstruct, type(np.dtype(np.uint32)),
+            (reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct")]
 
 
 def model_dir(checkpoint: str | Path) -> Path:

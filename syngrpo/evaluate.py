@@ -173,17 +173,12 @@ def load_checkpoint_policy(checkpoint: str | Path, **load_kwargs: Any) -> Any:
     """The policy of a run directory (its latest checkpoint), a checkpoint or a model directory.
 
     A sharded checkpoint (an FSDP run's: config in ``model/``, weights in ``sharded/``) is consolidated
-    on demand, in memory: its whole model is read from the shards into this process and nothing is
-    written into the checkpoint (``syngrpo eval``, ``syngrpo export``).
+    on demand, in memory, by :func:`~syngrpo.models.policy.load_policy`: its whole model is read from the
+    shards into this process and nothing is written into the checkpoint (``syngrpo eval``, ``syngrpo export``).
     """
-    from syngrpo.checkpoint import consolidated_model_state, is_sharded
     from syngrpo.models.policy import load_policy
 
-    source = resolve_model_dir(checkpoint)
-    weights = None
-    if not any(source.glob("*.safetensors")) and is_sharded(source.parent):
-        weights = consolidated_model_state(source.parent)
-    return load_policy(source, state_dict=weights, **load_kwargs)
+    return load_policy(resolve_model_dir(checkpoint), **load_kwargs)
 
 
 def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None = None, out_dir: str | Path | None = None,

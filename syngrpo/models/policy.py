@@ -307,6 +307,16 @@ def _empty_model(fam: Any, path: str, config: Any, device: torch.device, **kwarg
     return _with_generation_config(model, path)
 
 
+def _sharded_checkpoint_weights(path: str) -> dict[str, torch.Tensor] | None:
+    """The consolidated weights when ``path`` is a sharded checkpoint's ``model/`` directory (no weight files)."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
+        return None
+    from syngrpo.checkpoint import consolidated_model_state, is_sharded
+
+    return consolidated_model_state(folder.parent) if is_sharded(folder.parent) else None
+
+
 def load_policy(
     name_or_path: str | Path,
     *,
@@ -329,6 +339,9 @@ def load_policy(
     broadcasts rank 0's weights into its shards, so host memory never holds a second whole model.
     ``state_dict`` replaces the directory's weight files (a sharded checkpoint consolidated in memory,
     :func:`syngrpo.checkpoint.consolidated_model_state`; the directory then needs only its config).
+    The ``model/`` directory of a sharded checkpoint (config and processor, the weights beside it in
+    ``sharded/``) is consolidated so by itself: ``model.policy``, ``syngrpo eval`` and describers read it
+    like any model directory (vLLM, which reads files, needs ``syngrpo export`` first).
 
     ``family`` is a registered family name, a :class:`~syngrpo.models.family.ModelFamily`,
     or ``auto`` (the family that reads the checkpoint's ``config.json`` ``model_type``).
@@ -353,6 +366,8 @@ def load_policy(
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if state_dict is None and not empty:
+        state_dict = _sharded_checkpoint_weights(path)
     if empty:
         model = _empty_model(fam, path, config, dev, **kwargs)
     elif state_dict is not None:  # transformers takes a state dict with a config, not with a directory

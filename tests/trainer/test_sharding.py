@@ -102,6 +102,9 @@ def test_fsdp_bf16_checkpoint_is_sharded_consolidates_to_float32_masters_evaluat
     assert set(exported) == set(saved)
     assert all(torch.equal(exported[n], saved[n].to(torch.bfloat16)) for n in saved)
     assert not list(model_dir(ckpt).glob("*.safetensors"))  # consolidation wrote nothing into the checkpoint
+    # the checkpoint's model/ reads like a model directory (model.policy of a next run, a describer)
+    again = dict(load_policy(model_dir(ckpt), dtype="float32").model.named_parameters())
+    assert all(torch.equal(again[n], saved[n]) for n in saved)
 
 
 def test_a_sharded_checkpoint_resumes_in_a_plain_process_and_a_gathered_one_under_fsdp(
