@@ -489,7 +489,8 @@ class Trainer:
         ckpt = None
         if self.resume_from is not None:
             if self.par.is_main:
-                ckpt = latest_checkpoint(self.resume_from)
+                ckpt = latest_checkpoint(self.resume_from)  # checks every candidate's files: rank 0 alone
+            self.par.wait_for_main()
             if not self.par.broadcast(ckpt is not None):
                 raise ConfigError(f"--resume {str(self.resume_from)!r}: no checkpoint found there")
         resuming = self.resume_from is not None
@@ -509,6 +510,7 @@ class Trainer:
 
         # --- policy (from the checkpoint when resuming), SFT warm start, reference ---
         policy_path = resolve_policy(cfg)
+        self.par.wait_for_main()  # a rank that built the tiny policy (the others may have found it built)
         lora = cfg.model.lora.model_dump() if cfg.model.lora.enabled else None
         # float32 masters whatever model.dtype says (LoRA: the adapters); the compute dtype is precision.py's
         load_kwargs = dict(dtype=self.precision.load_dtype(lora=bool(lora)), device=self.par.device(cfg.model.device),
@@ -648,9 +650,10 @@ class Trainer:
         rank builds the architecture on the meta device and receives its shards from rank 0
         (:meth:`Parallel.shard_from_main`).  Host memory then holds one model on rank 0 and one
         shard on each other rank, where every rank used to hold the whole float32 model and a copy
-        of it for the reference.  (``ckpt`` is rank 0's: the others decide by ``resuming``.)  A sharded checkpoint every rank sees is not read here at all: the
+        of it for the reference.  A sharded checkpoint every rank sees is not read here at all: the
         shards stay empty until each rank reads its slices of it (``load_sharded``, in ``setup``).
         The reference as RL starts is the policy's shards cast to the compute dtype, on each rank.
+        ``ckpt`` is known on rank 0 only; every rank decides by ``resuming``.
         """
         from syngrpo.checkpoint import consolidated_model_state, is_sharded, model_dir
         from syngrpo.models.policy import frozen, load_policy

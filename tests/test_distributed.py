@@ -455,9 +455,9 @@ def full_state(trainer) -> dict:
 
     Only once the optimizer has state: ``get_state_dict`` initialises an empty one with a zero-lr step.
     """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
     import copy
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True) if trainer.par.enabled else None
     model, optim = get_state_dict(trainer.bundle.model, trainer.optimizer, options=options)
