@@ -449,6 +449,13 @@ class ParallelConfig(StrictModel):
     reshard_after_forward: bool = True
     #: seconds a collective may wait for the other ranks before the run fails (instead of hanging)
     timeout: float = Field(1800.0, gt=0.0)
+    #: seconds the other ranks wait while rank 0 works alone (SFT warm start, evaluation, logging, writing
+    #: a checkpoint, starting the data server): a barrier of its own, so ``timeout`` need not cover them
+    main_wait: float = Field(86400.0, gt=0.0)
+    #: checkpoint layout: ``auto`` = ``sharded`` under fsdp when every rank sees rank 0's run directory
+    #: (each rank writes its own shards with torch.distributed.checkpoint; resumable on any number of
+    #: ranks), else ``full`` (weights and optimizer state gathered on rank 0, written by it)
+    checkpoint: Literal["auto", "sharded", "full"] = "auto"
 
 
 class HardwareConfig(StrictModel):

@@ -169,11 +169,22 @@ def resolve_model_dir(checkpoint: str | Path) -> Path:
                       "with checkpoints")
 
 
+def load_checkpoint_policy(checkpoint: str | Path, **load_kwargs: Any) -> Any:
+    """The policy of a run directory (its latest checkpoint), a checkpoint or a model directory.
+
+    A sharded checkpoint (an FSDP run's: config in ``model/``, weights in ``sharded/``) is consolidated
+    on demand, in memory, by :func:`~syngrpo.models.policy.load_policy`: its whole model is read from the
+    shards into this process and nothing is written into the checkpoint (``syngrpo eval``, ``syngrpo export``).
+    """
+    from syngrpo.models.policy import load_policy
+
+    return load_policy(resolve_model_dir(checkpoint), **load_kwargs)
+
+
 def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None = None, out_dir: str | Path | None = None,
                         batch_size: int | None = None, progress: bool = True,
                         registry: Any | None = None) -> tuple[EvalResult, Path, Path]:
     """Load a checkpoint's policy and evaluate it on a split (``syngrpo eval``); returns result and report paths."""
-    from syngrpo.models.policy import load_policy
     from syngrpo.plugins import get_registry
     from syngrpo.trainer import load_split
 
@@ -184,10 +195,10 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
     out = Path(out_dir) if out_dir is not None else model_path.parent / "eval"
     task = registry.create("tasks", cfg.data.task, **cfg.data.task_options)
     samples = load_split(cfg, task, "eval", out)
-    bundle = load_policy(model_path, dtype=cfg.model.dtype, device=cfg.model.device,
-                         attn_implementation=cfg.model.attn_implementation,
-                         max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels,
-                         family=cfg.model.family)
+    bundle = load_checkpoint_policy(model_path, dtype=cfg.model.dtype, device=cfg.model.device,
+                                    attn_implementation=cfg.model.attn_implementation,
+                                    max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels,
+                                    family=cfg.model.family)
     engine = registry.create("rollout_engines", cfg.rollout.engine, bundle=bundle, **cfg.rollout.engine_options)
     if hasattr(engine, "set_max_new_tokens"):  # an engine that sizes its sequences up front (vLLM)
         engine.set_max_new_tokens(cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)

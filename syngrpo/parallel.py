@@ -20,16 +20,28 @@ block, then the root).  :meth:`Parallel.wrap`, :meth:`Parallel.grad_sync`,
 
 Nothing here assumes a shared disk: whatever only rank 0 has (the SFT warm start, a
 checkpoint) reaches the other ranks by :meth:`Parallel.broadcast_weights` and
-:meth:`Parallel.broadcast`.
+:meth:`Parallel.broadcast`.  Under FSDP, :meth:`Parallel.shard_from_main` sends rank 0's
+weights straight into the other ranks' shards (they build the model on the meta device), and
+:meth:`Parallel.shared_path` tells whether the ranks see one filesystem, where each can write
+(and read) its own shards of a checkpoint.
+
+Work only rank 0 does (the SFT warm start, evaluation, logging, writing a checkpoint, starting
+the data server) can take longer than ``parallel.timeout``, the limit of an ordinary collective.
+The other ranks then wait in :meth:`Parallel.wait_for_main`: a barrier of a gloo side group whose
+timeout is ``parallel.main_wait`` (a day by default), so no collective of the default group is
+left waiting on rank 0 meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 
@@ -44,14 +56,17 @@ class Parallel:
     #: ``single`` (one process, nothing wrapped), ``ddp`` or ``fsdp``
     strategy: str = "single"
     reshard_after_forward: bool = True
+    #: the gloo group :meth:`wait_for_main` waits in (its timeout is ``main_wait``); made by :meth:`from_env`
+    side_group: Any = None
 
     @classmethod
     def from_env(cls, strategy: str = "auto", *, reshard_after_forward: bool = True,
-                 timeout: float = 1800.0) -> Parallel:
+                 timeout: float = 1800.0, main_wait: float = 86400.0) -> Parallel:
         """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1), or stay single.
 
         ``fsdp`` in a single process (no torchrun) starts a one-rank process group itself,
-        so the sharded code path runs on one GPU exactly as on many.
+        so the sharded code path runs on one GPU exactly as on many.  ``timeout`` bounds every
+        collective of the process group; ``main_wait`` bounds :meth:`wait_for_main` instead.
         """
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1 and strategy != "fsdp":
@@ -72,6 +87,8 @@ class Parallel:
         if torch.cuda.is_available():
             torch.cuda.set_device(local)
         out = cls(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, owns_group=owns)
+        if out.world > 1:  # a collective: every rank creates it, in the same order
+            out.side_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=main_wait))
         out.use_strategy(strategy, reshard_after_forward=reshard_after_forward)
         return out
 
@@ -130,6 +147,65 @@ class Parallel:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def wait_for_main(self) -> None:
+        """Every rank leaves together once rank 0 arrives: call it after work only rank 0 does.
+
+        A barrier of the gloo side group, whose timeout is ``parallel.main_wait`` rather than
+        ``parallel.timeout``: rank 0 may evaluate, log, write a checkpoint or warm-start the policy for
+        longer than a collective may wait, and without this the others would be waiting for it inside
+        the next collective of the default group (an all-reduce of the next step) and abort the run.
+        It runs on the host, so a GPU's NCCL watchdog has nothing pending meanwhile.
+        """
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        dist.barrier(group=self.side_group)
+
+    def shared_path(self, path: str | Path | None) -> Path | None:
+        """Rank 0's directory ``path`` if every rank sees it (one filesystem), else ``None``; a collective.
+
+        Rank 0 writes a file with a random token there and every rank looks for it: where the ranks
+        share a filesystem, each can write its own shards of a checkpoint into rank 0's run directory.
+        """
+        if not self.enabled:
+            return Path(path) if path is not None else None
+        probe, offer = None, None
+        if self.is_main:
+            assert path is not None
+            folder = Path(path).resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+            token = secrets.token_hex(8)
+            probe = folder / f".shared-probe-{token}"
+            probe.write_text(token, encoding="utf-8")
+            offer = (str(folder), token)
+        where, token = self.broadcast(offer)
+        mine = Path(where) / f".shared-probe-{token}"
+        try:
+            sees = mine.read_text(encoding="utf-8") == token
+        except OSError:
+            sees = False
+        every = self.gather(sees)
+        if probe is not None:
+            probe.unlink(missing_ok=True)
+        return Path(where) if all(every) else None
+
+    def sees_same_file(self, path: str | Path | None) -> Path | None:
+        """Rank 0's file ``path`` if every rank reads the same bytes there (by hash), else ``None``; a collective."""
+        def digest(p: Path) -> str | None:
+            try:
+                return hashlib.sha256(p.read_bytes()).hexdigest()
+            except OSError:
+                return None
+
+        offer = (str(Path(path).resolve()), digest(Path(path))) if self.is_main and path is not None else None
+        offer = self.broadcast(offer)
+        if offer is None or offer[1] is None:
+            return None
+        where, expected = offer
+        every = self.gather(digest(Path(where)) == expected)
+        return Path(where) if all(every) else None
+
     def mean_metrics(self, metrics: dict[str, Any], *, main_only: tuple[str, ...] = ()) -> dict[str, Any]:
         """Numbers averaged over ranks (equal shares of the batch); keys starting with ``main_only`` from rank 0;
         maxima and memory peaks (``*max_length``, ``*max_abs_diff``, ``*_peak_gib``) the worst rank's."""
@@ -150,8 +226,11 @@ class Parallel:
 
     # ---- how the policy is held: the strategy seam ------------------------------------------
     def wrap(self, model: Any, precision: Any) -> Any:
-        """The module the training forward runs: the policy itself, wrapped in DDP, or sharded in place."""
+        """The module the training forward runs: the policy itself, wrapped in DDP, or sharded in place
+        (a model :meth:`shard_from_main` already sharded is returned as it is)."""
         if self.sharded:
+            if is_sharded_module(model):
+                return model
             return shard(model, mp_policy=precision.fsdp_policy(), reshard_after_forward=self.reshard_after_forward)
         if self.strategy == "ddp":
             import torch
@@ -163,8 +242,59 @@ class Parallel:
 
     def wrap_reference(self, model: Any) -> Any:
         """The frozen reference model, sharded like the policy under FSDP (it is as large)."""
-        if self.sharded:
+        if self.sharded and not is_sharded_module(model):
             return shard(model, mp_policy=None, reshard_after_forward=self.reshard_after_forward)
+        return model
+
+    def shard_from_main(self, model: Any, *, mp_policy: Any | None, device: Any) -> Any:
+        """Shard ``model`` with FSDP on every rank, its weights from rank 0's copy; a collective.
+
+        Rank 0 holds the whole model (loaded, maybe warm-started); every other rank holds the
+        architecture with its parameters on the meta device (``load_policy(..., empty=True)``).
+        Unit by unit (a decoder layer, a vision block, then the root's own parameters): ``fully_shard``
+        it, give the other ranks' shards storage, and send each parameter from rank 0 as a scatter of
+        its shards (``distribute_tensor(..., src_data_rank=0)``).  Rank 0 drops each whole parameter
+        once its shards are out, so its peak is the whole model plus one unit's shards, and no other
+        rank ever holds more than its shards plus one parameter's receive buffer.  Buffers (the
+        rotary tables) are broadcast at the end.
+        """
+        import torch
+        import torch.distributed as dist
+        from torch.distributed.tensor import distribute_tensor
+
+        whole = dict(model.named_parameters()) if self.is_main else {}
+        pending = [name for name, _ in model.named_parameters()]
+        prefixes = {id(m): name for name, m in model.named_modules()}
+
+        def fill(unit: Any) -> None:
+            prefix = prefixes[id(unit)]
+            mine = [n for n in pending if unit is model or n.startswith(prefix + ".")]
+            materialize(model, device, names=mine)
+            with torch.no_grad():
+                for name in mine:
+                    param = model.get_parameter(name)
+                    local = param.to_local()
+                    source = (whole.pop(name).detach().to(local.device) if self.is_main
+                              else torch.empty(param.shape, dtype=param.dtype, device=local.device))
+                    local.copy_(distribute_tensor(source, param.device_mesh, param.placements,
+                                                  src_data_rank=0).to_local())
+                    del source
+            pending[:] = [n for n in pending if n not in set(mine)]
+
+        shard(model, mp_policy=mp_policy, reshard_after_forward=self.reshard_after_forward, after_unit=fill)
+        if self.enabled:
+            with torch.no_grad():
+                for buf in model.buffers():
+                    dist.broadcast(buf, src=0)
+        if self.is_main and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # rank 0's whole copy: back to the device, not kept by the caching allocator
+        return model
+
+    def shard_empty(self, model: Any, *, mp_policy: Any | None, device: Any) -> Any:
+        """Shard an empty-built ``model`` and give its shards (uninitialised) storage: for weights that come
+        next from a sharded checkpoint, each rank reading its own slices."""
+        shard(model, mp_policy=mp_policy, reshard_after_forward=self.reshard_after_forward)
+        materialize(model, device)
         return model
 
     def grad_sync(self, model: Any, sync: bool) -> contextlib.AbstractContextManager[Any]:
@@ -265,11 +395,13 @@ class Parallel:
 # ---- FSDP2 helpers ------------------------------------------------------------------------------
 
 
-def shard(model: Any, *, mp_policy: Any | None, reshard_after_forward: bool = True) -> Any:
+def shard(model: Any, *, mp_policy: Any | None, reshard_after_forward: bool = True,
+          after_unit: Any | None = None) -> Any:
     """``fully_shard`` every block the model says must not be split (decoder layers, vision blocks), then the root.
 
     The blocks are the model's ``_no_split_modules`` (transformers names them for every family),
     so one FSDP unit is one transformer block: its weights are gathered just before it runs.
+    ``after_unit(unit)`` runs after each unit is sharded (the root last): where its weights arrive.
     """
     from torch.distributed.fsdp import fully_shard
 
@@ -285,8 +417,59 @@ def shard(model: Any, *, mp_policy: Any | None, reshard_after_forward: bool = Tr
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     for block in blocks:
         fully_shard(block, **kwargs)
+        if after_unit is not None:
+            after_unit(block)
     fully_shard(model, **kwargs)
+    if after_unit is not None:
+        after_unit(model)
     return model
+
+
+def is_sharded_module(model: Any) -> bool:
+    """Whether ``fully_shard`` has been applied to ``model`` (its root)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def materialize(model: Any, device: Any, names: list[str] | None = None) -> None:
+    """Real (uninitialised) storage on ``device`` for meta parameters of an empty-built, sharded model.
+
+    ``names`` limits it to those parameters' modules (one FSDP unit at a time); each module is
+    emptied without recursing, and ``to_empty`` replacing its buffers too, they are kept aside and
+    copied back: the rotary tables computed at construction are in no state dict.
+    """
+    import torch
+
+    if names is None:
+        names = [n for n, p in model.named_parameters() if p.is_meta]
+    owners: dict[str, Any] = {}
+    for name in names:
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        module = model.get_submodule(owner)
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            owners[owner] = module
+    for module in owners.values():
+        kept = {n: b.detach().clone() for n, b in module.named_buffers(recurse=False)}
+        module.to_empty(device=device, recurse=False)
+        with torch.no_grad():
+            for n, b in module.named_buffers(recurse=False):
+                b.copy_(kept[n])
+
+
+def copy_shards(source: Any, target: Any) -> None:
+    """``target``'s local shards := ``source``'s, cast to ``target``'s dtype; no communication.
+
+    Both models sharded alike (same architecture, same ranks): the sharded twin of ``deepcopy``
+    followed by ``.to(dtype)``, which makes the reference model from the policy as RL starts.
+    """
+    import torch
+
+    with torch.no_grad():
+        for (name, p), (other, q) in zip(source.named_parameters(), target.named_parameters(), strict=True):
+            if name != other:
+                raise ValueError(f"copy_shards: {name} vs {other}: the models differ")
+            q.to_local().copy_(p.to_local())
 
 
 def fsdp_units(model: Any) -> list[Any]:

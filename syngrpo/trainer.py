@@ -152,6 +152,8 @@ class Trainer:
         self.par = Parallel()
         self.precision: Any = None  # syngrpo.precision.Precision, set by setup()
         self._stream_suffix = ""
+        self._dcp_resume: Path | None = None  # a sharded checkpoint every rank reads its slices of (setup)
+        self._sharded_checkpoints = False  # set by setup (parallel.checkpoint)
 
     # =====================================================================================
     # one training step
@@ -434,8 +436,19 @@ class Trainer:
         import numpy as np
         import torch
 
-        from syngrpo.checkpoint import latest_checkpoint, load_state, model_dir, restore_rng_state
-        from syngrpo.models.policy import load_policy, reference_model
+        from syngrpo.checkpoint import (
+            DCP_METADATA,
+            SHARDED_DIR,
+            consolidated_model_state,
+            consolidated_optimizer_state,
+            is_sharded,
+            latest_checkpoint,
+            load_sharded,
+            load_state,
+            model_dir,
+            restore_rng_state,
+        )
+        from syngrpo.models.policy import frozen, load_policy, reference_model
         from syngrpo.precision import Precision
 
         cfg = self.cfg
@@ -445,7 +458,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # torchrun: this process's rank; else a single process (parallel.strategy fsdp: a one-rank group)
         self.par = Parallel.from_env(cfg.parallel.strategy, reshard_after_forward=cfg.parallel.reshard_after_forward,
-                                     timeout=cfg.parallel.timeout)
+                                     timeout=cfg.parallel.timeout, main_wait=cfg.parallel.main_wait)
         if self.par.enabled:  # rank 0's config is the run's: a node resuming a run need not hold its config.yaml
             self.cfg = cfg = self.par.broadcast(cfg)
             self.par.use_strategy(cfg.parallel.strategy, reshard_after_forward=cfg.parallel.reshard_after_forward)
@@ -478,10 +491,17 @@ class Trainer:
         ckpt = None
         if self.resume_from is not None:
             if self.par.is_main:
-                ckpt = latest_checkpoint(self.resume_from)
+                ckpt = latest_checkpoint(self.resume_from)  # checks every candidate's files: rank 0 alone
+            self.par.wait_for_main()
             if not self.par.broadcast(ckpt is not None):
                 raise ConfigError(f"--resume {str(self.resume_from)!r}: no checkpoint found there")
         resuming = self.resume_from is not None
+        # FSDP and a sharded checkpoint that every rank sees (one filesystem): each rank reads its own slices
+        # of it (on any number of ranks); otherwise rank 0 reads it whole and the others get it by broadcast
+        self._dcp_resume = None
+        if resuming and self.par.sharded and self.par.broadcast(is_sharded(ckpt) if self.par.is_main else None):
+            seen = self.par.sees_same_file(ckpt / SHARDED_DIR / DCP_METADATA if self.par.is_main else None)
+            self._dcp_resume = seen.parent if seen is not None else None
 
         # --- task and data ---
         self.task = self.registry.create("tasks", cfg.data.task, **cfg.data.task_options)
@@ -492,6 +512,7 @@ class Trainer:
 
         # --- policy (from the checkpoint when resuming), SFT warm start, reference ---
         policy_path = resolve_policy(cfg)
+        self.par.wait_for_main()  # a rank that built the tiny policy (the others may have found it built)
         lora = cfg.model.lora.model_dump() if cfg.model.lora.enabled else None
         # float32 masters whatever model.dtype says (LoRA: the adapters); the compute dtype is precision.py's
         load_kwargs = dict(dtype=self.precision.load_dtype(lora=bool(lora)), device=self.par.device(cfg.model.device),
@@ -499,34 +520,44 @@ class Trainer:
                            gradient_checkpointing=cfg.model.gradient_checkpointing,
                            max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels,
                            family=cfg.model.family)
-        if ckpt is not None and not lora:
-            self.bundle = load_policy(str(model_dir(ckpt)), **load_kwargs)
-        else:  # other ranks of a resumed run: the architecture here, the weights from rank 0 below
-            self.bundle = load_policy(policy_path, lora=lora, **load_kwargs)
-            if ckpt is not None:  # a LoRA checkpoint holds the adapters only: base weights + saved adapters
-                _load_adapters(self.bundle.model, model_dir(ckpt))
-        self.precision.upcast_trainable(self.bundle.model)
-        if resuming:
-            self.par.broadcast_weights(self.bundle.model)
         sft_dir = self.run_dir / "sft"
-        if not resuming and cfg.sft.enabled:
-            if self.par.is_main:
-                self._run_sft(sft_dir)
-            self.par.broadcast_weights(self.bundle.model)  # every rank starts RL from rank 0's warm start
-        self.ref_model = None
-        if cfg.algorithm.beta > 0:  # the reference lives in the compute dtype (bf16): it is never updated
-            if not resuming and cfg.model.reference is None:
-                self.ref_model = reference_model(self.bundle, dtype=self.precision.compute)  # the policy as RL starts
-            else:
-                from_run = cfg.model.reference is None and cfg.sft.enabled  # <run dir>/sft: on rank 0's disk only
-                path = cfg.model.reference or (str(sft_dir) if cfg.sft.enabled else policy_path)
-                if from_run and not self.par.is_main:
-                    path = policy_path
-                self.ref_model = reference_model(load_policy(path, **{**load_kwargs, "gradient_checkpointing": False}),
-                                                 dtype=self.precision.compute)
-                if from_run:
-                    self.par.broadcast_weights(self.ref_model)
-            self.ref_model = self.par.wrap_reference(self.ref_model)
+        if self.par.sharded:  # FSDP: the policy and the reference go straight into their shards
+            self._load_sharded_policy(ckpt, resuming, policy_path, load_kwargs, sft_dir)
+        else:
+            if ckpt is not None and not lora:
+                # a checkpoint an FSDP run wrote sharded: its whole model, read here (one process, or rank 0)
+                weights = consolidated_model_state(ckpt) if is_sharded(ckpt) else None
+                self.bundle = load_policy(str(model_dir(ckpt)), state_dict=weights, **load_kwargs)
+                if weights is not None:  # that directory holds no weights (the vLLM engine loads from here)
+                    self.bundle.name_or_path = policy_path
+                del weights
+            else:  # other ranks of a resumed run: the architecture here, the weights from rank 0 below
+                self.bundle = load_policy(policy_path, lora=lora, **load_kwargs)
+                if ckpt is not None:  # a LoRA checkpoint holds the adapters only: base weights + saved adapters
+                    _load_adapters(self.bundle.model, model_dir(ckpt))
+            self.precision.upcast_trainable(self.bundle.model)
+            if resuming:
+                self.par.wait_for_main()  # rank 0 read the checkpoint's weights alone
+                self.par.broadcast_weights(self.bundle.model)
+            if not resuming and cfg.sft.enabled:
+                if self.par.is_main:
+                    self._run_sft(sft_dir)
+                self.par.wait_for_main()  # the warm start runs on rank 0 alone, for as long as it takes
+                self.par.broadcast_weights(self.bundle.model)  # every rank starts RL from rank 0's warm start
+            self.ref_model = None
+            if cfg.algorithm.beta > 0:  # the reference lives in the compute dtype (bf16): it is never updated
+                if not resuming and cfg.model.reference is None:
+                    self.ref_model = reference_model(self.bundle, dtype=self.precision.compute)  # the policy as RL starts
+                else:
+                    from_run = cfg.model.reference is None and cfg.sft.enabled  # <run dir>/sft: on rank 0's disk only
+                    path = cfg.model.reference or (str(sft_dir) if cfg.sft.enabled else policy_path)
+                    if from_run and not self.par.is_main:
+                        path = policy_path
+                    # loaded, then cast in place: no second copy as reference_model's deepcopy would make
+                    self.ref_model = frozen(load_policy(path, **{**load_kwargs, "gradient_checkpointing": False}).model,
+                                            self.precision.compute)
+                    if from_run:
+                        self.par.broadcast_weights(self.ref_model)
 
         # --- plugins: rollout engine, rewards, advantages, policy loss ---
         self.engine = self.registry.create("rollout_engines", cfg.rollout.engine, bundle=self.bundle,
@@ -565,6 +596,9 @@ class Trainer:
             if self.par.is_main:
                 state, blob = load_state(ckpt)
                 optim_state = blob.pop("optimizer", None)
+                if is_sharded(ckpt) and self._dcp_resume is None:  # in one process, or ranks without rank 0's disk
+                    optim_state = consolidated_optimizer_state(ckpt)
+            self.par.wait_for_main()  # rank 0 read the optimizer state alone (the gathered format: all of it)
             state, blob = self.par.broadcast((state, blob))
             replaced = state["pool"]["replaced"]  # synthesized images: files on rank 0's disk, sent as bytes
             state["pool"]["replaced"] = dict(zip(replaced, self._broadcast_samples(list(replaced.values())),
@@ -572,7 +606,10 @@ class Trainer:
             self.step = int(state["step"])
             self.pool.load_state_dict(state["pool"])
             self.smoother.load_state_dict(state["smoother"])
-            self.par.load_optimizer_state(self.bundle.model, self.optimizer, optim_state)
+            if self._dcp_resume is not None:  # weights and optimizer state: each rank reads its own slices
+                load_sharded(self._dcp_resume, self.bundle.model, self.optimizer, process_group=self.par.side_group)
+            else:
+                self.par.load_optimizer_state(self.bundle.model, self.optimizer, optim_state)
             if blob.get("scheduler") is not None:
                 self.scheduler.load_state_dict(blob["scheduler"])
             self.precision.load_state_dict(blob.get("precision", {}))
@@ -599,6 +636,7 @@ class Trainer:
             self._message(f"data parallel over {self.par.world} processes")
         if self.precision.mixed:
             self._message(f"mixed precision: float32 master weights, {str(self.precision.compute)[6:]} compute")
+        self._sharded_checkpoints = self._choose_checkpoint_layout()
 
         # --- data server (rank 0) ---
         if cfg.synthesis.enabled and self.par.is_main:
@@ -608,7 +646,82 @@ class Trainer:
             if self.pool.in_flight:
                 sent = self.synthesis.resubmit_in_flight()
                 self._message(f"asked the data server again for {sent} job(s) in flight at the checkpoint")
+        self.par.wait_for_main()  # rank 0 started the trackers and the data server alone
         self._ready = True
+
+    def _load_sharded_policy(self, ckpt: Path | None, resuming: bool, policy_path: str, load_kwargs: dict[str, Any],
+                             sft_dir: Path) -> None:
+        """FSDP: load the policy (and the reference) straight into their shards.
+
+        Rank 0 alone loads a whole model (the base policy, a gathered checkpoint, or a sharded one
+        consolidated when some rank cannot read it) and runs the SFT warm start on it; every other
+        rank builds the architecture on the meta device and receives its shards from rank 0
+        (:meth:`Parallel.shard_from_main`).  Host memory then holds one model on rank 0 and one
+        shard on each other rank, where every rank used to hold the whole float32 model and a copy
+        of it for the reference.  A sharded checkpoint every rank sees is not read here at all: the
+        shards stay empty until each rank reads its slices of it (``load_sharded``, in ``setup``).
+        The reference as RL starts is the policy's shards cast to the compute dtype, on each rank.
+        ``ckpt`` is known on rank 0 only; every rank decides by ``resuming``.
+        """
+        from syngrpo.checkpoint import consolidated_model_state, is_sharded, model_dir
+        from syngrpo.models.policy import frozen, load_policy
+        from syngrpo.parallel import copy_shards
+
+        cfg, par = self.cfg, self.par
+        if not par.is_main or self._dcp_resume is not None:
+            self.bundle = load_policy(policy_path, empty=True, **load_kwargs)
+        elif ckpt is not None:
+            weights = consolidated_model_state(ckpt) if is_sharded(ckpt) else None
+            self.bundle = load_policy(str(model_dir(ckpt)), state_dict=weights, **load_kwargs)
+            if weights is not None:  # that directory holds no weights (the vLLM engine loads from here)
+                self.bundle.name_or_path = policy_path
+            del weights
+        else:
+            self.bundle = load_policy(policy_path, **load_kwargs)
+        self.precision.upcast_trainable(self.bundle.model)
+        if not resuming and cfg.sft.enabled and par.is_main:
+            self._run_sft(sft_dir)  # on rank 0's whole policy, before it is sharded
+        par.wait_for_main()  # rank 0 loaded (and warm-started) alone
+        device, mp = self.bundle.device, self.precision.fsdp_policy()
+        if self._dcp_resume is not None:
+            par.shard_empty(self.bundle.model, mp_policy=mp, device=device)
+        else:
+            par.shard_from_main(self.bundle.model, mp_policy=mp, device=device)
+        self.ref_model = None
+        if cfg.algorithm.beta <= 0:
+            return
+        compute = self.precision.compute  # the reference is never updated: no float32 master
+        ref_kwargs = {**load_kwargs, "dtype": compute, "gradient_checkpointing": False}
+        if not resuming and cfg.model.reference is None:  # the policy as RL starts
+            ref = frozen(load_policy(policy_path, empty=True, **ref_kwargs).model, compute)
+            par.shard_empty(ref, mp_policy=None, device=device)
+            copy_shards(self.bundle.model, ref)
+        else:  # another model, or the warm start (rank 0's sft/): rank 0 loads it whole, the others get shards
+            path = cfg.model.reference or (str(sft_dir) if cfg.sft.enabled else policy_path)
+            if par.is_main:
+                ref = frozen(load_policy(path, **ref_kwargs).model, compute)
+            else:
+                ref = frozen(load_policy(policy_path, empty=True, **ref_kwargs).model, compute)
+            par.wait_for_main()
+            par.shard_from_main(ref, mp_policy=None, device=device)
+        self.ref_model = ref
+
+    def _choose_checkpoint_layout(self) -> bool:
+        """Whether checkpoints are written sharded (``parallel.checkpoint``; a collective under FSDP).
+
+        Sharded needs every rank to write into rank 0's run directory: ``auto`` checks that the ranks
+        share it and otherwise gathers on rank 0 (the layout nodes without a shared disk need).
+        """
+        choice = self.cfg.parallel.checkpoint
+        if not self.par.sharded or choice == "full":
+            return False
+        shared = self.par.shared_path(self.run_dir / "checkpoints" if self.par.is_main else None)
+        if shared is None:
+            if choice == "sharded":
+                raise ConfigError("parallel.checkpoint: sharded needs every rank to see rank 0's run directory "
+                                  f"({self.run_dir}); use parallel.checkpoint: full (or auto) without a shared disk")
+            self._message("checkpoints gathered on rank 0: the ranks do not share its run directory")
+        return shared is not None
 
     def sampling(self) -> contextlib.AbstractContextManager[Any]:
         """Where rollouts and evaluation run: the whole policy on every rank (FSDP gathers its shards; a
@@ -760,6 +873,7 @@ class Trainer:
             with self.sampling():  # every rank enters (FSDP gathers the shards); rank 0 evaluates
                 if main:
                     rl.log(0, {"progress": 0.0, **self._eval_metrics(self.evaluate(0))})
+            self.par.wait_for_main()  # however long rank 0's evaluation takes (parallel.main_wait)
         try:
             stop = self.total_steps if until is None else min(until, self.total_steps)
             while self.step < stop:
@@ -784,6 +898,7 @@ class Trainer:
                     if self.pool.epoch != last_epoch:
                         rl.write_gallery()
                         rl.write_plots()
+                self.par.wait_for_main()  # rank 0 evaluated and logged alone (trackers may upload slowly)
                 last_epoch = self.pool.epoch
                 if (cfg.logging.save_every and step % cfg.logging.save_every == 0) or step == self.total_steps:
                     self.save()
@@ -835,25 +950,34 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Checkpoint the current step (rank 0 writes; every rank waits until it is on disk).
+        """Checkpoint the current step; every rank waits until it is on disk (``parallel.main_wait``).
 
-        The model directory holds the float32 master weights (FSDP: gathered on rank 0), the
-        optimizer state is keyed by parameter name: any strategy resumes it.
+        The weights are the float32 masters and the optimizer state is keyed by parameter name, so
+        any strategy resumes it.  Sharded (FSDP, ``parallel.checkpoint``): every rank writes its own
+        shards into rank 0's checkpoint directory at once (DCP, over the side group, so a slow disk is
+        bounded by ``parallel.main_wait``), then rank 0 adds the small files.  Otherwise the full
+        state is gathered on rank 0 (FSDP) or taken from its replica, and rank 0 writes it alone.
         """
-        from syngrpo.checkpoint import checkpoint_name, save_checkpoint
+        from syngrpo.checkpoint import SHARDED_DIR, checkpoint_name, prepare_checkpoint, save_checkpoint, save_sharded
 
         path = self.run_dir / "checkpoints" / checkpoint_name(self.step)
-        model_state = self.par.full_model_state(self.bundle.model)  # collectives: every rank takes part
-        optimizer_state = self.par.optimizer_state(self.bundle.model, self.optimizer)
+        common = dict(model=self.bundle.model, processor=self.bundle.processor, optimizer=None,
+                      scheduler=self.scheduler, keep_last=self.cfg.logging.keep_last,
+                      extra_torch={"precision": self.precision.state_dict()})
+        if self._sharded_checkpoints:
+            tmp = self.par.broadcast(str(prepare_checkpoint(self.run_dir, self.step)) if self.par.is_main else None)
+            save_sharded(Path(tmp) / SHARDED_DIR, self.bundle.model, self.optimizer, process_group=self.par.side_group)
+            if self.par.is_main:
+                path = save_checkpoint(self.run_dir, self.step, state=self.state_dict(), sharded=True, **common)
+        else:
+            model_state = self.par.full_model_state(self.bundle.model)  # collectives: every rank takes part
+            optimizer_state = self.par.optimizer_state(self.bundle.model, self.optimizer)
+            if self.par.is_main:
+                path = save_checkpoint(self.run_dir, self.step, state=self.state_dict(), model_state=model_state,
+                                       optimizer_state=optimizer_state, **common)
         if self.par.is_main:
-            path = save_checkpoint(self.run_dir, self.step, model=self.bundle.model,
-                                   processor=self.bundle.processor, optimizer=None,
-                                   scheduler=self.scheduler, state=self.state_dict(),
-                                   keep_last=self.cfg.logging.keep_last, model_state=model_state,
-                                   optimizer_state=optimizer_state,
-                                   extra_torch={"precision": self.precision.state_dict()})
             self._message(f"checkpoint saved: {path}")
-        self.par.barrier()
+        self.par.wait_for_main()
         return path
 
     def close(self) -> None:

@@ -27,10 +27,12 @@ single-process step.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,10 +142,12 @@ class PerPromptRollouts:
 
     name = "per_prompt_hf"
 
-    def __init__(self, bundle=None, **options) -> None:
+    def __init__(self, bundle=None, *, eval_delay: float = 0.0, **options) -> None:
         from syngrpo_hf.engine import HFRolloutEngine
 
         self.inner = HFRolloutEngine(bundle, **options)
+        #: seconds each greedy call (an evaluation: rank 0 alone runs it) sleeps first, a slow eval set
+        self.eval_delay = float(eval_delay)
 
     def generate(self, bundle, batch, *, num_generations, temperature, top_p, max_new_tokens, generator_seed=None):
         import zlib
@@ -152,6 +156,8 @@ class PerPromptRollouts:
 
         from syngrpo.rollout import Rollout
 
+        if temperature == 0.0 and self.eval_delay:
+            time.sleep(self.eval_delay)
         prompts = batch.collapse()
         parts = []
         for i in range(prompts.num_rows):
@@ -188,6 +194,30 @@ class LengthReward:
         return [min(1.0, len(r.text) / 60.0) for r in responses]
 
 
+class SlowMainTracker:
+    """An experiment tracker (trackers run on rank 0 only) slow to start and to log step 1: a W&B login or
+    upload over a bad network, while the other ranks have nothing to do but wait."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = float(seconds)
+
+    def start(self, **kwargs) -> None:
+        time.sleep(self.seconds)
+
+    def log_metrics(self, step, metrics) -> None:
+        if step == 1:
+            time.sleep(self.seconds)
+
+    def log_table(self, name, columns, rows, step) -> None:
+        """Nothing to show."""
+
+    def log_images(self, name, images, step) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class DistributedTestPlugins:
     @hookimpl
     def register_rollout_engines(self, register):
@@ -195,8 +225,28 @@ class DistributedTestPlugins:
                  description="hf, one prompt at a time, seeded by the prompt (distributed test)")
 
     @hookimpl
+    def register_trackers(self, register):
+        register("slow_main", lambda **options: SlowMainTracker(**options),
+                 description="sleeps on rank 0 at start and at step 1 (distributed test)")
+
+    @hookimpl
     def register_rewards(self, register):
         register("length_60", lambda **options: LengthReward(), description="completion length (distributed test)")
+
+
+def _trainer_config(model_dir: str, *extra: str):
+    from syngrpo.config import TrainConfig
+    from syngrpo.configio import load_config
+
+    sets = [f"model.policy={model_dir}", "model.device=cpu", "model.dtype=float32", "data.toy.n_train=8",
+            "data.toy.n_eval=2", "data.toy.image_size=56", "rollout.engine=per_prompt_hf",
+            "rollout.num_generations=3", "rollout.max_new_tokens=16", "rollout.response_format=plain",
+            'rewards.terms=[{"name": "length_60"}]', "synthesis.mode=off", "optim.batch_size=4",
+            "optim.max_steps=1", "optim.lr=1e-3", "optim.adam_eps=1.0", "optim.max_grad_norm=1.0",
+            "sft.enabled=false", "eval.at_end=false", "logging.progress=false", "logging.tensorboard=false",
+            "logging.plots=false", "logging.gallery=false", "logging.samples_every=0", "parallel.timeout=120",
+            *extra]
+    return load_config(TrainConfig, None, sets)
 
 
 def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
@@ -206,22 +256,12 @@ def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
     """
     import torch
 
-    from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
     from syngrpo.parallel import state_bytes
     from syngrpo.testing import registry_with
     from syngrpo.trainer import Trainer
 
     torch.set_num_threads(1)
-    sets = [f"model.policy={model_dir}", "model.device=cpu", "model.dtype=float32", "data.toy.n_train=8",
-            "data.toy.n_eval=2", "data.toy.image_size=56", "rollout.engine=per_prompt_hf",
-            "rollout.num_generations=3", "rollout.max_new_tokens=16", "rollout.response_format=plain",
-            'rewards.terms=[{"name": "length_60"}]', "synthesis.mode=off", "optim.batch_size=4",
-            "optim.max_steps=1", "optim.lr=1e-3", "optim.adam_eps=1.0", "optim.max_grad_norm=1.0",
-            "sft.enabled=false", "eval.at_end=false", "logging.progress=false", "logging.tensorboard=false",
-            "logging.plots=false", "logging.gallery=false", "logging.samples_every=0", "parallel.timeout=120",
-            *extra]
-    cfg = load_config(TrainConfig, None, sets)
+    cfg = _trainer_config(model_dir, *extra)
     registry = registry_with(DistributedTestPlugins(), autoload=True)
     with Trainer(cfg, run_dir, registry=registry) as trainer:
         trainer.setup()
@@ -251,10 +291,10 @@ def _initial_params(model_dir: Path) -> dict:
     return {n: p.detach().clone() for n, p in load_policy(model_dir).model.named_parameters()}
 
 
-def _torchrun(*args: str) -> None:
+def _torchrun(*args: str, nproc: int = 2) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     script = [] if args[:1] == ("-m",) else [__file__]  # this file as the worker, or ``-m module ...``
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", *script, *args]
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", *script, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
                               timeout=300, start_new_session=True)
@@ -383,6 +423,132 @@ def test_torchrun_fsdp_train_command_finishes_evaluates_and_resumes(model_dir, t
     assert "resumed from" in (run / "train.log").read_text()
 
 
+#: rank 0 alone works this long in each slow phase, while the process group gives up on a peer after TIMEOUT
+SLOW, TIMEOUT = 14.0, 6.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_slow_rank0_only_phases_do_not_outlast_the_process_group_timeout(model_dir, tmp_path):
+    """Issue 20 item 5: rank-0-only work longer than ``parallel.timeout`` does not abort the run.
+
+    Rank 0 alone starts the trackers, evaluates, logs and writes checkpoints; here a tracker plugin
+    takes ``SLOW`` s to start and to log step 1, and the evaluation at the start of the run (greedy,
+    rank 0 only) sleeps as long, each longer than the 6 s collective timeout.  The other rank must
+    wait for rank 0 without a collective timing out, and both ranks finish both steps.
+    """
+    out = tmp_path / "slow.json"
+    sets = [f"--set={s}" for s in (
+        f"parallel.timeout={TIMEOUT}", "optim.max_steps=2", "logging.save_every=1", "eval.at_start=true",
+        "logging.trackers=[slow_main]", f'logging.tracker_options={{"slow_main": {{"seconds": {SLOW}}}}}',
+        f'rollout.engine_options={{"eval_delay": {SLOW}}}')]
+    t0 = time.perf_counter()
+    _torchrun("--train", "--model", str(model_dir), "--workdir", str(tmp_path / "run"), "--out", str(out), *sets)
+    report = json.loads(out.read_text())
+    assert report == {"steps": 2, "world": 2, "timeout": TIMEOUT}
+    assert time.perf_counter() - t0 > 3 * SLOW  # the slow phases did run (start, eval at step 0, log of step 1)
+    assert (tmp_path / "run" / "checkpoints" / "step-000002").is_dir()
+
+
+def full_state(trainer) -> dict:
+    """The policy's weights and AdamW state, whole and keyed by parameter name (gathered on rank 0 under FSDP).
+
+    Only once the optimizer has state: ``get_state_dict`` initialises an empty one with a zero-lr step.
+    """
+    import copy
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True) if trainer.par.enabled else None
+    model, optim = get_state_dict(trainer.bundle.model, trainer.optimizer, options=options)
+    # copies: some entries are the live tensors (AdamW's step counters), which later steps change in place
+    return copy.deepcopy({"model": model, "optim": optim.get("state", {}), "step": trainer.step,
+                          "world": trainer.par.world})
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    import torch
+
+    assert a["model"].keys() == b["model"].keys() and a["optim"].keys() == b["optim"].keys()
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for name, st in a["optim"].items():
+        for key, value in st.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optim"][name][key])), (name, key)
+
+
+def train_worker(model_dir: str, run_dir: str, out: str, *extra: str, resume: str | None = None) -> None:
+    """``Trainer.train`` on every rank; rank 0 reports the steps it finished, and with ``resume`` the state
+    the checkpoint restored (``<out>.restored.pt``) and the state at the end (``<out>.final.pt``)."""
+    import torch
+
+    from syngrpo.testing import registry_with
+    from syngrpo.trainer import Trainer
+
+    torch.set_num_threads(1)
+    cfg = _trainer_config(model_dir, *extra)
+    registry = registry_with(DistributedTestPlugins(), autoload=True)
+    with Trainer(cfg, run_dir, resume=resume, registry=registry) as trainer:
+        trainer.setup()
+        restored = full_state(trainer) if resume else None  # collectives: every rank takes part
+        trainer.train()
+        final = full_state(trainer)
+        if trainer.par.is_main:
+            if restored is not None:
+                torch.save(restored, out + ".restored.pt")
+            torch.save(final, out + ".final.pt")
+            Path(out).write_text(json.dumps({"steps": trainer.step, "world": trainer.par.world,
+                                             "timeout": trainer.cfg.parallel.timeout}))
+
+
+#: six prompts a step: a global batch that splits over 1, 2 and 3 ranks
+RESHARD_SETS = ("parallel.strategy=fsdp", "optim.batch_size=6", "data.toy.n_train=12", "logging.save_every=2",
+                "algorithm.beta=0.04", "optim.grad_accum=1")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_sharded_checkpoint_of_two_ranks_resumes_on_three_then_in_one_process_exactly(model_dir, tmp_path):
+    """Issue 20 item 4: DCP re-slices a sharded checkpoint for another world size.
+
+    Two FSDP ranks train 2 steps and write ``step-000002`` as two shard files; three ranks resume it (each
+    reading the overlap of its new slices), restore exactly the weights and AdamW state the two ranks had,
+    train to step 4 and write three shard files; one plain process resumes that and restores exactly
+    the three ranks' state.
+    """
+    import torch
+
+    from syngrpo.checkpoint import latest_checkpoint
+    from syngrpo.runlog import read_jsonl
+
+    run = tmp_path / "run"
+    two = tmp_path / "two.json"
+    _torchrun("--train", "--model", str(model_dir), "--workdir", str(run), "--out", str(two),
+              *[f"--set={s}" for s in (*RESHARD_SETS, "optim.max_steps=2")])
+    ckpt = latest_checkpoint(run)
+    assert ckpt.name == "step-000002"
+    assert sorted(p.name for p in (ckpt / "sharded").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    saved = torch.load(str(two) + ".final.pt")
+
+    three = tmp_path / "three.json"
+    _torchrun("--train", "--model", str(model_dir), "--workdir", str(run), "--out", str(three), "--resume", str(run),
+              *[f"--set={s}" for s in (*RESHARD_SETS, "optim.max_steps=4")], nproc=3)
+    restored = torch.load(str(three) + ".restored.pt")
+    assert (restored["world"], restored["step"]) == (3, 2)
+    _assert_same_state(saved, restored)
+    ckpt = latest_checkpoint(run)
+    assert ckpt.name == "step-000004" and len(list((ckpt / "sharded").glob("*.distcp"))) == 3
+
+    one = tmp_path / "one.json"
+    train_worker(str(model_dir), str(run), str(one), *(s for s in RESHARD_SETS if "strategy" not in s),
+                 "optim.max_steps=5", resume=str(run))
+    restored = torch.load(str(one) + ".restored.pt")
+    assert (restored["world"], restored["step"]) == (1, 4)
+    _assert_same_state(torch.load(str(three) + ".final.pt"), restored)
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+    assert json.loads(one.read_text())["steps"] == 5
+
+
 def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str) -> None:
     import torch
 
@@ -398,10 +564,14 @@ if __name__ == "__main__":
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--trainer", action="store_true")
+    ap.add_argument("--train", action="store_true", help="Trainer.train() instead of one step")
+    ap.add_argument("--resume")
     ap.add_argument("--workdir")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     args = ap.parse_args()
-    if args.trainer:
+    if args.train:
+        train_worker(args.model, args.workdir, args.out, *args.sets, resume=args.resume)
+    elif args.trainer:
         trainer_worker(args.model, args.workdir, args.out, *args.sets)
     else:
         ddp_worker(args.model, args.out)

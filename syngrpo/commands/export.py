@@ -4,7 +4,8 @@ Checkpoints hold the float32 master weights, so that a resume loses no update
 (docs/training.md, "Precision").  Serving wants half of that: ``export`` loads a run's
 latest checkpoint (or a given checkpoint or model directory), casts it and writes a
 ``save_pretrained`` directory with the processor, ready for ``from_pretrained``, vLLM or
-``syngrpo eval --checkpoint DIR``.
+``syngrpo eval --checkpoint DIR``.  A sharded checkpoint (FSDP) is consolidated on the way:
+``--dtype float32`` turns it into a plain ``save_pretrained`` copy of the masters.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def export_policy(checkpoint: str | Path, out: str | Path, *, dtype: str = "bfloat16") -> Path:
     """Write ``checkpoint``'s policy to ``out`` in ``dtype`` (``save_pretrained`` + processor); returns ``out``."""
     from syngrpo.errors import ConfigError
-    from syngrpo.evaluate import resolve_model_dir
-    from syngrpo.models.policy import load_policy
+    from syngrpo.evaluate import load_checkpoint_policy, resolve_model_dir
 
     source = resolve_model_dir(checkpoint)
     if not any(source.glob("*.safetensors")) and (source / "adapter_config.json").is_file():
@@ -41,7 +41,7 @@ def export_policy(checkpoint: str | Path, out: str | Path, *, dtype: str = "bflo
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"--out {str(target)!r} exists and is not empty")
-    bundle = load_policy(source, dtype=dtype, device="cpu")
+    bundle = load_checkpoint_policy(source, dtype=dtype, device="cpu")
     target.mkdir(parents=True, exist_ok=True)
     bundle.model.save_pretrained(str(target), safe_serialization=True)
     bundle.processor.save_pretrained(str(target))

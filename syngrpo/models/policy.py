@@ -24,8 +24,9 @@ Two facts from ``REFERENCE.md`` shape this module:
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -262,6 +263,60 @@ def _apply_lora(model: Any, lora: dict[str, Any]) -> Any:
     return peft.get_peft_model(model, config)
 
 
+@contextlib.contextmanager
+def empty_weights() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device (no memory) and their buffers for real.
+
+    The weights of such a model arrive later (broadcast into FSDP shards, or read from a sharded
+    checkpoint), but buffers computed at construction -- the rotary ``inv_freq`` tables, which are not
+    in any state dict -- must be right, so only ``register_parameter`` is redirected (what accelerate's
+    ``init_empty_weights(include_buffers=False)`` does).
+    """
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def _with_generation_config(model: Any, path: str) -> Any:
+    """``model`` with the checkpoint's ``generation_config.json`` (a model built from its config alone has
+    defaults derived from the config; ``generate`` and the EOS ids read this one)."""
+    from transformers import GenerationConfig
+
+    with contextlib.suppress(OSError, ValueError):
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model
+
+
+def _empty_model(fam: Any, path: str, config: Any, device: torch.device, **kwargs: Any) -> Any:
+    """The family's model class built from ``config`` with meta parameters and real buffers on ``device``."""
+    with empty_weights():
+        model = fam.model_class()._from_config(config, **kwargs)
+    for module in model.modules():
+        for name, buf in module._buffers.items():
+            if buf is not None:
+                module._buffers[name] = buf.to(device)
+    return _with_generation_config(model, path)
+
+
+def _sharded_checkpoint_weights(path: str) -> dict[str, torch.Tensor] | None:
+    """The consolidated weights when ``path`` is a sharded checkpoint's ``model/`` directory (no weight files)."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
+        return None
+    from syngrpo.checkpoint import consolidated_model_state, is_sharded
+
+    return consolidated_model_state(folder.parent) if is_sharded(folder.parent) else None
+
+
 def load_policy(
     name_or_path: str | Path,
     *,
@@ -274,8 +329,19 @@ def load_policy(
     max_pixels: int | None = None,
     min_pixels: int | None = None,
     family: Any = "auto",
+    empty: bool = False,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> PolicyBundle:
     """Load a VLM policy (hub id or directory) with its processor, through its model family.
+
+    ``empty`` builds the architecture only, parameters on the meta device (:func:`empty_weights`):
+    what every rank but rank 0 of a sharded run holds until :meth:`syngrpo.parallel.Parallel.shard_from_main`
+    broadcasts rank 0's weights into its shards, so host memory never holds a second whole model.
+    ``state_dict`` replaces the directory's weight files (a sharded checkpoint consolidated in memory,
+    :func:`syngrpo.checkpoint.consolidated_model_state`; the directory then needs only its config).
+    The ``model/`` directory of a sharded checkpoint (config and processor, the weights beside it in
+    ``sharded/``) is consolidated so by itself: ``model.policy``, ``syngrpo eval`` and describers read it
+    like any model directory (vLLM, which reads files, needs ``syngrpo export`` first).
 
     ``family`` is a registered family name, a :class:`~syngrpo.models.family.ModelFamily`,
     or ``auto`` (the family that reads the checkpoint's ``config.json`` ``model_type``).
@@ -300,7 +366,15 @@ def load_policy(
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = fam.load_model(path, **kwargs).to(dev)
+    if state_dict is None and not empty:
+        state_dict = _sharded_checkpoint_weights(path)
+    if empty:
+        model = _empty_model(fam, path, config, dev, **kwargs)
+    elif state_dict is not None:  # transformers takes a state dict with a config, not with a directory
+        model = fam.model_class().from_pretrained(None, config=config, state_dict=dict(state_dict), **kwargs)
+        model = _with_generation_config(model, path).to(dev)
+    else:
+        model = fam.load_model(path, **kwargs).to(dev)
     processor = fam.load_processor(path)
     tokenizer = processor.tokenizer
 
@@ -355,13 +429,18 @@ def reference_model(bundle: PolicyBundle, dtype: torch.dtype | None = None) -> A
     ``dtype`` (e.g. the bf16 compute dtype of a mixed-precision run) casts the copy: it is
     never updated, so it needs no float32 master.
     """
-    ref = copy.deepcopy(bundle.model)
+    return frozen(copy.deepcopy(bundle.model), dtype)
+
+
+def frozen(model: Any, dtype: torch.dtype | None = None) -> Any:
+    """``model`` itself, cast to ``dtype`` (parameters and floating buffers), in eval mode, without gradients:
+    what :func:`reference_model` makes of its copy, and a sharded run of a reference it loads or builds."""
     if dtype is not None:
-        ref.to(dtype)
-    ref.eval()
-    for p in ref.parameters():
+        model.to(dtype)
+    model.eval()
+    for p in model.parameters():
         p.requires_grad_(False)
-    return ref
+    return model
 
 
 # ---- prompts --------------------------------------------------------------------------------------

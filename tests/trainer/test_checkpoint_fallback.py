@@ -1,4 +1,9 @@
-"""``--resume`` with a damaged newest checkpoint falls back to the newest intact one and names the broken file."""
+"""``--resume`` with a damaged newest checkpoint falls back to the newest intact one and names the broken file.
+
+Both layouts: the gathered one (``model/`` safetensors + ``optimizer.pt``) and the sharded one
+(``sharded/``: DCP's ``.metadata`` + one ``.distcp`` file per rank), written here by the same
+functions a run uses (a single process writes one shard file).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,24 @@ import logging
 import pytest
 import torch
 
-from syngrpo.checkpoint import checkpoint_problem, latest_checkpoint, save_checkpoint
+from syngrpo.checkpoint import (
+    SHARDED_DIR,
+    checkpoint_problem,
+    consolidated_model_state,
+    latest_checkpoint,
+    prepare_checkpoint,
+    save_checkpoint,
+    save_sharded,
+)
 from syngrpo.errors import ConfigError
+
+
+class TinyConfig:
+    def save_pretrained(self, path):
+        from pathlib import Path
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "config.json").write_text('{"model_type": "tiny"}')
 
 
 class TinyModel(torch.nn.Module):
@@ -17,6 +38,7 @@ class TinyModel(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(64, 64)
+        self.config = TinyConfig()
 
     def save_pretrained(self, path, safe_serialization=True):
         from pathlib import Path
@@ -62,3 +84,72 @@ def test_a_damaged_checkpoint_named_directly_or_all_damaged_is_a_clear_error(tmp
     _truncate(root / "step-000001" / "model" / "model.safetensors")
     with pytest.raises(ConfigError, match="every checkpoint .* is damaged"):
         latest_checkpoint(tmp_path)
+
+
+def _run_sharded(tmp_path, steps=(1, 2, 3)):
+    model = TinyModel()
+    opt = torch.optim.AdamW(model.parameters())
+    model.layer(torch.randn(2, 64)).sum().backward()
+    opt.step()
+    for step in steps:
+        save_sharded(prepare_checkpoint(tmp_path, step) / SHARDED_DIR, model, opt)
+        save_checkpoint(tmp_path, step, model=model, processor=None, optimizer=None, scheduler=None,
+                        state={"pool": {}}, sharded=True)
+    return tmp_path / "checkpoints", model
+
+
+def _damage(path, how):
+    if how == "truncate":
+        _truncate(path)
+    elif how == "delete":
+        path.unlink()
+    else:  # garbage where the file was
+        path.write_bytes(b"not a checkpoint")
+
+
+@pytest.mark.parametrize(("broken", "how"), [("sharded/__0_0.distcp", "truncate"), ("sharded/__0_0.distcp", "delete"),
+                                             ("sharded/.metadata", "truncate"), ("sharded/.metadata", "delete"),
+                                             ("sharded/.metadata", "garbage")])
+def test_a_torn_sharded_checkpoint_is_skipped_for_the_newest_intact_one(tmp_path, caplog, broken, how):
+    root, model = _run_sharded(tmp_path)
+    newest = root / "step-000003"
+    assert latest_checkpoint(tmp_path) == newest and not list((newest / "model").glob("*.safetensors"))
+    assert torch.equal(consolidated_model_state(newest)["layer.weight"], model.layer.weight)
+    _damage(newest / broken, how)
+    with caplog.at_level(logging.WARNING, logger="syngrpo.checkpoint"):
+        assert latest_checkpoint(tmp_path) == root / "step-000002"
+    assert str(newest / "sharded") in caplog.text
+    with pytest.raises(ConfigError, match="step-000003/sharded"):
+        latest_checkpoint(newest)
+
+
+def test_a_sharded_save_that_never_finished_is_not_a_checkpoint(tmp_path):
+    _run_sharded(tmp_path, steps=(1,))
+    model = TinyModel()
+    save_sharded(prepare_checkpoint(tmp_path, 2) / SHARDED_DIR, model, None)  # rank 0 died before completing
+    assert latest_checkpoint(tmp_path).name == "step-000001"
+
+
+class _Pwned:
+    """Unpickling this would run a command (``os.system``): what a crafted ``.metadata`` could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_sharded_checkpoint_whose_metadata_would_run_code_is_refused_without_running_it(tmp_path):
+    import pickle
+
+    root, _ = _run_sharded(tmp_path, steps=(1, 2))
+    marker = tmp_path / "pwned"
+    (root / "step-000002" / "sharded" / ".metadata").write_bytes(pickle.dumps(_Pwned(marker)))
+    assert "posix.system is not allowed" in checkpoint_problem(root / "step-000002")
+    assert latest_checkpoint(tmp_path) == root / "step-000001"
+    with pytest.raises(pickle.UnpicklingError):
+        consolidated_model_state(root / "step-000002")
+    assert not marker.exists()
