@@ -168,11 +168,11 @@ def policy_step(policy_dir: Path, work: Path, size: dict[str, Any], *, fsdp: boo
     import torch
 
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
     from syngrpo.errors import ConfigError
     from syngrpo.models.architecture import load_architecture
-    from syngrpo.plan import PlanInputs, plan_memory
-    from syngrpo.trainer import Trainer
+    from syngrpo.scale.plan import PlanInputs, plan_memory
+    from syngrpo.train.trainer import Trainer
 
     cuda = size["device"] == "cuda"
     sets = [f"model.policy={policy_dir}", f"model.device={size['device']}",
@@ -333,7 +333,7 @@ def _scene(px: int) -> tuple[Any, Any, list[list[float]]]:
 def sdxl_check(size: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from syngrpo.synthesis import SynthesisRequest
+    from syngrpo.synthesis.pipeline import SynthesisRequest
 
     reg = registry()
     pipe = sdxl_pipeline(size)

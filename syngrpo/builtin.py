@@ -52,23 +52,23 @@ def _keyword_options(cls: type) -> set[str]:
 #: kind -> (name, module, class, description) of every built-in; one row per registration
 _BUILTINS: dict[str, list[tuple[str, str, str, str]]] = {
     "reward": [
-        ("accuracy", "syngrpo.rewards", "AccuracyReward",
+        ("accuracy", "syngrpo.perception.rewards", "AccuracyReward",
          "R_acc: the task's accuracy of the parsed <answer> (IoU for REC, scaled mAP for OVD/ISR)"),
-        ("format", "syngrpo.rewards", "FormatReward",
+        ("format", "syngrpo.perception.rewards", "FormatReward",
          "R_format: 1 when every tag the prompt asked for is present once and in order"),
     ],
     "advantage estimator": [
-        ("grpo", "syngrpo.losses", "GRPOAdvantage", "(r - mean) / (std + eps) per group (eq. 1); options: eps, std"),
-        ("dr_grpo", "syngrpo.losses", "DrGRPOAdvantage", "Dr. GRPO: r - mean per group, no std division"),
-        ("mc_grpo", "syngrpo.losses", "MCGRPOAdvantage",
+        ("grpo", "syngrpo.algo.losses", "GRPOAdvantage", "(r - mean) / (std + eps) per group (eq. 1); options: eps, std"),
+        ("dr_grpo", "syngrpo.algo.losses", "DrGRPOAdvantage", "Dr. GRPO: r - mean per group, no std division"),
+        ("mc_grpo", "syngrpo.algo.losses", "MCGRPOAdvantage",
          "MC-GRPO: (r - median) / (MAD + eps), G+1 rollouts with the median one dropped"),
     ],
     "policy loss": [
-        ("grpo", "syngrpo.losses", "GRPOLoss",
+        ("grpo", "syngrpo.algo.losses", "GRPOLoss",
          "clipped surrogate + beta * KL(k3); options: eps_low, eps_high, beta, aggregation, max_tokens"),
-        ("entropy_loss", "syngrpo.losses", "EntropyLoss",
+        ("entropy_loss", "syngrpo.algo.losses", "EntropyLoss",
          "grpo minus coef * token entropy (paper baseline 'GRPO + Entropy Loss')"),
-        ("entropy_advantage", "syngrpo.losses", "EntropyAdvantageLoss",
+        ("entropy_advantage", "syngrpo.algo.losses", "EntropyAdvantageLoss",
          "grpo on advantages + min(alpha*H, |A|/kappa) (paper baseline 'GRPO + Entropy Adv.')"),
     ],
 }

@@ -22,12 +22,12 @@ hookimpl = pluggy.HookimplMarker("syngrpo")
 
 @hookspec
 def register_tasks(register):
-    """Register perception tasks: ``factory(**options) -> syngrpo.task.Task``."""
+    """Register perception tasks: ``factory(**options) -> syngrpo.perception.task.Task``."""
 
 
 @hookspec
 def register_rewards(register):
-    """Register reward functions: ``factory(**options) -> syngrpo.rewards.RewardFunction``."""
+    """Register reward functions: ``factory(**options) -> syngrpo.perception.rewards.RewardFunction``."""
 
 
 @hookspec
@@ -67,7 +67,7 @@ def register_model_families(register):
 
 @hookspec
 def register_trackers(register):
-    """Register experiment trackers (W&B, MLflow ...): ``factory(**options) -> syngrpo.trackers.Tracker``."""
+    """Register experiment trackers (W&B, MLflow ...): ``factory(**options) -> syngrpo.rundir.trackers.Tracker``."""
 
 
 @hookspec

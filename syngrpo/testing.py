@@ -6,7 +6,7 @@ suite:
 * :func:`registry_with` — a fresh :class:`~syngrpo.plugins.Registry` with your
   plugin object registered directly (no install needed), optionally next to
   everything the entry points provide.
-* :func:`check_task_contract` — a conformance check any :class:`~syngrpo.task.Task`
+* :func:`check_task_contract` — a conformance check any :class:`~syngrpo.perception.task.Task`
   must pass: its toy data round-trips through ``save``/``load``, its reference
   answers score 1.0 once written in its answer format and read back by its own
   parser, its parser survives junk, its labels follow image transforms.
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syngrpo.geometry import ImageTransform, valid_box
+from syngrpo.perception.geometry import ImageTransform, valid_box
+from syngrpo.perception.task import MAX_JOB_LABEL_CHARS, Task
 from syngrpo.plugins import Registry, build_registry, make_plugin_manager
-from syngrpo.task import MAX_JOB_LABEL_CHARS, Task
 from syngrpo.types import Sample
 
 #: strings no parser may raise on (model output is arbitrary text)
@@ -51,7 +51,7 @@ JUNK_ANSWERS: tuple[str | None, ...] = (
 
 
 class ContractError(AssertionError):
-    """A task broke the :class:`~syngrpo.task.Task` contract; the message says which clause."""
+    """A task broke the :class:`~syngrpo.perception.task.Task` contract; the message says which clause."""
 
 
 @dataclass
@@ -160,7 +160,7 @@ def check_task_contract(
     tmp = Path(tmp_dir)
     report = ContractReport(task=getattr(task, "name", type(task).__name__))
     if not isinstance(task, Task):
-        _fail(task, "type", f"{type(task).__name__} is not a syngrpo.task.Task")
+        _fail(task, "type", f"{type(task).__name__} is not a syngrpo.perception.task.Task")
     opts = dict(toy_options or {})
 
     # 1. toy data
@@ -328,7 +328,7 @@ def check_family_contract(family: Any, tmp_dir: str | Path, *, model_dir: str | 
        question's text inside the prompt, frames of the model-input size.
     3. ``generate`` never emits a suppressed token, even when a hook on the output head makes the
        suppressed tokens the most likely ones.
-    4. The log-probs of :func:`syngrpo.scoring.completion_logprobs` equal the sampler's raw
+    4. The log-probs of :func:`syngrpo.models.scoring.completion_logprobs` equal the sampler's raw
        ``output_logits`` (temperature applied) within ``tolerance``, on the naive path and, when the
        family says it applies, on the shared-prefix path.
     5. A reference box written in the family's convention (:attr:`~ModelFamily.coordinates`) for an
@@ -341,10 +341,10 @@ def check_family_contract(family: Any, tmp_dir: str | Path, *, model_dir: str | 
     import torch
     from PIL import Image
 
-    from syngrpo.geometry import iou
     from syngrpo.models.family import ModelFamily
     from syngrpo.models.policy import encode_prompts, load_policy
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.models.scoring import completion_logprobs
+    from syngrpo.perception.geometry import iou
 
     t0 = time.perf_counter()
     if not isinstance(family, ModelFamily):

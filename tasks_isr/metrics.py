@@ -9,13 +9,13 @@ formulas are in an appendix we do not have.  Two families live here (docs/tasks/
 
 1. Per image, ground-truth and predicted objects are matched one to one, greedily by
    decreasing IoU, only between equal labels, at IoU >= 0.5
-   (:func:`syngrpo.detection.greedy_match`, the matching behind GP/GR; labels compare after
-   :func:`syngrpo.detection.normalize_label`).
+   (:func:`syngrpo.perception.detection.greedy_match`, the matching behind GP/GR; labels compare after
+   :func:`syngrpo.perception.detection.normalize_label`).
 2. ``matched_iou`` = mean IoU over every matched pair of the split.
 3. ``matched_rotation`` = mean over the matched pairs whose ground truth has a rotation of
    :func:`rotation_score`; a prediction without a rotation scores 0.
 4. With no matched pair in the split both are 0, except for a split with neither labelled nor
-   predicted objects, where both are 1 (the convention of :mod:`syngrpo.detection`).
+   predicted objects, where both are 1 (the convention of :mod:`syngrpo.perception.detection`).
 
 Both are conditional on detection: read them next to GR.  They used to be called S_bbox and
 S_rotation, but those name the *refinement* stage's scores, which these are not.
@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from syngrpo.detection import greedy_match, normalize_label
-from syngrpo.geometry import iou
+from syngrpo.perception.detection import greedy_match, normalize_label
+from syngrpo.perception.geometry import iou
 from tasks_isr.rotation import angular_error
 
 Objects = Sequence[Mapping[str, Any]]

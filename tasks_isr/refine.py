@@ -28,11 +28,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.answers import as_box, as_number, json_values, unwrap
-from syngrpo.datafiles import image_size, read_records, resolve_image, tidy_number, write_records
-from syngrpo.detection import normalize_label
-from syngrpo.geometry import ImageTransform, valid_box
-from syngrpo.task import Task, sample_record, split_frames
+from syngrpo.data.files import image_size, read_records, resolve_image, tidy_number, write_records
+from syngrpo.perception.answers import as_box, as_number, json_values, unwrap
+from syngrpo.perception.detection import normalize_label
+from syngrpo.perception.geometry import ImageTransform, valid_box
+from syngrpo.perception.task import Task, sample_record, split_frames
 from syngrpo.types import Box, Sample
 from tasks_isr.metrics import refinement_terms
 from tasks_isr.rotation import normalize_rotation, transform_rotation

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from syngrpo.geometry import ImageTransform
+from syngrpo.perception.geometry import ImageTransform
 
 
 def normalize_rotation(degrees: float) -> float:

@@ -17,11 +17,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.answers import parse_detections, to_detection
-from syngrpo.datafiles import image_size, read_records, resolve_image, write_records
-from syngrpo.detection import coco_ap_dataset, map_detections, normalize_label, ovd_reward, precision_recall_dataset
-from syngrpo.geometry import ImageTransform, valid_box
-from syngrpo.task import Task, original_frame, sample_record, split_frames
+from syngrpo.data.files import image_size, read_records, resolve_image, write_records
+from syngrpo.perception.answers import parse_detections, to_detection
+from syngrpo.perception.detection import (
+    coco_ap_dataset,
+    map_detections,
+    normalize_label,
+    ovd_reward,
+    precision_recall_dataset,
+)
+from syngrpo.perception.geometry import ImageTransform, valid_box
+from syngrpo.perception.task import Task, original_frame, sample_record, split_frames
 from syngrpo.types import Box, Sample
 from tasks_isr.metrics import matched_pair_scores
 from tasks_isr.rotation import normalize_rotation, transform_rotation
@@ -34,7 +40,7 @@ _RECORD_KEYS = {"id", "image", "width", "height", "problem", "objects", "solutio
 def _parse_object(item: Any) -> dict[str, Any] | None:
     """One ``{"bbox_2d", "label", "rotation"[, "score"]}`` object, or ``None`` when it is unusable.
 
-    The shared reader (:func:`syngrpo.answers.to_detection`) plus ISR's two
+    The shared reader (:func:`syngrpo.perception.answers.to_detection`) plus ISR's two
     normal forms: labels compare lower case and single-spaced, rotations fold into [0, 360).
     """
     det = to_detection(item, numbers=("rotation",))
@@ -53,7 +59,7 @@ def parse_objects(text: str | None) -> list[dict[str, Any]] | None:
     """The objects of an answer, or ``None`` when it holds no readable JSON list. Never raises.
 
     The detection-answer rules every detection task shares
-    (:func:`syngrpo.answers.parse_detections`: ``<answer>`` tags, code fences,
+    (:func:`syngrpo.perception.answers.parse_detections`: ``<answer>`` tags, code fences,
     prose around the list, a single bare object, numbers as strings, box corners
     in either order), plus a label's case and spacing.  Unusable objects (no box
     of four numbers, no label) are dropped; a list that had objects but none
@@ -71,7 +77,7 @@ def map_objects(objects: Sequence[Mapping[str, Any]], transform: ImageTransform,
                 drop_vanished: bool = True) -> list[dict[str, Any]]:
     """Objects after the image went through ``transform``: boxes mapped (and clipped), rotations turned.
 
-    Boxes move as in :func:`syngrpo.detection.map_detections` (``drop_vanished``:
+    Boxes move as in :func:`syngrpo.perception.detection.map_detections` (``drop_vanished``:
     an object whose box had an area and has none left is dropped).
     """
     moved = map_detections(objects, transform, drop_vanished=drop_vanished)
@@ -232,7 +238,7 @@ class IsrTask(Task):
         """``{"map", "gp", "gr", "matched_iou", "matched_rotation"}`` of a split (docs/tasks/isr.md).
 
         ``map`` is COCO AP@[.5:.95] over the split; GP/GR pool the greedy IoU>=0.5
-        label-matched pairs of all images (:func:`syngrpo.detection.precision_recall_dataset`);
+        label-matched pairs of all images (:func:`syngrpo.perception.detection.precision_recall_dataset`);
         ``matched_iou`` / ``matched_rotation`` (the quality of the matched pairs, conditional on
         detection; not the refinement stage's S_bbox / S_rotation, which the ``isr_refine`` task
         reports) are defined in :mod:`tasks_isr.metrics`.  An unreadable prediction counts as no objects.

@@ -4,7 +4,7 @@ The prompt names the categories to look for; the model answers a JSON list of
 ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` objects in pixels of the image it
 saw, or ``None``.  The accuracy reward is ``min(1, N_gt/N_pred) * mAP`` (eq. 3)
 with COCO's AP@[.5:.95], after the boxes are mapped back to the original image;
-the split metrics are mAP, GP and GR (:mod:`syngrpo.detection`).
+the split metrics are mAP, GP and GR (:mod:`syngrpo.perception.detection`).
 
 Formats, prompts and metrics are documented in docs/tasks/ovd.md.
 """
@@ -17,22 +17,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo import vlmr1
-from syngrpo.answers import BOX_KEYS, LABEL_KEYS, NONE_ANSWERS, parse_detections, to_detection
-from syngrpo.coco_group import ovd_reward_group
-from syngrpo.datafiles import (
+from syngrpo.data.files import (
     pop_image_size,
     read_records,
     resolve_image,
     tidy_number,
     write_records,
 )
-from syngrpo.detection import coco_ap_dataset, map_detections, ovd_reward, precision_recall_dataset
-from syngrpo.geometry import ImageTransform
-from syngrpo.task import Task, original_frame, sample_record, split_frames
+from syngrpo.perception import vlmr1
+from syngrpo.perception.answers import BOX_KEYS, LABEL_KEYS, NONE_ANSWERS, parse_detections, to_detection
+from syngrpo.perception.coco_group import ovd_reward_group
+from syngrpo.perception.detection import coco_ap_dataset, map_detections, ovd_reward, precision_recall_dataset
+from syngrpo.perception.geometry import ImageTransform
+from syngrpo.perception.task import Task, original_frame, sample_record, split_frames
 from syngrpo.types import Box, Sample
 
-# The answer parser is the one every detection task shares (syngrpo.answers); re-exported here.
+# The answer parser is the one every detection task shares (syngrpo.perception.answers); re-exported here.
 __all__ = ["BOX_KEYS", "LABEL_KEYS", "NONE_ANSWERS", "OvdTask", "format_detections", "parse_detections",
            "to_detection"]
 
@@ -82,7 +82,7 @@ class OvdTask(Task):
     absent from the ground truth are dropped before the AP, as VLM-R1 does; by
     default they are false positives (docs/tasks/ovd.md);
     ``question_template`` with ``{categories}`` (default :data:`DEFAULT_TEMPLATE`);
-    ``profile``, ``"default"`` or ``"vlmr1"`` (VLM-R1's rules, :mod:`syngrpo.vlmr1`: last
+    ``profile``, ``"default"`` or ``"vlmr1"`` (VLM-R1's rules, :mod:`syngrpo.perception.vlmr1`: last
     answer block, last json fence, labels compared exactly, unknown labels always dropped but
     counted in N_pred, no clipping), for the reward and ``syngrpo eval`` alike.
     """
@@ -213,7 +213,7 @@ class OvdTask(Task):
     def parse_answer(self, text: str | None) -> list[Any] | None:
         """The detections in the answer (:func:`parse_detections`), or ``None``. Never raises.
 
-        vlmr1: the raw items of the last json fence (:func:`~syngrpo.vlmr1.json_fence_items`),
+        vlmr1: the raw items of the last json fence (:func:`~syngrpo.perception.vlmr1.json_fence_items`),
         ``[]`` without a fence or with invalid JSON; ``None`` only when there is no answer.
         """
         if self.profile == "vlmr1":
@@ -260,7 +260,7 @@ class OvdTask(Task):
         """:meth:`accuracy` of each of a GRPO group's predictions of one sample, in one AP pass.
 
         The G completions share the ground truth, so the COCO AP of all of them is computed in one
-        call (:mod:`syngrpo.coco_group`); the values equal :meth:`accuracy`'s.  AccuracyReward
+        call (:mod:`syngrpo.perception.coco_group`); the values equal :meth:`accuracy`'s.  AccuracyReward
         calls this for each group.  Never raises.  A subclass that overrides :meth:`accuracy` gets its
         own ``accuracy`` for each prediction here (the group path computes this class's).
         """
@@ -289,7 +289,7 @@ class OvdTask(Task):
         """``map``: COCO AP@[.5:.95] over the split; ``gp``/``gr``: greedy precision/recall at IoU 0.5.
 
         An unreadable prediction (``None``) counts as predicting nothing.  vlmr1: see
-        :func:`~syngrpo.vlmr1.ovd_dataset_metrics`.
+        :func:`~syngrpo.perception.vlmr1.ovd_dataset_metrics`.
         """
         if self.profile == "vlmr1":
             back = []
@@ -323,6 +323,6 @@ class OvdTask(Task):
         """Labels of the data this task loaded or generated; the toy shapes before any."""
         if self._seen_labels:
             return list(self._seen_labels)
-        from syngrpo.toyshapes import SHAPES
+        from syngrpo.perception.toyshapes import SHAPES
 
         return list(SHAPES)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from syngrpo.toyshapes import COLOURS, SHAPES, ShapeSpec, place_boxes, render_scene, scene_rng
+from syngrpo.perception.toyshapes import COLOURS, SHAPES, ShapeSpec, place_boxes, render_scene, scene_rng
 from syngrpo.types import Sample
 
 

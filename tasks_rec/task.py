@@ -15,18 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.answers import as_box, find_box, json_values, unwrap
-from syngrpo.datafiles import (
+from syngrpo.data.files import (
     pop_image_size,
     read_records,
     resolve_image,
     tidy_number,
     write_records,
 )
-from syngrpo.geometry import ImageTransform, iou
-from syngrpo.task import Task, original_frame, sample_record, split_frames
+from syngrpo.perception.answers import as_box, find_box, json_values, unwrap
+from syngrpo.perception.geometry import ImageTransform, iou
+from syngrpo.perception.task import Task, original_frame, sample_record, split_frames
+from syngrpo.perception.vlmr1 import answer_blocks, check_profile, rec_box, rec_iou, unclipped_box
 from syngrpo.types import Box, Sample
-from syngrpo.vlmr1 import answer_blocks, check_profile, rec_box, rec_iou, unclipped_box
 
 #: record keys holding a referring expression, in order of preference
 EXPRESSION_KEYS = ("normal_caption", "expression", "referring_expression", "ref", "sentence", "caption")
@@ -100,7 +100,7 @@ class RecTask(Task):
     ``box_format`` of the dataset boxes, ``"xyxy"`` (VLM-R1 files, default) or
     ``"xywh"`` (raw RefCOCO annotations), converted to ``xyxy`` on load;
     ``profile``, ``"default"`` (forgiving parsing, IoU of the clipped box) or ``"vlmr1"``
-    (VLM-R1's rules, :mod:`syngrpo.vlmr1`: first answer block, integers-only box,
+    (VLM-R1's rules, :mod:`syngrpo.perception.vlmr1`: first answer block, integers-only box,
     inclusive-pixel IoU, no clipping), for the reward and ``syngrpo eval`` alike.
     """
 
@@ -211,7 +211,7 @@ class RecTask(Task):
         return super().answer_text(response, whole_text_fallback=whole_text_fallback)
 
     def parse_answer(self, text: str | None) -> Box | None:
-        """The first box in the answer (:func:`parse_box`; vlmr1: :func:`~syngrpo.vlmr1.rec_box`),
+        """The first box in the answer (:func:`parse_box`; vlmr1: :func:`~syngrpo.perception.vlmr1.rec_box`),
         or ``None``. Never raises."""
         if self.profile == "vlmr1":
             box = rec_box(text)
@@ -313,6 +313,6 @@ class RecTask(Task):
 
     def class_names(self) -> list[str]:
         """The toy generator's shapes (REC datasets carry expressions, not classes)."""
-        from syngrpo.toyshapes import SHAPES
+        from syngrpo.perception.toyshapes import SHAPES
 
         return list(SHAPES)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from syngrpo.toyshapes import COLOURS, SHAPES, DrawnShape, ShapeSpec, place_boxes, render_scene, scene_rng
+from syngrpo.perception.toyshapes import COLOURS, SHAPES, DrawnShape, ShapeSpec, place_boxes, render_scene, scene_rng
 from syngrpo.types import Sample
 
 #: relation phrase -> does the target's box lie that way of the twin's box
@@ -110,7 +110,7 @@ def make_rec_toy(out_dir: str | Path, *, n: int, seed: int, split: str = "train"
                  position_code: bool = False) -> list[Sample]:
     """Draw ``n`` REC images into ``out_dir/images`` and return their samples (paths absolute).
 
-    ``style`` is the background (:mod:`syngrpo.toyshapes`): ``"plain"`` by default,
+    ``style`` is the background (:mod:`syngrpo.perception.toyshapes`): ``"plain"`` by default,
     ``"ood"`` for the out-of-domain test split (textured and cluttered, never in
     a plain train split).  Image ``i`` depends only on ``(seed, split, i)``: asking
     for more images extends the split, and the layout of image ``i`` is the same

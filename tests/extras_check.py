@@ -51,7 +51,7 @@ def check_sdxl(work: Path) -> str:
     """The ``sdxl_controlnet`` synthesizer loads a tiny SDXL ControlNet inpaint pipeline and repaints an image."""
     from syngrpo.models.tiny_sdxl import build_tiny_sdxl_controlnet
     from syngrpo.plugins import get_registry
-    from syngrpo.synthesis import SynthesisRequest, boxes_mask
+    from syngrpo.synthesis.pipeline import SynthesisRequest, boxes_mask
 
     importlib.import_module("accelerate")  # cpu_offload: true needs it
     model = build_tiny_sdxl_controlnet(work / "sdxl", seed=0)
@@ -159,7 +159,7 @@ def check_datasets(work: Path) -> str:
     import datasets
     from PIL import Image
 
-    from syngrpo.hfdata import load_rows
+    from syngrpo.data.hf import load_rows
 
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format="PNG")

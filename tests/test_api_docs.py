@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from syngrpo.task import Task
+from syngrpo.perception.task import Task
 
 ROOT = Path(__file__).resolve().parents[1]
 

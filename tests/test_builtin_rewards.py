@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import syngrpo.builtin
-from syngrpo.geometry import ImageTransform
+from syngrpo.perception.geometry import ImageTransform
+from syngrpo.perception.response import parse_response, render_response
+from syngrpo.perception.rewards import AccuracyReward, FormatReward, RewardFunction, RewardWarning
+from syngrpo.perception.task import Task
 from syngrpo.plugins import build_registry, make_plugin_manager
-from syngrpo.response import parse_response, render_response
-from syngrpo.rewards import AccuracyReward, FormatReward, RewardFunction, RewardWarning
-from syngrpo.task import Task
 from syngrpo.types import Sample
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from syngrpo.check import check_config
 from syngrpo.cli import main
 from syngrpo.config import load_train_config
 from syngrpo.errors import ConfigError
+from syngrpo.train.preflight import check_config
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_the_spawned_servers_synthesizer_and_the_job_options_are_checked(tmp_pat
 
 
 def test_train_runs_the_checks_before_loading_any_model(tmp_path):
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     cfg = load_train_config(_config(tmp_path), ["rewards.terms=[{name: acuracy}]"])
     trainer = Trainer(cfg, tmp_path / "run")
@@ -107,8 +107,8 @@ PAPER_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("t
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_paper_config_passes_its_checks_without_its_datasets(path):
     """Every Table 1 method and paper config: config, plugin names and options resolve (`syngrpo check --no-data`)."""
-    from syngrpo.check import check_config
     from syngrpo.config import load_train_config
+    from syngrpo.train.preflight import check_config
 
     report = check_config(load_train_config(path), data=False)
     assert report.errors == [], report.errors

@@ -1,4 +1,4 @@
-"""A GRPO group's OVD accuracy in one AP pass (syngrpo.coco_group) equals the accuracy scored one by one."""
+"""A GRPO group's OVD accuracy in one AP pass (syngrpo.perception.coco_group) equals the accuracy scored one by one."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from syngrpo import vlmr1
-from syngrpo.coco_group import coco_ap_group, ovd_reward_group
-from syngrpo.detection import coco_ap, ovd_reward
-from syngrpo.geometry import ImageTransform
-from syngrpo.response import parse_response
-from syngrpo.rewards import AccuracyReward, PerResponseReward
+from syngrpo.perception import vlmr1
+from syngrpo.perception.coco_group import coco_ap_group, ovd_reward_group
+from syngrpo.perception.detection import coco_ap, ovd_reward
+from syngrpo.perception.geometry import ImageTransform
+from syngrpo.perception.response import parse_response
+from syngrpo.perception.rewards import AccuracyReward, PerResponseReward
 from syngrpo.types import Sample
 from tasks_ovd.task import OvdTask
 

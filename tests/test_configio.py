@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import Field
 
-from syngrpo.configio import StrictModel, apply_overrides, dump_config, load_config, load_yaml
+from syngrpo.config.io import StrictModel, apply_overrides, dump_config, load_config, load_yaml
 from syngrpo.errors import ConfigError
 
 

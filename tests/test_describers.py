@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from syngrpo.describers import DescribeRequest, DescriberError, read_descriptions
 from syngrpo.plugins import get_registry
+from syngrpo.synthesis.describers import DescribeRequest, DescriberError, read_descriptions
 
 KEY = "sk-test-0123456789"
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syngrpo.detection import (
+from syngrpo.perception.detection import (
     coco_ap,
     coco_ap_dataset,
     greedy_match,
@@ -194,7 +194,7 @@ def test_per_category_and_segmented_ap_paths_agree():
     """Large splits take the one-category-at-a-time path; both must give the same APs."""
     import numpy as np
 
-    from syngrpo.detection import _category_aps
+    from syngrpo.perception.detection import _category_aps
 
     rng = np.random.default_rng(0)
     for _ in range(20):

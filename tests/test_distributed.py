@@ -4,11 +4,11 @@
 
 * **the scoring + loss path**: each rank wraps the tiny Qwen2.5-VL in
   ``DistributedDataParallel`` and takes one prompt (G = 3 completions) of a
-  two-prompt global batch: :func:`syngrpo.scoring.completion_logprobs` (naive and
+  two-prompt global batch: :func:`syngrpo.models.scoring.completion_logprobs` (naive and
   shared-prefix), the ``grpo`` policy loss, backward, one SGD step.  DDP averages
   the gradients, so the single-process reference is the mean of the two
   per-prompt losses on the whole batch at once (one left-padded batch);
-* **the trainer**: one :meth:`syngrpo.trainer.Trainer.train_step` per rank, each
+* **the trainer**: one :meth:`syngrpo.train.trainer.Trainer.train_step` per rank, each
   on its half of a 4-prompt global batch, against one single-process step on all
   4 prompts.  Sampling must not depend on how the batch is split, so the rollout
   engine here (``per_prompt_hf``, a real plugin registered below) runs the ``hf``
@@ -68,8 +68,8 @@ def _setup(model_dir: str):
 
 
 def _loss(model, batch, ids, mask, advantages, *, shared_prefix: bool):
-    from syngrpo.losses import GRPOLoss
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.algo.losses import GRPOLoss
+    from syngrpo.models.scoring import completion_logprobs
 
     logp, _ = completion_logprobs(model, batch, ids, mask, group_size=GROUP, shared_prefix=shared_prefix)
     loss, _ = GRPOLoss(beta=0.0)(logp=logp, old_logp=None, ref_logp=None, advantages=advantages, mask=mask)
@@ -90,8 +90,8 @@ def single_process_step(model_dir: str, *, shared_prefix: bool) -> dict:
     """The whole global batch in one process: loss = mean of the two per-prompt losses."""
     import torch
 
-    from syngrpo.losses import GRPOLoss
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.algo.losses import GRPOLoss
+    from syngrpo.models.scoring import completion_logprobs
 
     policy, batch, ids, mask, adv = _setup(model_dir)
     model = policy.model.train()
@@ -154,7 +154,7 @@ class PerPromptRollouts:
 
         import torch
 
-        from syngrpo.rollout import Rollout
+        from syngrpo.models.rollout import Rollout
 
         if temperature == 0.0 and self.eval_delay:
             time.sleep(self.eval_delay)
@@ -236,7 +236,7 @@ class DistributedTestPlugins:
 
 def _trainer_config(model_dir: str, *extra: str):
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
 
     sets = [f"model.policy={model_dir}", "model.device=cpu", "model.dtype=float32", "data.toy.n_train=8",
             "data.toy.n_eval=2", "data.toy.image_size=56", "rollout.engine=per_prompt_hf",
@@ -256,9 +256,9 @@ def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
     """
     import torch
 
-    from syngrpo.parallel import state_bytes
+    from syngrpo.scale.parallel import state_bytes
     from syngrpo.testing import registry_with
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     torch.set_num_threads(1)
     cfg = _trainer_config(model_dir, *extra)
@@ -402,9 +402,9 @@ def test_two_rank_fsdp_step_equals_the_single_process_step_with_half_the_state_p
 def test_torchrun_fsdp_train_command_finishes_evaluates_and_resumes(model_dir, tmp_path):
     """``torchrun --nproc_per_node=2 -m syngrpo.cli train --set parallel.strategy=fsdp`` in bf16 with gradient
     checkpointing and accumulation; its checkpoint (gathered on rank 0) evaluates in one process and resumes."""
-    from syngrpo.checkpoint import latest_checkpoint
     from syngrpo.cli import main
-    from syngrpo.runlog import read_jsonl
+    from syngrpo.rundir.checkpoint import latest_checkpoint
+    from syngrpo.rundir.runlog import read_jsonl
 
     run = tmp_path / "run"
     sets = [f"model.policy={model_dir}", "model.device=cpu", "model.dtype=bfloat16", "parallel.strategy=fsdp",
@@ -483,7 +483,7 @@ def train_worker(model_dir: str, run_dir: str, out: str, *extra: str, resume: st
     import torch
 
     from syngrpo.testing import registry_with
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     torch.set_num_threads(1)
     cfg = _trainer_config(model_dir, *extra)
@@ -518,8 +518,8 @@ def test_a_sharded_checkpoint_of_two_ranks_resumes_on_three_then_in_one_process_
     """
     import torch
 
-    from syngrpo.checkpoint import latest_checkpoint
-    from syngrpo.runlog import read_jsonl
+    from syngrpo.rundir.checkpoint import latest_checkpoint
+    from syngrpo.rundir.runlog import read_jsonl
 
     run = tmp_path / "run"
     two = tmp_path / "two.json"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syngrpo.diversity import (
+from syngrpo.algo.diversity import (
     DiversitySmoother,
     diversity_reward,
     ground_truth_diversity,

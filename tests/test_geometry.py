@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syngrpo.geometry import ImageTransform, box_area, iou, valid_box
+from syngrpo.perception.geometry import ImageTransform, box_area, iou, valid_box
 
 coords = st.floats(min_value=-500, max_value=500, allow_nan=False)
 scales = st.floats(min_value=0.1, max_value=10)

@@ -23,7 +23,7 @@ def _gpu_check():
 def test_a_bare_checkout_loads_the_same_plugin_modules_as_the_installed_entry_points():
     modules = _gpu_check().entry_point_modules()
     installed = {ep.value for ep in entry_points(group="syngrpo")}
-    assert len(modules) >= 12 and "syngrpo_sdxl.plugin" in modules and "syngrpo.server.inprocess" in modules
+    assert len(modules) >= 12 and "syngrpo_sdxl.plugin" in modules and "syngrpo.synthesis.server.inprocess" in modules
     assert set(modules) <= installed
 
 

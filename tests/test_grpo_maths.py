@@ -1,4 +1,4 @@
-"""The pure GRPO functions of syngrpo.grpo against values computed by hand."""
+"""The pure GRPO functions of syngrpo.algo.grpo against values computed by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syngrpo import grpo
+from syngrpo.algo import grpo
 
 
 def t(x):

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import syngrpo.builtin
-from syngrpo.errors import ConfigError
-from syngrpo.losses import (
+from syngrpo.algo.losses import (
     AdvantageEstimator,
     DrGRPOAdvantage,
     EntropyAdvantageLoss,
@@ -19,6 +18,7 @@ from syngrpo.losses import (
     MCGRPOAdvantage,
     PolicyLoss,
 )
+from syngrpo.errors import ConfigError
 from syngrpo.plugins import build_registry, make_plugin_manager
 
 
@@ -179,7 +179,7 @@ def test_one_step_moves_the_sampled_tokens_with_the_advantage_sign(registry, nam
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     before = _logp_of(model, tokens).detach()
     logp = _logp_of(model, tokens)
-    from syngrpo.grpo import token_entropy
+    from syngrpo.algo.grpo import token_entropy
 
     entropy = token_entropy(model.logits()) if loss_fn.needs_entropy else None
     if entropy is not None and not loss_fn.entropy_needs_grad:
@@ -200,7 +200,7 @@ def test_one_step_moves_the_sampled_tokens_with_the_advantage_sign(registry, nam
 
 
 def test_entropy_loss_raises_entropy_when_rewards_carry_no_signal():
-    from syngrpo.grpo import token_entropy
+    from syngrpo.algo.grpo import token_entropy
 
     model = TinyPolicy()
     tokens = torch.tensor([1, 3, 0])

@@ -44,7 +44,7 @@ def worker(argv: list[str], report: str) -> None:
 
     from syngrpo.cli import build_parser
     from syngrpo.commands.train import resolve_run
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     torch.set_num_threads(1)
     cfg, run_dir, resume = resolve_run(build_parser().parse_args(argv))
@@ -104,7 +104,7 @@ def _two_nodes(report: Path, node0: list[str], node1: list[str], *, hide_from_no
 @pytest.mark.slow
 def test_two_nodes_with_separate_run_directories_train_and_resume_to_the_same_weights(tmp_path):
     from syngrpo.models.tiny_policy import build_tiny_policy
-    from syngrpo.runlog import read_jsonl
+    from syngrpo.rundir.runlog import read_jsonl
 
     policy = build_tiny_policy(tmp_path / "policy", seed=0)  # every node can load the base policy
     a, b = tmp_path / "node0-run", tmp_path / "node1-run"
@@ -132,8 +132,8 @@ def test_two_nodes_with_separate_run_directories_train_and_resume_to_the_same_we
 @pytest.mark.skipif(not _can_hide_directories(), reason="needs a mount namespace (unshare -m) to hide a directory")
 def test_fsdp_nodes_without_a_shared_disk_resume_a_sharded_checkpoint_and_gather_the_next(tmp_path):
     """Issue 20 item 4: sharded checkpoints where the disk is shared, the gathered layout where it is not."""
-    from syngrpo.checkpoint import consolidated_model_state, is_sharded, latest_checkpoint, model_dir
     from syngrpo.models.tiny_policy import build_tiny_policy
+    from syngrpo.rundir.checkpoint import consolidated_model_state, is_sharded, latest_checkpoint, model_dir
 
     policy = build_tiny_policy(tmp_path / "policy", seed=0)
     a, b = tmp_path / "node0-run", tmp_path / "node1-run"

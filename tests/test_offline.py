@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from syngrpo.config import TrainConfig, load_train_config
-from syngrpo.configio import load_config
+from syngrpo.config.io import load_config
 from syngrpo.errors import ConfigError
-from syngrpo.offline import run_offline
 from syngrpo.plugins import get_registry
-from syngrpo.trainer import load_split
+from syngrpo.train.data import load_split
+from syngrpo.train.offline import run_offline
 
 SETS = ["data.task=rec", "data.toy.n_train=3", "data.toy.image_size=56", "synthesis.mode=off",
         "synthesis.transport=inprocess",
@@ -52,7 +52,7 @@ def test_offline_run_writes_originals_and_synthesized_samples_the_trainer_reads(
 
 
 def _request(sample, task):
-    from syngrpo.describers import DescribeRequest
+    from syngrpo.synthesis.describers import DescribeRequest
 
     return DescribeRequest(image=None, question="", labels=task.foreground_labels(sample), n=2, seed=0,
                            sample_id=sample.id)

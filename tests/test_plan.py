@@ -10,7 +10,7 @@ import pytest
 
 from syngrpo.cli import main
 from syngrpo.models.architecture import Tensor, load_architecture
-from syngrpo.plan import GiB, PlanInputs, plan_memory
+from syngrpo.scale.plan import GiB, PlanInputs, plan_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_7B = ROOT / "configs" / "rec_qwen2_5_vl_7b.yaml"
@@ -48,7 +48,7 @@ def test_fsdp_shards_dim0_with_ceil_rows():
 
 def test_plan_of_the_7b_paper_config_on_4_gpus_equals_hand_arithmetic():
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
 
     cfg = load_config(TrainConfig, CONFIG_7B)
     assert cfg.parallel.strategy == "fsdp" and cfg.model.max_pixels == 1280 * 28 * 28
@@ -123,10 +123,10 @@ def test_cli_7b_with_ddp_on_one_gpu_does_not_fit_and_says_why(capsys):
 def _config_kind(path: Path) -> str:
     """Which schema a file under configs/ is written for: ``train``, ``server`` or ``study`` (exactly one)."""
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
     from syngrpo.errors import ConfigError
-    from syngrpo.server.config import ServerConfig
-    from syngrpo.study import StudyConfig
+    from syngrpo.experiments.study import StudyConfig
+    from syngrpo.synthesis.server.config import ServerConfig
 
     kinds = []
     for kind, schema in (("train", TrainConfig), ("server", ServerConfig), ("study", StudyConfig)):
@@ -202,7 +202,7 @@ def test_cli_that_does_not_fit_names_the_smallest_gpu_count_that_does(capsys):
     """7B on 2 GPUs: the message names the GPU count that fits at that memory, the smallest one the trainer
     accepts (a divisor of the batch of 20), with its plan, not only "double the GPUs"."""
     from syngrpo.config import load_train_config
-    from syngrpo.plan import plan_config
+    from syngrpo.scale.plan import plan_config
 
     assert main(["plan", "-c", str(CONFIG_7B), "--gpus", "2"]) == 1
     out = capsys.readouterr().out
@@ -219,7 +219,7 @@ def test_cli_names_the_smallest_set_of_knobs_that_fits(capsys):
     """The ISR refinement config as it was (ddp, no max_pixels: 183 GiB per GPU on 4 x 80 GiB): fsdp alone leaves
     116 GiB and no single knob fits, so the message names the pair that does."""
     from syngrpo.config import load_train_config
-    from syngrpo.plan import plan_config
+    from syngrpo.scale.plan import plan_config
 
     sets = ["--set", "parallel.strategy=auto", "--set", "model.max_pixels=null"]
     assert main(["plan", "-c", str(CONFIG_3B), *sets]) == 1
@@ -391,8 +391,8 @@ def test_vllm_kv_cache_of_the_derived_max_model_len_is_counted_and_128k_does_not
     """Without max_model_len vLLM sizes for the 7B's 128k context: 6.84 GiB of KV cache, which a 0.25 share of 80 GiB
     cannot hold beside the 15.45 GiB of bf16 weights. The engine derives 1,280 image + 256 text + 512 new tokens."""
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
-    from syngrpo.plan import plan_config, vllm_kv_cache
+    from syngrpo.config.io import load_config
+    from syngrpo.scale.plan import plan_config, vllm_kv_cache
 
     cfg = load_config(TrainConfig, CONFIG_7B, [])
     arch = load_architecture("Qwen/Qwen2.5-VL-7B-Instruct")

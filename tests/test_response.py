@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syngrpo.response import build_instruction, format_reward, parse_response, render_response
+from syngrpo.perception.response import build_instruction, format_reward, parse_response, render_response
 
 WELL_FORMED = (
     "<think>The dog is left.</think><score>0.35</score>"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from syngrpo.authoring.scaffold import KINDS, new_plugin, plugin_names
 from syngrpo.cli import main
 from syngrpo.errors import ConfigError
-from syngrpo.scaffold import KINDS, new_plugin, plugin_names
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -52,7 +52,7 @@ def _reset_peak() -> None:
 
 
 def _trainer_classes():
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     class Measured(Trainer):
         """The trainer, timing and measuring the host memory of its policy-loading phase."""
@@ -90,7 +90,7 @@ def worker(way: str, model_dir: str, run_dir: str, out: str) -> None:
     import torch
 
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
 
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from syngrpo.errors import ConfigError
-from syngrpo.study import (
+from syngrpo.experiments.study import (
     ARM_LABELS,
     ARMS,
     SPLIT_LABELS,
@@ -154,7 +154,7 @@ def test_figures_are_written_from_run_metrics(tmp_path):
 def test_gallery_figure_shows_one_source_across_epochs(tmp_path):
     from PIL import Image
 
-    from syngrpo.study import write_gallery_figure
+    from syngrpo.experiments.study import write_gallery_figure
 
     gdir = tmp_path / "runs" / "syn_grpo-seed0" / "gallery"
     gdir.mkdir(parents=True)
@@ -197,7 +197,7 @@ def test_quick_study_runs_end_to_end_and_writes_table_and_figures(tmp_path):
 
 
 def test_a_warm_start_that_is_not_a_finished_one_is_refused_with_the_fix(tmp_path):
-    from syngrpo.study import warm_start
+    from syngrpo.experiments.study import warm_start
 
     cfg = small_config(warm_start=str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="point it at a study's sft/ directory"):
@@ -222,7 +222,7 @@ def test_the_data_size_ablation_reuses_one_warm_start(tmp_path):
 
 
 def test_data_size_figure_pools_runs_by_arm_and_train_size(tmp_path):
-    from syngrpo.study import data_size_figure, data_size_table
+    from syngrpo.experiments.study import data_size_figure, data_size_table
 
     def fake_study(name: str, n_train: int, accs: dict[str, list[float]]) -> Path:
         d = tmp_path / name
@@ -251,7 +251,7 @@ def test_data_size_figure_pools_runs_by_arm_and_train_size(tmp_path):
 def _finished_study(root: Path, name: str, accs: dict[str, dict[int, float]], *, sft: float = 0.5,
                     lr: float = 1e-4) -> Path:
     """A finished study on disk as run_study leaves it (config, summary, one metrics file per run)."""
-    from syngrpo.study import StudyConfig
+    from syngrpo.experiments.study import StudyConfig
 
     d = root / name
     runs = []
@@ -291,7 +291,7 @@ def test_merge_pools_the_seeds_that_ran_apart_into_one_table(tmp_path):
 
 
 def test_merge_refuses_another_recipe_another_warm_start_and_a_seed_run_twice(tmp_path):
-    from syngrpo.study import merge_studies
+    from syngrpo.experiments.study import merge_studies
 
     a = _finished_study(tmp_path, "a", {"grpo": {0: 0.5}})
     with pytest.raises(ValueError, match="differs in rl"):
@@ -311,7 +311,7 @@ def test_merge_refuses_another_recipe_another_warm_start_and_a_seed_run_twice(tm
 
 def test_a_second_merge_into_the_same_directory_shows_only_its_own_runs(tmp_path, capsys):
     from syngrpo.cli import main
-    from syngrpo.study import merge_studies
+    from syngrpo.experiments.study import merge_studies
 
     a = _finished_study(tmp_path, "a", {"grpo": {0: 0.5}})
     b = _finished_study(tmp_path, "b", {"grpo": {1: 0.7}})
@@ -326,7 +326,7 @@ def test_a_second_merge_into_the_same_directory_shows_only_its_own_runs(tmp_path
 
 
 def test_merge_knows_a_reused_warm_start_by_its_original_stamp_not_its_scores(tmp_path):
-    from syngrpo.study import merge_studies
+    from syngrpo.experiments.study import merge_studies
 
     a = _finished_study(tmp_path, "a", {"grpo": {0: 0.5}})
     b = _finished_study(tmp_path, "b", {"grpo": {1: 0.7}})

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from syngrpo.geometry import ImageTransform
+from syngrpo.perception.geometry import ImageTransform
 from syngrpo.plugins import get_registry
 from syngrpo.types import Sample
 from tasks_isr.metrics import matched_pair_scores, rotation_score

@@ -8,7 +8,7 @@ import random
 import pytest
 from PIL import Image
 
-from syngrpo.geometry import ImageTransform
+from syngrpo.perception.geometry import ImageTransform
 from syngrpo.plugins import get_registry
 from syngrpo.testing import check_task_contract
 from syngrpo.types import Sample

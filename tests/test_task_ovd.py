@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from syngrpo.geometry import ImageTransform
+from syngrpo.perception.geometry import ImageTransform
+from syngrpo.perception.toyshapes import COLOURS, SHAPES
 from syngrpo.plugins import get_registry
-from syngrpo.toyshapes import COLOURS, SHAPES
 from syngrpo.types import Sample
 from tasks_ovd.task import OvdTask, parse_detections
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from syngrpo.geometry import ImageTransform, iou
+from syngrpo.perception.geometry import ImageTransform, iou
+from syngrpo.perception.toyshapes import COLOURS
 from syngrpo.plugins import get_registry
-from syngrpo.toyshapes import COLOURS
 from syngrpo.types import Sample
 from tasks_rec.task import RecTask, parse_box
 

@@ -1,6 +1,6 @@
 """The ``vlmr1`` metric profile of REC and OVD: VLM-R1's parsing rules, hand values, properties.
 
-Every expected number below is worked out by hand from VLM-R1's rules (syngrpo/vlmr1.py states
+Every expected number below is worked out by hand from VLM-R1's rules (syngrpo/perception/vlmr1.py states
 them); each case is one where the default profile gives a different number, so a profile that
 fell back to the default parsing fails here.  Scores go through ``AccuracyReward`` (the training
 reward) and ``Task.answer_text(..., whole_text_fallback=True)`` (what ``syngrpo eval`` calls).
@@ -15,12 +15,12 @@ from coco_reference import pycocotools_ap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syngrpo.geometry import ImageTransform
-from syngrpo.response import parse_response
-from syngrpo.rewards import AccuracyReward
+from syngrpo.perception.geometry import ImageTransform
+from syngrpo.perception.response import parse_response
+from syngrpo.perception.rewards import AccuracyReward
+from syngrpo.perception.vlmr1 import answer_blocks, json_fence_items, rec_box, rec_iou
 from syngrpo.testing import check_task_contract
 from syngrpo.types import Sample
-from syngrpo.vlmr1 import answer_blocks, json_fence_items, rec_box, rec_iou
 from tasks_ovd.task import OvdTask
 from tasks_rec.task import RecTask
 

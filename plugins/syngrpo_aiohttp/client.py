@@ -1,6 +1,6 @@
 """The ``aiohttp`` transport: the trainer's HTTP client for one or more data servers.
 
-Synchronous to the trainer (:class:`syngrpo.transport.Transport`), asynchronous inside: a private
+Synchronous to the trainer (:class:`syngrpo.synthesis.transport.Transport`), asynchronous inside: a private
 event loop in a daemon thread submits jobs and polls the servers; ``poll()`` only reads a buffer.
 
 - **Timeouts** on connect and on every request.
@@ -17,7 +17,7 @@ event loop in a daemon thread submits jobs and polls the servers; ``poll()`` onl
 - **Fire-and-forget submission** (:meth:`AiohttpTransport.submit_nowait`, what an asynchronous trainer
   uses): the POST runs on the loop while the trainer goes on; a job no server took comes back from
   ``poll`` as a ``failed`` result with ``refused=True``, and the next submission raises
-  :class:`~syngrpo.transport.TransportError` at once, so an outage is noticed one job later than with
+  :class:`~syngrpo.synthesis.transport.TransportError` at once, so an outage is noticed one job later than with
   the acknowledged :meth:`~AiohttpTransport.submit`, never lost.
 - **Deleting collected jobs** (:meth:`AiohttpTransport.delete`): the trainer hands back the results it
   has kept; the background thread deletes them on the server that ran each (``POST /v1/jobs/delete``,
@@ -38,10 +38,10 @@ from typing import Any
 
 import aiohttp
 
-from syngrpo.server.clientside import BufferedTransport, LoopThread, ResultBuffer
-from syngrpo.transport import JobRejected, SynthesisJob, SynthesisResult, TransportError, Unauthorized
+from syngrpo.synthesis.server.clientside import BufferedTransport, LoopThread, ResultBuffer
+from syngrpo.synthesis.transport import JobRejected, SynthesisJob, SynthesisResult, TransportError, Unauthorized
 
-log = logging.getLogger("syngrpo.transport")
+log = logging.getLogger("syngrpo.synthesis.transport")
 
 TOKEN_ENV = "SYNGRPO_SERVER_TOKEN"
 
@@ -105,7 +105,7 @@ class AiohttpTransport(BufferedTransport):
         if not urls:
             raise ValueError("the aiohttp transport needs at least one server URL")
         self._servers = [_Server(u.strip().rstrip("/")) for u in urls]
-        from syngrpo.server.config import resolve_token
+        from syngrpo.synthesis.server.config import resolve_token
 
         # the one token rule of the server (8+ printable ASCII, no whitespace), whatever the source
         self.token = resolve_token(token, "aiohttp transport token")

@@ -1,16 +1,16 @@
 """The ``openai`` describer: any service speaking OpenAI's chat-completions protocol.
 
 ``POST {base_url}/chat/completions`` with ``{"model", "messages", "temperature", "max_tokens"}``;
-the user message holds the instruction (:func:`syngrpo.describers.describe_instruction`) and the
+the user message holds the instruction (:func:`syngrpo.synthesis.describers.describe_instruction`) and the
 image as a ``data:image/png;base64,...`` URL, the form OpenAI's vision models (GPT-4o, the paper's
 describer) and vLLM / Ollama / llama.cpp servers accept.  The reply's first choice is read one
-description per line (:func:`syngrpo.describers.read_descriptions`).
+description per line (:func:`syngrpo.synthesis.describers.read_descriptions`).
 
 The key comes from the environment variable ``api_key_env`` (default ``OPENAI_API_KEY``), never
 from a config file; without it no ``Authorization`` header is sent (local servers need none).
 
 Failures: a refused key (401/403) or a service that cannot be reached or keeps timing out after
-``retries`` is a :class:`~syngrpo.describers.DescriberError` naming the URL (nothing can work);
+``retries`` is a :class:`~syngrpo.synthesis.describers.DescriberError` naming the URL (nothing can work);
 429 and 5xx answers are retried with exponential back-off (``Retry-After`` honoured); any other
 bad answer for one image gives that image no descriptions and a warning.
 """
@@ -25,9 +25,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from syngrpo.describers import DescribeRequest, DescriberError, describe_instruction, read_descriptions
+from syngrpo.synthesis.describers import DescribeRequest, DescriberError, describe_instruction, read_descriptions
 
-log = logging.getLogger("syngrpo.describers")
+log = logging.getLogger("syngrpo.synthesis.describers")
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 

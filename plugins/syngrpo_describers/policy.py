@@ -1,7 +1,7 @@
 """The ``policy`` describer: the policy itself writes the descriptions, before training.
 
 It asks the policy exactly what Syn-GRPO asks it during training (the task's question in the
-``syn`` response format, :func:`syngrpo.response.build_instruction`), samples ``n`` completions
+``syn`` response format, :func:`syngrpo.perception.response.build_instruction`), samples ``n`` completions
 per image with the ``hf`` rollout engine, and keeps each completion's ``<description>``.  So the
 offline baseline can be run without an external model, and "the same describer, offline vs
 online" can be compared.  Completions without a usable description are dropped (a policy never
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from syngrpo.describers import DescribeRequest
+from syngrpo.synthesis.describers import DescribeRequest
 
 
 class PolicyDescriber:
@@ -34,9 +34,9 @@ class PolicyDescriber:
     def describe(self, requests: Sequence[DescribeRequest]) -> list[list[str]]:
         import torch
 
-        from syngrpo.diversity import usable_description
+        from syngrpo.algo.diversity import usable_description
         from syngrpo.models.policy import encode_prompts
-        from syngrpo.response import build_instruction, parse_response
+        from syngrpo.perception.response import build_instruction, parse_response
 
         out: list[list[str]] = []
         for start in range(0, len(requests), self.batch_size):

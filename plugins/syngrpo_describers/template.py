@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from syngrpo.describers import DescribeRequest
+from syngrpo.synthesis.describers import DescribeRequest
 
 #: ``{objects}`` is replaced by the request's labels (or "the objects")
 DEFAULT_TEMPLATES = (

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from syngrpo.models.policy import PolicyBundle, PromptBatch
-from syngrpo.rollout import Rollout, completion_mask_from_ids, completion_mask_truncated
+from syngrpo.models.rollout import Rollout, completion_mask_from_ids, completion_mask_truncated
 
 #: temperatures at or below this decode greedily
 GREEDY_TEMPERATURE = 1e-5

@@ -11,7 +11,7 @@ classes (set ``distractor_classes`` to pick them, or ``distractors: 0`` for none
 ``tones`` says how the background's colours are painted. ``vivid`` (the default) uses the named
 colours as they are, so a new background may carry the saturated colours of other objects: a
 harder image, and a shift away from the toy world's own backgrounds. ``muted`` paints near-grey
-tints of them (channel spread at most :data:`syngrpo.toyshapes.MAX_BACKGROUND_SPREAD`), which keeps
+tints of them (channel spread at most :data:`syngrpo.perception.toyshapes.MAX_BACKGROUND_SPREAD`), which keeps
 the toy world's rule that saturated colour appears only on objects: a new scene of the same world,
 as an outpainting model paints a plausible background, with the description still choosing the
 tint, the texture and the clutter.
@@ -27,8 +27,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from syngrpo import toyshapes
-from syngrpo.synthesis import SynthesisRequest, boxes_mask, check_deadline
+from syngrpo.perception import toyshapes
+from syngrpo.synthesis.pipeline import SynthesisRequest, boxes_mask, check_deadline
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
@@ -58,7 +58,7 @@ TEXTURES: dict[str, str] = {
     "gradient": "gradient", "fading": "gradient", "sunset": "gradient", "sky": "gradient",
     "plain": "plain", "solid": "plain", "uniform": "plain", "blank": "plain",
 }
-#: shape words a label may use; distractors are drawn with the toy tasks' own shapes (syngrpo.toyshapes)
+#: shape words a label may use; distractors are drawn with the toy tasks' own shapes (syngrpo.perception.toyshapes)
 SHAPE_WORDS = {"oval": "ellipse", "ellipse": "ellipse", "rhombus": "diamond", "box": "square",
                "rectangle": "rectangle", "cross": "cross", "plus": "cross", **{s: s for s in toyshapes.SHAPES}}
 _BUSY = {"cluttered", "busy", "crowded", "messy", "cramped", "chaotic", "full", "many"}

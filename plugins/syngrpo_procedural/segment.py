@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from syngrpo.synthesis import box_pixel_bounds
+from syngrpo.synthesis.pipeline import box_pixel_bounds
 
 
 def _ring(arr: np.ndarray, bounds: tuple[int, int, int, int], width: int) -> np.ndarray:

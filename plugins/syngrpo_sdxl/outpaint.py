@@ -5,7 +5,7 @@ background is to be repainted (``mask_image`` = inverse of the keep mask) and a 
 that shows the kept foreground with the rest blanked (``control_image``; white by default, which
 is what inpaint/outpaint ControlNets such as ``destitech/controlnet-inpaint-dreamer-sdxl``
 expect).  The pipeline re-encodes the foreground through its VAE, so
-:func:`syngrpo.synthesis.run_pipeline` pastes the original pixels back afterwards.
+:func:`syngrpo.synthesis.pipeline.run_pipeline` pastes the original pixels back afterwards.
 
 Weights: ``model`` is an SDXL pipeline id or local directory; ``controlnet`` a ControlNet id or
 directory (omit it when ``model`` is a full saved ControlNet pipeline, as the tiny test model
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from syngrpo.errors import require
-from syngrpo.synthesis import SynthesisRequest, check_deadline
+from syngrpo.synthesis.pipeline import SynthesisRequest, check_deadline
 
 SCHEDULERS = {
     "euler": "EulerDiscreteScheduler",

@@ -24,7 +24,7 @@ and vLLM's processor is told the *same* pixel budget the trainer's processor use
 :func:`syngrpo.models.policy.pixel_budget`): ``size`` is the one key every family's
 image processor reads (GLM-4.1V's ignores ``max_pixels``), so the image is sampled at
 the resolution it is scored at and the prompt's frames stay valid.  The returned
-:class:`~syngrpo.rollout.Rollout` carries the expanded prompt batch for scoring with
+:class:`~syngrpo.models.rollout.Rollout` carries the expanded prompt batch for scoring with
 transformers.
 
 **Sequence budget.**  Without ``max_model_len`` vLLM reserves the model's whole context (128k
@@ -77,7 +77,7 @@ from typing import Any
 import torch
 
 from syngrpo.models.policy import PolicyBundle, PromptBatch, pixel_budget, unwrap_model
-from syngrpo.rollout import Rollout, completion_mask_from_ids, completion_mask_truncated
+from syngrpo.models.rollout import Rollout, completion_mask_from_ids, completion_mask_truncated
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def world_size() -> tuple[int, int]:
 
 def image_token_budget(bundle: PolicyBundle) -> int:
     """The most image tokens one prompt can hold: the processor's ``longest_edge`` pixels in merged patches."""
-    from syngrpo.plan import tokens_for_pixels
+    from syngrpo.scale.plan import tokens_for_pixels
 
     return tokens_for_pixels(pixel_budget(bundle)["longest_edge"], bundle.patch_size, bundle.merge_size)
 
@@ -135,7 +135,7 @@ class VLLMRolloutEngine:
         import vllm  # noqa: F401  (the factory checked it is installed; fail here rather than mid-run)
 
         from syngrpo.errors import ConfigError
-        from syngrpo.plan import DEFAULT_PROMPT_TOKENS
+        from syngrpo.scale.plan import DEFAULT_PROMPT_TOKENS
 
         self.bundle = bundle
         self.model = model
@@ -187,7 +187,7 @@ class VLLMRolloutEngine:
         new = max(self.max_new_tokens or 0, max_new_tokens or 0)
         if not new:
             return None
-        from syngrpo.plan import vllm_max_model_len
+        from syngrpo.scale.plan import vllm_max_model_len
 
         return vllm_max_model_len(image_token_budget(bundle), self.prompt_text_tokens, new)
 

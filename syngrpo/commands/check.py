@@ -1,7 +1,7 @@
 """``syngrpo check -c CONFIG``: every check ``syngrpo train`` runs before it loads a model.
 
 Validates the config, resolves every plugin name and option, and checks every dataset image
-and box (:mod:`syngrpo.check`).  Exit status 0 when everything passes, 2 with the list of
+and box (:mod:`syngrpo.train.preflight`).  Exit status 0 when everything passes, 2 with the list of
 problems otherwise.
 """
 
@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syngrpo.check import check_config
     from syngrpo.config import load_train_config
+    from syngrpo.train.preflight import check_config
 
     cfg = load_train_config(args.config, args.overrides)
     report = check_config(cfg, data=not args.no_data)

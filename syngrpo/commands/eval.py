@@ -26,10 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _config_for(args: argparse.Namespace):
-    from syngrpo.checkpoint import latest_checkpoint, run_dir_of
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
     from syngrpo.errors import ConfigError
+    from syngrpo.rundir.checkpoint import latest_checkpoint, run_dir_of
 
     if args.config:
         return load_config(TrainConfig, args.config, args.overrides)
@@ -45,7 +45,7 @@ def _config_for(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from syngrpo.evaluate import evaluate_checkpoint, markdown_table
+    from syngrpo.train.evaluate import evaluate_checkpoint, markdown_table
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def export_policy(checkpoint: str | Path, out: str | Path, *, dtype: str = "bfloat16") -> Path:
     """Write ``checkpoint``'s policy to ``out`` in ``dtype`` (``save_pretrained`` + processor); returns ``out``."""
     from syngrpo.errors import ConfigError
-    from syngrpo.evaluate import load_checkpoint_policy, resolve_model_dir
+    from syngrpo.train.evaluate import load_checkpoint_policy, resolve_model_dir
 
     source = resolve_model_dir(checkpoint)
     if not any(source.glob("*.safetensors")) and (source / "adapter_config.json").is_file():

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from syngrpo.scaffold import KINDS
+    from syngrpo.authoring.scaffold import KINDS
 
     p = sub.add_parser(
         "new-plugin",
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syngrpo.scaffold import new_plugin, plugin_names
+    from syngrpo.authoring.scaffold import new_plugin, plugin_names
 
     root = new_plugin(args.name, kind=args.kind, out=args.out)
     dist, package = plugin_names(args.name)

@@ -37,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _plan_one(path: str | Path, args: argparse.Namespace) -> dict[str, Any]:
     """The chosen plan of one config on its target GPUs, the alternatives, and (when it does not fit) the fixes."""
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
-    from syngrpo.plan import (
+    from syngrpo.config.io import load_config
+    from syngrpo.scale.plan import (
         DEFAULT_PROMPT_TOKENS,
         PlanInputs,
         advice,
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_one(r: dict[str, Any]) -> None:
-    from syngrpo.plan import gpu_counts, markdown_table
+    from syngrpo.scale.plan import gpu_counts, markdown_table
 
     arch, chosen, inp, target = r["arch"], r["chosen"], r["inp"], r["target"]
     print(f"{arch.name}: {chosen.params / 1e9:.2f} B parameters ({arch.source}), "

@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def load_server_config(args: argparse.Namespace):
     """The config from file + ``--set`` + the explicit flags + ``$SYNGRPO_SERVER_TOKEN``."""
-    from syngrpo.configio import load_config
-    from syngrpo.server.config import ServerConfig
+    from syngrpo.config.io import load_config
+    from syngrpo.synthesis.server.config import ServerConfig
 
     overrides = list(args.overrides or [])
     cfg = load_config(ServerConfig, args.config, overrides)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from syngrpo.errors import ConfigError
-    from syngrpo.server.runner import serve
+    from syngrpo.synthesis.server.runner import serve
 
     try:
         cfg = load_server_config(args)

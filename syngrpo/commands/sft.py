@@ -2,7 +2,7 @@
 
 Reads the ``model``, ``data`` and ``sft`` sections of a training config, teaches
 the policy the response format on the task's training split
-(:func:`syngrpo.sft.run_sft`), and saves the result with ``save_pretrained`` in
+(:func:`syngrpo.train.sft.run_sft`), and saves the result with ``save_pretrained`` in
 ``OUT/model`` (usable as ``model.policy`` of a later run), with
 ``OUT/sft_metrics.jsonl`` (one line per step) and ``OUT/sft_stats.json``.
 """
@@ -32,12 +32,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from syngrpo.config import QUICKSTART_CONFIG, TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
     from syngrpo.models.policy import load_policy
+    from syngrpo.models.resolve import resolve_policy
     from syngrpo.plugins import get_registry
-    from syngrpo.precision import Precision
-    from syngrpo.sft import run_sft
-    from syngrpo.trainer import load_split, resolve_policy
+    from syngrpo.scale.precision import Precision
+    from syngrpo.train.data import load_split
+    from syngrpo.train.sft import run_sft
 
     path = args.config or (QUICKSTART_CONFIG if QUICKSTART_CONFIG.is_file() else None)
     cfg = load_config(TrainConfig, path, list(args.overrides or []))
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     m = cfg.model
     precision = Precision.for_model(m.dtype, m.device)  # float32 weights, compute in model.dtype (as RL)
     bundle = load_policy(
-        resolve_policy(cfg), dtype=precision.master, device=m.device, attn_implementation=m.attn_implementation,
+        resolve_policy(cfg.model), dtype=precision.master, device=m.device, attn_implementation=m.attn_implementation,
         freeze_vision=m.freeze_vision, gradient_checkpointing=m.gradient_checkpointing,
         lora=m.lora.model_dump() if m.lora.enabled else None, max_pixels=m.max_pixels, min_pixels=m.min_pixels,
         family=m.family,

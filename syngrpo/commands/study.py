@@ -1,6 +1,6 @@
 """``syngrpo study``: Syn-GRPO against plain GRPO on the toy REC task, reported like the paper.
 
-Runs :func:`syngrpo.study.run_study`: toy splits, one shared SFT warm start, the RL
+Runs :func:`syngrpo.experiments.study.run_study`: toy splits, one shared SFT warm start, the RL
 arms (GRPO, Syn-GRPO w/o R_diversity, Syn-GRPO, GRPO + entropy loss) over several
 seeds, then ``table.md`` (Table 1 shape) and the Fig. 2 / 7 / 8 analogues in
 ``--out``.  Finished pieces are reused when the command is run again with the same
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from syngrpo.errors import ConfigError
-    from syngrpo.study import load_study_config, merge_studies, run_study
+    from syngrpo.experiments.study import load_study_config, merge_studies, run_study
 
     if args.merge:
         if args.config or args.quick or args.seeds or args.arms or args.overrides:

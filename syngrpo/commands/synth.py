@@ -1,5 +1,5 @@
 """``syngrpo synth``: one synthesis, to files, for inspection (original | mask | result in one PNG);
-``syngrpo synth --offline``: a whole offline dataset (the "Offline Generation" baseline, :mod:`syngrpo.offline`)."""
+``syngrpo synth --offline``: a whole offline dataset (the "Offline Generation" baseline, :mod:`syngrpo.train.offline`)."""
 
 from __future__ import annotations
 
@@ -68,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
     from syngrpo.plugins import get_registry
-    from syngrpo.server.config import ServerConfig
-    from syngrpo.server.workers import load_plugin_modules, make_plugin
-    from syngrpo.synthesis import PipelineItem, run_pipeline, side_by_side
+    from syngrpo.synthesis.pipeline import PipelineItem, run_pipeline, side_by_side
+    from syngrpo.synthesis.server.config import ServerConfig
+    from syngrpo.synthesis.server.workers import load_plugin_modules, make_plugin
 
     cfg = load_config(ServerConfig, args.config, args.overrides)
     labels = list(args.labels) or ["object"] * len(args.boxes)
@@ -123,7 +123,7 @@ def run_offline_command(args: argparse.Namespace) -> int:
     """``syngrpo synth --offline -c CONFIG [--variants K] --out DIR``."""
     from syngrpo.config import load_train_config
     from syngrpo.errors import ConfigError
-    from syngrpo.offline import run_offline
+    from syngrpo.train.offline import run_offline
 
     if not args.config or not args.out:
         raise ConfigError("syngrpo synth --offline needs -c CONFIG (a training config) and --out DIR")

@@ -34,9 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_run(args: argparse.Namespace):
     """(config, run directory, checkpoint to resume from) for the given arguments."""
-    from syngrpo.checkpoint import latest_checkpoint, run_dir_of
     from syngrpo.config import QUICKSTART_CONFIG, load_train_config
     from syngrpo.errors import ConfigError
+    from syngrpo.rundir.checkpoint import latest_checkpoint, run_dir_of
 
     resume = None
     if args.resume and os.environ.get("RANK", "0") != "0":
@@ -65,8 +65,8 @@ def resolve_run(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from syngrpo.summary import summarize_run, write_run_summary
-    from syngrpo.trainer import Trainer
+    from syngrpo.rundir.summary import summarize_run, write_run_summary
+    from syngrpo.train.trainer import Trainer
 
     cfg, run_dir, resume = resolve_run(args)
     hf_logging.disable_progress_bar()  # weight loading/saving bars would bury the training bar
@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     with Trainer(cfg, run_dir, resume=resume) as trainer:
         summary = trainer.train()
         train_samples, eval_samples = trainer.train_samples, trainer.eval_samples
-    from syngrpo.trainer import resolve_policy
+    from syngrpo.models.resolve import resolve_policy
 
-    policy = resolve_policy(cfg)
+    policy = resolve_policy(cfg.model)
     if not main_rank:
         return 0
     seconds = time.perf_counter() - started

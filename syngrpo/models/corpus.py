@@ -55,7 +55,7 @@ def _box(rng: random.Random, size: int = 112) -> list[int]:
 
 def training_corpus(n: int = 600) -> list[str]:
     """``n`` deterministic lines: prompts and responses of the shape syngrpo uses."""
-    from syngrpo.response import build_instruction, render_response
+    from syngrpo.perception.response import build_instruction, render_response
 
     rng = random.Random(1234)
     lines: list[str] = ["system", "You are a helpful assistant.", "user", "assistant"]

@@ -10,7 +10,7 @@ VLM-R1's per-family questions behind one small interface:
 * how the chat prompt with one image and the task's question is written;
 * which token ids must never be sampled (vision placeholders) and which end a turn;
 * **its coordinate convention**: the frame its boxes and points are written in,
-  as an :class:`~syngrpo.geometry.ImageTransform` from the original image.  The
+  as an :class:`~syngrpo.perception.geometry.ImageTransform` from the original image.  The
   processor's resize (original -> model-input pixels) is composed with the
   convention (identity for absolute pixels of the image the model saw; a resize to
   ``[0, 1000]²`` for 0-1000 relative coordinates), and that composed map is what
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from syngrpo.errors import ConfigError
-from syngrpo.geometry import ImageTransform
+from syngrpo.perception.geometry import ImageTransform
 
 #: ``model.family`` value that picks the family from the checkpoint's ``config.json``
 AUTO = "auto"
@@ -88,7 +88,7 @@ class ModelFamily:
     eos_tokens: ClassVar[tuple[str, ...]] = ()
     #: per-token inputs of the forward that a completion extends with zeros (text)
     token_type_keys: ClassVar[tuple[str, ...]] = ("mm_token_type_ids",)
-    #: the KV-cache prefix path of :mod:`syngrpo.scoring` applies (needs ``model.model.get_rope_index``)
+    #: the KV-cache prefix path of :mod:`syngrpo.models.scoring` applies (needs ``model.model.get_rope_index``)
     shared_prefix: ClassVar[bool] = True
     #: a real checkpoint of the family, for docs and errors
     example_checkpoint: ClassVar[str] = ""

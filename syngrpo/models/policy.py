@@ -16,7 +16,7 @@ Two facts from ``REFERENCE.md`` shape this module:
 * the processor resizes each image to a multiple of the patch grid, and each
   family writes boxes in its own convention (Qwen2.5-VL: pixels of that resized
   image; Qwen2-VL, Qwen3-VL, GLM-4.1V: 0-1000 relative).  :attr:`PromptBatch.frames`
-  holds, for each prompt, the :class:`~syngrpo.geometry.ImageTransform` from the
+  holds, for each prompt, the :class:`~syngrpo.perception.geometry.ImageTransform` from the
   original image to the frame the model answers in (the processor's resize composed
   with the family's convention); a task maps predictions back with
   ``frame.inverse()`` (the box-frame confusion VLM-R1's users report).
@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 
 from syngrpo.errors import ConfigError, require
-from syngrpo.geometry import ImageTransform
+from syngrpo.perception.geometry import ImageTransform
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -312,7 +312,7 @@ def _sharded_checkpoint_weights(path: str) -> dict[str, torch.Tensor] | None:
     folder = Path(path)
     if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
         return None
-    from syngrpo.checkpoint import consolidated_model_state, is_sharded
+    from syngrpo.rundir.checkpoint import consolidated_model_state, is_sharded
 
     return consolidated_model_state(folder.parent) if is_sharded(folder.parent) else None
 
@@ -335,10 +335,10 @@ def load_policy(
     """Load a VLM policy (hub id or directory) with its processor, through its model family.
 
     ``empty`` builds the architecture only, parameters on the meta device (:func:`empty_weights`):
-    what every rank but rank 0 of a sharded run holds until :meth:`syngrpo.parallel.Parallel.shard_from_main`
+    what every rank but rank 0 of a sharded run holds until :meth:`syngrpo.scale.parallel.Parallel.shard_from_main`
     broadcasts rank 0's weights into its shards, so host memory never holds a second whole model.
     ``state_dict`` replaces the directory's weight files (a sharded checkpoint consolidated in memory,
-    :func:`syngrpo.checkpoint.consolidated_model_state`; the directory then needs only its config).
+    :func:`syngrpo.rundir.checkpoint.consolidated_model_state`; the directory then needs only its config).
     The ``model/`` directory of a sharded checkpoint (config and processor, the weights beside it in
     ``sharded/``) is consolidated so by itself: ``model.policy``, ``syngrpo eval`` and describers read it
     like any model directory (vLLM, which reads files, needs ``syngrpo export`` first).
@@ -351,7 +351,7 @@ def load_policy(
     "target_modules"}``) wraps the language model's projections in peft LoRA
     adapters (needs ``pip install 'syngrpo[lora]'``); ``gradient_checkpointing``
     trades compute for activation memory (and turns shared-prefix scoring off, see
-    :func:`syngrpo.scoring.supports_shared_prefix`).
+    :func:`syngrpo.models.scoring.supports_shared_prefix`).
     """
     from transformers import AutoConfig
 

@@ -131,7 +131,7 @@ def warm_policy_dir(tmp_path_factory, quick) -> Path:
     quick mode takes fewer (most prompts still get one usable description among G = 6).
     """
     from syngrpo.config import TrainConfig
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     root = tmp_path_factory.mktemp("warm-policy")
     cfg = TrainConfig.model_validate({

@@ -33,7 +33,7 @@ def syngrpo_trainer(root: Path, policy_dir: Path, *, group: int, image_size: int
                     lr: float = 1e-5, beta: float = 0.04, temperature: float = 1.0):
     """A set-up syngrpo Trainer for plain GRPO on the toy REC data under ``root``."""
     from syngrpo.config import TrainConfig
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     cfg = TrainConfig.model_validate({
         "seed": 0,
@@ -62,9 +62,10 @@ def trl_trainer(root: Path, policy_dir: Path, syn: Any, *, group: int, new_token
     from transformers import AutoModelForImageTextToText
     from trl import GRPOConfig, GRPOTrainer
 
-    from syngrpo.evaluate import build_prompts, load_rgb
+    from syngrpo.data.images import load_rgb
     from syngrpo.models.processing import load_processor
-    from syngrpo.response import parse_response
+    from syngrpo.perception.response import parse_response
+    from syngrpo.train.evaluate import build_prompts
 
     samples = list(syn.train_samples)
     texts = build_prompts(syn.task, samples, "plain")

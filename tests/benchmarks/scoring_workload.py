@@ -3,7 +3,7 @@
 A tiny Qwen2.5-VL (text hidden 128, 4 layers: the shape of REFERENCE.md's
 shared-prefix probe), one prompt of ~256 tokens (a 392 x 392 image = 196 merged
 image tokens, plus the chat text), G = 6 completions of 64 tokens, one forward
-and backward of a GRPO-shaped loss through :func:`syngrpo.scoring.completion_logprobs`.
+and backward of a GRPO-shaped loss through :func:`syngrpo.models.scoring.completion_logprobs`.
 
 Run as a script it measures the peak resident memory of one pass of one
 variant in a fresh process (``--variant naive|shared``) and prints JSON: on a
@@ -80,7 +80,7 @@ def loss_and_backward(w: Workload, *, shared_prefix: bool) -> tuple[Any, Any]:
     """One pass: log-probs and entropies of all G completions, a GRPO-shaped loss, backward."""
     import torch
 
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.models.scoring import completion_logprobs
 
     w.policy.model.zero_grad(set_to_none=True)
     logp, entropy = completion_logprobs(w.policy.model, w.batch, w.completion_ids, w.completion_mask,

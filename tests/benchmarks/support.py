@@ -77,7 +77,7 @@ def start_server(data_dir: Path, cpus: set[int] | None, **keys: Any) -> Any:
     """A real ``syngrpo serve`` child process on 127.0.0.1 (free port), started on ``cpus``."""
     import json
 
-    from syngrpo.server.spawn import start_server_subprocess
+    from syngrpo.synthesis.server.spawn import start_server_subprocess
 
     overrides = [f"{k}={json.dumps(v)}" for k, v in keys.items()]
     with thread_affinity(cpus):

@@ -2,7 +2,7 @@
 
 Syn-GRPO's Table 5: synchronous synthesis takes ~2.16x the training time of
 plain GRPO, asynchronous 1.02-1.06x.  Here: steps of the real trainer
-(:meth:`syngrpo.trainer.Trainer.train_step`) on the tiny Qwen2.5-VL, with
+(:meth:`syngrpo.train.trainer.Trainer.train_step`) on the tiny Qwen2.5-VL, with
 ``synthesis.mode`` off (plain GRPO), ``sync`` and ``async``, against a real
 ``syngrpo serve`` child process.
 
@@ -74,7 +74,7 @@ def _config(mode: str, url: str, policy_dir: Path, data_dir: Path, *, job_second
 def test_async_synthesis_costs_almost_nothing_table5(tmp_path, warm_policy_dir, figures, quick):
     import time
 
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     trainer_cpus, server_cpus = core_plan()
     data_dir = tmp_path / "data"

@@ -2,7 +2,7 @@
 
 One training batch of the paper's size: 20 samples x G = 6 completions, 10
 ground-truth boxes per sample.  Each completion is scored with eq. 3 of
-Syn-GRPO, ``min(1, N_gt / N_pred) * mAP``, twice: by :func:`syngrpo.detection.ovd_reward`
+Syn-GRPO, ``min(1, N_gt / N_pred) * mAP``, twice: by :func:`syngrpo.perception.detection.ovd_reward`
 (COCO AP written in numpy) and the way VLM-R1 does it, one pycocotools
 ``COCOeval`` per completion (every box scored 1.0, predicted labels absent from
 the ground truth dropped, the redundancy factor counting every prediction).
@@ -17,7 +17,7 @@ import random
 import pytest
 from coco_reference import pycocotools_ap
 
-from syngrpo.detection import normalize_label, ovd_reward
+from syngrpo.perception.detection import normalize_label, ovd_reward
 
 from .support import interleaved, median
 

@@ -7,7 +7,7 @@ Rewards against VLM-R1
     last ```` ```json ```` fence, ``json.loads``, items whose label is not a ground-truth label
     dropped, a fresh pycocotools ``COCO`` + ``COCOeval`` per call (every box scored 1.0), AP@[.5:.95]
     times ``min(1, N_gt / N_pred)`` over every item.  VLM-R1 is not pip-installable, so its rules
-    (REFERENCE.md, :mod:`syngrpo.vlmr1`) are restated in :func:`vlmr1_reward` below -- written from
+    (REFERENCE.md, :mod:`syngrpo.perception.vlmr1`) are restated in :func:`vlmr1_reward` below -- written from
     the rules, not copied.  The values must agree to 1e-9; the figures are the speed ratios of
     syngrpo scoring each group's G completions in one call, and one by one, against VLM-R1's way.
 
@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from coco_reference import pycocotools_ap
 
-from syngrpo.response import parse_response
-from syngrpo.rewards import AccuracyReward, PerResponseReward
+from syngrpo.perception.response import parse_response
+from syngrpo.perception.rewards import AccuracyReward, PerResponseReward
 from syngrpo.types import Sample
 
 from .support import interleaved, median

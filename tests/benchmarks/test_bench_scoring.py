@@ -41,7 +41,7 @@ def _rel(a, b) -> float:
 def test_shared_prefix_scoring_equals_naive_and_is_faster(workload, benchmark, figures, quick):
     import torch
 
-    from syngrpo.scoring import supports_shared_prefix
+    from syngrpo.models.scoring import supports_shared_prefix
 
     w = workload
     assert supports_shared_prefix(w.policy.model)

@@ -154,7 +154,7 @@ def test_submit_latency_on_loopback(server, cores, figures, quick):
     import aiohttp
     from syngrpo_aiohttp.client import AiohttpTransport
 
-    from syngrpo.transport import SynthesisJob
+    from syngrpo.synthesis.transport import SynthesisJob
 
     n = 20 if quick else 300
 

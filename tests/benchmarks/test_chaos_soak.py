@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from syngrpo.runlog import read_jsonl
+from syngrpo.rundir.runlog import read_jsonl
 from syngrpo.testing import process_alive
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def warm_policy(tmp_path_factory) -> Path:
     from syngrpo.models.policy import load_policy
     from syngrpo.models.tiny_policy import build_tiny_policy
     from syngrpo.plugins import get_registry
-    from syngrpo.sft import run_sft
+    from syngrpo.train.sft import run_sft
 
     tiny = build_tiny_policy(tmp_path_factory.mktemp("tiny") / "policy", seed=0)
     task = get_registry().create("tasks", "rec")

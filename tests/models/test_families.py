@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from syngrpo.errors import ConfigError
-from syngrpo.geometry import iou
 from syngrpo.models.family import CoordinateConvention, get_family
 from syngrpo.models.policy import encode_prompts, load_policy
+from syngrpo.perception.geometry import iou
 from syngrpo.testing import ContractError, check_family_contract
 
 BUILTIN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v")
@@ -107,7 +107,7 @@ def test_the_contract_catches_a_frame_that_ignores_the_declared_convention(famil
 
 
 def test_coordinate_conventions_compose_with_the_processor_resize():
-    from syngrpo.geometry import ImageTransform
+    from syngrpo.perception.geometry import ImageTransform
 
     resize = ImageTransform.resize(200, 100, 196, 112)
     rel = CoordinateConvention("relative", 1000).answer_frame(resize)

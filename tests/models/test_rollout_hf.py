@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from syngrpo.errors import ConfigError
-from syngrpo.rollout import Rollout, RolloutEngine, completion_mask_from_ids
+from syngrpo.models.rollout import Rollout, RolloutEngine, completion_mask_from_ids
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_vision_tokens_are_never_sampled(engine, fresh_policy, two_prompts):
     rollout = _greedy(engine, bundle, two_prompts, G=1, max_new_tokens=12)
     assert not torch.isin(rollout.completion_ids, torch.tensor(bundle.suppress_token_ids)).any()
     # and the completions can be scored with the image (a leaked <|image_pad|> would break this forward)
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.models.scoring import completion_logprobs
 
     with torch.no_grad():
         logp, _ = completion_logprobs(bundle.model, rollout.batch, rollout.completion_ids, rollout.completion_mask,

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from syngrpo.scoring import completion_logprobs, supports_shared_prefix, token_logprobs
+from syngrpo.models.scoring import completion_logprobs, supports_shared_prefix, token_logprobs
 
 TEMPERATURE = 0.7
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from syngrpo.geometry import ImageTransform
-from syngrpo.response import parse_response
-from syngrpo.sft import _target_tokens_and_answer, answer_span, run_sft, sft_loss, sft_targets, target_tokens
+from syngrpo.perception.geometry import ImageTransform
+from syngrpo.perception.response import parse_response
+from syngrpo.train.sft import _target_tokens_and_answer, answer_span, run_sft, sft_loss, sft_targets, target_tokens
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,9 @@ def test_plain_sft_targets_have_only_think_and_answer(rec, toy):
 
 def test_sft_loss_counts_completion_tokens_only(policy, rec, toy):
     """Against transformers' own loss with the prompt positions labelled -100."""
-    from syngrpo.evaluate import load_rgb
+    from syngrpo.data.images import load_rgb
     from syngrpo.models.policy import encode_prompts
-    from syngrpo.response import build_instruction
+    from syngrpo.perception.response import build_instruction
 
     samples = toy[:2]
     images = [load_rgb(s.image) for s in samples]
@@ -81,10 +81,10 @@ def test_the_answer_mask_covers_exactly_the_answer_tokens(policy, rec, toy):
 
 def test_answer_weight_is_a_weighted_mean_of_the_token_losses(policy, rec, toy):
     """By hand from the per-token log-probs; weight 1 is the plain mean."""
-    from syngrpo.evaluate import load_rgb
+    from syngrpo.data.images import load_rgb
     from syngrpo.models.policy import encode_prompts
-    from syngrpo.response import build_instruction
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.models.scoring import completion_logprobs
+    from syngrpo.perception.response import build_instruction
 
     samples = toy[:2]
     images = [load_rgb(s.image) for s in samples]
@@ -118,8 +118,9 @@ def test_one_sft_step_changes_the_parameters(fresh_policy, rec, toy):
 def test_a_short_sft_teaches_the_response_format(fresh_policy, rec, toy):
     from syngrpo_hf.engine import HFRolloutEngine
 
-    from syngrpo.evaluate import build_prompts, load_rgb
+    from syngrpo.data.images import load_rgb
     from syngrpo.models.policy import encode_prompts
+    from syngrpo.train.evaluate import build_prompts
 
     stats = run_sft(fresh_policy, rec, toy, steps=80, lr=3e-3, batch_size=8, mode="syn", seed=0, progress=False)
     assert stats["loss_last"] < stats["loss_first"] / 4

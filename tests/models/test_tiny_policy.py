@@ -11,10 +11,10 @@ from syngrpo_families._qwen import QWEN_VISION_TOKENS as VISION_SPECIAL_TOKENS
 from syngrpo_families.qwen2_5_vl import ImageOnlyQwenVLProcessor
 
 from syngrpo.errors import ConfigError, MissingExtraError
-from syngrpo.geometry import ImageTransform
 from syngrpo.models.policy import encode_prompts, load_policy, vision_tower
 from syngrpo.models.tiny_policy import build_tiny_policy, directory_hash, load_processor
-from syngrpo.response import parse_response
+from syngrpo.perception.geometry import ImageTransform
+from syngrpo.perception.response import parse_response
 
 
 def test_same_seed_builds_byte_identical_files_and_another_seed_only_other_weights(tmp_path, tiny_policy_dir):
@@ -159,7 +159,7 @@ def test_freeze_vision_stops_gradients_into_the_vision_tower_only(tiny_policy_di
 
 
 def test_bfloat16_load_keeps_logprobs_in_float32(tiny_policy_dir, two_images):
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.models.scoring import completion_logprobs
 
     bundle = load_policy(tiny_policy_dir, dtype="bfloat16")
     assert bundle.dtype == torch.bfloat16 and next(bundle.model.parameters()).dtype == torch.bfloat16

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from syngrpo.geometry import ImageTransform
 from syngrpo.models.policy import load_policy, vision_tower
 from syngrpo.models.tiny_policy import build_tiny_policy
-from syngrpo.models.vision_pretrain import centre_token_labels, pretrain_vision
+from syngrpo.perception.geometry import ImageTransform
 from syngrpo.plugins import get_registry
+from syngrpo.train.vision_pretrain import centre_token_labels, pretrain_vision
 
 
 def test_centre_token_labels_by_hand():

@@ -221,7 +221,7 @@ def test_engine_log_probs_are_on_the_sampling_temperature_as_the_trainer_scores_
     import torch
 
     from syngrpo.models.policy import encode_prompts
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.models.scoring import completion_logprobs
 
     vllm_standin.LLM.vocab_size = len(policy.tokenizer)
     batch = encode_prompts(policy, two_images, ["Locate the circle.", "Locate the square."])
@@ -296,8 +296,8 @@ def test_sleep_before_the_update_and_wake_after_it_through_the_trainer_with_stan
     import torch
 
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
-    from syngrpo.trainer import Trainer
+    from syngrpo.config.io import load_config
+    from syngrpo.train.trainer import Trainer
 
     cfg = load_config(TrainConfig, None, _trainer_sets(tiny_policy_dir, "rollout.engine_options.enable_sleep_mode=true",
                                                        "eval.max_new_tokens=20"))
@@ -329,8 +329,8 @@ def test_setup_hands_vllm_the_warm_started_policy_before_any_sampling_with_stand
     import torch
 
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
-    from syngrpo.trainer import Trainer
+    from syngrpo.config.io import load_config
+    from syngrpo.train.trainer import Trainer
 
     cfg = load_config(TrainConfig, None, _trainer_sets(tiny_policy_dir, "sft.enabled=true", "sft.steps=2",
                                                        "sft.plain_steps=0", "sft.n_images=null",
@@ -357,8 +357,8 @@ def test_a_resumed_run_hands_vllm_the_checkpoint_weights_at_setup_with_standin_v
     import torch
 
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
-    from syngrpo.trainer import Trainer
+    from syngrpo.config.io import load_config
+    from syngrpo.train.trainer import Trainer
 
     vllm_standin.LLM.vocab_size = 64
     cfg = load_config(TrainConfig, None, _trainer_sets(tiny_policy_dir, "optim.max_steps=2",

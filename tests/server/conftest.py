@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from syngrpo.plugins import Registry, get_registry
-from syngrpo.server.config import ServerConfig
+from syngrpo.synthesis.server.config import ServerConfig
 
 from .support import Control, ControlledPlugin
 

@@ -5,7 +5,7 @@ Regenerate the figures with::
     .venv/bin/python tests/server/disk_figures.py --jobs 500 --image-size 512
 
 A real ``syngrpo serve`` subprocess (default config: procedural synthesizer, box segmenter, one CPU
-worker) on 127.0.0.1, and the trainer's own :class:`~syngrpo.synthesis_client.SynthesisClient` over
+worker) on 127.0.0.1, and the trainer's own :class:`~syngrpo.synthesis.client.SynthesisClient` over
 the ``aiohttp`` transport in asynchronous mode: every step submits one job per sample not already in
 flight (``max_in_flight`` samples), then collects what finished.  The images are the REC toy task's,
 with Gaussian noise added so that their PNGs weigh what photographs do (a flat toy image compresses
@@ -63,10 +63,10 @@ def photo_like(samples, sigma: float, seed: int = 0) -> None:
 
 def run(jobs: int, delete: bool, work: Path, *, in_flight: int, image_size: int, sigma: float) -> dict:
     from syngrpo.config import SynthesisConfig
+    from syngrpo.data.pool import DataPool
     from syngrpo.plugins import get_registry
-    from syngrpo.pool import DataPool
-    from syngrpo.server.spawn import start_server_subprocess
-    from syngrpo.synthesis_client import StepSynthesis, SynthesisClient
+    from syngrpo.synthesis.client import StepSynthesis, SynthesisClient
+    from syngrpo.synthesis.server.spawn import start_server_subprocess
 
     registry = get_registry()
     task = registry.create("tasks", "rec")

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from syngrpo import toyshapes
 from syngrpo.hookspecs import hookimpl
-from syngrpo.transport import SynthesisJob
+from syngrpo.perception import toyshapes
+from syngrpo.synthesis.transport import SynthesisJob
 
 RED_BOX = (10.0, 12.0, 40.0, 42.0)
 BLUE_BOX = (60.0, 20.0, 88.0, 48.0)
@@ -114,7 +114,7 @@ class FaultySegmenter:
         self.device = device
 
     def segment(self, images, boxes):
-        from syngrpo.synthesis import boxes_mask
+        from syngrpo.synthesis.pipeline import boxes_mask
 
         if any(len(b) == 1 for b in boxes):
             raise ValueError("segmenter cannot handle a single box (test)")

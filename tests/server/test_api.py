@@ -12,8 +12,8 @@ from PIL import Image
 
 from syngrpo.cli import main as cli_main
 from syngrpo.errors import ConfigError
-from syngrpo.server.app import create_app
-from syngrpo.server.config import ServerConfig, check_bind_security
+from syngrpo.synthesis.server.app import create_app
+from syngrpo.synthesis.server.config import ServerConfig, check_bind_security
 
 from .support import job_body, kept_pixels_equal, scene, wait_for_state, wait_until
 
@@ -217,14 +217,14 @@ def test_server_config_defaults_are_the_cpu_laptop_setup():
 def test_the_shipped_server_configs_are_valid(name):
     from pathlib import Path
 
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
 
     cfg = load_config(ServerConfig, Path(__file__).resolve().parents[2] / "configs" / name)
     assert cfg.host == "127.0.0.1" and cfg.workers
 
 
 def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path):
-    from syngrpo.server.spawn import ServerStartError, start_server_subprocess
+    from syngrpo.synthesis.server.spawn import ServerStartError, start_server_subprocess
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("synthesiser: procedural\n")  # misspelt key

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from syngrpo.server.app import create_app
+from syngrpo.synthesis.server.app import create_app
 
 from .support import b64, job_body, png_bytes, scene, wait_for_state
 

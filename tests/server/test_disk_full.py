@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from syngrpo.server import store as store_module
-from syngrpo.server.app import create_app
-from syngrpo.server.store import JobStore
+from syngrpo.synthesis.server import store as store_module
+from syngrpo.synthesis.server.app import create_app
+from syngrpo.synthesis.server.store import JobStore
 
 from .support import job_body, wait_for_state, wait_until
 
@@ -155,7 +155,7 @@ def wait_final(url: str, job_id: str) -> str:
 
 def test_a_real_full_tmpfs_gives_507_then_recovers_when_space_returns(tiny_disk):
     """The disk fills past the server's own floor (another process wrote it): 507, never a crash."""
-    from syngrpo.server.spawn import start_server_subprocess
+    from syngrpo.synthesis.server.spawn import start_server_subprocess
 
     data = tiny_disk / "store"
     # no free-space floor: this is about a disk that fills anyway (the floor's own test is below)
@@ -186,7 +186,7 @@ def test_a_free_space_floor_refuses_new_jobs_with_429_while_the_real_disk_still_
     when space returns."""
     import os
 
-    from syngrpo.server.spawn import start_server_subprocess
+    from syngrpo.synthesis.server.spawn import start_server_subprocess
 
     data = tiny_disk / "store"
     floor = 1024 * 1024

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from syngrpo.errors import UnknownPluginError
-from syngrpo.server.app import create_app
+from syngrpo.synthesis.server.app import create_app
 
 from .support import job_body, wait_for_state, wait_until
 

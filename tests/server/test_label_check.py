@@ -14,9 +14,9 @@ from PIL import Image
 
 from syngrpo.hookspecs import hookimpl
 from syngrpo.plugins import get_registry
-from syngrpo.server.app import create_app
-from syngrpo.synthesis import PipelineItem, boxes_mask, check_labelled_objects, paste_back, run_pipeline
-from syngrpo.transport import SynthesisJob
+from syngrpo.synthesis.pipeline import PipelineItem, boxes_mask, check_labelled_objects, paste_back, run_pipeline
+from syngrpo.synthesis.server.app import create_app
+from syngrpo.synthesis.transport import SynthesisJob
 
 from .support import RED_BOX, png_bytes, scene, wait_for_state
 

@@ -11,8 +11,8 @@ import pytest
 
 from syngrpo.hookspecs import hookimpl
 from syngrpo.plugins import get_registry
-from syngrpo.server.app import create_app
-from syngrpo.synthesis import check_deadline
+from syngrpo.synthesis.pipeline import check_deadline
+from syngrpo.synthesis.server.app import create_app
 
 from .support import ControlledPlugin, job_body, wait_for_state, wait_until
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from syngrpo import toyshapes
+from syngrpo.perception import toyshapes
 from syngrpo.plugins import get_registry
-from syngrpo.synthesis import PipelineItem, Segmenter, boxes_mask, run_pipeline
+from syngrpo.synthesis.pipeline import PipelineItem, Segmenter, boxes_mask, run_pipeline
 
 
 def toy_scene(style: str, seed: int = 0, position_code: bool = False, grid: int = 0):

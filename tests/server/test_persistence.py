@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from syngrpo.server.spawn import start_server_subprocess
+from syngrpo.synthesis.server.spawn import start_server_subprocess
 
 from .support import job_body
 

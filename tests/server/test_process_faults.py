@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from syngrpo.cli import main
-from syngrpo.server.spawn import ServerStartError, start_server_subprocess, start_supervised_server
-from syngrpo.server.store import JobStore, StoreError
+from syngrpo.synthesis.server.spawn import ServerStartError, start_server_subprocess, start_supervised_server
+from syngrpo.synthesis.server.store import JobStore, StoreError
 from syngrpo.testing import process_alive
 
 
@@ -79,7 +79,7 @@ def test_an_unwritable_store_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 @pytest.mark.parametrize("token", ["abc", " " * 8, "has a space in it"])
 def test_a_bad_token_from_the_environment_is_refused_like_one_from_a_config(tmp_path, token):
     env = {**os.environ, "SYNGRPO_SERVER_TOKEN": token}
-    proc = subprocess.run([sys.executable, "-m", "syngrpo.server", "--host", "0.0.0.0", "--port", "0",
+    proc = subprocess.run([sys.executable, "-m", "syngrpo.synthesis.server", "--host", "0.0.0.0", "--port", "0",
                            "--data-dir", str(tmp_path / "store")], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2
@@ -89,7 +89,7 @@ def test_a_bad_token_from_the_environment_is_refused_like_one_from_a_config(tmp_
 def test_one_rule_for_tokens_whatever_their_source(monkeypatch):
     from syngrpo.errors import ConfigError
     from syngrpo.plugins import get_registry
-    from syngrpo.server.config import ServerConfig, resolve_token
+    from syngrpo.synthesis.server.config import ServerConfig, resolve_token
 
     for bad in ("abc", " " * 8, "tab\tinside-it"):
         with pytest.raises(ValueError, match="token must"):
@@ -187,7 +187,7 @@ def test_aiohttp_parser_refusals_are_json_and_name_the_post_alternative(quick_se
 
 _TRAINER = textwrap.dedent("""
     import sys, time
-    from syngrpo.server.spawn import start_server_subprocess
+    from syngrpo.synthesis.server.spawn import start_server_subprocess
     handle = start_server_subprocess(data_dir=sys.argv[1])
     print(handle.pid, flush=True)
     time.sleep(120)

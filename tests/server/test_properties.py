@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from syngrpo_procedural.background import parse_label, words_of
 
-from syngrpo.server.config import ServerConfig
-from syngrpo.server.validation import ApiError, SubmissionBody, parse_submission, validate_submission
-from syngrpo.synthesis import boxes_mask, keep_mask, paste_back, verify_labelled_regions
+from syngrpo.synthesis.pipeline import boxes_mask, keep_mask, paste_back, verify_labelled_regions
+from syngrpo.synthesis.server.config import ServerConfig
+from syngrpo.synthesis.server.validation import ApiError, SubmissionBody, parse_submission, validate_submission
 
 from .support import job_body
 

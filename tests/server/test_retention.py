@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from syngrpo.server.app import SERVICE, create_app
-from syngrpo.server.store import JobStore
+from syngrpo.synthesis.server.app import SERVICE, create_app
+from syngrpo.synthesis.server.store import JobStore
 
 from .support import b64, job_body, png_bytes, scene, wait_for_state, wait_until
 from .test_api import prometheus
@@ -387,9 +387,9 @@ async def run_jobs_through_the_trainers_client(url: str, store: JobStore, work, 
     """Steps of the asynchronous trainer's synthesis (submit, collect) until ``jobs`` came back done;
     the peak of the server's store (rows, job files) seen between steps, and what it holds at the end."""
     from syngrpo.config import SynthesisConfig
+    from syngrpo.data.pool import DataPool
     from syngrpo.plugins import get_registry
-    from syngrpo.pool import DataPool
-    from syngrpo.synthesis_client import StepSynthesis, SynthesisClient
+    from syngrpo.synthesis.client import StepSynthesis, SynthesisClient
 
     task = get_registry().create("tasks", "rec")
     samples = task.make_toy_dataset(work / "data", n=in_flight, split="train", seed=0, image_size=56)

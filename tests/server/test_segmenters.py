@@ -13,7 +13,7 @@ from PIL import Image
 
 from syngrpo.errors import MissingExtraError
 from syngrpo.plugins import get_registry
-from syngrpo.synthesis import PipelineItem, Segmenter, boxes_mask, run_pipeline
+from syngrpo.synthesis.pipeline import PipelineItem, Segmenter, boxes_mask, run_pipeline
 
 from .support import kept_pixels_equal, scene
 

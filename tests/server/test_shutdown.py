@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from syngrpo.server.calls import call_in_thread
-from syngrpo.server.validation import SubmissionBody
-from syngrpo.server.workers import JobService
+from syngrpo.synthesis.server.calls import call_in_thread
+from syngrpo.synthesis.server.validation import SubmissionBody
+from syngrpo.synthesis.server.workers import JobService
 
 from .support import job_body, wait_until
 

@@ -8,10 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from syngrpo import toyshapes
+from syngrpo.perception import toyshapes
 from syngrpo.plugins import get_registry
-from syngrpo.server.app import create_app
-from syngrpo.synthesis import (
+from syngrpo.synthesis.pipeline import (
     PipelineItem,
     SynthesisRequest,
     Synthesizer,
@@ -22,6 +21,7 @@ from syngrpo.synthesis import (
     run_pipeline,
     verify_labelled_regions,
 )
+from syngrpo.synthesis.server.app import create_app
 
 from .support import TINY_SDXL_OPTIONS, job_body, kept_pixels_equal, scene, wait_for_state
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from syngrpo.plugins import get_registry
-from syngrpo.server.app import SERVICE, create_app
-from syngrpo.transport import JobRejected, Transport, TransportError
+from syngrpo.synthesis.server.app import SERVICE, create_app
+from syngrpo.synthesis.transport import JobRejected, Transport, TransportError
 
 from .support import ControlledPlugin, make_job, scene, wait_until
 
@@ -326,7 +326,7 @@ async def test_a_delete_for_a_server_that_is_down_is_sent_when_it_answers_again(
 
 
 def test_closing_with_deletions_for_a_server_that_never_answers_takes_seconds_not_minutes(transports):
-    from syngrpo.transport import SynthesisResult
+    from syngrpo.synthesis.transport import SynthesisResult
 
     with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
         silent.bind(("127.0.0.1", 0))

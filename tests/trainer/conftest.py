@@ -64,7 +64,7 @@ def sft_policy_dir(tiny_policy_dir, tmp_path_factory, registry) -> Path:
     groups with a spread of R_acc, so V(q) and the smoothing have something to work on.
     """
     from syngrpo.models.policy import load_policy
-    from syngrpo.sft import run_sft
+    from syngrpo.train.sft import run_sft
 
     task = registry.create("tasks", "rec")
     data = tmp_path_factory.mktemp("sftdata")
@@ -105,7 +105,7 @@ def overrides(policy: Path, *extra: str, mode: str = "off") -> list[str]:
 
 def make_config(policy: Path, *extra: str, mode: str = "off"):
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
 
     return load_config(TrainConfig, None, overrides(policy, *extra, mode=mode))
 

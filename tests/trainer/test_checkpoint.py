@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from syngrpo.checkpoint import (
+from syngrpo.rundir.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     list_checkpoints,

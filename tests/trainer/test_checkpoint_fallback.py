@@ -12,7 +12,8 @@ import logging
 import pytest
 import torch
 
-from syngrpo.checkpoint import (
+from syngrpo.errors import ConfigError
+from syngrpo.rundir.checkpoint import (
     SHARDED_DIR,
     checkpoint_problem,
     consolidated_model_state,
@@ -21,7 +22,6 @@ from syngrpo.checkpoint import (
     save_checkpoint,
     save_sharded,
 )
-from syngrpo.errors import ConfigError
 
 
 class TinyConfig:
@@ -69,7 +69,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint_and_names_the_broken_
     root = _run(tmp_path)
     assert latest_checkpoint(tmp_path) == root / "step-000003"
     _truncate(root / "step-000003" / broken)
-    with caplog.at_level(logging.WARNING, logger="syngrpo.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="syngrpo.rundir.checkpoint"):
         found = latest_checkpoint(tmp_path)
     assert found == root / "step-000002"
     assert str(root / "step-000003" / broken) in caplog.text
@@ -116,7 +116,7 @@ def test_a_torn_sharded_checkpoint_is_skipped_for_the_newest_intact_one(tmp_path
     assert latest_checkpoint(tmp_path) == newest and not list((newest / "model").glob("*.safetensors"))
     assert torch.equal(consolidated_model_state(newest)["layer.weight"], model.layer.weight)
     _damage(newest / broken, how)
-    with caplog.at_level(logging.WARNING, logger="syngrpo.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="syngrpo.rundir.checkpoint"):
         assert latest_checkpoint(tmp_path) == root / "step-000002"
     assert str(newest / "sharded") in caplog.text
     with pytest.raises(ConfigError, match="step-000003/sharded"):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from syngrpo.config import QUICKSTART_CONFIG, TrainConfig, load_train_config
-from syngrpo.configio import dump_config, load_yaml
+from syngrpo.config.io import dump_config, load_yaml
 from syngrpo.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,17 +76,17 @@ def test_the_trainer_only_warns_when_its_process_count_differs_from_the_document
     (the tests do) but says that the memory plan was made for another machine."""
     import logging
 
-    from syngrpo.trainer import Trainer
+    from syngrpo.train.trainer import Trainer
 
     cfg = config_for(tiny_policy_dir, "hardware={gpus: 4, gpu_memory_gib: 80}")
-    with caplog.at_level(logging.WARNING, logger="syngrpo.trainer"), Trainer(cfg, tmp_path / "run") as trainer:
+    with caplog.at_level(logging.WARNING, logger="syngrpo.train.trainer"), Trainer(cfg, tmp_path / "run") as trainer:
         trainer.setup()
     warned = [r.getMessage() for r in caplog.records if "hardware.gpus" in r.getMessage()]
     assert len(warned) == 1 and "4 GPUs" in warned[0] and "1 process" in warned[0]
     assert "syngrpo plan" in warned[0]
     caplog.clear()
     cfg = config_for(tiny_policy_dir, "hardware={gpus: 1, gpu_memory_gib: 80}")
-    with caplog.at_level(logging.WARNING, logger="syngrpo.trainer"), Trainer(cfg, tmp_path / "run1") as trainer:
+    with caplog.at_level(logging.WARNING, logger="syngrpo.train.trainer"), Trainer(cfg, tmp_path / "run1") as trainer:
         trainer.setup()
     assert not [r for r in caplog.records if "hardware.gpus" in r.getMessage()]
 
@@ -99,9 +99,9 @@ def test_the_eval_split_can_take_its_images_from_another_root(tmp_path):
 
     from PIL import Image
 
-    from syngrpo.check import check_config
     from syngrpo.plugins import get_registry
-    from syngrpo.trainer import load_split
+    from syngrpo.train.data import load_split
+    from syngrpo.train.preflight import check_config
 
     (tmp_path / "offline" / "images").mkdir(parents=True)
     (tmp_path / "coco").mkdir()
@@ -136,13 +136,13 @@ def test_the_shipped_warm_start_is_package_data_that_localises_and_says_how_it_w
     import json
 
     from syngrpo.config import SHIPPED_POLICIES
-    from syngrpo.evaluate import evaluate_policy
     from syngrpo.models.policy import load_policy
+    from syngrpo.models.resolve import resolve_policy
     from syngrpo.plugins import get_registry
-    from syngrpo.trainer import resolve_policy
+    from syngrpo.train.evaluate import evaluate_policy
 
     cfg = load_train_config(QUICKSTART_CONFIG)
-    path = resolve_policy(cfg)
+    path = resolve_policy(cfg.model)
     assert path == str(SHIPPED_POLICIES["tiny-warm-start"])
     files = {p.name: p.stat().st_size for p in SHIPPED_POLICIES["tiny-warm-start"].iterdir()}
     assert sum(files.values()) < 5 * 2**20 and "model.safetensors" in files  # "a few MB"

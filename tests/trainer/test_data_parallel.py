@@ -27,8 +27,8 @@ def worker(policy: str, run_dir: str, out: str) -> None:
     import torch
 
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
-    from syngrpo.trainer import Trainer
+    from syngrpo.config.io import load_config
+    from syngrpo.train.trainer import Trainer
 
     torch.set_num_threads(1)
     sets = [f"model.policy={policy}", "model.device=cpu", "data.toy.n_train=8", "data.toy.n_eval=4",
@@ -55,7 +55,7 @@ def worker(policy: str, run_dir: str, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_ranks_keep_identical_weights_pools_and_smoothing(sft_policy_dir, tmp_path):
-    from syngrpo.runlog import read_jsonl
+    from syngrpo.rundir.runlog import read_jsonl
 
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     run, out = tmp_path / "run", tmp_path / "out"
@@ -80,7 +80,7 @@ def test_two_ranks_keep_identical_weights_pools_and_smoothing(sft_policy_dir, tm
 
 def test_rank_metrics_average_but_memory_peaks_and_maxima_take_the_worst_rank():
     """A per-phase memory peak averaged over ranks would hide the rank that runs out of memory."""
-    from syngrpo.parallel import Parallel
+    from syngrpo.scale.parallel import Parallel
 
     class TwoRanks(Parallel):
         def gather(self, obj):

@@ -8,9 +8,9 @@ import math
 import pytest
 from PIL import Image
 
-from syngrpo.checkpoint import latest_checkpoint, load_state, model_dir
 from syngrpo.cli import main
-from syngrpo.runlog import read_jsonl
+from syngrpo.rundir.checkpoint import latest_checkpoint, load_state, model_dir
+from syngrpo.rundir.runlog import read_jsonl
 
 STEPS = 6
 

@@ -1,6 +1,6 @@
 """Eqs. 5-8 wired through ``Trainer.train_step``, against values worked out by hand.
 
-The unit tests of :mod:`syngrpo.diversity` pin each formula alone; this test pins the wiring:
+The unit tests of :mod:`syngrpo.algo.diversity` pin each formula alone; this test pins the wiring:
 each rollout's ``<score>`` is compared with *its own* group's smoothed Ṽ(q) (eq. 6), the
 smoothing carries over from one step to the next, the description chosen for a prompt is that
 prompt's argmax of R_diversity (eq. 8), the job goes out for the right sample, and
@@ -24,10 +24,10 @@ import pytest
 import torch
 
 from syngrpo.hookspecs import hookimpl
-from syngrpo.rollout import Rollout
-from syngrpo.server.inprocess import InProcessTransport
+from syngrpo.models.rollout import Rollout
+from syngrpo.synthesis.server.inprocess import InProcessTransport
 from syngrpo.testing import registry_with
-from syngrpo.trainer import Trainer
+from syngrpo.train.trainer import Trainer
 
 G = 4
 
@@ -153,7 +153,7 @@ def test_eqs_5_to_8_are_wired_to_the_right_groups_samples_and_jobs(tiny_policy_d
         trainer.setup()
         engine = plugin.engine
         assert engine is not None and trainer.engine is engine
-        from syngrpo.evaluate import load_rgb
+        from syngrpo.data.images import load_rgb
 
         by_id = {s.id: s for s in trainer.pool.samples()}
         engine.by_image = {load_rgb(s.image).tobytes(): s for s in by_id.values()}

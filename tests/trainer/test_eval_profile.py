@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from syngrpo.evaluate import evaluate_policy
 from syngrpo.models.policy import load_policy
+from syngrpo.models.rollout import Rollout
 from syngrpo.plugins import get_registry
-from syngrpo.rollout import Rollout
+from syngrpo.train.evaluate import evaluate_policy
 
 
 class FixedAnswers:

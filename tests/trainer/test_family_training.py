@@ -8,12 +8,13 @@ import math
 
 import pytest
 
-from syngrpo.evaluate import build_prompts, load_rgb
+from syngrpo.data.images import load_rgb
 from syngrpo.models.policy import encode_prompts, load_policy
-from syngrpo.response import parse_response, render_response
-from syngrpo.runlog import read_jsonl
-from syngrpo.sft import sft_targets
-from syngrpo.trainer import Trainer
+from syngrpo.perception.response import parse_response, render_response
+from syngrpo.rundir.runlog import read_jsonl
+from syngrpo.train.evaluate import build_prompts
+from syngrpo.train.sft import sft_targets
+from syngrpo.train.trainer import Trainer
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v")
 
@@ -31,7 +32,7 @@ def _one_torch_thread():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_trains_end_to_end_and_its_reference_answers_score_one(family, tmp_path, registry, overrides_for):
     from syngrpo.config import TrainConfig
-    from syngrpo.configio import load_config
+    from syngrpo.config.io import load_config
 
     sets = overrides_for("tiny", f"model.family={family}", f"model.tiny_dir={tmp_path / 'tiny'}",
                          "synthesis.transport=inprocess", "sft.enabled=true", "sft.steps=20", "sft.lr=3e-3",

@@ -6,10 +6,10 @@ import io
 
 import pytest
 
+from syngrpo.data.hf import is_dataset_source, materialize, parse_hub_source
 from syngrpo.errors import ConfigError
-from syngrpo.hfdata import is_dataset_source, materialize, parse_hub_source
 from syngrpo.plugins import get_registry
-from syngrpo.trainer import Trainer
+from syngrpo.train.trainer import Trainer
 
 datasets = pytest.importorskip("datasets")
 
@@ -75,7 +75,7 @@ def test_sources_are_recognised_and_hub_ids_parsed(tmp_path):
 
 
 def test_syngrpo_check_reads_a_parquet_source_and_its_column_mapping(parquet_file, tiny_policy_dir, config_for):
-    from syngrpo.check import check_config
+    from syngrpo.train.preflight import check_config
 
     path, _ = parquet_file
     good = config_for(tiny_policy_dir, f"data.train={path}", "data.columns={image: img, problem: question}")

@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from syngrpo.errors import ConfigError
+from syngrpo.perception.rewards import make_reward
 from syngrpo.plugins import get_registry, load_callable, load_local_plugins
-from syngrpo.rewards import make_reward
-from syngrpo.trainer import Trainer
+from syngrpo.train.trainer import Trainer
 
 REWARD_FILE = '''
 def brevity(responses, samples, *, task, frames=None, scale=1.0):
@@ -113,7 +113,7 @@ def test_two_terms_whose_functions_share_a_name_are_refused(reward_file, tiny_po
 
 
 def test_syngrpo_check_imports_a_file_reward_and_reports_a_bad_one(reward_file, tiny_policy_dir, config_for):
-    from syngrpo.check import check_config
+    from syngrpo.train.preflight import check_config
 
     good = config_for(tiny_policy_dir, f"rewards.terms=[{{name: format}}, {{name: '{reward_file}:brevity'}}]")
     assert check_config(good, data=False).errors == []
@@ -124,7 +124,7 @@ def test_syngrpo_check_imports_a_file_reward_and_reports_a_bad_one(reward_file, 
 
 def test_the_data_servers_plugins_key_takes_a_py_file_too(tmp_path):
     """One loader for both ``plugins:`` keys: the server's accepts what the trainer's does."""
-    from syngrpo.server.calls import load_plugin_modules
+    from syngrpo.synthesis.server.calls import load_plugin_modules
 
     plugin = tmp_path / "server_side_plugin.py"
     plugin.write_text(textwrap.dedent(PLUGIN_FILE), encoding="utf-8")

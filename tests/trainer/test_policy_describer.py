@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from syngrpo.describers import DescribeRequest
-from syngrpo.evaluate import load_rgb
+from syngrpo.data.images import load_rgb
 from syngrpo.plugins import get_registry
+from syngrpo.synthesis.describers import DescribeRequest
 
 
 def test_the_policy_describer_returns_the_policys_own_descriptions(sft_policy_dir, tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from syngrpo.pool import DataPool, PendingJob
+from syngrpo.data.pool import DataPool, PendingJob
 from syngrpo.types import Sample
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from syngrpo.checkpoint import latest_checkpoint, model_dir
-from syngrpo.runlog import read_jsonl
-from syngrpo.trainer import Trainer
+from syngrpo.rundir.checkpoint import latest_checkpoint, model_dir
+from syngrpo.rundir.runlog import read_jsonl
+from syngrpo.train.trainer import Trainer
 
 TERMS = "rewards.terms=[{name: length}, {name: format}]"
 
@@ -53,10 +53,10 @@ def _fixed_batch_update(policy_dir, dtype: torch.dtype) -> torch.Tensor:
     """One AdamW step (lr 1e-6) of the GRPO loss on fixed completions; the flattened parameter update."""
     from PIL import Image, ImageDraw
 
-    from syngrpo.losses import GRPOLoss
+    from syngrpo.algo.losses import GRPOLoss
     from syngrpo.models.policy import encode_prompts, load_policy
-    from syngrpo.precision import Precision
-    from syngrpo.scoring import completion_logprobs
+    from syngrpo.models.scoring import completion_logprobs
+    from syngrpo.scale.precision import Precision
 
     precision = Precision(compute=dtype)
     policy = load_policy(policy_dir, dtype=precision.master)  # the weights AdamW updates: float32 masters

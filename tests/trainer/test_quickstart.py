@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from syngrpo.runlog import read_jsonl
+from syngrpo.rundir.runlog import read_jsonl
 
 pytestmark = pytest.mark.slow
 

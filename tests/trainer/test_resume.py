@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from syngrpo.checkpoint import latest_checkpoint, load_state
-from syngrpo.runlog import read_jsonl
-from syngrpo.trainer import Trainer
+from syngrpo.rundir.checkpoint import latest_checkpoint, load_state
+from syngrpo.rundir.runlog import read_jsonl
+from syngrpo.train.trainer import Trainer
 
 #: wall-clock numbers differ between any two runs; everything else must not
 VOLATILE = ("time/", "synthesis/wait_seconds")

@@ -7,7 +7,7 @@ import math
 
 from PIL import Image
 
-from syngrpo.runlog import RunLog, read_jsonl
+from syngrpo.rundir.runlog import RunLog, read_jsonl
 
 
 def _metrics(step: int) -> dict:

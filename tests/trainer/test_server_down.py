@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from syngrpo.runlog import read_jsonl
-from syngrpo.server.spawn import start_server_subprocess
-from syngrpo.trainer import Trainer
+from syngrpo.rundir.runlog import read_jsonl
+from syngrpo.synthesis.server.spawn import start_server_subprocess
+from syngrpo.train.trainer import Trainer
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from syngrpo.runlog import read_jsonl
+from syngrpo.rundir.runlog import read_jsonl
 from syngrpo.testing import process_alive
-from syngrpo.trainer import Trainer
+from syngrpo.train.trainer import Trainer
 
 
 def _wait(predicate, timeout: float, what: str) -> float:

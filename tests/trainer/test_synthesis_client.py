@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from syngrpo.config import SynthesisConfig
+from syngrpo.data.pool import DataPool
 from syngrpo.plugins import get_registry
-from syngrpo.pool import DataPool
-from syngrpo.synthesis_client import StepSynthesis, SynthesisClient
+from syngrpo.synthesis.client import StepSynthesis, SynthesisClient
 
 
 @pytest.fixture

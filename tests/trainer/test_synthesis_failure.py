@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from syngrpo.config import SynthesisConfig
+from syngrpo.data.pool import DataPool
 from syngrpo.plugins import get_registry
-from syngrpo.pool import DataPool
-from syngrpo.server.spawn import start_server_subprocess
-from syngrpo.synthesis_client import StepSynthesis, SynthesisClient, SynthesisFailure
+from syngrpo.synthesis.client import StepSynthesis, SynthesisClient, SynthesisFailure
+from syngrpo.synthesis.server.spawn import start_server_subprocess
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from syngrpo.config import load_train_config
-from syngrpo.study import ARMS
+from syngrpo.experiments.study import ARMS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TABLE1 = CONFIGS / "table1"

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from syngrpo.errors import MissingExtraError
-from syngrpo.runlog import read_jsonl
-from syngrpo.trackers import TrackerSet
-from syngrpo.trainer import Trainer
+from syngrpo.rundir.runlog import read_jsonl
+from syngrpo.rundir.trackers import TrackerSet
+from syngrpo.train.trainer import Trainer
 
 wandb = pytest.importorskip("wandb")
 mlflow = pytest.importorskip("mlflow")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from syngrpo.trainer import Trainer, lr_factor
+from syngrpo.train.trainer import Trainer, lr_factor
 
 TERMS = "rewards.terms=[{name: length}, {name: format}]"
 

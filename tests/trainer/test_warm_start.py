@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from syngrpo.errors import ConfigError
-from syngrpo.summary import RunSummary, quarter_means, summarize_run, write_run_summary
-from syngrpo.trainer import Trainer
+from syngrpo.rundir.summary import RunSummary, quarter_means, summarize_run, write_run_summary
+from syngrpo.train.trainer import Trainer
 
 GRID = "data.toy.options={grid: 2, position_code: true, n_shapes: [1, 2], relational_prob: 0.0}"
 SYN = "rollout.response_format=syn"  # plain_steps only run before a syn-format SFT
@@ -99,7 +99,7 @@ def test_summary_says_when_the_warm_start_is_not_above_chance_and_the_reward_fel
 
 
 def test_with_one_object_per_image_the_random_object_row_is_left_out(tmp_path, registry):
-    from syngrpo.summary import chance_rows
+    from syngrpo.rundir.summary import chance_rows
 
     task = registry.create("tasks", "rec")
     opts = dict(grid=3, position_code=True, n_shapes=(1, 1), relational_prob=0.0)

@@ -2,9 +2,9 @@
 
 A task none of syngrpo's built-in ones covers (REC answers one box, OVD/ISR a
 list of boxes), written only against syngrpo's public API: the
-:class:`syngrpo.task.Task` contract, :class:`syngrpo.types.Sample`,
-:class:`syngrpo.geometry.ImageTransform`, the dataset-file helpers of
-:mod:`syngrpo.datafiles` and the toy drawing helpers of :mod:`syngrpo.toyshapes`.
+:class:`syngrpo.perception.task.Task` contract, :class:`syngrpo.types.Sample`,
+:class:`syngrpo.perception.geometry.ImageTransform`, the dataset-file helpers of
+:mod:`syngrpo.data.files` and the toy drawing helpers of :mod:`syngrpo.perception.toyshapes`.
 
 Data record (one JSON object per line)::
 
@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.datafiles import portable_image_path, read_records, resolve_image, write_jsonl
-from syngrpo.geometry import ImageTransform, box_area, valid_box
-from syngrpo.task import Task
+from syngrpo.data.files import portable_image_path, read_records, resolve_image, write_jsonl
+from syngrpo.perception.geometry import ImageTransform, box_area, valid_box
+from syngrpo.perception.task import Task
 from syngrpo.types import Box, Sample
 
 _NUMBER_WORDS = {w: i for i, w in enumerate(
@@ -76,7 +76,7 @@ class CountingTask(Task):
     answer_format: ClassVar[str] = "a single integer, e.g. 3"
 
     def __init__(self, *, reward: str = "exact", shapes: Sequence[str] = ("circle", "square", "triangle")) -> None:
-        from syngrpo.toyshapes import SHAPES
+        from syngrpo.perception.toyshapes import SHAPES
 
         if reward not in ("exact", "graded"):
             raise ValueError(f"reward must be 'exact' or 'graded', got {reward!r}")
@@ -126,12 +126,12 @@ class CountingTask(Task):
                          max_distractors: int = 3, style: str = "plain", **options: Any) -> list[Sample]:
         """Pictures of 0-``max_distractors`` other shapes and ``min_count``-``max_count`` of the counted one.
 
-        Drawn with :mod:`syngrpo.toyshapes` (exact pixel boxes, no overlaps); written
+        Drawn with :mod:`syngrpo.perception.toyshapes` (exact pixel boxes, no overlaps); written
         with ``<split>.jsonl`` next to the images.
         """
         if options:
             raise TypeError(f"unknown toy options for the counting task: {sorted(options)}")
-        from syngrpo.toyshapes import COLOURS, ShapeSpec, place_boxes, render_scene, scene_rng
+        from syngrpo.perception.toyshapes import COLOURS, ShapeSpec, place_boxes, render_scene, scene_rng
 
         out = Path(out_dir)
         (out / "images").mkdir(parents=True, exist_ok=True)

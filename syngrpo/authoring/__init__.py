@@ -1,0 +1,2 @@
+"""Tools for plugin authors: the ``syngrpo new-plugin`` templates (:mod:`.scaffold`).
+"""

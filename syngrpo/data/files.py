@@ -1,0 +1,127 @@
+"""Dataset files the task plugins read and write: JSON lists and JSONL, image paths.
+
+Task formats differ in their fields, not in their files: VLM-R1-style datasets
+are a JSON list of records or one JSON object per line (JSONL), with image paths
+relative to an image folder.  Tasks share these helpers so that every task
+accepts both layouts and resolves paths the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["image_size", "pop_image_size", "portable_image_path", "read_records", "resolve_image", "tidy_number", "write_jsonl",
+           "write_records"]
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-list or JSONL file (blank lines skipped).
+
+    A file whose text starts with ``[`` is one JSON list; otherwise each line is
+    one JSON object; a ``.json`` file holding one (pretty-printed) object is a
+    one-record dataset.  Errors name the file and line.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a valid JSON list of records ({exc})") from exc
+        bad = [i for i, r in enumerate(data) if not isinstance(r, dict)]
+        if bad:
+            raise ValueError(f"{path}: item {bad[0]} of the JSON list is not an object (a record)")
+        return data
+    records: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            if path.suffix == ".json" and not records:
+                try:
+                    whole = json.loads(text)
+                except ValueError:
+                    whole = None
+                if isinstance(whole, dict):
+                    return [whole]
+            raise ValueError(f"{path}:{lineno}: not a JSON object ({exc})") from exc
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{lineno}: a JSONL line must be one JSON object (a record)")
+        records.append(record)
+    return records
+
+
+def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | Path) -> None:
+    """Write one JSON object per line, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_records(records: Iterable[Mapping[str, Any]], path: str | Path) -> None:
+    """Write records the way :func:`read_records` reads them: a JSON list for ``.json``, else JSONL."""
+    path = Path(path)
+    if path.suffix != ".json":
+        write_jsonl(records, path)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(list(records), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resolve_image(value: Any, base: str | Path) -> str:
+    """An absolute image path from a record's image field (a path, or a list whose first item is one)."""
+    if isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"an image field must be a path string, got {value!r}")
+    p = Path(value).expanduser()
+    return os.path.abspath(p if p.is_absolute() else Path(base) / p)
+
+
+def portable_image_path(image: str, data_file: str | Path) -> str:
+    """How a saved record names its image: relative to the data file's folder when inside it."""
+    folder = Path(os.path.abspath(Path(data_file).parent))
+    img = Path(os.path.abspath(image))
+    try:
+        return img.relative_to(folder).as_posix()
+    except ValueError:
+        return str(img)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) read from the image header (the pixels are not decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(im.width), int(im.height)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"image {path} does not exist; give width/height in the record or fix image_root") from exc
+
+
+def pop_image_size(record: dict[str, Any], image: str | Path) -> tuple[int, int]:
+    """The record's ``width``/``height`` (removed from it), or the image header's when absent."""
+    from syngrpo.perception.answers import as_number
+
+    w, h = as_number(record.pop("width", None)), as_number(record.pop("height", None))
+    if w is not None and h is not None and w > 0 and h > 0:
+        return int(round(w)), int(round(h))
+    return image_size(image)
+
+
+def tidy_number(v: float) -> int | float:
+    """``12.0 -> 12`` so that saved files stay readable; other values unchanged."""
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else v

@@ -1,0 +1,428 @@
+"""The data server's HTTP API: ``create_app(config)`` returns the aiohttp application.
+
+Routes (all JSON unless said otherwise; docs/data-server.md has request/response examples)::
+
+    POST /v1/jobs                    submit (idempotent by the client's ``key``) → 201 new, 200 existing
+    GET  /v1/jobs                    list: ?state=queued,running&ids=a,b&key=K&after=SEQ&limit=N
+    POST /v1/jobs/query              the same list with a JSON body (up to 500 ids, beyond a URL's length)
+    GET  /v1/jobs/{id}               one job's state
+    GET  /v1/jobs/{id}/result        done job: new image (base64 PNG) with its boxes and labels
+    GET  /v1/jobs/{id}/result.png    done job: the new image (image/png)
+    GET  /v1/jobs/{id}/mask.png      done job: the kept-foreground mask (image/png)
+    GET  /v1/jobs/{id}/input.png     the submitted image as stored (image/png)
+    POST /v1/jobs/{id}/cancel        cancel a queued or running job
+    DELETE /v1/jobs/{id}             delete a job, row and files (a running one is cancelled first) → 200 / 202
+    POST /v1/jobs/delete             delete many: {"ids": [...], "keys": [...]} (up to 500 in all)
+    GET  /healthz                    liveness and worker states (no token needed)
+    GET  /metrics                    Prometheus text
+
+Handlers are thin: validation lives in :mod:`syngrpo.synthesis.server.validation`, the queue and the
+workers in :mod:`syngrpo.synthesis.server.workers`.  Every refusal, including aiohttp's own (unknown
+route, wrong method, body too large, a request its HTTP parser refused), is
+``{"error": {"code", "message"}}`` with a 4xx status.
+
+Limits that protect the server from its clients (docs/data-server.md, "Limits and failure
+behaviour"): request bodies being read at once are capped by ``max_body_bytes_in_flight``
+(503 + ``Retry-After`` beyond it), a body that stops arriving is dropped after ``read_timeout_s``
+(408), and a client that disconnects is logged at DEBUG, not as an error.  The disk is bounded by
+deletion (clients delete what they collected; retention deletes the rest) and by a budget checked
+at submission (429 ``store_full`` / ``disk_low``; :meth:`~syngrpo.synthesis.server.workers.JobService.disk_refusal`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from syngrpo import __version__
+from syngrpo.plugins import Registry
+from syngrpo.synthesis.server.config import ServerConfig
+from syngrpo.synthesis.server.validation import ApiError, check_job_id, check_key, parse_submission
+from syngrpo.synthesis.server.workers import JobService
+
+#: ids one list request may name
+MAX_LIST_IDS = 500
+
+log = logging.getLogger("syngrpo.synthesis.server")
+
+SERVICE: web.AppKey[JobService] = web.AppKey("syngrpo_service", JobService)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 408: "request_timeout", 410: "deleted", 413: "request_too_large",
+                 414: "uri_too_long", 415: "unsupported_media_type", 431: "headers_too_large"}
+_OPEN_PATHS = frozenset({"/healthz"})
+
+
+def error_response(err: ApiError) -> web.Response:
+    resp = web.json_response(err.to_json(), status=err.status, headers=err.headers)
+    if err.status == 408:
+        resp.force_close()  # the rest of a stalled body is not worth waiting for (aiohttp would linger)
+    return resp
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every refusal into the stable JSON error shape; never let an exception kill the server."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except ConnectionError as exc:  # the client went away mid-request: its business, not an error of ours
+        log.debug("client disconnected during %s %s: %s", request.method, request.path, exc)
+        return web.Response(status=499)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _STATUS_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 413:
+            message = f"the request body is larger than {request.app[SERVICE].config.max_request_bytes} bytes"
+        elif exc.status == 404:
+            message = f"no route {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        return web.json_response({"error": {"code": code, "message": message}}, status=exc.status, headers=headers)
+    except Exception:  # noqa: BLE001 - logged; the client gets a 500 and the server goes on
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response({"error": {"code": "internal_error", "message": "internal server error"}},
+                                 status=500)
+
+
+def bearer_auth(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is not None and request.path not in _OPEN_PATHS:
+            got = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(got, expected):
+                raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'",
+                               headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return auth
+
+
+class BodyBudget:
+    """Bytes of request bodies being read and checked at once (one event loop: no lock needed).
+
+    Each request with a body reserves its announced length (or ``max_request_bytes`` when it
+    announces none) before a byte is read, and gives it back when its handler returns; a request
+    that does not fit is refused at once with 503 + ``Retry-After``.  Memory for bodies in flight
+    therefore stays under the capacity, whatever the number of clients.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.refused = 0
+
+    def take(self, n: int) -> bool:
+        if self.used and self.used + n > self.capacity:
+            self.refused += 1
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+BODIES: web.AppKey[BodyBudget] = web.AppKey("syngrpo_bodies", BodyBudget)
+
+#: after a body this large, once no other body is in flight, freed heap goes back to the OS
+_TRIM_AFTER_BYTES = 4 * 1024 * 1024
+
+
+def _release_freed_memory() -> None:
+    """glibc keeps freed heap for reuse; hand it back so a burst of large jobs does not pin the RSS."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@web.middleware
+async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse an announced oversized body before reading a byte of it; keep bodies in flight under a cap."""
+    cfg = request.app[SERVICE].config
+    limit = cfg.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "request_too_large",
+                       f"the request body is {request.content_length} bytes; the limit is {limit}")
+    if not request.body_exists:
+        return await handler(request)
+    budget = request.app[BODIES]
+    need = request.content_length if request.content_length is not None else limit
+    if not budget.take(need):
+        raise ApiError(503, "busy", f"the server is reading {budget.used} bytes of request bodies (the cap is "
+                       f"{budget.capacity}); retry in a second", headers={"Retry-After": "1"})
+    try:
+        return await handler(request)
+    finally:
+        budget.give(need)
+        if need >= _TRIM_AFTER_BYTES and budget.used == 0:
+            _release_freed_memory()
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, or 408 when it stops arriving for ``read_timeout_s`` (a stalled client)."""
+    timeout = request.app[SERVICE].config.read_timeout_s
+    try:
+        return await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s") from None
+
+
+# ---------------------------------------------------------------------------- handlers
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    ctype = request.content_type
+    if request.body_exists and ctype not in ("application/json", "application/octet-stream", ""):
+        raise ApiError(415, "unsupported_media_type", f"send application/json, not {ctype}")
+    raw = await read_body(request)
+    body = parse_submission(raw)
+    rec, created = await request.app[SERVICE].submit(body)
+    status = 201 if created else 200
+    return web.json_response(rec.to_json(), status=status, headers={"Location": f"/v1/jobs/{rec.id}"})
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_query", f"{name} must be an integer, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, "invalid_query", f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _list(request: web.Request, states: list[str], ids: list[str], key: str | None, after: int,
+          limit: int) -> web.Response:
+    from syngrpo.synthesis.server.store import STATES
+
+    service = request.app[SERVICE]
+    bad = [s for s in states if s not in STATES]
+    if bad:
+        raise ApiError(400, "invalid_query", f"unknown state {bad[0]!r}; states are {', '.join(STATES)}")
+    if len(ids) > MAX_LIST_IDS:
+        raise ApiError(400, "invalid_query", f"at most {MAX_LIST_IDS} ids per request (got {len(ids)})")
+    for i in ids:
+        check_job_id(i)
+    if key is not None:
+        check_key(key)
+    jobs = service.store.list(states=states, ids=ids, key=key, after=after, limit=limit)
+    nxt = jobs[-1].seq if len(jobs) == limit else None
+    return web.json_response({"jobs": [j.to_json() for j in jobs], "next_after": nxt})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    states = [s for s in request.query.get("state", "").split(",") if s]
+    ids = [i for i in request.query.get("ids", "").split(",") if i]
+    limit = _int_param(request, "limit", 100, 1, 500)
+    after = _int_param(request, "after", 0, 0, 2**62)
+    return _list(request, states, ids, request.query.get("key"), after, limit)
+
+
+async def query_jobs(request: web.Request) -> web.Response:
+    """``POST /v1/jobs/query``: the list with a JSON body, for id lists too long for a URL."""
+    raw = await read_body(request)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    unknown = sorted(set(body) - {"state", "ids", "key", "after", "limit"})
+    if unknown:
+        raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: state, ids, key, after, limit")
+    states, ids, key = body.get("state", []), body.get("ids", []), body.get("key")
+    after, limit = body.get("after", 0), body.get("limit", 100)
+    if not (isinstance(states, list) and all(isinstance(x, str) for x in states)):
+        raise ApiError(422, "invalid_request", "state must be a list of state names")
+    if not (isinstance(ids, list) and all(isinstance(x, str) for x in ids)):
+        raise ApiError(422, "invalid_request", "ids must be a list of job ids")
+    if key is not None and not isinstance(key, str):
+        raise ApiError(422, "invalid_request", "key must be a string")
+    for name, value, hi in (("after", after, 2**62), ("limit", limit, 500)):
+        lo = 1 if name == "limit" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ApiError(422, "invalid_request", f"{name} must be an integer between {lo} and {hi}")
+    return _list(request, states, ids, key, after, limit)
+
+
+def _job_id(request: web.Request) -> str:
+    job_id = request.match_info["job_id"]
+    check_job_id(job_id)
+    return job_id
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].get(_job_id(request)).to_json())
+
+
+async def get_result(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    job_id = _job_id(request)
+    path = service.result_path(job_id)
+    rec = service.get(job_id)
+    payload: dict[str, Any] = {
+        "id": rec.id, "key": rec.key, "state": rec.state, "width": rec.width, "height": rec.height,
+        "boxes": rec.boxes, "labels": rec.labels, "description": rec.description, "seconds": rec.seconds,
+        "image": base64.b64encode(_read_job_file(service, job_id, path)).decode("ascii"),
+    }
+    return web.json_response(payload)
+
+
+def _read_job_file(service: JobService, job_id: str, path: Any) -> bytes:
+    """A job file's bytes; a job deleted between its lookup and this read answers as deleted (410), not 500."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        service.get(job_id)  # raises 410 deleted (or 404)
+        raise ApiError(410, "gone", f"the file of job {job_id} is missing on the server") from None
+
+
+def _png_handler(which: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        path = request.app[SERVICE].result_path(_job_id(request), which)
+        return web.FileResponse(path, headers={"Content-Type": "image/png"})
+
+    return handler
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].cancel(_job_id(request)).to_json())
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """``DELETE /v1/jobs/{id}``: 200 with the tombstone (again on a repeat), 202 for a running job, 404 unknown."""
+    service = request.app[SERVICE]
+    job_id = _job_id(request)
+    outcome = await service.delete([job_id])
+    if outcome.deleting:
+        return web.json_response(outcome.deleting[0].to_json(), status=202)
+    if outcome.missing:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    tomb = service.store.tombstone(job_id)
+    if tomb is None:  # pragma: no cover - a tombstone cannot vanish in between (the sweep runs on this loop)
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return web.json_response(tomb.to_json())
+
+
+async def delete_jobs(request: web.Request) -> web.Response:
+    """``POST /v1/jobs/delete``: many jobs by id or key in one request (what the trainer's transport sends)."""
+    raw = await read_body(request)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    unknown = sorted(set(body) - {"ids", "keys"})
+    if unknown:
+        raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: ids, keys")
+    ids, keys = body.get("ids", []), body.get("keys", [])
+    for name, value in (("ids", ids), ("keys", keys)):
+        if not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+            raise ApiError(422, "invalid_request", f"{name} must be a list of strings")
+    if len(ids) + len(keys) > MAX_LIST_IDS:
+        raise ApiError(422, "invalid_request", f"at most {MAX_LIST_IDS} ids and keys per request "
+                       f"(got {len(ids) + len(keys)})")
+    for i in ids:
+        check_job_id(i)
+    for k in keys:
+        check_key(k)
+    service = request.app[SERVICE]
+    wanted = list(ids)
+    not_found: list[str] = []
+    for k in keys:
+        rec = service.store.get_by_key(k)
+        tomb = service.store.tombstone_by_key(k) if rec is None else None
+        if rec is not None:
+            wanted.append(rec.id)
+        elif tomb is not None:
+            wanted.append(tomb.id)
+        else:
+            not_found.append(k)
+    outcome = await service.delete(wanted)
+    return web.json_response({
+        "deleted": [r.id for r in outcome.deleted] + [t.id for t in outcome.already],
+        "deleting": [r.id for r in outcome.deleting],
+        "not_found": outcome.missing + not_found,
+    })
+
+
+async def healthz(request: web.Request) -> web.Response:
+    health = request.app[SERVICE].health()
+    health["version"] = __version__
+    return web.json_response(health, status=503 if health["status"] == "broken" else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    budget = request.app[BODIES]
+    text = request.app[SERVICE].metrics_text() + (
+        "# HELP syngrpo_request_body_bytes_in_flight Bytes of request bodies being read and checked.\n"
+        "# TYPE syngrpo_request_body_bytes_in_flight gauge\n"
+        f"syngrpo_request_body_bytes_in_flight {budget.used}\n"
+        "# HELP syngrpo_requests_busy_total Requests refused with 503 busy (bodies in flight at the cap).\n"
+        "# TYPE syngrpo_requests_busy_total counter\n"
+        f"syngrpo_requests_busy_total {budget.refused}\n")
+    return web.Response(text=text, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"},
+                        charset="utf-8")
+
+
+# ---------------------------------------------------------------------------- factory
+
+
+def create_app(config: ServerConfig | None = None, *, registry: Registry | None = None) -> web.Application:
+    """The data server as an aiohttp application (workers start with the app, stop with it).
+
+    ``registry`` replaces the installed plugins (tests register faulty synthesizers this way).
+    Binding is the caller's business: :func:`syngrpo.synthesis.server.runner.serve` checks that a
+    non-loopback address has a token.
+    """
+    config = config or ServerConfig()
+    service = JobService(config, registry)
+    app = web.Application(client_max_size=config.max_request_bytes,
+                          middlewares=[errors_as_json, bearer_auth(config.token), body_limit])
+    app[SERVICE] = service
+    app[BODIES] = BodyBudget(config.max_body_bytes_in_flight)
+
+    async def on_startup(app: web.Application) -> None:
+        await service.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await service.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_post("/v1/jobs/query", query_jobs)
+    app.router.add_post("/v1/jobs/delete", delete_jobs)
+    app.router.add_get("/v1/jobs", list_jobs)
+    app.router.add_get("/v1/jobs/{job_id}", get_job)
+    app.router.add_delete("/v1/jobs/{job_id}", delete_job)
+    app.router.add_get("/v1/jobs/{job_id}/result", get_result)
+    app.router.add_get("/v1/jobs/{job_id}/result.png", _png_handler("result"))
+    app.router.add_get("/v1/jobs/{job_id}/mask.png", _png_handler("mask"))
+    app.router.add_get("/v1/jobs/{job_id}/input.png", _png_handler("input"))
+    app.router.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,309 @@
+"""Pre-flight checks of a training config: everything that can be wrong before anything expensive.
+
+``syngrpo check -c CONFIG`` runs :func:`check_config`, and so does ``syngrpo train`` before it
+loads a model or starts the SFT warm start, so a typo in a plugin name or option, or a missing
+image on line 7 000 of the dataset, is an error in seconds instead of after minutes of work:
+
+- the config itself (pydantic) and the cross-section checks of :func:`syngrpo.config.check_runnable`;
+- every plugin name the config names (task, rewards, advantage estimator, policy loss, rollout
+  engine, transport, and the synthesizer/segmenter of a spawned or in-process data server), and
+  its options: cheap plugins are built (a task, a reward), the others' options are matched against
+  the keyword options of the class they build, named by the factory's ``options_from``
+  (``"module:Class"``) attribute; nothing loads a model;
+- ``synthesis.job_options`` against the options the synthesizer declares (bounded ranges);
+- every dataset sample: its image exists and decodes, its foreground boxes are finite, inside
+  the image, not inverted and not empty.  A bad sample is an error naming file and line, or,
+  with ``data.bad_samples: drop``, left out of training and counted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syngrpo.config import TrainConfig, check_runnable
+from syngrpo.data.hf import HF_PREFIX, is_dataset_source, load_rows
+from syngrpo.errors import ConfigError, SyngrpoError
+from syngrpo.perception.rewards import make_reward
+from syngrpo.plugins import is_callable_ref
+from syngrpo.types import Sample
+
+#: a box may exceed the image by this many pixels (rounding in converted datasets) before it is bad
+BOX_TOLERANCE_PX = 1.0
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_config` found: notes (what was checked), errors, and samples to leave out."""
+
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    #: split -> (sample id, image path) of samples ``data.bad_samples: drop`` leaves out
+    dropped: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def keep(self, samples: list[Sample], split: str) -> list[Sample]:
+        """``samples`` without those this report drops."""
+        bad = self.dropped.get(split)
+        if not bad:
+            return samples
+        return [s for s in samples if (s.id, s.image) not in bad]
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            shown = self.errors[:20]
+            more = f"\n  ... and {len(self.errors) - 20} more" if len(self.errors) > 20 else ""
+            raise ConfigError("the config does not pass its checks:\n  " + "\n  ".join(shown) + more)
+
+
+def _options_of(factory: Callable[..., Any]) -> set[str] | None:
+    """Keyword options a factory takes: its own signature, or that of the class its ``options_from`` names."""
+    from syngrpo.builtin import _keyword_options
+
+    target = getattr(factory, "options_from", None)
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        return _keyword_options(getattr(importlib.import_module(module), name))
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None  # takes anything: the plugin checks its options when built
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def _resolve(report: CheckReport, registry: Any, kind: str, name: str, key: str) -> Any:
+    try:
+        return registry.get(kind, name)
+    except (SyngrpoError, KeyError) as exc:
+        report.errors.append(f"{key}: {exc}")
+        return None
+
+
+def _check_options(report: CheckReport, registry: Any, kind: str, name: str, options: dict[str, Any], key: str,
+                   *, build: bool, given: Iterable[str] = ()) -> None:
+    """Resolve ``name``; build it with ``options`` (cheap plugins) or match them against what it takes."""
+    reg = _resolve(report, registry, kind, name, key)
+    if reg is None:
+        return
+    if build:
+        try:
+            reg.factory(**options)
+        except Exception as exc:  # noqa: BLE001 - any failure to build is the config's error here
+            report.errors.append(f"{key}: {name!r} cannot be built with options {sorted(options)}: {exc}")
+            return
+    else:
+        try:
+            known = _options_of(reg.factory)
+        except Exception as exc:  # noqa: BLE001 - e.g. the plugin's extra is not installed
+            report.errors.append(f"{key}: {name!r} cannot be loaded: {type(exc).__name__}: {exc}")
+            return
+        if known is not None:
+            unknown = sorted(set(options) - known - set(given))
+            if unknown:
+                report.errors.append(f"{key}: unknown option(s) {unknown} for {name!r}; it takes: "
+                                     f"{', '.join(sorted(known - set(given))) or 'no options'}")
+                return
+    report.notes.append(f"{key}: {name} ok")
+
+
+def _check_server(cfg: TrainConfig, registry: Any, report: CheckReport) -> None:
+    """The spawned (or in-process) data server's config, plugins and the job options the run sends."""
+    from syngrpo.config.io import load_config, validate
+    from syngrpo.synthesis.pipeline import job_options_model
+    from syngrpo.synthesis.server.config import ServerConfig
+    from syngrpo.synthesis.server.validation import ApiError, check_job_options, check_synthesizer
+
+    s = cfg.synthesis
+    try:
+        if s.transport == "inprocess" and not s.spawn_server:
+            opts = {k: v for k, v in s.transport_options.items() if k not in ("registry", "submit_timeout_s")}
+            server = validate(ServerConfig, opts, source="synthesis.transport_options")
+            where = "synthesis.transport_options"
+        elif s.spawn_server:
+            overrides = [f"{k}={json.dumps(v)}" for k, v in s.server.items()]
+            server = load_config(ServerConfig, s.server_config, overrides)
+            where = "synthesis.server"
+        else:
+            return  # a remote server: it checks its own plugins; the run learns of refusals per job
+    except (SyngrpoError, ValueError) as exc:
+        report.errors.append(f"data server config: {exc}")
+        return
+    served = server.served_synthesizers()
+    for name in served:
+        _resolve(report, registry, "synthesizers", name, f"{where}: synthesizer")
+    _resolve(report, registry, "segmenters", server.segmenter, f"{where}: segmenter")
+    try:
+        name, options = check_synthesizer(dict(s.job_options), served, server.synthesizer)
+        reg = registry.get("synthesizers", name)
+        check_job_options(name, options, job_options_model(reg.factory))
+    except ApiError as err:
+        report.errors.append(f"synthesis.job_options: {err.message}")
+    except (SyngrpoError, KeyError):
+        pass  # the unknown name is reported above
+    else:
+        report.notes.append(f"synthesis: server synthesizer {server.synthesizer}, segmenter {server.segmenter}, "
+                            "job options ok")
+
+
+def _record_lines(path: Path, n: int) -> list[str]:
+    """How to name the ``n`` records of a dataset file: ``"<file> line N"`` (JSONL) or ``"<file> item N"``."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        return [f"{path} item {i}" for i in range(n)]
+    return [f"{path} line {k}" for k, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def sample_problem(sample: Sample, task: Any) -> str | None:
+    """Why a sample cannot be trained on (missing or corrupt image, bad box), or ``None``."""
+    from PIL import Image
+
+    path = Path(sample.image)
+    if not path.is_file():
+        return f"image {path} does not exist"
+    try:
+        with Image.open(path) as im:
+            im.load()
+            width, height = im.size
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
+        return f"image {path} cannot be decoded: {type(exc).__name__}: {exc}"
+    try:
+        boxes = task.foreground_boxes(sample)
+    except Exception as exc:  # noqa: BLE001
+        return f"its boxes cannot be read: {type(exc).__name__}: {exc}"
+    for box in boxes:
+        values = [float(v) for v in box]
+        if len(values) != 4 or not all(math.isfinite(v) for v in values):
+            return f"box {list(box)} is not four finite numbers"
+        x1, y1, x2, y2 = values
+        if x2 <= x1 or y2 <= y1:
+            return f"box {values} is inverted or empty (need x1 < x2 and y1 < y2)"
+        t = BOX_TOLERANCE_PX
+        if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
+            return f"box {values} lies outside the {width}x{height} image"
+    return None
+
+
+def check_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: CheckReport) -> None:
+    """Load a dataset file with the task and check every sample (see :func:`sample_problem`)."""
+    file = Path(path)
+    try:
+        samples = task.load(file, image_root=cfg.data.image_root_of(split))
+    except Exception as exc:  # noqa: BLE001 - a loader's error names file and line already
+        report.errors.append(f"{split} data: {exc}")
+        return
+    try:
+        where = _record_lines(file, len(samples))
+    except OSError:
+        where = []
+    bad: list[tuple[str, Sample]] = []
+    for i, sample in enumerate(samples):
+        why = sample_problem(sample, task)
+        if why is not None:
+            bad.append((f"{where[i] if i < len(where) else f'{file} record {i}'}: {why}", sample))
+    if not bad:
+        report.notes.append(f"{split} data: {len(samples)} samples in {file}, every image and box ok")
+    elif cfg.data.bad_samples == "drop":
+        report.dropped.setdefault(split, set()).update((s.id, s.image) for _, s in bad)
+        report.notes.append(f"{split} data: dropped {len(bad)} of {len(samples)} samples in {file} "
+                            f"(data.bad_samples: drop), first: {bad[0][0]}")
+        if len(bad) == len(samples):
+            report.errors.append(f"{split} data: every sample of {file} is bad (first: {bad[0][0]})")
+    else:
+        report.errors.extend(f"{split} data: {text}" for text, _ in bad)
+        report.errors.append(f"{split} data: {len(bad)} bad sample(s) of {len(samples)}; fix them, or set "
+                             "data.bad_samples: drop to leave them out")
+
+
+def check_hf_dataset(cfg: TrainConfig, split: str, source: str, report: CheckReport) -> None:
+    """A Hugging Face dataset: readable, and ``data.columns`` names columns it has.
+
+    Its images are checked when the run converts the rows into the task's records (the
+    conversion writes them out); a hub source is not fetched here.
+    """
+    if source.startswith(HF_PREFIX):
+        report.notes.append(f"{split} data: {source} (hub dataset: read when the run starts)")
+        return
+    try:
+        rows = load_rows(source)
+    except Exception as exc:  # noqa: BLE001 - missing extra, unreadable file: the config's error here
+        report.errors.append(f"{split} data: {source}: {type(exc).__name__}: {exc}")
+        return
+    missing = sorted(set(cfg.data.columns.values()) - set(rows.column_names))
+    if missing:
+        report.errors.append(f"{split} data: data.columns names column(s) {missing} that {source} does not have; "
+                             f"its columns: {rows.column_names}")
+    else:
+        report.notes.append(f"{split} data: {len(rows)} rows in {source} (images checked when converted)")
+
+
+def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -> CheckReport:
+    """Every check of the module doc, without loading a model; errors are collected, not raised."""
+    from syngrpo.plugins import get_registry
+
+    registry = registry if registry is not None else get_registry()
+    report = CheckReport()
+    try:
+        check_runnable(cfg)
+    except ConfigError as exc:
+        report.errors.append(str(exc))
+    task = None
+    reg = _resolve(report, registry, "tasks", cfg.data.task, "data.task")
+    if reg is not None:
+        try:
+            task = reg.factory(**cfg.data.task_options)
+            report.notes.append(f"data.task: {cfg.data.task} ok")
+        except Exception as exc:  # noqa: BLE001
+            report.errors.append(f"data.task_options: {cfg.data.task!r} cannot be built: {exc}")
+    for i, term in enumerate(cfg.rewards.terms):
+        if is_callable_ref(term.name):  # path/to/file.py:function: import it and check its signature
+            try:
+                make_reward(registry, term.name, dict(term.options))
+                report.notes.append(f"rewards.terms[{i}]: {term.name} ok")
+            except (SyngrpoError, ImportError) as exc:
+                report.errors.append(f"rewards.terms[{i}]: {exc}")
+            continue
+        _check_options(report, registry, "rewards", term.name, dict(term.options), f"rewards.terms[{i}]", build=True)
+    for name in cfg.logging.trackers:  # their factories only check the library and the options
+        if name != "tensorboard":
+            _check_options(report, registry, "trackers", name, dict(cfg.logging.tracker_options.get(name, {})),
+                           f"logging.trackers ({name})", build=True)
+    if cfg.model.family != "auto":
+        _resolve(report, registry, "model_families", cfg.model.family, "model.family")
+    adv = cfg.algorithm.advantage
+    _check_options(report, registry, "advantage_estimators", adv.name, dict(adv.options), "algorithm.advantage",
+                   build=True)
+    loss = cfg.algorithm.policy_loss
+    loss_options = dict(eps_low=cfg.algorithm.eps_low, eps_high=cfg.algorithm.eps_high, beta=cfg.algorithm.beta,
+                        aggregation=cfg.algorithm.aggregation)
+    loss_options.update(loss.options)
+    _check_options(report, registry, "policy_losses", loss.name, loss_options, "algorithm.policy_loss", build=True)
+    _check_options(report, registry, "rollout_engines", cfg.rollout.engine, dict(cfg.rollout.engine_options),
+                   "rollout.engine", build=False, given=("bundle",))
+    s = cfg.synthesis
+    if s.enabled:
+        topts = dict(s.transport_options)
+        given = ("urls", "token") if s.transport != "inprocess" else ()
+        if s.transport == "inprocess":
+            _resolve(report, registry, "transports", s.transport, "synthesis.transport")
+        else:
+            _check_options(report, registry, "transports", s.transport, topts, "synthesis.transport", build=False,
+                           given=given)
+        _check_server(cfg, registry, report)
+    if data and task is not None:
+        for split, path in (("train", cfg.data.train), ("eval", cfg.eval.split or cfg.data.eval)):
+            if path and is_dataset_source(path):
+                check_hf_dataset(cfg, split, path, report)
+            elif path:
+                check_dataset(cfg, task, split, path, report)
+    return report
