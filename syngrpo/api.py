@@ -201,7 +201,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
     )
     from syngrpo.plugins import get_registry, load_callable
     from syngrpo.rundir.trackers import Tracker
-    from syngrpo.synthesis.describers import DescribeRequest, Describer, DescriberError
+    from syngrpo.synthesis.describers import Describer, DescribeRequest, DescriberError
     from syngrpo.synthesis.pipeline import (
         Segmenter,
         SynthesisRequest,

@@ -9,12 +9,12 @@ that lists the options it does know.
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from syngrpo.errors import ConfigError
 from syngrpo.hookspecs import hookimpl
+from syngrpo.plugins import keyword_options
 
 
 def _factory(module: str, cls_name: str, what: str) -> Callable[..., Any]:
@@ -22,7 +22,7 @@ def _factory(module: str, cls_name: str, what: str) -> Callable[..., Any]:
 
     def factory(**options: Any) -> Any:
         cls = getattr(importlib.import_module(module), cls_name)
-        known = _keyword_options(cls)
+        known = keyword_options(cls)
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(
@@ -33,20 +33,6 @@ def _factory(module: str, cls_name: str, what: str) -> Callable[..., Any]:
     factory.__name__ = f"make_{cls_name}"
     factory.__doc__ = f"Build the {what}."
     return factory
-
-
-def _keyword_options(cls: type) -> set[str]:
-    """Keyword options of ``cls.__init__``, following ``**options`` up the class hierarchy."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return names
 
 
 #: kind -> (name, module, class, description) of every built-in; one row per registration

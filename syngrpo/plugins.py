@@ -16,6 +16,7 @@ Environment switches (for debugging plugins, as pytest and datasette offer):
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -279,6 +280,20 @@ def load_callable(ref: str) -> Callable[..., Any]:
 def is_callable_ref(name: str) -> bool:
     """True for ``file.py:function`` / ``module:function`` references (registered names have no colon)."""
     return ":" in str(name)
+
+
+def keyword_options(cls: type) -> set[str]:
+    """Keyword options of ``cls.__init__``, following ``**options`` up the class hierarchy."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 _DEFAULT: Registry | None = None

@@ -77,7 +77,7 @@ def _loss(model, batch, ids, mask, advantages, *, shared_prefix: bool):
 
 
 def _state(model) -> dict:
-    from syngrpo.models.policy import unwrap_model
+    from syngrpo.models.modules import unwrap_model
 
     base = unwrap_model(model)
     return {

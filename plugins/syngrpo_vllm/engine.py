@@ -76,7 +76,8 @@ from typing import Any
 
 import torch
 
-from syngrpo.models.policy import PolicyBundle, PromptBatch, pixel_budget, unwrap_model
+from syngrpo.models.modules import unwrap_model
+from syngrpo.models.policy import PolicyBundle, PromptBatch, pixel_budget
 from syngrpo.models.rollout import Rollout, completion_mask_from_ids, completion_mask_truncated
 
 log = logging.getLogger(__name__)

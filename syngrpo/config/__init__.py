@@ -15,6 +15,8 @@ from syngrpo.config.io import (
     validate,
 )
 from syngrpo.config.schema import (
+    AUTO,
+    DEFAULT_TINY_FAMILY,
     QUICKSTART_CONFIG,
     SHIPPED_POLICIES,
     AlgorithmConfig,
@@ -42,6 +44,7 @@ from syngrpo.config.schema import (
 )
 
 __all__ = [
+    "AUTO", "DEFAULT_TINY_FAMILY",
     "QUICKSTART_CONFIG", "SHIPPED_POLICIES", "AlgorithmConfig", "DataConfig", "EvalConfig", "HardwareConfig",
     "LoggingConfig", "LoraConfig", "ModelConfig", "NamedPlugin", "OfflineConfig", "OptimConfig", "ParallelConfig",
     "RewardTerm", "RewardsConfig", "RolloutConfig", "SFTConfig", "StrictModel", "SynthesisConfig", "ToyDataConfig",

@@ -29,6 +29,10 @@ from syngrpo.errors import ConfigError
 QUICKSTART_CONFIG = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
 #: ``model.policy`` names of shipped checkpoints (package data). ``tiny-warm-start``: the tiny policy after the
 #: quickstart's warm start (4 MB; how it was made: docs/quickstart.md), standing in for a pretrained model
+#: ``model.family: auto``: the family that reads the checkpoint's ``model_type``
+AUTO = "auto"
+#: the family ``policy: tiny`` builds when ``model.family`` is ``auto``
+DEFAULT_TINY_FAMILY = "qwen2_5_vl"
 SHIPPED_POLICIES = {"tiny-warm-start": Path(__file__).parents[1] / "weights" / "tiny-warm-start"}
 
 
@@ -87,8 +91,6 @@ class ModelConfig(StrictModel):
 
     def resolved_tiny_dir(self) -> Path:
         """Where ``policy: tiny`` lives; the name changes with the build options, so builds never mix."""
-        from syngrpo.models.family import AUTO, DEFAULT_TINY_FAMILY
-
         if self.tiny_dir:
             return Path(self.tiny_dir).expanduser()
         family = self.tiny_family()
@@ -101,8 +103,6 @@ class ModelConfig(StrictModel):
 
     def tiny_family(self) -> str:
         """The family ``policy: tiny`` builds: ``family``, or Qwen2.5-VL for ``auto``."""
-        from syngrpo.models.family import AUTO, DEFAULT_TINY_FAMILY
-
         return DEFAULT_TINY_FAMILY if self.family == AUTO else self.family
 
 

@@ -9,6 +9,7 @@ accepts both layouts and resolves paths the same way.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -114,12 +115,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def pop_image_size(record: dict[str, Any], image: str | Path) -> tuple[int, int]:
     """The record's ``width``/``height`` (removed from it), or the image header's when absent."""
-    from syngrpo.perception.answers import as_number
-
-    w, h = as_number(record.pop("width", None)), as_number(record.pop("height", None))
+    w, h = _size(record.pop("width", None)), _size(record.pop("height", None))
     if w is not None and h is not None and w > 0 and h > 0:
         return int(round(w)), int(round(h))
     return image_size(image)
+
+
+def _size(value: Any) -> float | None:
+    """A record's ``width`` / ``height``: a finite number, or a string holding one; anything else is ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        f = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def tidy_number(v: float) -> int | float:

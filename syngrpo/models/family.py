@@ -35,13 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+# ``model.family: auto`` and the family ``policy: tiny`` builds: config values, defined with the config
+from syngrpo.config.schema import AUTO, DEFAULT_TINY_FAMILY  # noqa: F401 (DEFAULT_TINY_FAMILY: re-exported)
 from syngrpo.errors import ConfigError
 from syngrpo.perception.geometry import ImageTransform
-
-#: ``model.family`` value that picks the family from the checkpoint's ``config.json``
-AUTO = "auto"
-#: the family ``model.policy: tiny`` builds when ``model.family`` is ``auto``
-DEFAULT_TINY_FAMILY = "qwen2_5_vl"
 
 
 @dataclass(frozen=True)
@@ -216,7 +213,7 @@ def resolve_family(family: str | ModelFamily, model_type: str | None = None, *,
 
 def family_of(model: Any, registry: Any | None = None) -> ModelFamily | None:
     """The family of a loaded transformers model (by its config's ``model_type``); ``None`` if none reads it."""
-    from syngrpo.models.policy import unwrap_model
+    from syngrpo.models.modules import unwrap_model
 
     model_type = getattr(getattr(unwrap_model(model), "config", None), "model_type", None)
     if not model_type:

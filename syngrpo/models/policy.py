@@ -34,6 +34,7 @@ from typing import Any, Literal
 import torch
 
 from syngrpo.errors import ConfigError, require
+from syngrpo.models.modules import unwrap_model
 from syngrpo.perception.geometry import ImageTransform
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -220,19 +221,6 @@ def resolve_dtype(dtype: DType | torch.dtype, device: torch.device) -> torch.dty
     if dtype not in table:
         raise ConfigError(f"dtype must be one of auto, float32, bfloat16, float16; got {dtype!r}")
     return table[dtype]
-
-
-def unwrap_model(model: Any) -> Any:
-    """The transformers model under a peft (or DDP) wrapper."""
-    inner = model
-    for _ in range(4):
-        if hasattr(inner, "module") and not hasattr(inner, "config"):
-            inner = inner.module  # DistributedDataParallel
-        elif hasattr(inner, "get_base_model"):
-            inner = inner.get_base_model()
-        else:
-            break
-    return inner
 
 
 def vision_tower(model: Any) -> torch.nn.Module:

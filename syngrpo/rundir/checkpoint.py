@@ -171,10 +171,12 @@ def save_checkpoint(
 
 
 def _save_model_files(model: Any, directory: Path) -> None:
-    """What ``save_pretrained`` writes besides the weights (config, generation config): the weights are sharded."""
-    from syngrpo.models.policy import unwrap_model
+    """What ``save_pretrained`` writes besides the weights (config, generation config): the weights are sharded.
 
-    base = unwrap_model(model)
+    ``model`` is the transformers model itself: FSDP2 shards a model in place, so a sharded run's model is
+    never under a wrapper (and LoRA, which would wrap it, is refused with FSDP).
+    """
+    base = model
     directory.mkdir(parents=True, exist_ok=True)
     for part in (getattr(base, "config", None), getattr(base, "generation_config", None)):
         if part is not None and hasattr(part, "save_pretrained"):

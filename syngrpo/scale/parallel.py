@@ -405,7 +405,7 @@ def shard(model: Any, *, mp_policy: Any | None, reshard_after_forward: bool = Tr
     """
     from torch.distributed.fsdp import fully_shard
 
-    from syngrpo.models.policy import unwrap_model
+    from syngrpo.models.modules import unwrap_model
 
     base = unwrap_model(model)
     names = set(getattr(base, "_no_split_modules", None) or [])

@@ -31,7 +31,7 @@ from syngrpo.config import TrainConfig, check_runnable
 from syngrpo.data.hf import HF_PREFIX, is_dataset_source, load_rows
 from syngrpo.errors import ConfigError, SyngrpoError
 from syngrpo.perception.rewards import make_reward
-from syngrpo.plugins import is_callable_ref
+from syngrpo.plugins import is_callable_ref, keyword_options
 from syngrpo.types import Sample
 
 #: a box may exceed the image by this many pixels (rounding in converted datasets) before it is bad
@@ -67,12 +67,10 @@ class CheckReport:
 
 def _options_of(factory: Callable[..., Any]) -> set[str] | None:
     """Keyword options a factory takes: its own signature, or that of the class its ``options_from`` names."""
-    from syngrpo.builtin import _keyword_options
-
     target = getattr(factory, "options_from", None)
     if isinstance(target, str):
         module, _, name = target.partition(":")
-        return _keyword_options(getattr(importlib.import_module(module), name))
+        return keyword_options(getattr(importlib.import_module(module), name))
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):

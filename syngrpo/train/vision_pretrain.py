@@ -35,7 +35,7 @@ def image_token_features(model: Any, pixel_values: Any, image_grid_thw: Any) -> 
     """(total merged tokens, hidden) features the language model receives for a batch of images."""
     import torch
 
-    from syngrpo.models.policy import unwrap_model
+    from syngrpo.models.modules import unwrap_model
 
     out = unwrap_model(model).model.get_image_features(pixel_values, image_grid_thw)
     feats = getattr(out, "pooler_output", out)
