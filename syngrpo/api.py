@@ -99,6 +99,8 @@ EXPORTS: dict[str, str] = {
     "Segmenter": "syngrpo.synthesis.pipeline",
     "SynthesisRequest": "syngrpo.synthesis.pipeline",
     "run_pipeline": "syngrpo.synthesis.pipeline",
+    "PipelineItem": "syngrpo.synthesis.pipeline",
+    "PipelineOutcome": "syngrpo.synthesis.pipeline",
     "job_options_model": "syngrpo.synthesis.pipeline",
     "check_deadline": "syngrpo.synthesis.pipeline",
     # transports
@@ -203,6 +205,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
     from syngrpo.rundir.trackers import Tracker
     from syngrpo.synthesis.describers import Describer, DescribeRequest, DescriberError
     from syngrpo.synthesis.pipeline import (
+        PipelineItem,
+        PipelineOutcome,
         Segmenter,
         SynthesisRequest,
         Synthesizer,

@@ -73,7 +73,7 @@ _PLUGIN = {
     "task": '''\
 """Entry-point module of $dist: registers the $kind "$name" (nothing heavy imported here)."""
 
-from syngrpo.hookspecs import hookimpl
+from syngrpo.api import hookimpl
 
 
 def make_task(**options):
@@ -90,7 +90,7 @@ def register_tasks(register):
     "synthesizer": '''\
 """Entry-point module of $dist: registers the $kind "$name" (nothing heavy imported here)."""
 
-from syngrpo.hookspecs import hookimpl
+from syngrpo.api import hookimpl
 
 
 def make_synthesizer(**options):
@@ -107,7 +107,7 @@ def register_synthesizers(register):
     "reward": '''\
 """Entry-point module of $dist: registers the $kind "$name" (nothing heavy imported here)."""
 
-from syngrpo.hookspecs import hookimpl
+from syngrpo.api import hookimpl
 
 
 def make_reward(**options):
@@ -146,10 +146,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.data.files import read_records, resolve_image, write_jsonl
-from syngrpo.perception.geometry import ImageTransform
-from syngrpo.perception.task import Task, sample_record
-from syngrpo.types import Box, Sample
+from syngrpo.api import Box, ImageTransform, Sample, Task, read_records, resolve_image, sample_record, write_jsonl
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -190,7 +187,7 @@ class CornerTask(Task):
                          image_size: int = 112, **options: Any) -> list[Sample]:
         if options:
             raise TypeError(f"unknown toy options for the $name task: {sorted(options)}")
-        from syngrpo.perception.toyshapes import COLOURS, SHAPES, ShapeSpec, place_boxes, render_scene, scene_rng
+        from syngrpo.api import COLOURS, SHAPES, ShapeSpec, place_boxes, render_scene, scene_rng
 
         out = Path(out_dir)
         (out / "images").mkdir(parents=True, exist_ok=True)
@@ -250,7 +247,7 @@ class CornerTask(Task):
         return {"corner": corner_of(box, transform.width, transform.height), "bbox_2d": box}
 
     def class_names(self) -> list[str]:
-        from syngrpo.perception.toyshapes import SHAPES
+        from syngrpo.api import SHAPES
 
         return list(SHAPES)
 ''',
@@ -361,7 +358,7 @@ from PIL import Image
 
 from $package import plugin
 
-from syngrpo.synthesis.pipeline import PipelineItem, run_pipeline
+from syngrpo.api import PipelineItem, run_pipeline
 from syngrpo.testing import registry_with
 
 
@@ -383,7 +380,7 @@ def test_the_pipeline_keeps_the_foreground_and_paints_the_background():
 
 from $package import plugin
 
-from syngrpo.perception.response import parse_response
+from syngrpo.api import parse_response
 from syngrpo.testing import registry_with
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syngrpo.hookspecs import hookimpl
+from syngrpo.api import hookimpl
 
 
 def make_counting_task(**options: Any):

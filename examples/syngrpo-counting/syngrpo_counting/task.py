@@ -24,10 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.data.files import portable_image_path, read_records, resolve_image, write_jsonl
-from syngrpo.perception.geometry import ImageTransform, box_area, valid_box
-from syngrpo.perception.task import Task
-from syngrpo.types import Box, Sample
+from syngrpo.api import (
+    Box,
+    ImageTransform,
+    Sample,
+    Task,
+    box_area,
+    portable_image_path,
+    read_records,
+    resolve_image,
+    valid_box,
+    write_jsonl,
+)
 
 _NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -76,7 +84,7 @@ class CountingTask(Task):
     answer_format: ClassVar[str] = "a single integer, e.g. 3"
 
     def __init__(self, *, reward: str = "exact", shapes: Sequence[str] = ("circle", "square", "triangle")) -> None:
-        from syngrpo.perception.toyshapes import SHAPES
+        from syngrpo.api import SHAPES
 
         if reward not in ("exact", "graded"):
             raise ValueError(f"reward must be 'exact' or 'graded', got {reward!r}")
@@ -131,7 +139,7 @@ class CountingTask(Task):
         """
         if options:
             raise TypeError(f"unknown toy options for the counting task: {sorted(options)}")
-        from syngrpo.perception.toyshapes import COLOURS, ShapeSpec, place_boxes, render_scene, scene_rng
+        from syngrpo.api import COLOURS, ShapeSpec, place_boxes, render_scene, scene_rng
 
         out = Path(out_dir)
         (out / "images").mkdir(parents=True, exist_ok=True)

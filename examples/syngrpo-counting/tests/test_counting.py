@@ -13,7 +13,7 @@ import pytest
 from syngrpo_counting import plugin
 from syngrpo_counting.task import CountingTask, graded_score, parse_count
 
-from syngrpo.perception.geometry import ImageTransform
+from syngrpo.api import ImageTransform
 from syngrpo.testing import check_task_contract, registry_with
 
 
