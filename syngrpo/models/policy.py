@@ -36,6 +36,7 @@ import torch
 from syngrpo.errors import ConfigError, require
 from syngrpo.models.modules import unwrap_model
 from syngrpo.perception.geometry import ImageTransform
+from syngrpo.rundir.sharded_checkpoint import consolidated_model_state, is_sharded
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -300,8 +301,6 @@ def _sharded_checkpoint_weights(path: str) -> dict[str, torch.Tensor] | None:
     folder = Path(path)
     if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
         return None
-    from syngrpo.rundir.checkpoint import consolidated_model_state, is_sharded
-
     return consolidated_model_state(folder.parent) if is_sharded(folder.parent) else None
 
 
@@ -326,7 +325,7 @@ def load_policy(
     what every rank but rank 0 of a sharded run holds until :meth:`syngrpo.scale.parallel.Parallel.shard_from_main`
     broadcasts rank 0's weights into its shards, so host memory never holds a second whole model.
     ``state_dict`` replaces the directory's weight files (a sharded checkpoint consolidated in memory,
-    :func:`syngrpo.rundir.checkpoint.consolidated_model_state`; the directory then needs only its config).
+    :func:`syngrpo.rundir.sharded_checkpoint.consolidated_model_state`; the directory then needs only its config).
     The ``model/`` directory of a sharded checkpoint (config and processor, the weights beside it in
     ``sharded/``) is consolidated so by itself: ``model.policy``, ``syngrpo eval`` and describers read it
     like any model directory (vLLM, which reads files, needs ``syngrpo export`` first).
