@@ -163,7 +163,7 @@ def test_fsdp_with_lora_is_refused_before_any_model_loads(tiny_policy_dir, tmp_p
 
 
 def test_optimizer_state_is_saved_by_name_and_an_older_positional_state_still_loads():
-    from syngrpo.scale.parallel import load_optimizer_state_by_name, optimizer_state_by_name
+    from syngrpo.scale.optimizer_state import load_optimizer_state_by_name, optimizer_state_by_name
 
     def trained():
         torch.manual_seed(0)

@@ -20,7 +20,7 @@ def metrics_text(service: Any) -> str:
     """Prometheus text exposition (version 0.0.4) of ``service``'s counters, its store and its workers.
 
     ``service`` is the :class:`~syngrpo.synthesis.server.workers.JobService` (typed loosely: that module
-    imports this one, and answers ``GET /metrics`` with :meth:`~syngrpo.synthesis.server.workers.JobService.metrics_text`).
+    imports this one; its :meth:`~syngrpo.synthesis.server.workers.JobService.metrics_text` calls this).
     """
     counts = service.store.count_by_state()
     kept = sum(counts.values())
