@@ -117,8 +117,8 @@ EXPORTS: dict[str, str] = {
     # rollout engines and model families
     "RolloutEngine": "syngrpo.models.rollout",
     "Rollout": "syngrpo.models.rollout",
-    "PolicyBundle": "syngrpo.models.policy",
-    "PromptBatch": "syngrpo.models.policy",
+    "PolicyBundle": "syngrpo.models.prompts",
+    "PromptBatch": "syngrpo.models.prompts",
     "ModelFamily": "syngrpo.models.family",
     "CoordinateConvention": "syngrpo.models.family",
     # trackers
@@ -164,7 +164,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
     )
     from syngrpo.hookspecs import hookimpl
     from syngrpo.models.family import CoordinateConvention, ModelFamily
-    from syngrpo.models.policy import PolicyBundle, PromptBatch
+    from syngrpo.models.prompts import PolicyBundle, PromptBatch
     from syngrpo.models.rollout import Rollout, RolloutEngine
     from syngrpo.perception.answers import (
         BOX_KEYS,

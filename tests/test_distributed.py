@@ -256,7 +256,7 @@ def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
     """
     import torch
 
-    from syngrpo.scale.parallel import state_bytes
+    from syngrpo.scale.memory import state_bytes
     from syngrpo.testing import registry_with
     from syngrpo.train.trainer import Trainer
 

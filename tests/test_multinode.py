@@ -133,7 +133,8 @@ def test_two_nodes_with_separate_run_directories_train_and_resume_to_the_same_we
 def test_fsdp_nodes_without_a_shared_disk_resume_a_sharded_checkpoint_and_gather_the_next(tmp_path):
     """Issue 20 item 4: sharded checkpoints where the disk is shared, the gathered layout where it is not."""
     from syngrpo.models.tiny_policy import build_tiny_policy
-    from syngrpo.rundir.checkpoint import consolidated_model_state, is_sharded, latest_checkpoint, model_dir
+    from syngrpo.rundir.checkpoint import latest_checkpoint, model_dir
+    from syngrpo.rundir.sharded_checkpoint import consolidated_model_state, is_sharded
 
     policy = build_tiny_policy(tmp_path / "policy", seed=0)
     a, b = tmp_path / "node0-run", tmp_path / "node1-run"

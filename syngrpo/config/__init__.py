@@ -1,5 +1,5 @@
-"""The validated configuration: the schema of ``syngrpo train`` (:mod:`.schema`) and how configs are read,
-layered and overridden (:mod:`.io`).
+"""The validated configuration: the schema of ``syngrpo train`` (:mod:`.schema`, which assembles the sections of
+:mod:`.learning`, :mod:`.synthesis` and :mod:`.run`) and how configs are read, layered and overridden (:mod:`.io`).
 
 Knows nothing but :mod:`syngrpo.errors`: every other package receives typed values from here.
 """
@@ -14,34 +14,32 @@ from syngrpo.config.io import (
     parse_yaml,
     validate,
 )
-from syngrpo.config.schema import (
+from syngrpo.config.learning import (
     AUTO,
     DEFAULT_TINY_FAMILY,
-    QUICKSTART_CONFIG,
     SHIPPED_POLICIES,
     AlgorithmConfig,
     DataConfig,
-    EvalConfig,
-    HardwareConfig,
-    LoggingConfig,
     LoraConfig,
     ModelConfig,
     NamedPlugin,
-    OfflineConfig,
-    OptimConfig,
-    ParallelConfig,
     RewardsConfig,
     RewardTerm,
     RolloutConfig,
-    SFTConfig,
-    SynthesisConfig,
     ToyDataConfig,
-    TrainConfig,
-    VisionPretrainConfig,
-    check_runnable,
     default_cache_dir,
-    load_train_config,
 )
+from syngrpo.config.run import (
+    EvalConfig,
+    HardwareConfig,
+    LoggingConfig,
+    OptimConfig,
+    ParallelConfig,
+    SFTConfig,
+    VisionPretrainConfig,
+)
+from syngrpo.config.schema import QUICKSTART_CONFIG, TrainConfig, check_runnable, load_train_config
+from syngrpo.config.synthesis import OfflineConfig, SynthesisConfig
 
 __all__ = [
     "AUTO", "DEFAULT_TINY_FAMILY",

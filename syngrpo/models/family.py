@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 # ``model.family: auto`` and the family ``policy: tiny`` builds: config values, defined with the config
-from syngrpo.config.schema import AUTO, DEFAULT_TINY_FAMILY  # noqa: F401 (DEFAULT_TINY_FAMILY: re-exported)
+from syngrpo.config.learning import AUTO, DEFAULT_TINY_FAMILY  # noqa: F401 (DEFAULT_TINY_FAMILY: re-exported)
 from syngrpo.errors import ConfigError
 from syngrpo.perception.geometry import ImageTransform
 

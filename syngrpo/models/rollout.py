@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from syngrpo.models.policy import PolicyBundle, PromptBatch
+    from syngrpo.models.prompts import PolicyBundle, PromptBatch
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from syngrpo.models.modules import unwrap_model
-from syngrpo.models.policy import PromptBatch
+from syngrpo.models.prompts import PromptBatch
 
 #: rows of the (N, T, V) logits turned into log-probs at a time (bounds the float32 copy)
 _CHUNK_ROWS = 8

@@ -1,3 +1,4 @@
 """What a run leaves in its directory: the run log, plots and gallery (:mod:`.runlog`), the trackers it feeds
-(:mod:`.trackers`), checkpoints (:mod:`.checkpoint`) and the end-of-run summary (:mod:`.summary`).
+(:mod:`.trackers`), checkpoints (:mod:`.checkpoint`, their sharded part, which every rank writes and reads:
+:mod:`.sharded_checkpoint`) and the end-of-run summary (:mod:`.summary`).
 """

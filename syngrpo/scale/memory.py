@@ -1,4 +1,5 @@
-"""Memory measured while a run goes: the per-phase CUDA peaks that ``syngrpo plan``'s figures are held against."""
+"""Memory measured while a run goes: the per-phase CUDA peaks and the bytes of the training state that
+``syngrpo plan``'s figures are held against."""
 
 from __future__ import annotations
 
@@ -29,3 +30,25 @@ class PhasePeaks:
 
         self.metrics[f"memory/{phase}_peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         torch.cuda.reset_peak_memory_stats(self.device)
+
+
+def state_bytes(model: Any, optimizer: Any) -> dict[str, int]:
+    """Bytes of this rank's parameters, gradients and optimizer state, counted from the tensors.
+
+    Under FSDP only the local shards count (a DTensor's ``to_local()``); compare with
+    ``syngrpo plan``: fp32 masters 4 B/param, fp32 gradients 4 B/param, AdamW 8 B/param.
+    """
+    import torch
+
+    def nbytes(t: Any) -> int:
+        if t is None or not isinstance(t, torch.Tensor):
+            return 0
+        local = t.to_local() if hasattr(t, "to_local") else t
+        return local.numel() * local.element_size()
+
+    params = list(model.parameters())
+    return {
+        "params": sum(nbytes(p) for p in params),
+        "grads": sum(nbytes(p.grad) for p in params),
+        "optimizer": sum(nbytes(v) for st in optimizer.state.values() for v in st.values()),
+    }

@@ -16,7 +16,9 @@ the policy: ``ddp`` replicates it (``DistributedDataParallel``), ``fsdp`` shards
 gradients and AdamW state with FSDP2's ``fully_shard`` (one unit per decoder layer and vision
 block, then the root).  :meth:`Parallel.wrap`, :meth:`Parallel.grad_sync`,
 :meth:`Parallel.full_weights`, :meth:`Parallel.full_model_state` and
-:meth:`Parallel.load_optimizer_state` hide the difference from the trainer.
+:meth:`Parallel.load_optimizer_state` hide the difference from the trainer.  FSDP's own calls
+are in :mod:`syngrpo.scale.fsdp`, the optimizer state keyed by parameter name (what every strategy
+writes) in :mod:`syngrpo.scale.optimizer_state`.
 
 Nothing here assumes a shared disk: whatever only rank 0 has (the SFT warm start, a
 checkpoint) reaches the other ranks by :meth:`Parallel.broadcast_weights` and
@@ -43,6 +45,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from syngrpo.scale import fsdp
+from syngrpo.scale.fsdp import copy_shards, fsdp_units, is_sharded_module, materialize, shard
+from syngrpo.scale.memory import state_bytes
+from syngrpo.scale.optimizer_state import load_optimizer_state_by_name, names_for_positions, optimizer_state_by_name
+
+# FSDP's helpers, optimizer state by name and state_bytes moved out of this module; these paths stay importable
+__all__ = [
+    "Parallel", "copy_shards", "fsdp_units", "is_sharded_module", "load_optimizer_state_by_name", "materialize",
+    "optimizer_state_by_name", "shard", "state_bytes",
+]
 
 
 @dataclass
@@ -229,9 +242,10 @@ class Parallel:
         """The module the training forward runs: the policy itself, wrapped in DDP, or sharded in place
         (a model :meth:`shard_from_main` already sharded is returned as it is)."""
         if self.sharded:
-            if is_sharded_module(model):
+            if fsdp.is_sharded_module(model):
                 return model
-            return shard(model, mp_policy=precision.fsdp_policy(), reshard_after_forward=self.reshard_after_forward)
+            return fsdp.shard(model, mp_policy=precision.fsdp_policy(),
+                              reshard_after_forward=self.reshard_after_forward)
         if self.strategy == "ddp":
             import torch
             from torch.nn.parallel import DistributedDataParallel
@@ -242,59 +256,26 @@ class Parallel:
 
     def wrap_reference(self, model: Any) -> Any:
         """The frozen reference model, sharded like the policy under FSDP (it is as large)."""
-        if self.sharded and not is_sharded_module(model):
-            return shard(model, mp_policy=None, reshard_after_forward=self.reshard_after_forward)
+        if self.sharded and not fsdp.is_sharded_module(model):
+            return fsdp.shard(model, mp_policy=None, reshard_after_forward=self.reshard_after_forward)
         return model
 
     def shard_from_main(self, model: Any, *, mp_policy: Any | None, device: Any) -> Any:
         """Shard ``model`` with FSDP on every rank, its weights from rank 0's copy; a collective.
 
-        Rank 0 holds the whole model (loaded, maybe warm-started); every other rank holds the
-        architecture with its parameters on the meta device (``load_policy(..., empty=True)``).
-        Unit by unit (a decoder layer, a vision block, then the root's own parameters): ``fully_shard``
-        it, give the other ranks' shards storage, and send each parameter from rank 0 as a scatter of
-        its shards (``distribute_tensor(..., src_data_rank=0)``).  Rank 0 drops each whole parameter
-        once its shards are out, so its peak is the whole model plus one unit's shards, and no other
-        rank ever holds more than its shards plus one parameter's receive buffer.  Buffers (the
-        rotary tables) are broadcast at the end.
+        Rank 0 holds the whole model, every other rank the architecture on the meta device
+        (``load_policy(..., empty=True)``); rank 0's weights go straight into the other ranks'
+        shards, unit by unit (:func:`syngrpo.scale.fsdp.shard_from_main`).
         """
-        import torch
-        import torch.distributed as dist
-        from torch.distributed.tensor import distribute_tensor
-
-        whole = dict(model.named_parameters()) if self.is_main else {}
-        pending = [name for name, _ in model.named_parameters()]
-        prefixes = {id(m): name for name, m in model.named_modules()}
-
-        def fill(unit: Any) -> None:
-            prefix = prefixes[id(unit)]
-            mine = [n for n in pending if unit is model or n.startswith(prefix + ".")]
-            materialize(model, device, names=mine)
-            with torch.no_grad():
-                for name in mine:
-                    param = model.get_parameter(name)
-                    local = param.to_local()
-                    source = (whole.pop(name).detach().to(local.device) if self.is_main
-                              else torch.empty(param.shape, dtype=param.dtype, device=local.device))
-                    local.copy_(distribute_tensor(source, param.device_mesh, param.placements,
-                                                  src_data_rank=0).to_local())
-                    del source
-            pending[:] = [n for n in pending if n not in set(mine)]
-
-        shard(model, mp_policy=mp_policy, reshard_after_forward=self.reshard_after_forward, after_unit=fill)
-        if self.enabled:
-            with torch.no_grad():
-                for buf in model.buffers():
-                    dist.broadcast(buf, src=0)
-        if self.is_main and torch.cuda.is_available():
-            torch.cuda.empty_cache()  # rank 0's whole copy: back to the device, not kept by the caching allocator
-        return model
+        return fsdp.shard_from_main(model, mp_policy=mp_policy, device=device, is_main=self.is_main,
+                                    reshard_after_forward=self.reshard_after_forward,
+                                    broadcast_buffers=self.enabled)
 
     def shard_empty(self, model: Any, *, mp_policy: Any | None, device: Any) -> Any:
         """Shard an empty-built ``model`` and give its shards (uninitialised) storage: for weights that come
         next from a sharded checkpoint, each rank reading its own slices."""
-        shard(model, mp_policy=mp_policy, reshard_after_forward=self.reshard_after_forward)
-        materialize(model, device)
+        fsdp.shard(model, mp_policy=mp_policy, reshard_after_forward=self.reshard_after_forward)
+        fsdp.materialize(model, device)
         return model
 
     def grad_sync(self, model: Any, sync: bool) -> contextlib.AbstractContextManager[Any]:
@@ -310,27 +291,14 @@ class Parallel:
     def full_weights(self, model: Any) -> Iterator[None]:
         """Every rank holds the whole (compute-dtype) policy inside: for ``generate`` and evaluation.
 
-        FSDP shards cannot feed ``generate`` (transformers encodes the image before the first
-        forward, outside FSDP's hooks; REFERENCE.md), so the units are gathered once, generation
-        runs with no per-token collectives (ranks may stop at different lengths), then the
-        shards are freed.  A collective: every rank enters.
+        Under FSDP the units are gathered once and freed after (:func:`syngrpo.scale.fsdp.unsharded`);
+        a collective: every rank enters.  Otherwise the model holds its whole weights already.
         """
         if not self.sharded:
             yield
             return
-        units = fsdp_units(model)
-        # generate runs the vision blocks before any root forward; without this the first block to run
-        # would make itself FSDP's root (torch 2.13 has no public call for it; a root forward does the same)
-        model._get_fsdp_state()._lazy_init()
-        model.set_reshard_after_forward(False)
-        for unit in units:
-            unit.unshard()
-        try:
+        with fsdp.unsharded(model, reshard_after_forward=self.reshard_after_forward):
             yield
-        finally:
-            for unit in units:
-                unit.reshard()
-            model.set_reshard_after_forward(self.reshard_after_forward)
 
     def full_model_state(self, model: Any) -> dict[str, Any] | None:
         """Under FSDP, the full state dict gathered on rank 0 (CPU; empty elsewhere); else ``None``.
@@ -362,7 +330,7 @@ class Parallel:
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        full = _names_for_positions(model, optimizer, state) if self.is_main and state is not None else {}
+        full = names_for_positions(model, optimizer, state) if self.is_main and state is not None else {}
         set_optimizer_state_dict(model, optimizer, full,
                                  options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
@@ -390,147 +358,3 @@ class Parallel:
             if dist.is_initialized():
                 dist.destroy_process_group()
             self.owns_group = False
-
-
-# ---- FSDP2 helpers ------------------------------------------------------------------------------
-
-
-def shard(model: Any, *, mp_policy: Any | None, reshard_after_forward: bool = True,
-          after_unit: Any | None = None) -> Any:
-    """``fully_shard`` every block the model says must not be split (decoder layers, vision blocks), then the root.
-
-    The blocks are the model's ``_no_split_modules`` (transformers names them for every family),
-    so one FSDP unit is one transformer block: its weights are gathered just before it runs.
-    ``after_unit(unit)`` runs after each unit is sharded (the root last): where its weights arrive.
-    """
-    from torch.distributed.fsdp import fully_shard
-
-    from syngrpo.models.modules import unwrap_model
-
-    base = unwrap_model(model)
-    names = set(getattr(base, "_no_split_modules", None) or [])
-    if not names:
-        raise ValueError(f"{type(base).__name__} names no blocks (_no_split_modules) to shard")
-    kwargs: dict[str, Any] = {"reshard_after_forward": reshard_after_forward}
-    if mp_policy is not None:
-        kwargs["mp_policy"] = mp_policy
-    blocks = [m for m in model.modules() if type(m).__name__ in names]
-    for block in blocks:
-        fully_shard(block, **kwargs)
-        if after_unit is not None:
-            after_unit(block)
-    fully_shard(model, **kwargs)
-    if after_unit is not None:
-        after_unit(model)
-    return model
-
-
-def is_sharded_module(model: Any) -> bool:
-    """Whether ``fully_shard`` has been applied to ``model`` (its root)."""
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
-def materialize(model: Any, device: Any, names: list[str] | None = None) -> None:
-    """Real (uninitialised) storage on ``device`` for meta parameters of an empty-built, sharded model.
-
-    ``names`` limits it to those parameters' modules (one FSDP unit at a time); each module is
-    emptied without recursing, and ``to_empty`` replacing its buffers too, they are kept aside and
-    copied back: the rotary tables computed at construction are in no state dict.
-    """
-    import torch
-
-    if names is None:
-        names = [n for n, p in model.named_parameters() if p.is_meta]
-    owners: dict[str, Any] = {}
-    for name in names:
-        owner = name.rsplit(".", 1)[0] if "." in name else ""
-        module = model.get_submodule(owner)
-        if any(p.is_meta for p in module.parameters(recurse=False)):
-            owners[owner] = module
-    for module in owners.values():
-        kept = {n: b.detach().clone() for n, b in module.named_buffers(recurse=False)}
-        module.to_empty(device=device, recurse=False)
-        with torch.no_grad():
-            for n, b in module.named_buffers(recurse=False):
-                b.copy_(kept[n])
-
-
-def copy_shards(source: Any, target: Any) -> None:
-    """``target``'s local shards := ``source``'s, cast to ``target``'s dtype; no communication.
-
-    Both models sharded alike (same architecture, same ranks): the sharded twin of ``deepcopy``
-    followed by ``.to(dtype)``, which makes the reference model from the policy as RL starts.
-    """
-    import torch
-
-    with torch.no_grad():
-        for (name, p), (other, q) in zip(source.named_parameters(), target.named_parameters(), strict=True):
-            if name != other:
-                raise ValueError(f"copy_shards: {name} vs {other}: the models differ")
-            q.to_local().copy_(p.to_local())
-
-
-def fsdp_units(model: Any) -> list[Any]:
-    """The FSDP units of a sharded model, the root last."""
-    from torch.distributed.fsdp import FSDPModule
-
-    units = [m for m in model.modules() if isinstance(m, FSDPModule) and m is not model]
-    return [*units, model]
-
-
-def state_bytes(model: Any, optimizer: Any) -> dict[str, int]:
-    """Bytes of this rank's parameters, gradients and optimizer state, counted from the tensors.
-
-    Under FSDP only the local shards count (a DTensor's ``to_local()``); compare with
-    ``syngrpo plan``: fp32 masters 4 B/param, fp32 gradients 4 B/param, AdamW 8 B/param.
-    """
-    import torch
-
-    def nbytes(t: Any) -> int:
-        if t is None or not isinstance(t, torch.Tensor):
-            return 0
-        local = t.to_local() if hasattr(t, "to_local") else t
-        return local.numel() * local.element_size()
-
-    params = list(model.parameters())
-    return {
-        "params": sum(nbytes(p) for p in params),
-        "grads": sum(nbytes(p.grad) for p in params),
-        "optimizer": sum(nbytes(v) for st in optimizer.state.values() for v in st.values()),
-    }
-
-
-def optimizer_state_by_name(model: Any, optimizer: Any) -> dict[str, Any]:
-    """``optimizer.state_dict()`` with parameter names in place of positions (the FSDP full-state format)."""
-    return _names_for_positions(model, optimizer, optimizer.state_dict())
-
-
-def _names_for_positions(model: Any, optimizer: Any, state: dict[str, Any]) -> dict[str, Any]:
-    """A state keyed by position (checkpoints of older syngrpo versions) keyed by parameter name instead."""
-    groups = state.get("param_groups") or []
-    if not any(isinstance(i, int) for g in groups for i in g["params"]):
-        return state
-    names = {id(p): n for n, p in model.named_parameters()}
-    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    return {
-        "state": {order[i]: v for i, v in state["state"].items()},
-        "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in state["param_groups"]],
-    }
-
-
-def load_optimizer_state_by_name(model: Any, optimizer: Any, state: dict[str, Any] | None) -> None:
-    """The inverse of :func:`optimizer_state_by_name` (a state keyed by position loads as it is)."""
-    if state is None:
-        return
-    if any(isinstance(i, int) for g in state.get("param_groups") or [] for i in g["params"]):
-        optimizer.load_state_dict(state)  # keyed by position (older checkpoints)
-        return
-    names = {id(p): n for n, p in model.named_parameters()}
-    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    index = {n: i for i, n in enumerate(order)}
-    optimizer.load_state_dict({
-        "state": {index[n]: v for n, v in state["state"].items()},
-        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]],
-    })

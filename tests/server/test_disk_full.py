@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from syngrpo.synthesis.server import store as store_module
+from syngrpo.synthesis.server import files as files_module
 from syngrpo.synthesis.server.app import create_app
 from syngrpo.synthesis.server.store import JobStore
 
@@ -31,14 +31,14 @@ class Disk:
 @pytest.fixture
 def disk(monkeypatch):
     d = Disk()
-    real_fsync = store_module.os.fsync
+    real_fsync = files_module.os.fsync
 
     def fsync(fd):
         if d.full:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(store_module.os, "fsync", fsync)
+    monkeypatch.setattr(files_module.os, "fsync", fsync)
     for name in ("insert", "finish", "claim"):
         real = getattr(JobStore, name)
 

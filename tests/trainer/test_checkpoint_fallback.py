@@ -13,15 +13,8 @@ import pytest
 import torch
 
 from syngrpo.errors import ConfigError
-from syngrpo.rundir.checkpoint import (
-    SHARDED_DIR,
-    checkpoint_problem,
-    consolidated_model_state,
-    latest_checkpoint,
-    prepare_checkpoint,
-    save_checkpoint,
-    save_sharded,
-)
+from syngrpo.rundir.checkpoint import checkpoint_problem, latest_checkpoint, prepare_checkpoint, save_checkpoint
+from syngrpo.rundir.sharded_checkpoint import SHARDED_DIR, consolidated_model_state, save_sharded
 
 
 class TinyConfig:

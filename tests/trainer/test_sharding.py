@@ -66,7 +66,7 @@ def test_fsdp_bf16_checkpoint_is_sharded_consolidates_to_float32_masters_evaluat
         tiny_policy_dir, tmp_path, registry, config_for):
     """Issue 20 item 4: under FSDP a checkpoint is DCP shards (no gathered model); eval and export consolidate it."""
     from syngrpo.commands.export import export_policy
-    from syngrpo.rundir.checkpoint import consolidated_model_state, consolidated_optimizer_state, is_sharded
+    from syngrpo.rundir.sharded_checkpoint import consolidated_model_state, consolidated_optimizer_state, is_sharded
     from syngrpo.train.evaluate import evaluate_checkpoint
 
     cfg = config_for(tiny_policy_dir, TERMS, "parallel.strategy=fsdp", "model.dtype=bfloat16", "optim.max_steps=3",
@@ -111,7 +111,7 @@ def test_a_sharded_checkpoint_resumes_in_a_plain_process_and_a_gathered_one_unde
         tiny_policy_dir, tmp_path, registry, config_for):
     """Checkpoints cross layouts: FSDP's shards resume in one unsharded process (whole tensors, exactly the
     saved ones); the gathered layout (older versions, ``parallel.checkpoint: full``) resumes under FSDP exactly."""
-    from syngrpo.rundir.checkpoint import consolidated_model_state, consolidated_optimizer_state, is_sharded
+    from syngrpo.rundir.sharded_checkpoint import consolidated_model_state, consolidated_optimizer_state, is_sharded
 
     sets = (TERMS, "parallel.strategy=fsdp", "optim.max_steps=3", "logging.save_every=2", "parallel.timeout=60",
             "algorithm.beta=0.04")
@@ -163,7 +163,7 @@ def test_fsdp_with_lora_is_refused_before_any_model_loads(tiny_policy_dir, tmp_p
 
 
 def test_optimizer_state_is_saved_by_name_and_an_older_positional_state_still_loads():
-    from syngrpo.scale.parallel import load_optimizer_state_by_name, optimizer_state_by_name
+    from syngrpo.scale.optimizer_state import load_optimizer_state_by_name, optimizer_state_by_name
 
     def trained():
         torch.manual_seed(0)

@@ -16,8 +16,8 @@ Routes (all JSON unless said otherwise; docs/data-server.md has request/response
     GET  /healthz                    liveness and worker states (no token needed)
     GET  /metrics                    Prometheus text
 
-Handlers are thin: validation lives in :mod:`syngrpo.synthesis.server.validation`, the queue and the
-workers in :mod:`syngrpo.synthesis.server.workers`.  Every refusal, including aiohttp's own (unknown
+Handlers are thin: validation lives in :mod:`syngrpo.synthesis.server.validation`, the queue in
+:mod:`syngrpo.synthesis.server.workers`, the workers in :mod:`syngrpo.synthesis.server.device_worker`.  Every refusal, including aiohttp's own (unknown
 route, wrong method, body too large, a request its HTTP parser refused), is
 ``{"error": {"code", "message"}}`` with a 4xx status.
 
@@ -44,6 +44,7 @@ from aiohttp import web
 from syngrpo import __version__
 from syngrpo.plugins import Registry
 from syngrpo.synthesis.server.config import ServerConfig
+from syngrpo.synthesis.server.records import STATES
 from syngrpo.synthesis.server.validation import ApiError, check_job_id, check_key, parse_submission
 from syngrpo.synthesis.server.workers import JobService
 
@@ -214,8 +215,6 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 def _list(request: web.Request, states: list[str], ids: list[str], key: str | None, after: int,
           limit: int) -> web.Response:
-    from syngrpo.synthesis.server.store import STATES
-
     service = request.app[SERVICE]
     bad = [s for s in states if s not in STATES]
     if bad:

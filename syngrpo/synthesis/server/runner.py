@@ -30,7 +30,7 @@ from aiohttp import web
 
 from syngrpo.plugins import Registry
 from syngrpo.synthesis.server.config import ServerConfig, check_bind_security, check_token
-from syngrpo.synthesis.server.store import atomic_write
+from syngrpo.synthesis.server.files import atomic_write
 
 log = logging.getLogger("syngrpo.synthesis.server")
 

@@ -8,6 +8,11 @@ Layout under ``data_dir``: ``jobs.sqlite3`` and ``jobs/<id>/{input,result,mask}.
 The database runs in WAL mode with ``synchronous=NORMAL``: durable across a process crash;
 an operating-system crash or power loss may lose the last commits.
 
+This module is the transactions (:class:`JobStore`): submit, claim, finish, cancel, delete,
+recover.  What they rest on has a module each: the tables and how the file is opened
+(:mod:`.database`), the job records they return (:mod:`.records`), and the rules for the files
+(:mod:`.files`: atomic writes, the store's lock, a full disk told apart).
+
 Deleting a job is two steps in this order: one transaction removes its row and writes its
 tombstone, then its folder is removed.  A crash in between leaves a folder without a row, which
 the start-up :meth:`JobStore.sweep` removes; never a row whose files are gone.  Each row records
@@ -17,8 +22,6 @@ known without walking the disk on every submission.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -26,230 +29,35 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from syngrpo.errors import SyngrpoError
+from syngrpo.synthesis.server.database import WAL_SIZE_LIMIT, open_database
+from syngrpo.synthesis.server.files import (
+    LOCK_FILE,
+    StoreError,
+    atomic_write,
+    folder_bytes,
+    is_storage_full,
+    lock_store,
+    remove_tmp_files,
+)
+from syngrpo.synthesis.server.records import (
+    DELETE_REASONS,
+    FINAL_STATES,
+    STATES,
+    DeleteOutcome,
+    JobRecord,
+    Tombstone,
+)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    key TEXT NOT NULL UNIQUE,
-    fingerprint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    synthesizer TEXT NOT NULL,
-    group_key TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    request TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    seconds REAL,
-    error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    worker TEXT,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    delete_requested INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs(state, seq);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
-CREATE TABLE IF NOT EXISTS tombstones (
-    id TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    deleted_at REAL NOT NULL,
-    reason TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS tombstones_key ON tombstones(key);
-CREATE INDEX IF NOT EXISTS tombstones_deleted ON tombstones(deleted_at);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
-#: columns added after the first release: a store written by an older server gets them on opening
-_ADDED_COLUMNS = {
-    "bytes": "INTEGER NOT NULL DEFAULT 0",
-    "delete_requested": "INTEGER NOT NULL DEFAULT 0",
-}
-
-#: bytes the WAL file is truncated to after a checkpoint
-WAL_SIZE_LIMIT = 1024 * 1024
-
-STATES = ("queued", "running", "done", "failed", "cancelled")
-FINAL_STATES = ("done", "failed", "cancelled")
-#: why a job was deleted (the ``reason`` of its tombstone and the label of ``syngrpo_jobs_deleted_total``)
-DELETE_REASONS = ("client", "retention")
-
-
-@dataclass
-class JobRecord:
-    """One row of the jobs table, with the request fields decoded."""
-
-    id: str
-    key: str
-    fingerprint: str
-    state: str
-    synthesizer: str
-    group_key: str
-    width: int
-    height: int
-    boxes: list[list[float]]
-    labels: list[str]
-    description: str
-    options: dict[str, Any]
-    seed: int
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    seconds: float | None = None
-    error: str | None = None
-    attempts: int = 0
-    cancel_requested: bool = False
-    worker: str | None = None
-    seq: int = 0
-    #: bytes of the job's files on disk (input, and result and mask once written)
-    bytes: int = 0
-    #: a client deleted it while it ran: it is cancelled, then deleted, when its call returns
-    delete_requested: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The public view of a job (what ``GET /v1/jobs/{id}`` answers)."""
-        base = f"/v1/jobs/{self.id}"
-        links = {"self": base, "input": f"{base}/input.png", "cancel": f"{base}/cancel"}
-        if self.state == "done":
-            links.update({"result": f"{base}/result", "image": f"{base}/result.png", "mask": f"{base}/mask.png"})
-        return {
-            "id": self.id,
-            "key": self.key,
-            "state": self.state,
-            "synthesizer": self.synthesizer,
-            "width": self.width,
-            "height": self.height,
-            "boxes": self.boxes,
-            "labels": self.labels,
-            "description": self.description,
-            "options": self.options,
-            "seed": self.seed,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "seconds": self.seconds,
-            "error": self.error,
-            "attempts": self.attempts,
-            "cancel_requested": self.cancel_requested,
-            "delete_requested": self.delete_requested,
-            "links": links,
-        }
-
-
-@dataclass
-class Tombstone:
-    """What is left of a deleted job: enough to answer its id (410) and to keep its key's content."""
-
-    id: str
-    key: str
-    fingerprint: str
-    state: str  # the state it was deleted in
-    deleted_at: float
-    reason: str
-    attempts: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        """The answer of ``DELETE /v1/jobs/{id}`` (every time it is asked: deletion is idempotent)."""
-        return {"id": self.id, "key": self.key, "state": "deleted", "final_state": self.state,
-                "deleted_at": self.deleted_at, "reason": self.reason}
-
-
-@dataclass
-class DeleteOutcome:
-    """What :meth:`JobStore.delete` did with each job it was given."""
-
-    deleted: list[JobRecord] = field(default_factory=list)  # rows gone now (their folders are the caller's)
-    deleting: list[JobRecord] = field(default_factory=list)  # running: cancelled and deleted when the call returns
-    already: list[Tombstone] = field(default_factory=list)  # deleted before
-    missing: list[str] = field(default_factory=list)  # never known (or their tombstone expired)
-
+# the records, the disk rules and the tables were split out of this module; these paths stay importable
+__all__ = [
+    "DELETE_REASONS", "FINAL_STATES", "LOCK_FILE", "STATES", "WAL_SIZE_LIMIT", "DeleteOutcome", "DuplicateKeyError",
+    "JobRecord", "JobStore", "StoreError", "Tombstone", "atomic_write", "is_storage_full", "lock_store",
+]
 
 class DuplicateKeyError(Exception):
     """A job with this idempotency key exists already."""
-
-
-class StoreError(SyngrpoError):
-    """The job store cannot be opened: unwritable directory, or another server holds it."""
-
-
-#: errno values that mean "the disk cannot take more now" (full, over quota, read-only)
-_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
-
-
-def is_storage_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says the store's disk is full (a file write, or SQLite unable to commit)."""
-    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
-        return True
-    if isinstance(exc, sqlite3.Error):
-        text = str(exc).lower()
-        return "disk is full" in text or "disk i/o error" in text or "readonly" in text
-    return False
-
-
-def atomic_write(path: Path, data: bytes, *, make_parents: bool = True) -> None:
-    """Write ``data`` so that ``path`` is either absent or complete, never half written.
-
-    A failed write (a full disk) removes its temporary file: nothing is left behind.  With
-    ``make_parents=False`` a missing folder is :class:`FileNotFoundError`: a job's result is never
-    written into a folder that its deletion removed (it would be left there for good).
-    """
-    if make_parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-
-
-LOCK_FILE = "server.lock"
-
-
-def lock_store(data_dir: Path) -> int:
-    """Take the exclusive lock of a store directory (``flock`` on ``server.lock``); returns its descriptor.
-
-    Two servers on one store would both recover its ``running`` jobs and run them twice; the
-    second is refused here.  The kernel drops the lock when the holder exits, even by SIGKILL.
-    """
-    path = data_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        try:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-        finally:
-            os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise StoreError(f"the job store {data_dir} is in use by another data server (pid {holder}); "
-                             "stop it first, or give this server another data_dir") from None
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
 
 
 class JobStore:
@@ -267,17 +75,7 @@ class JobStore:
             raise StoreError(f"cannot use {self.data_dir} as the job store: {exc.strerror or exc} "
                              f"({type(exc).__name__}); give data_dir a writable directory") from None
         try:
-            self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            # the WAL file keeps its largest size (~4 MiB) after each checkpoint unless told: it counts in the store
-            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            self._db.executescript(_SCHEMA)
-            have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            for name, decl in _ADDED_COLUMNS.items():
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+            self._db = open_database(self.db_path)
         except sqlite3.Error as exc:
             self._unlock()
             raise StoreError(f"cannot open the job database {self.db_path}: {exc}; "
@@ -322,13 +120,7 @@ class JobStore:
         """At start-up: remove ``.tmp`` files and job folders without a row (a crash or a full disk
         between writing a job's input and committing it, or between deleting a job's row and its
         folder), and re-read every row's ``bytes`` from its files; returns ``(tmp files, orphan folders)``."""
-        tmp_files = 0
-        for tmp in self.jobs_dir.glob("*/.*.tmp"):
-            try:
-                tmp.unlink()
-                tmp_files += 1
-            except OSError:
-                pass
+        tmp_files = remove_tmp_files(self.jobs_dir)
         with self._lock:
             known = {r[0]: r[1] for r in self._db.execute("SELECT id, bytes FROM jobs")}
         orphans = 0
@@ -340,7 +132,7 @@ class JobStore:
                 shutil.rmtree(d, ignore_errors=True)
                 orphans += 1
             else:
-                sizes[d.name] = _folder_bytes(d)
+                sizes[d.name] = folder_bytes(d)
         changed = [(sizes.get(i, 0), i) for i, b in known.items() if sizes.get(i, 0) != b]
         with self._lock:
             if changed:
@@ -535,7 +327,7 @@ class JobStore:
             if row.cancel_requested:
                 state, error = "cancelled", "cancelled while running"
             seconds = now - row.started_at if row.started_at else None
-            size = _folder_bytes(self.job_dir(job_id))
+            size = folder_bytes(self.job_dir(job_id))
             self._db.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, seconds = ?, error = ?, bytes = ? WHERE id = ?",
                 (state, now, seconds, error, size, job_id))
@@ -662,21 +454,3 @@ class JobStore:
                 "SELECT seconds FROM jobs WHERE state = 'done' AND seconds IS NOT NULL "
                 "ORDER BY finished_at DESC LIMIT ?", (limit,)).fetchall()
         return [float(r[0]) for r in rows]
-
-
-def _folder_bytes(folder: Path) -> int:
-    """Bytes of the files in a job's folder (temporary files of a write in progress not counted)."""
-    total = 0
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    for entry in entries:
-        if entry.name.endswith(".tmp"):
-            continue
-        try:
-            if entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-        except OSError:
-            pass
-    return total

@@ -1,23 +1,11 @@
-"""The job service: bounded queue, workers bound to devices, batching, time-outs.
+"""The job service: the bounded queue, submissions, the disk budget, deletion and retention.
 
 :class:`JobService` owns the store and the workers and is what the HTTP handlers and the
-``inprocess`` transport call; it must run on one asyncio event loop.  Synthesis runs in a
-worker's own thread, one call at a time per worker, so the event loop keeps answering while a
-GPU works.  A call that raises fails its own jobs (a failing batch is retried job by job inside
-:func:`syngrpo.synthesis.pipeline.run_pipeline`).
+``inprocess`` transport call; it must run on one asyncio event loop.  Its workers, one per device,
+run synthesis in threads of their own under a time-out (:mod:`.device_worker`, which says what
+happens to a call past its time-out); ``GET /metrics`` is written by :mod:`.metrics`.
 
-Over-long jobs: a job's options are bounded by what its synthesizer declares (checked at
-submission), and a call runs under a deadline (:func:`syngrpo.synthesis.pipeline.job_deadline`) that
-synthesizers check between units of work, so a call past its time-out normally stops by itself.
-Its jobs fail at the time-out either way; only those jobs.  A call that ignores the deadline is
-abandoned (Python cannot kill a thread) and the worker goes on with a fresh thread; while
-``max_hung_calls`` abandoned calls of a worker are still running it takes no new jobs
-(``draining`` in ``/healthz``), so abandoned work never piles up, and it takes jobs again as soon
-as one of them returns.  Why threads and not a killable subprocess: GPU models live in the
-worker's process (a subprocess per call would reload them), and with the deadline the built-in
-synthesizers stop within one unit of work of their time-out.
-
-A full disk (:func:`syngrpo.synthesis.server.store.is_storage_full`) never kills a worker: it retries its
+A full disk (:func:`syngrpo.synthesis.server.files.is_storage_full`) never kills a worker: it retries its
 database writes with back-off, ``/healthz`` says ``degraded`` with the reason, submissions get a
 507, and everything resumes when space returns.  The disk should not get there: a submission that
 would take the store past ``max_store_bytes``, or leave less than ``min_free_bytes`` free on its
@@ -28,7 +16,6 @@ collected and a retention sweep deletes finished jobs nobody collected (``retent
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import math
 import shutil
@@ -38,21 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from syngrpo.plugins import Registry, get_registry
-from syngrpo.synthesis.pipeline import PipelineItem, job_options_model, run_pipeline
+from syngrpo.synthesis.pipeline import job_options_model
 from syngrpo.synthesis.server.calls import CallTimeout, call_in_thread, load_plugin_modules, make_plugin, percentile
 from syngrpo.synthesis.server.config import ServerConfig
-from syngrpo.synthesis.server.store import (
-    DELETE_REASONS,
-    DeleteOutcome,
-    DuplicateKeyError,
-    JobRecord,
-    JobStore,
-    atomic_write,
-    is_storage_full,
-)
+from syngrpo.synthesis.server.device_worker import Worker
+from syngrpo.synthesis.server.files import atomic_write, is_storage_full
+from syngrpo.synthesis.server.metrics import metrics_text
+from syngrpo.synthesis.server.records import DELETE_REASONS, DeleteOutcome, JobRecord
+from syngrpo.synthesis.server.store import DuplicateKeyError, JobStore
 from syngrpo.synthesis.server.validation import ApiError, Submission, SubmissionBody, fingerprint, validate_submission
 
 __all__ = ["CallTimeout", "JobService", "Worker", "call_in_thread", "load_plugin_modules", "make_plugin", "percentile"]
@@ -67,167 +48,6 @@ STORE_FULL_RETRY_S = 10
 
 BACKLOG_SWEEP_S = 1.0
 """Pause between two retention sweeps while a backlog remains (each sweep deletes at most ``retention_batch``)."""
-
-
-class Worker:
-    """One worker bound to one device: its own segmenter and synthesizers, one call at a time."""
-
-    def __init__(self, index: int, device: str, service: JobService) -> None:
-        self.index = index
-        self.device = device
-        self.name = f"worker-{index}@{device}"
-        self.service = service
-        self.state = "starting"
-        self.error: str | None = None
-        self.hung_calls = 0  # calls that ran past their time-out, ever
-        self.abandoned: set[asyncio.Future[Any]] = set()  # of those, the ones whose thread still runs
-        self._returned: asyncio.Event | None = None
-        self.current: list[str] = []
-        self._segmenter: Any = None
-        self._synthesizers: dict[str, Any] = {}
-        self.task: asyncio.Task[None] | None = None
-
-    def health(self) -> dict[str, Any]:
-        return {"name": self.name, "device": self.device, "state": self.state, "error": self.error,
-                "hung_calls": self.hung_calls, "abandoned_calls": len(self.abandoned), "running": len(self.current)}
-
-    # -- plugin objects (created in the worker's thread: loading a model takes time)
-
-    def _segmenter_obj(self) -> Any:
-        if self._segmenter is None:
-            cfg = self.service.config
-            self._segmenter = make_plugin(self.service.registry, "segmenters", cfg.segmenter,
-                                          cfg.segmenter_options, self.device)
-        return self._segmenter
-
-    def _synthesizer_obj(self, name: str) -> Any:
-        if name not in self._synthesizers:
-            opts = self.service.config.served_synthesizers()[name]
-            self._synthesizers[name] = make_plugin(self.service.registry, "synthesizers", name, opts, self.device)
-        return self._synthesizers[name]
-
-    def _load_default(self) -> None:
-        self._segmenter_obj()
-        self._synthesizer_obj(self.service.config.synthesizer)
-
-    def _run_batch(self, jobs: list[JobRecord]) -> list[str | None]:
-        """Runs in the worker's thread: pipeline, then result files; returns an error (or None) per job."""
-        store = self.service.store
-        cfg = self.service.config
-        items = []
-        for job in jobs:
-            with Image.open(store.input_path(job.id)) as im:
-                image = im.convert("RGB")
-            items.append(PipelineItem(image, [tuple(b) for b in job.boxes], job.labels, job.description,
-                                      job.seed, dict(job.options)))
-        outcomes = run_pipeline(items, segmenter=self._segmenter_obj(),
-                                synthesizer=self._synthesizer_obj(jobs[0].synthesizer),
-                                mask_threshold=cfg.mask_threshold,
-                                min_foreground_fraction=cfg.min_foreground_fraction,
-                                min_label_coverage=cfg.min_label_coverage)
-        errors: list[str | None] = []
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            if not outcome.ok:
-                errors.append(outcome.error or "synthesis produced no image")
-                continue
-            assert outcome.image is not None and outcome.keep_mask is not None
-            try:
-                # never re-create the folder: a job deleted while it ran must not leave files behind
-                atomic_write(store.mask_path(job.id), _png(outcome.keep_mask), make_parents=False)
-                atomic_write(store.result_path(job.id), _png(outcome.image), make_parents=False)
-            except FileNotFoundError:
-                errors.append("the job was deleted while it ran")
-                continue
-            except OSError as exc:
-                if not is_storage_full(exc):
-                    raise
-                store.mask_path(job.id).unlink(missing_ok=True)
-                self.service.storage_problem(exc)
-                errors.append(f"the server's disk is full: {exc}")
-                continue
-            errors.append(None)
-        return errors
-
-    async def run(self) -> None:
-        cfg = self.service.config
-        self.state = "loading"
-        try:
-            await call_in_thread(self._load_default, timeout=cfg.load_timeout_s, name=f"{self.name}-load")
-        except Exception as exc:  # noqa: BLE001 - reported in /healthz; jobs go to other workers
-            self.state = "broken"
-            self.error = f"could not create the segmenter/synthesizer: {type(exc).__name__}: {exc}"
-            log.error("%s: %s", self.name, self.error)
-            return
-        self.state = "ready"
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug or a dead database: say so in /healthz, do not vanish
-            self.state = "broken"
-            self.error = f"worker stopped: {type(exc).__name__}: {exc}"
-            log.exception("%s stopped", self.name)
-
-    async def _loop(self) -> None:
-        cfg = self.service.config
-        self._returned = asyncio.Event()
-        while True:
-            while len(self.abandoned) >= cfg.max_hung_calls:
-                # Take no job while this many calls past their time-out still run: none piles up.
-                self.state = "draining"
-                self.error = (f"{len(self.abandoned)} call(s) past the time-out still running; "
-                              "new jobs wait until one returns")
-                self._returned.clear()
-                await self._returned.wait()
-            self.state, self.error = "ready", None
-            jobs = await self.service.next_batch(self)
-            self.current = [j.id for j in jobs]
-            self.state = "busy"
-            try:
-                await self._process(jobs)
-            finally:
-                self.current = []
-            self.state = "ready"
-
-    def _abandon(self, call: asyncio.Future[Any]) -> None:
-        self.abandoned.add(call)
-
-        def returned(f: asyncio.Future[Any]) -> None:
-            if not f.cancelled():
-                f.exception()  # retrieved: a late DeadlineExceeded is expected, not an unhandled error
-            self.abandoned.discard(f)
-            log.info("%s: a call abandoned after its time-out has returned (%d still running)",
-                     self.name, len(self.abandoned))
-            if self._returned is not None:
-                self._returned.set()
-
-        call.add_done_callback(returned)
-
-    async def _process(self, jobs: list[JobRecord]) -> None:
-        cfg = self.service.config
-        timeout = cfg.job_timeout_s * len(jobs)
-        try:
-            errors = await call_in_thread(self._run_batch, jobs, timeout=timeout, name=f"{self.name}-synth")
-        except CallTimeout as exc:
-            self.hung_calls += 1
-            self._abandon(exc.call)
-            errors = [f"synthesis {exc} (job_timeout_s={cfg.job_timeout_s:g})"] * len(jobs)
-            log.warning("%s: batch of %d %s", self.name, len(jobs), exc)
-        except Exception as exc:  # noqa: BLE001 - e.g. creating an extra synthesizer failed
-            if is_storage_full(exc):
-                self.service.storage_problem(exc)
-                errors = [f"the server's disk is full: {exc}"] * len(jobs)
-            else:
-                errors = [f"{type(exc).__name__}: {exc}"] * len(jobs)
-            log.warning("%s: batch of %d failed: %s", self.name, len(jobs), errors[0])
-        for job, error in zip(jobs, errors, strict=True):
-            await self.service.finish_durably(job.id, error)
-
-
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 class JobService:
@@ -638,67 +458,5 @@ class JobService:
         return out
 
     def metrics_text(self) -> str:
-        """Prometheus text exposition (version 0.0.4)."""
-        counts = self.store.count_by_state()
-        kept = sum(counts.values())
-        gone = self.store.counters()  # jobs deleted: the totals below never go back
-        times = self.store.recent_seconds(self.config.metrics_window)
-        mean = sum(times) / len(times) if times else math.nan
-        p95 = percentile(times, 95)
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, value: float, labels: str = "") -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.append(f"{name}{labels} {_fmt(value)}")
-
-        metric("syngrpo_queue_depth", "gauge", "Jobs waiting in the queue.", counts["queued"])
-        metric("syngrpo_queue_capacity", "gauge", "Queued jobs beyond which submissions get 429.",
-               self.config.queue_size)
-        metric("syngrpo_jobs_running", "gauge", "Jobs a worker is running now.", counts["running"])
-        metric("syngrpo_jobs_done_total", "counter", "Jobs finished with a new image.",
-               counts["done"] + gone.get("deleted_done", 0))
-        metric("syngrpo_jobs_failed_total", "counter", "Jobs that failed (error, time-out, label check).",
-               counts["failed"] + gone.get("deleted_failed", 0))
-        metric("syngrpo_jobs_cancelled_total", "counter", "Jobs cancelled by a client (or deleted before they ran).",
-               counts["cancelled"] + gone.get("deleted_cancelled", 0))
-        metric("syngrpo_submissions_rejected_total", "counter", "Submissions refused with 429 (queue full).",
-               self.rejected)
-        metric("syngrpo_submissions_storage_refused_total", "counter",
-               "Submissions refused with 507 (the store's disk is full).", self.storage_refused)
-        metric("syngrpo_submissions_store_full_total", "counter",
-               "Submissions refused with 429 store_full or disk_low (max_store_bytes, min_free_bytes).",
-               self.store_full_refused)
-        metric("syngrpo_store_jobs", "gauge", "Jobs the store keeps (rows, any state).", kept)
-        metric("syngrpo_store_bytes", "gauge", "Bytes of the store on disk: job files and database.",
-               self.store.bytes_used())
-        if self.config.max_store_bytes is not None:
-            metric("syngrpo_store_budget_bytes", "gauge", "The store's byte budget (max_store_bytes).",
-                   self.config.max_store_bytes)
-        try:
-            free = shutil.disk_usage(self.store.data_dir).free
-        except OSError:
-            free = math.nan
-        metric("syngrpo_store_free_bytes", "gauge", "Free bytes on the store's filesystem.", free)
-        lines.append("# HELP syngrpo_jobs_deleted_total Jobs deleted, rows and files, by why.")
-        lines.append("# TYPE syngrpo_jobs_deleted_total counter")
-        for reason in DELETE_REASONS:
-            lines.append(f'syngrpo_jobs_deleted_total{{reason="{reason}"}} {gone.get(f"deleted_by_{reason}", 0)}')
-        metric("syngrpo_calls_abandoned", "gauge", "Calls past their time-out whose thread still runs.",
-               sum(len(w.abandoned) for w in self.workers))
-        metric("syngrpo_job_seconds_mean", "gauge", "Mean run time of recent done jobs.", mean)
-        metric("syngrpo_job_seconds_p95", "gauge", "95th percentile run time of recent done jobs.", p95)
-        lines.append("# HELP syngrpo_workers Workers by state.")
-        lines.append("# TYPE syngrpo_workers gauge")
-        for state in ("loading", "ready", "busy", "draining", "broken"):
-            n = sum(w.state == state for w in self.workers)
-            lines.append(f'syngrpo_workers{{state="{state}"}} {n}')
-        return "\n".join(lines) + "\n"
-
-
-def _fmt(v: float) -> str:
-    if isinstance(v, float) and math.isnan(v):
-        return "NaN"
-    if float(v).is_integer():
-        return str(int(v))
-    return f"{v:.6g}"
+        """Prometheus text exposition (version 0.0.4): :func:`syngrpo.synthesis.server.metrics.metrics_text`."""
+        return metrics_text(self)

@@ -1,0 +1,243 @@
+"""The sections that say what is learned and how: ``model``, ``data``, ``rollout``, ``algorithm``, ``rewards``.
+
+The policy and its reference, the task and its splits, the G responses sampled per prompt, the
+advantage and policy loss, and the reward terms of eq. 7: together the RL problem of a run.  One
+module of the schema (:mod:`syngrpo.config.schema` assembles :class:`~syngrpo.config.schema.TrainConfig`
+from the sections; ``syngrpo.config`` re-exports every name), split by area so each reads next to the
+sections it is used with; every key is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from syngrpo.config.io import StrictModel
+
+#: ``model.policy`` names of shipped checkpoints (package data). ``tiny-warm-start``: the tiny policy after the
+#: quickstart's warm start (4 MB; how it was made: docs/quickstart.md), standing in for a pretrained model
+SHIPPED_POLICIES = {"tiny-warm-start": Path(__file__).parents[1] / "weights" / "tiny-warm-start"}
+#: ``model.family: auto``: the family that reads the checkpoint's ``model_type``
+AUTO = "auto"
+#: the family ``policy: tiny`` builds when ``model.family`` is ``auto``
+DEFAULT_TINY_FAMILY = "qwen2_5_vl"
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny models live: ``$SYNGRPO_CACHE`` or ``~/.cache/syngrpo``."""
+    env = os.environ.get("SYNGRPO_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "syngrpo"
+
+
+class LoraConfig(StrictModel):
+    """Low-rank adapters on the language model (needs ``peft``); off by default."""
+
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class ModelConfig(StrictModel):
+    """The policy being trained and the reference model of the KL term."""
+
+    #: a hub id or a directory; ``tiny`` (a tiny random policy, built on first use) or a shipped checkpoint
+    #: (:data:`SHIPPED_POLICIES`)
+    policy: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    #: a registered model family (``syngrpo plugins``); ``auto`` = the one that reads the checkpoint's
+    #: ``model_type`` (for ``policy: tiny``: Qwen2.5-VL)
+    family: str = "auto"
+    #: where ``policy: tiny`` is built (default: ``<cache>/tiny-policy-seed<tiny_seed>``, or
+    #: ``<cache>/tiny-<family>-seed<tiny_seed>`` for another family)
+    tiny_dir: str | None = None
+    tiny_seed: int = 0
+    #: passed to ``build_tiny_policy`` (text_hidden, layers, vision_hidden, vision_depth, vocab_size, max_pixels)
+    tiny_options: dict[str, Any] = Field(default_factory=dict)
+    #: reference model for KL; ``null`` = the policy as it is when RL starts (after the SFT warm start)
+    reference: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: ``auto`` = cuda when available, else cpu
+    device: str = "auto"
+    freeze_vision: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    #: processor pixel budget (Qwen2.5-VL ``min_pixels``/``max_pixels``); ``null`` keeps the processor's
+    max_pixels: int | None = Field(None, ge=1)
+    min_pixels: int | None = Field(None, ge=1)
+    attn_implementation: str | None = None
+
+    @model_validator(mode="after")
+    def _pixels_ordered(self) -> ModelConfig:
+        if self.max_pixels is not None and self.min_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        return self
+
+    def resolved_tiny_dir(self) -> Path:
+        """Where ``policy: tiny`` lives; the name changes with the build options, so builds never mix."""
+        if self.tiny_dir:
+            return Path(self.tiny_dir).expanduser()
+        family = self.tiny_family()
+        name = f"tiny-policy-seed{self.tiny_seed}" if family in (AUTO, DEFAULT_TINY_FAMILY) else \
+            f"tiny-{family}-seed{self.tiny_seed}"
+        if self.tiny_options:
+            digest = hashlib.sha256(json.dumps(self.tiny_options, sort_keys=True).encode()).hexdigest()[:10]
+            name += f"-{digest}"
+        return default_cache_dir() / name
+
+    def tiny_family(self) -> str:
+        """The family ``policy: tiny`` builds: ``family``, or Qwen2.5-VL for ``auto``."""
+        return DEFAULT_TINY_FAMILY if self.family == AUTO else self.family
+
+
+class ToyDataConfig(StrictModel):
+    """Procedural data the task draws itself when no dataset file is given."""
+
+    n_train: int = Field(200, ge=1)
+    n_eval: int = Field(50, ge=1)
+    image_size: int = Field(112, ge=16)
+    seed: int = 0
+    #: passed to ``task.make_toy_dataset(**options)``
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(StrictModel):
+    """Which task, and its training / evaluation splits."""
+
+    task: str = "rec"
+    #: passed to the task factory: ``registry.create("tasks", task, **task_options)``
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    #: dataset file in the task's own format; ``null`` = toy data (``toy`` section)
+    train: str | None = None
+    eval: str | None = None
+    image_root: str | None = None
+    #: where the evaluation file's relative image paths start; ``null`` = ``image_root``. Another root serves an
+    #: evaluation set stored apart from the training images, or a training file whose paths are relative to
+    #: itself (``syngrpo synth --offline`` writes one; ``image_root: null`` then) next to the usual evaluation file
+    eval_image_root: str | None = None
+    #: for Hugging Face datasets (parquet/arrow files, dataset directories, ``hf://REPO[@CONFIG][:SPLIT]``):
+    #: task field -> dataset column, e.g. ``{image: img, problem: question}`` (unnamed columns keep their names)
+    columns: dict[str, str] = Field(default_factory=dict)
+    #: randomly keep this many training samples (the paper keeps 2,000); ``null`` = all
+    max_train_samples: int | None = Field(None, ge=1)
+    toy: ToyDataConfig = Field(default_factory=ToyDataConfig)
+    #: where toy data is written (default: ``<run dir>/data``)
+    toy_dir: str | None = None
+    #: a dataset sample whose image is missing or corrupt, or whose box is outside the image, inverted or
+    #: empty: ``error`` stops before training (naming file and line); ``drop`` leaves it out and counts it
+    bad_samples: Literal["error", "drop"] = "error"
+
+    def image_root_of(self, split: str) -> str | None:
+        """Where the ``train`` or ``eval`` split's relative image paths start."""
+        if split == "eval" and self.eval_image_root is not None:
+            return self.eval_image_root
+        return self.image_root
+
+
+class RolloutConfig(StrictModel):
+    """Sampling G responses per prompt."""
+
+    engine: str = "hf"
+    #: G, the group size of GRPO (paper: 6)
+    num_generations: int = 6
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1)
+    #: ``syn`` asks for <think><score><description><answer>; ``plain`` for <think><answer>;
+    #: ``auto`` = ``syn`` when synthesis is on, else ``plain``
+    response_format: Literal["auto", "syn", "plain"] = "auto"
+    #: passed to the engine factory
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("num_generations")
+    @classmethod
+    def _group_of_two(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(
+                f"must be at least 2 (got {v}): group-normalised advantages and the diversity V(q) "
+                "need two or more responses per prompt"
+            )
+        return v
+
+
+class NamedPlugin(StrictModel):
+    """A registry name plus the options its factory takes."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlgorithmConfig(StrictModel):
+    """Advantages and the policy loss (eq. 1 of GRPO, with the registry's variants)."""
+
+    #: ``grpo`` (eq. 1), ``dr_grpo``, ``mc_grpo`` ... (``syngrpo plugins`` lists them)
+    advantage: NamedPlugin = Field(default_factory=lambda: NamedPlugin(name="grpo"))
+    #: ``grpo`` (clipped surrogate + KL), ``entropy_loss``, ``entropy_advantage`` ...
+    policy_loss: NamedPlugin = Field(default_factory=lambda: NamedPlugin(name="grpo"))
+    #: ratio clip range [1 - eps_low, 1 + eps_high] (DAPO clip-higher: eps_high 0.28)
+    eps_low: float = Field(0.2, ge=0.0, lt=1.0)
+    eps_high: float = Field(0.2, ge=0.0)
+    #: KL weight to the reference model (k3 estimator); 0 loads no reference model
+    beta: float = Field(0.04, ge=0.0)
+    #: ``sequence_mean`` = mean over each response's tokens, then over responses (GRPO, VLM-R1);
+    #: ``token_mean`` = mean over all tokens (DAPO); ``constant`` = sum / (N * max tokens) (Dr. GRPO)
+    aggregation: Literal["sequence_mean", "token_mean", "constant"] = "sequence_mean"
+    #: score G completions against one forward of their shared prompt (faster); ``auto`` = when the engine allows
+    shared_prefix: Literal["auto", "true", "false"] = "auto"
+    #: optimisation passes over each batch of rollouts (mu); with 1 the old policy is the current one
+    updates_per_batch: int = Field(1, ge=1)
+
+    @field_validator("shared_prefix", mode="before")
+    @classmethod
+    def _bool_to_word(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return v
+
+
+class RewardTerm(StrictModel):
+    """One reward function and its weight in the sum of eq. 7.
+
+    ``name`` is a registered reward (``accuracy``, ``format``, a plugin's) or a
+    function given by reference, ``path/to/file.py:function`` or
+    ``package.module:function`` (docs/hooks/rewards.md, "Rewards from a file").
+    """
+
+    name: str
+    weight: float = 1.0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The name its metrics are logged under (``reward/<key>``): a reference logs as its function's name."""
+        return self.name.rpartition(":")[2] if ":" in self.name else self.name
+
+
+class RewardsConfig(StrictModel):
+    """r_i = sum of weighted terms (+ diversity reward in synthesis modes): eq. 7."""
+
+    terms: list[RewardTerm] = Field(
+        default_factory=lambda: [RewardTerm(name="accuracy"), RewardTerm(name="format")]
+    )
+    #: weight of R_diversity (eq. 6); 0 is the paper's "w/o R_diversity" ablation
+    diversity_weight: float = Field(1.0, ge=0.0)
+
+    @field_validator("terms")
+    @classmethod
+    def _at_least_one(cls, v: list[RewardTerm]) -> list[RewardTerm]:
+        if not v:
+            raise ValueError("needs at least one reward term (e.g. {name: accuracy})")
+        names = [t.key for t in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"reward term(s) listed twice (or two functions of the same name): {dup}")
+        if "diversity" in names:
+            raise ValueError("'diversity' is R_diversity (eq. 6), set by rewards.diversity_weight, not a term")
+        return v
