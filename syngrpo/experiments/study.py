@@ -57,10 +57,10 @@ ARMS: dict[str, dict[str, Any]] = {
                      "algorithm": {"policy_loss": {"name": "entropy_loss"}}},
     "grpo_entropy_adv": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
                          "algorithm": {"policy_loss": {"name": "entropy_advantage"}}},
-    # plain GRPO on originals + images synthesized before training (syngrpo.train.offline); no hosted model here,
-    # so the model-free ``template`` describer stands in for the paper's GPT-4o
+    # plain GRPO on originals + images synthesized before training (syngrpo.train.offline), described by the
+    # study's ``describer`` (default ``template``: no hosted model here, so a model-free one stands in for GPT-4o)
     "grpo_offline": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
-                     "offline": {"describer": "template", "variants": 1}},
+                     "offline": {"variants": 1}},
 }
 #: arms whose training data is written by offline generation first (:func:`run_arm`)
 OFFLINE_ARMS = frozenset(arm for arm, keys in ARMS.items() if "offline" in keys)
@@ -138,6 +138,15 @@ class StudyEval(StrictModel):
 class StudyConfig(StrictModel):
     """Everything ``syngrpo study`` needs; ``quick`` is deep-merged over the rest by ``--quick``."""
 
+    #: the task every split, warm start and arm uses (registered name; its toy generator draws the splits)
+    task: str = "rec"
+    #: the rollout engine that scores the warm start on every split
+    engine: str = "hf"
+    #: the trainer-to-data-server transport of the arms that synthesize (in-process: no HTTP, ``sync`` waits,
+    #: so the same seed gives the same table)
+    transport: str = "inprocess"
+    #: who describes the images of the offline-generation arm (``grpo_offline``) before training
+    describer: str = "template"
     seed: int = 0
     #: seeds per arm (RL seeds ``seed .. seed + seeds - 1``; data and SFT use ``seed``)
     seeds: int = Field(3, ge=1)
@@ -196,7 +205,7 @@ def make_splits(cfg: StudyConfig, out_dir: Path) -> dict[str, Path]:
     columns differ only in what the train split never showed.
     """
     d = cfg.data
-    task = get_registry().create("tasks", "rec")
+    task = get_registry().create("tasks", cfg.task)
     common = dict(seed=d.seed, image_size=d.image_size, **d.options)
     paths: dict[str, Path] = {}
     for split, n in (("train", d.n_train), ("val", d.n_val), ("test", d.n_test)):
@@ -316,7 +325,7 @@ def arm_config(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[
     wiring = {
         "seed": seed,
         "model": {"policy": str(sft_dir), "device": "cpu", "dtype": "float32"},
-        "data": {"task": "rec", "train": str(data["train"]), "eval": str(data["val"])},
+        "data": {"task": cfg.task, "train": str(data["train"]), "eval": str(data["val"])},
         "rollout": {"response_format": "syn"},  # one warm start for every arm: all write <score>/<description>
         "sft": {"enabled": False},
         "eval": {"at_start": False, "at_end": False, "every": 0},
@@ -324,9 +333,12 @@ def arm_config(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[
                     "samples_every": 0, "gallery_per_epoch": 1000},
     }
     merged = deep_merge(deep_merge(cfg.rl, ARMS[arm]), wiring)
+    merged["rollout"].setdefault("engine", cfg.engine)  # the study's engine unless ``rl`` names one
+    if arm in OFFLINE_ARMS:
+        merged["offline"]["describer"] = cfg.describer
     if merged.get("synthesis", {}).get("mode", "off") != "off" or arm in OFFLINE_ARMS:
         synth = merged.setdefault("synthesis", {})
-        synth["transport"] = "inprocess"
+        synth["transport"] = cfg.transport
         synth.setdefault("transport_options", {})
         synth["transport_options"] = {"data_dir": str(run_dir / "server"), **synth["transport_options"]}
     return TrainConfig.model_validate(merged)
@@ -373,7 +385,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, say: Callable[[str], Non
     (out / "study_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
     t0 = time.perf_counter()
     data = make_splits(cfg, out / "data")
-    task = get_registry().create("tasks", "rec")
+    task = get_registry().create("tasks", cfg.task)
     eval_splits = {name: task.load(data[name]) for name in SPLITS}
     train = task.load(data["train"])
     chance = {name: task.chance_baselines(s, train) for name, s in eval_splits.items()}
@@ -418,7 +430,7 @@ def results_table(summary: dict[str, Any], cfg: StudyConfig) -> str:
     head = "| Method | " + " | ".join(SPLIT_LABELS[s] for s in SPLITS) + " |"
     lines = [head, "|" + "---|" * (len(SPLITS) + 1)]
     chance = summary["chance"]
-    labels = get_registry().create("tasks", "rec").chance_baseline_labels
+    labels = get_registry().create("tasks", cfg.task).chance_baseline_labels
     for name in dict.fromkeys(n for s in SPLITS for n in chance[s]):  # the task's chance baselines, in its order
         cells = [f"{100 * chance[s][name]:.2f}" if name in chance[s] else "" for s in SPLITS]
         lines.append(f"| Chance: {labels.get(name, name)} | " + " | ".join(cells) + " |")
@@ -607,7 +619,9 @@ def merge_studies(study_dirs: Sequence[str | Path], out_dir: str | Path) -> dict
             if not (d / name).is_file():
                 raise ConfigError(f"{d}: no {name} (not a finished study)")
         summaries.append(json.loads((d / "summary.json").read_text()))
-        configs.append(json.loads((d / "study_config.json").read_text()))
+        # validated, so a study written before a key existed compares with that key's default
+        configs.append(StudyConfig.model_validate(json.loads((d / "study_config.json").read_text()))
+                       .model_dump(mode="json"))
 
     def recipe(c: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in c.items() if k not in MERGE_FREE_KEYS}
