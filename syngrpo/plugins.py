@@ -43,6 +43,7 @@ KINDS: dict[str, str] = {
     "model_families": "register_model_families",
     "trackers": "register_trackers",
     "describers": "register_describers",
+    "tiny_models": "register_tiny_models",
 }
 
 #: singular form used in error messages and config keys
@@ -58,6 +59,7 @@ SINGULAR = {
     "model_families": "model family",
     "trackers": "tracker",
     "describers": "describer",
+    "tiny_models": "tiny model",
 }
 
 
