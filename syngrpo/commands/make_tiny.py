@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from syngrpo.errors import ConfigError
-from syngrpo.models.family import DEFAULT_TINY_FAMILY, get_family
-from syngrpo.plugins import get_registry
 
 #: the tiny policy, built by the model family; every other name is a registered tiny model
 POLICY = "policy"
@@ -43,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def available(registry: Any | None = None) -> list[str]:
     """What ``make-tiny`` can build: ``policy``, then the registered tiny models by name."""
+    from syngrpo.plugins import get_registry  # commands import lazily: `syngrpo --help` loads every command module
+
     names = (registry or get_registry()).names("tiny_models")
     if POLICY in names:
         provider = (registry or get_registry()).get("tiny_models", POLICY).plugin
@@ -63,6 +63,9 @@ def parse_what(value: str, names: Sequence[str]) -> list[str]:
 def make_tiny(out: str | Path, *, seed: int = 0, what: Sequence[str] | None = None, family: str | None = None,
               arch: str | None = None, registry: Any | None = None) -> dict[str, Path]:
     """Build each of ``what`` (default: everything :func:`available`) into ``out/<name>``; returns ``{name: directory}``."""
+    from syngrpo.models.family import DEFAULT_TINY_FAMILY, get_family
+    from syngrpo.plugins import get_registry
+
     registry = registry or get_registry()
     names = available(registry)
     what = parse_what(",".join(what), names) if what is not None else names
