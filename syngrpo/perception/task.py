@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from syngrpo.data.files import portable_image_path
 from syngrpo.perception.geometry import ImageTransform
 from syngrpo.types import Box, Sample
 
@@ -195,8 +196,6 @@ def sample_record(sample: Sample, data_file: str | Path, fields: Mapping[str, An
     ``meta`` that none of these already uses, so a loader that sends unknown keys to
     ``meta`` reads the record back unchanged.
     """
-    from syngrpo.data.files import portable_image_path
-
     record: dict[str, Any] = {"id": sample.id, "image": portable_image_path(sample.image, data_file), **fields,
                               "width": sample.width, "height": sample.height}
     if sample.source_id is not None:
