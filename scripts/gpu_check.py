@@ -256,9 +256,8 @@ def sdxl_pipeline(size: dict[str, Any]) -> Any:
         StableDiffusionXLControlNetInpaintPipeline,
         UNet2DConditionModel,
     )
+    from syngrpo_sdxl.tiny import write_clip_vocab
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    from syngrpo.models.tiny_sdxl import write_clip_vocab
 
     real = size["real"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,7 +282,7 @@ def sdxl_pipeline(size: dict[str, Any]) -> Any:
                       sample_size=1024, scaling_factor=0.13025, force_upcast=False)
         control_kw: dict[str, Any] = {}
         dtype = torch.float16
-    else:  # the tiny sizes of syngrpo.models.tiny_sdxl
+    else:  # the tiny sizes of syngrpo_sdxl.tiny
         te1, te2 = clip(32, 2, 4, "gelu"), clip(32, 2, 4, "gelu")
         unet_kw = dict(block_out_channels=(32, 64), layers_per_block=1, transformer_layers_per_block=(1, 1),
                        attention_head_dim=(2, 4), cross_attention_dim=64, addition_time_embed_dim=8,
@@ -365,10 +364,9 @@ def sdxl_check(size: dict[str, Any]) -> dict[str, Any]:
 
 def sam_check(size: dict[str, Any], work: Path) -> dict[str, Any]:
     import torch
+    from syngrpo_sam.tiny import build_tiny_sam
     from transformers import SamConfig, SamModel, SamProcessor
     from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
-
-    from syngrpo.models.tiny_sam import build_tiny_sam
 
     out = work / "sam"
     if size["real"]:

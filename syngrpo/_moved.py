@@ -36,6 +36,8 @@ MOVED: dict[str, str] = {
     "syngrpo.grpo": "syngrpo.algo.grpo",
     "syngrpo.hfdata": "syngrpo.data.hf",
     "syngrpo.losses": "syngrpo.algo.losses",
+    "syngrpo.models.tiny_sam": "syngrpo_sam.tiny",  # into the plugin that loads it (a string: no core import)
+    "syngrpo.models.tiny_sdxl": "syngrpo_sdxl.tiny",
     "syngrpo.models.vision_pretrain": "syngrpo.train.vision_pretrain",
     "syngrpo.offline": "syngrpo.train.offline",
     "syngrpo.parallel": "syngrpo.scale.parallel",

@@ -121,6 +121,12 @@ EXPORTS: dict[str, str] = {
     "PromptBatch": "syngrpo.models.prompts",
     "ModelFamily": "syngrpo.models.family",
     "CoordinateConvention": "syngrpo.models.family",
+    # a rollout engine's memory, declared for `syngrpo plan` (docs/hooks/rollout_engines.md)
+    "EngineMemory": "syngrpo.scale.plan",
+    "EngineKnob": "syngrpo.scale.plan",
+    "MemoryPart": "syngrpo.scale.plan",
+    "PlanInputs": "syngrpo.scale.plan",
+    "GiB": "syngrpo.scale.plan",
     # trackers
     "Tracker": "syngrpo.rundir.trackers",
 }
@@ -203,6 +209,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
     )
     from syngrpo.plugins import get_registry, load_callable
     from syngrpo.rundir.trackers import Tracker
+    from syngrpo.scale.plan import EngineKnob, EngineMemory, GiB, MemoryPart, PlanInputs
     from syngrpo.synthesis.describers import Describer, DescribeRequest, DescriberError
     from syngrpo.synthesis.pipeline import (
         PipelineItem,

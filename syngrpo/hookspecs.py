@@ -73,3 +73,8 @@ def register_trackers(register):
 @hookspec
 def register_describers(register):
     """Register describers (image descriptions written before training): ``factory(**options) -> Describer``."""
+
+
+@hookspec
+def register_tiny_models(register):
+    """Register tiny random models for tests and ``syngrpo make-tiny``: ``factory(out_dir, *, seed) -> directory``."""

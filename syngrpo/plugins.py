@@ -26,7 +26,7 @@ from typing import Any
 import pluggy
 
 from syngrpo import hookspecs
-from syngrpo.errors import DuplicateNameError, UnknownPluginError
+from syngrpo.errors import ConfigError, DuplicateNameError, UnknownPluginError
 
 ENTRY_POINT_GROUP = "syngrpo"
 
@@ -43,6 +43,7 @@ KINDS: dict[str, str] = {
     "model_families": "register_model_families",
     "trackers": "register_trackers",
     "describers": "register_describers",
+    "tiny_models": "register_tiny_models",
 }
 
 #: singular form used in error messages and config keys
@@ -58,6 +59,7 @@ SINGULAR = {
     "model_families": "model family",
     "trackers": "tracker",
     "describers": "describer",
+    "tiny_models": "tiny model",
 }
 
 
@@ -209,8 +211,6 @@ def load_local_plugins(specs: Iterable[str]) -> list[object]:
     import importlib
     from pathlib import Path
 
-    from syngrpo.errors import ConfigError
-
     modules: list[object] = []
     for spec in specs:
         spec = str(spec).strip()
@@ -231,8 +231,6 @@ def _import_file(path: Any) -> Any:
     """Import a ``.py`` file as a module (cached by its absolute path)."""
     import hashlib
     import importlib.util
-
-    from syngrpo.errors import ConfigError
 
     resolved = path.resolve()
     name = f"syngrpo_local_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
@@ -255,8 +253,6 @@ def load_callable(ref: str) -> Callable[..., Any]:
     """The function ``ref`` names: ``path/to/file.py:function`` or ``package.module:function``."""
     import importlib
     from pathlib import Path
-
-    from syngrpo.errors import ConfigError
 
     where, sep, attr = str(ref).rpartition(":")
     if not sep or not where or not attr.isidentifier():

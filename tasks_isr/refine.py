@@ -35,7 +35,9 @@ from syngrpo.perception.geometry import ImageTransform, valid_box
 from syngrpo.perception.task import Task, sample_record, split_frames
 from syngrpo.types import Box, Sample
 from tasks_isr.metrics import refinement_terms
+from tasks_isr.refine_toy import make_refine_room
 from tasks_isr.rotation import normalize_rotation, transform_rotation
+from tasks_isr.toy import FURNITURE
 
 #: coordinates in the prompt and the answer run from 0 to this, across the image
 SCALE = 1000.0
@@ -180,8 +182,6 @@ class IsrRefineTask(Task):
 
         The image shows the perturbed (current) room; the reference is the tidy one it came from.
         """
-        from tasks_isr.refine_toy import make_refine_room
-
         out = Path(out_dir)
         (out / "images").mkdir(parents=True, exist_ok=True)
         rng = random.Random(f"isr-refine-toy:{split}:{seed}")
@@ -303,8 +303,6 @@ class IsrRefineTask(Task):
         return moved.evolve(meta={**moved.meta, "layout": _move(sample.meta.get("layout") or [], transform)})
 
     def class_names(self) -> list[str]:
-        from tasks_isr.toy import FURNITURE
-
         return list(FURNITURE)
 
 

@@ -31,6 +31,7 @@ from syngrpo.perception.task import Task, original_frame, sample_record, split_f
 from syngrpo.types import Box, Sample
 from tasks_isr.metrics import matched_pair_scores
 from tasks_isr.rotation import normalize_rotation, transform_rotation
+from tasks_isr.toy import FURNITURE, make_room
 
 #: record keys the loader maps onto :class:`Sample` fields; every other key goes to ``meta``
 _RECORD_KEYS = {"id", "image", "width", "height", "problem", "objects", "solution",
@@ -105,8 +106,6 @@ class IsrTask(Task):
 
     def __init__(self, *, classes: Sequence[str] | None = None, drop_unknown_labels: bool = False,
                  rotation_symmetry: Mapping[str, int] | None = None) -> None:
-        from tasks_isr.toy import FURNITURE
-
         self.classes = [normalize_label(c) for c in (classes if classes is not None else FURNITURE)]
         self.drop_unknown_labels = bool(drop_unknown_labels)
         self.rotation_symmetry = {normalize_label(k): int(v) for k, v in (rotation_symmetry or {}).items()}
@@ -165,8 +164,6 @@ class IsrTask(Task):
         90 degrees, "any": whole degrees, "mixed": 70 % right angles), ``classes`` (subset of the toy
         furniture).  The split is part of the seed, so train and test never share a room.
         """
-        from tasks_isr.toy import make_room
-
         out = Path(out_dir)
         (out / "images").mkdir(parents=True, exist_ok=True)
         rng = random.Random(f"isr-toy:{split}:{seed}")

@@ -30,7 +30,9 @@ from syngrpo.perception.coco_group import ovd_reward_group
 from syngrpo.perception.detection import coco_ap_dataset, map_detections, ovd_reward, precision_recall_dataset
 from syngrpo.perception.geometry import ImageTransform
 from syngrpo.perception.task import Task, original_frame, sample_record, split_frames
+from syngrpo.perception.toyshapes import SHAPES
 from syngrpo.types import Box, Sample
+from tasks_ovd.toy import make_ovd_toy
 
 # The answer parser is the one every detection task shares (syngrpo.perception.answers); re-exported here.
 __all__ = ["BOX_KEYS", "LABEL_KEYS", "NONE_ANSWERS", "OvdTask", "format_detections", "parse_detections",
@@ -182,8 +184,6 @@ class OvdTask(Task):
     def make_toy_dataset(self, out_dir: str | Path, *, n: int, seed: int, split: str = "train",
                          image_size: int = 112, **options: Any) -> list[Sample]:
         """Coloured shapes, each labelled by its shape (see :func:`tasks_ovd.toy.make_ovd_toy`)."""
-        from tasks_ovd.toy import make_ovd_toy
-
         samples = make_ovd_toy(out_dir, n=n, seed=seed, split=split, image_size=image_size,
                                question_template=self.question_template, **options)
         samples = [s.evolve(task=self.name) for s in samples]  # a subclass may rename the task
@@ -323,6 +323,4 @@ class OvdTask(Task):
         """Labels of the data this task loaded or generated; the toy shapes before any."""
         if self._seen_labels:
             return list(self._seen_labels)
-        from syngrpo.perception.toyshapes import SHAPES
-
         return list(SHAPES)

@@ -19,15 +19,14 @@ from syngrpo.types import Sample
 def make_ovd_toy(out_dir: str | Path, *, n: int, seed: int, split: str = "train", image_size: int = 112,
                  style: str = "plain", n_objects: tuple[int, int] = (2, 5), n_absent: tuple[int, int] = (0, 2),
                  shapes: Sequence[str] = SHAPES, colours: Sequence[str] = tuple(COLOURS),
-                 question_template: str | None = None) -> list[Sample]:
+                 question_template: str) -> list[Sample]:
     """Draw ``n`` OVD images into ``out_dir/images`` and return their samples (paths absolute).
 
     ``style`` as in :func:`tasks_rec.toy.make_rec_toy` (``"ood"`` for the
-    out-of-domain split).  Image ``i`` depends only on ``(seed, split, i)``.
+    out-of-domain split).  Image ``i`` depends only on ``(seed, split, i)``.  ``question_template``
+    (with ``{categories}``) is the task's: :meth:`tasks_ovd.task.OvdTask.make_toy_dataset` passes its own.
     """
-    from tasks_ovd.task import DEFAULT_TEMPLATE
-
-    template = question_template or DEFAULT_TEMPLATE
+    template = question_template
     lo, hi = int(n_objects[0]), int(n_objects[1])
     if not 1 <= lo <= hi:
         raise ValueError(f"n_objects must be (min, max) with 1 <= min <= max, got {n_objects!r}")

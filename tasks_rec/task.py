@@ -25,8 +25,11 @@ from syngrpo.data.files import (
 from syngrpo.perception.answers import as_box, find_box, json_values, unwrap
 from syngrpo.perception.geometry import ImageTransform, iou
 from syngrpo.perception.task import Task, original_frame, sample_record, split_frames
+from syngrpo.perception.toyshapes import SHAPES
 from syngrpo.perception.vlmr1 import answer_blocks, check_profile, rec_box, rec_iou, unclipped_box
 from syngrpo.types import Box, Sample
+from tasks_rec.chance import CHANCE_LABELS, chance_baselines
+from tasks_rec.toy import make_rec_toy
 
 #: record keys holding a referring expression, in order of preference
 EXPRESSION_KEYS = ("normal_caption", "expression", "referring_expression", "ref", "sentence", "caption")
@@ -106,6 +109,7 @@ class RecTask(Task):
 
     name: ClassVar[str] = "rec"
     answer_format: ClassVar[str] = "[x1, y1, x2, y2]"
+    chance_baseline_labels: ClassVar[dict[str, str]] = CHANCE_LABELS
 
     def __init__(self, *, question_template: str = DEFAULT_TEMPLATE, box_format: str = "xyxy",
                  profile: str = "default") -> None:
@@ -190,12 +194,14 @@ class RecTask(Task):
     def make_toy_dataset(self, out_dir: str | Path, *, n: int, seed: int, split: str = "train",
                          image_size: int = 112, **options: Any) -> list[Sample]:
         """Coloured shapes with one referring expression each (see :func:`tasks_rec.toy.make_rec_toy`)."""
-        from tasks_rec.toy import make_rec_toy
-
         samples = make_rec_toy(out_dir, n=n, seed=seed, split=split, image_size=image_size, **options)
         samples = [s.evolve(task=self.name) for s in samples]  # a subclass may rename the task
         self.save(samples, Path(out_dir) / f"{split}.jsonl")
         return samples
+
+    def chance_baselines(self, eval_samples: Sequence[Sample], train_samples: Sequence[Sample]) -> dict[str, float]:
+        """Acc@0.5 of answers that need no model, on toy REC scenes (:mod:`tasks_rec.chance`); ``{}`` otherwise."""
+        return chance_baselines(eval_samples, train_samples)
 
     # ---- prompting and answers --------------------------------------------------------
     def question(self, sample: Sample) -> str:
@@ -313,6 +319,4 @@ class RecTask(Task):
 
     def class_names(self) -> list[str]:
         """The toy generator's shapes (REC datasets carry expressions, not classes)."""
-        from syngrpo.perception.toyshapes import SHAPES
-
         return list(SHAPES)

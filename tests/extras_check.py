@@ -49,7 +49,8 @@ def _tiny_scene():
 
 def check_sdxl(work: Path) -> str:
     """The ``sdxl_controlnet`` synthesizer loads a tiny SDXL ControlNet inpaint pipeline and repaints an image."""
-    from syngrpo.models.tiny_sdxl import build_tiny_sdxl_controlnet
+    from syngrpo_sdxl.tiny import build_tiny_sdxl_controlnet
+
     from syngrpo.plugins import get_registry
     from syngrpo.synthesis.pipeline import SynthesisRequest, boxes_mask
 
@@ -66,8 +67,9 @@ def check_sdxl(work: Path) -> str:
 def check_sam(work: Path) -> str:
     """The ``sam`` segmenter answers a box prompt (transformers' SamModel); segment_anything is installed and,
     without a torchvision, its back end says so instead of failing at import."""
+    from syngrpo_sam.tiny import build_tiny_sam
+
     from syngrpo.errors import MissingExtraError
-    from syngrpo.models.tiny_sam import build_tiny_sam
     from syngrpo.plugins import get_registry
 
     seg = get_registry().create("segmenters", "sam", model=str(build_tiny_sam(work / "sam", seed=0)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -390,9 +391,11 @@ if __name__ == "__main__":
 def test_vllm_kv_cache_of_the_derived_max_model_len_is_counted_and_128k_does_not_start(capsys):
     """Without max_model_len vLLM sizes for the 7B's 128k context: 6.84 GiB of KV cache, which a 0.25 share of 80 GiB
     cannot hold beside the 15.45 GiB of bf16 weights. The engine derives 1,280 image + 256 text + 512 new tokens."""
+    from syngrpo_vllm.memory import vllm_kv_cache
+
     from syngrpo.config import TrainConfig
     from syngrpo.config.io import load_config
-    from syngrpo.scale.plan import plan_config, vllm_kv_cache
+    from syngrpo.scale.plan import plan_config
 
     cfg = load_config(TrainConfig, CONFIG_7B, [])
     arch = load_architecture("Qwen/Qwen2.5-VL-7B-Instruct")
@@ -414,3 +417,43 @@ def test_vllm_kv_cache_of_the_derived_max_model_len_is_counted_and_128k_does_not
                  "rollout.engine_options.max_model_len=128000", "--set",
                  "rollout.engine_options.gpu_memory_utilization=0.25"]) == 1
     assert "does not fit: vLLM cannot start" in capsys.readouterr().out
+
+
+def test_an_engine_that_declares_its_memory_is_planned_as_it_says(monkeypatch):
+    """``plan`` knows no engine by name: a factory's ``plan_memory`` gives the parts, problems and knobs (the
+    declaration of docs/hooks/rollout_engines.md); an engine that declares none samples from the policy."""
+    import syngrpo.scale.plan as plan_module
+    from syngrpo.hookspecs import hookimpl
+    from syngrpo.scale.advice import advice, smallest_knob_set
+    from syngrpo.scale.plan import EngineKnob, EngineMemory, MemoryPart
+    from syngrpo.testing import registry_with
+
+    def pooled(**options):
+        raise AssertionError("plan never builds the engine")
+
+    def plan_memory(arch, inp):
+        share = float(inp.engine_options.get("memory_share", 0.5))
+        problems = [] if share < 0.9 else ["the pool starves the trainer"]
+        return EngineMemory(parts=[MemoryPart("pool", int(share * inp.gpu_memory_gib * GiB), "rollout", "share")],
+                            problems=problems,
+                            knobs=[EngineKnob("--set rollout.engine_options.memory_share=0.1", {"memory_share": 0.1})])
+
+    pooled.plan_memory = plan_memory
+
+    class Engines:
+        @hookimpl
+        def register_rollout_engines(self, register):
+            register("pooled", pooled)
+            register("plain", lambda **options: None)
+
+    monkeypatch.setattr(plan_module, "get_registry", lambda: registry_with(Engines()))
+    arch = load_architecture("Qwen/Qwen2.5-VL-3B-Instruct")
+    inp = PlanInputs(gpus=1, engine="pooled", gpu_memory_gib=80, engine_options={"memory_share": 0.95})
+    plan = plan_module.plan_memory(arch, inp)
+    assert plan.part("pool").bytes == int(0.95 * 80 * GiB) and plan.part("KV cache (hf generate)") is None
+    assert plan.problems == ["the pool starves the trainer"] and not plan.fits
+    assert any(k == "--set rollout.engine_options.memory_share=0.1" for k, _, _ in advice(arch, inp))
+    fix = smallest_knob_set(arch, replace(inp, gpu_memory_gib=200))
+    assert fix is not None and "--set rollout.engine_options.memory_share=0.1" in fix.setting  # with config knobs
+    plain = plan_module.plan_memory(arch, PlanInputs(gpus=1, engine="plain"))
+    assert plain.part("KV cache (hf generate)") is not None and plain.part("pool") is None

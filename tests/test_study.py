@@ -15,7 +15,6 @@ from syngrpo.experiments.study import (
     SPLITS,
     StudyConfig,
     arm_config,
-    chance_levels,
     deep_merge,
     load_study_config,
     make_splits,
@@ -80,6 +79,7 @@ def test_out_of_domain_split_holds_the_in_domain_scenes_on_unseen_backgrounds(tm
 
 
 def test_chance_of_a_random_object_is_one_over_the_object_count(tmp_path):
+    from tasks_rec.chance import chance_levels
     from tasks_rec.toy import make_rec_toy
 
     samples = make_rec_toy(tmp_path, n=30, seed=1, image_size=84, grid=3, n_shapes=(1, 2))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from syngrpo.models.family import ModelFamily
+from syngrpo.models.tiny_policy import TinyFamily, text_rope_sections
 
 #: the Qwen-VL special tokens, in the order Qwen's tokenizer lists them
 QWEN_SPECIAL_TOKENS = (
@@ -51,13 +50,6 @@ QWEN_CHAT_TEMPLATE = (
 )
 
 
-def qwen_tokenizer(vocab_size: int):
-    from syngrpo.models.tiny_policy import build_tokenizer
-
-    return build_tokenizer(vocab_size, special_tokens=QWEN_SPECIAL_TOKENS, eos_token="<|im_end|>",
-                           pad_token="<|endoftext|>", chat_template=QWEN_CHAT_TEMPLATE)
-
-
 def qwen_token_ids(tokenizer) -> dict[str, Any]:
     """Token-id entries of a Qwen-VL config, the local tokenizer's ids (not the real checkpoints')."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
@@ -70,48 +62,33 @@ def qwen_token_ids(tokenizer) -> dict[str, Any]:
     )
 
 
-class QwenVLFamily(ModelFamily):
-    """Base of the Qwen-VL families: same tokens, template and tiny-build recipe; configs differ."""
+class QwenVLFamily(TinyFamily):
+    """Base of the Qwen-VL families: same tokens, template and tiny build (:class:`TinyFamily`); configs differ."""
 
     suppress_tokens = QWEN_VISION_TOKENS
     eos_tokens = ("<|im_end|>", "<|endoftext|>")
+    special_tokens = QWEN_SPECIAL_TOKENS
+    eos_token = "<|im_end|>"
+    pad_token = "<|endoftext|>"
+    chat_template = QWEN_CHAT_TEMPLATE
     #: patch size of the tiny model (Qwen2/2.5-VL 14, Qwen3-VL 16)
     tiny_patch_size = 14
 
-    def tiny_config(self, tokenizer, *, text_hidden: int, layers: int, vision_hidden: int, vision_depth: int) -> Any:
-        raise NotImplementedError
+    def tiny_generation(self, tokenizer) -> dict[str, Any]:
+        end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        return dict(bos_token_id=pad, eos_token_id=[end, pad], pad_token_id=pad)
 
-    def build_tiny(self, out_dir: str | Path, *, seed: int = 0, text_hidden: int = 64, layers: int = 2,
-                   vision_hidden: int = 32, vision_depth: int = 2, vocab_size: int = 640,
-                   max_pixels: int = 448 * 448) -> Path:
-        """A ~200k-parameter model with the real architecture; ``max_pixels`` caps the processor's resize."""
-        from transformers import GenerationConfig
+    def tiny_image_processor(self, max_pixels: int) -> Any:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        from syngrpo.models.tiny_policy import check_sizes, init_model, write_manifest
-
-        check_sizes(text_hidden, vision_hidden)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer = qwen_tokenizer(vocab_size)
-        config = self.tiny_config(tokenizer, text_hidden=text_hidden, layers=layers, vision_hidden=vision_hidden,
-                                  vision_depth=vision_depth)
-        model = init_model(self.model_class(), config, seed)
-        end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
-        model.generation_config = GenerationConfig(bos_token_id=pad, eos_token_id=[end, pad], pad_token_id=pad)
-        model.save_pretrained(out)
         patch = self.tiny_patch_size
-        image_processor = Qwen2VLImageProcessorPil(
-            size={"shortest_edge": (2 * patch) ** 2 * 4, "longest_edge": max_pixels},
-            patch_size=patch, temporal_patch_size=2, merge_size=2,
-        )
-        processor = self.processor_class()(image_processor=image_processor, tokenizer=tokenizer,
-                                           chat_template=QWEN_CHAT_TEMPLATE)
-        processor.save_pretrained(out)
-        write_manifest(out, f"syngrpo_families:{self.name}", model, arch=self.name, seed=seed,
-                       text_hidden=text_hidden, layers=layers, vision_hidden=vision_hidden,
-                       vision_depth=vision_depth, vocab_size=vocab_size, max_pixels=max_pixels)
-        return out
+        return Qwen2VLImageProcessorPil(size={"shortest_edge": (2 * patch) ** 2 * 4, "longest_edge": max_pixels},
+                                        patch_size=patch, temporal_patch_size=2, merge_size=2)
+
+
+def qwen_rope(head_dim: int, theta: float = 1_000_000.0, **extra: Any) -> dict[str, Any]:
+    """The multimodal rotary settings of a tiny Qwen-VL: ``head_dim / 2`` frequencies split over (t, h, w)."""
+    return {"rope_type": "default", "rope_theta": theta, "mrope_section": text_rope_sections(head_dim), **extra}
 
 
 def text_config(tokenizer, *, text_hidden: int, layers: int, rope: dict[str, Any], **extra: Any) -> dict[str, Any]:

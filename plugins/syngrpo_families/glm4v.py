@@ -18,13 +18,13 @@ question<|assistant|>\\n``; the assistant's turn ends when it writes ``<|user|>`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from transformers import ProcessorMixin
 from transformers.models.glm4v.processing_glm4v import Glm4vProcessor
 
-from syngrpo.models.family import CoordinateConvention, ModelFamily
+from syngrpo.models.family import CoordinateConvention
+from syngrpo.models.tiny_policy import TinyFamily, tiny_vision
 
 #: GLM-4.1V's special tokens (the subset the chat format and the vision input use), in its order
 GLM_SPECIAL_TOKENS = (
@@ -84,7 +84,7 @@ class ImageOnlyGlm4vProcessor(Glm4vProcessor):
         self.video_end_id = tokenizer.convert_tokens_to_ids("<|end_of_video|>")
 
 
-class Glm4vFamily(ModelFamily):
+class Glm4vFamily(TinyFamily):
     name = "glm4v"
     model_types = ("glm4v",)
     coordinates = CoordinateConvention(
@@ -92,6 +92,10 @@ class Glm4vFamily(ModelFamily):
                                  "y = round(y_pixel / H * 1000)")
     suppress_tokens = GLM_VISION_TOKENS
     eos_tokens = ("<|user|>", "<|endoftext|>", "<|observation|>")
+    special_tokens = GLM_SPECIAL_TOKENS
+    eos_token = "<|user|>"
+    pad_token = "<|endoftext|>"
+    chat_template = GLM_CHAT_TEMPLATE
     example_checkpoint = "zai-org/GLM-4.1V-9B-Thinking"
 
     def model_class(self) -> Any:
@@ -102,20 +106,10 @@ class Glm4vFamily(ModelFamily):
     def processor_class(self) -> Any:
         return ImageOnlyGlm4vProcessor
 
-    def build_tiny(self, out_dir: str | Path, *, seed: int = 0, text_hidden: int = 64, layers: int = 2,
-                   vision_hidden: int = 32, vision_depth: int = 2, vocab_size: int = 640,
-                   max_pixels: int = 448 * 448) -> Path:
-        """A ~200k-parameter GLM-4.1V: partial rotary (half of head_dim) with mrope, 8-pixel patches."""
-        from transformers import GenerationConfig, Glm4vConfig
-        from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+    def tiny_config(self, tokenizer, *, text_hidden: int, layers: int, vision_hidden: int, vision_depth: int) -> Any:
+        """Partial rotary (half of head_dim) with mrope, 8-pixel patches."""
+        from transformers import Glm4vConfig
 
-        from syngrpo.models.tiny_policy import build_tokenizer, check_sizes, init_model, write_manifest
-
-        check_sizes(text_hidden, vision_hidden)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer = build_tokenizer(vocab_size, special_tokens=GLM_SPECIAL_TOKENS, eos_token="<|user|>",
-                                    pad_token="<|endoftext|>", chat_template=GLM_CHAT_TEMPLATE)
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in GLM_SPECIAL_TOKENS}
         head_dim = text_hidden // 4
         rotary_half = head_dim // 4  # partial_rotary_factor 0.5: head_dim / 2 rotary dims, head_dim / 4 frequencies
@@ -128,9 +122,7 @@ class Glm4vFamily(ModelFamily):
                              "mrope_section": mrope},
             pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|user|>"],
         )
-        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-                      num_heads=max(1, vision_hidden // 16), image_size=32, patch_size=8, spatial_merge_size=2,
-                      temporal_patch_size=2, out_hidden_size=text_hidden)
+        vision = tiny_vision(vision_hidden, vision_depth, 8, image_size=32, out_hidden_size=text_hidden)
         config = Glm4vConfig(
             text_config=text, vision_config=vision,
             image_token_id=ids["<|image|>"], video_token_id=ids["<|video|>"],
@@ -140,18 +132,14 @@ class Glm4vFamily(ModelFamily):
         )
         config.eos_token_id = ids["<|user|>"]
         config.pad_token_id = ids["<|endoftext|>"]
-        model = init_model(self.model_class(), config, seed)
-        eos = [ids["<|user|>"], ids["<|endoftext|>"], ids["<|observation|>"]]
-        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=ids["<|endoftext|>"])
-        model.save_pretrained(out)
-        image_processor = Glm4vImageProcessorPil(
-            size={"shortest_edge": 32 * 32, "longest_edge": max_pixels},
-            patch_size=8, temporal_patch_size=2, merge_size=2,
-        )
-        processor = ImageOnlyGlm4vProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                            chat_template=GLM_CHAT_TEMPLATE)
-        processor.save_pretrained(out)
-        write_manifest(out, f"syngrpo_families:{self.name}", model, arch=self.name, seed=seed,
-                       text_hidden=text_hidden, layers=layers, vision_hidden=vision_hidden,
-                       vision_depth=vision_depth, vocab_size=vocab_size, max_pixels=max_pixels)
-        return out
+        return config
+
+    def tiny_generation(self, tokenizer) -> dict[str, Any]:
+        eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<|user|>", "<|endoftext|>", "<|observation|>")]
+        return dict(eos_token_id=eos, pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+
+    def tiny_image_processor(self, max_pixels: int) -> Any:
+        from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+
+        return Glm4vImageProcessorPil(size={"shortest_edge": 32 * 32, "longest_edge": max_pixels},
+                                      patch_size=8, temporal_patch_size=2, merge_size=2)

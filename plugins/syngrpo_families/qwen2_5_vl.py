@@ -13,7 +13,8 @@ from transformers import ProcessorMixin
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
 from syngrpo.models.family import CoordinateConvention
-from syngrpo_families._qwen import QwenVLFamily, qwen_token_ids, text_config
+from syngrpo.models.tiny_policy import tiny_vision
+from syngrpo_families._qwen import QwenVLFamily, qwen_rope, qwen_token_ids, text_config
 
 
 class ImageOnlyQwenVLProcessor(Qwen2_5_VLProcessor):
@@ -56,22 +57,7 @@ class Qwen25VLFamily(QwenVLFamily):
     def tiny_config(self, tokenizer, *, text_hidden: int, layers: int, vision_hidden: int, vision_depth: int) -> Any:
         from transformers import Qwen2_5_VLConfig
 
-        from syngrpo.models.tiny_policy import text_rope_sections
-
-        rope = {"rope_type": "default", "rope_theta": 1_000_000.0,
-                "mrope_section": text_rope_sections(text_hidden // 4)}
-        vision = dict(
-            depth=vision_depth,
-            hidden_size=vision_hidden,
-            intermediate_size=2 * vision_hidden,
-            num_heads=max(1, vision_hidden // 16),
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=112,
-            fullatt_block_indexes=[vision_depth - 1],
-            out_hidden_size=text_hidden,
-            tokens_per_second=2,
-        )
-        return Qwen2_5_VLConfig(text_config=text_config(tokenizer, text_hidden=text_hidden, layers=layers, rope=rope),
-                                vision_config=vision, **qwen_token_ids(tokenizer))
+        vision = tiny_vision(vision_hidden, vision_depth, 14, window_size=112, fullatt_block_indexes=[vision_depth - 1],
+                             out_hidden_size=text_hidden, tokens_per_second=2)
+        text = text_config(tokenizer, text_hidden=text_hidden, layers=layers, rope=qwen_rope(text_hidden // 4))
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **qwen_token_ids(tokenizer))

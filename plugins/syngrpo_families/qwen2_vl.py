@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from syngrpo.models.family import CoordinateConvention
-from syngrpo_families._qwen import QwenVLFamily, qwen_token_ids, text_config
+from syngrpo_families._qwen import QwenVLFamily, qwen_rope, qwen_token_ids, text_config
+from syngrpo_families.qwen2_5_vl import ImageOnlyQwenVLProcessor
 
 
 class Qwen2VLFamily(QwenVLFamily):
@@ -27,26 +28,13 @@ class Qwen2VLFamily(QwenVLFamily):
         return Qwen2VLForConditionalGeneration
 
     def processor_class(self) -> Any:
-        from syngrpo_families.qwen2_5_vl import ImageOnlyQwenVLProcessor  # same image processor and tokens
-
-        return ImageOnlyQwenVLProcessor
+        return ImageOnlyQwenVLProcessor  # Qwen2.5-VL's: the same image processor and tokens
 
     def tiny_config(self, tokenizer, *, text_hidden: int, layers: int, vision_hidden: int, vision_depth: int) -> Any:
         from transformers import Qwen2VLConfig
 
-        from syngrpo.models.tiny_policy import text_rope_sections
-
-        rope = {"rope_type": "default", "rope_theta": 1_000_000.0,
-                "mrope_section": text_rope_sections(text_hidden // 4)}
-        vision = dict(
-            depth=vision_depth,
-            embed_dim=vision_hidden,
-            hidden_size=text_hidden,
-            mlp_ratio=2,
-            num_heads=max(1, vision_hidden // 16),
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        )
-        return Qwen2VLConfig(text_config=text_config(tokenizer, text_hidden=text_hidden, layers=layers, rope=rope),
-                             vision_config=vision, **qwen_token_ids(tokenizer))
+        # Qwen2-VL's vision config names its sizes its own way (embed_dim, mlp_ratio; hidden_size is the merger's output)
+        vision = dict(depth=vision_depth, embed_dim=vision_hidden, hidden_size=text_hidden, mlp_ratio=2,
+                      num_heads=max(1, vision_hidden // 16), patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+        text = text_config(tokenizer, text_hidden=text_hidden, layers=layers, rope=qwen_rope(text_hidden // 4))
+        return Qwen2VLConfig(text_config=text, vision_config=vision, **qwen_token_ids(tokenizer))

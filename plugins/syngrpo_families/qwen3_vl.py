@@ -16,7 +16,8 @@ from transformers import ProcessorMixin
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 from syngrpo.models.family import CoordinateConvention
-from syngrpo_families._qwen import QwenVLFamily, qwen_token_ids, text_config
+from syngrpo.models.tiny_policy import tiny_vision
+from syngrpo_families._qwen import QwenVLFamily, qwen_rope, qwen_token_ids, text_config
 
 
 class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
@@ -55,22 +56,10 @@ class Qwen3VLFamily(QwenVLFamily):
     def tiny_config(self, tokenizer, *, text_hidden: int, layers: int, vision_hidden: int, vision_depth: int) -> Any:
         from transformers import Qwen3VLConfig
 
-        from syngrpo.models.tiny_policy import text_rope_sections
-
         head_dim = text_hidden // 4
-        rope = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": text_rope_sections(head_dim),
-                "mrope_interleaved": True}
-        vision = dict(
-            depth=vision_depth,
-            hidden_size=vision_hidden,
-            intermediate_size=2 * vision_hidden,
-            num_heads=max(1, vision_hidden // 16),
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            out_hidden_size=text_hidden,
-            num_position_embeddings=64,  # a perfect square (the position grid is interpolated)
-            deepstack_visual_indexes=[0],
-        )
-        text = text_config(tokenizer, text_hidden=text_hidden, layers=layers, rope=rope, head_dim=head_dim)
+        vision = tiny_vision(vision_hidden, vision_depth, 16, out_hidden_size=text_hidden,
+                             num_position_embeddings=64,  # a perfect square (the position grid is interpolated)
+                             deepstack_visual_indexes=[0])
+        text = text_config(tokenizer, text_hidden=text_hidden, layers=layers, head_dim=head_dim,
+                           rope=qwen_rope(head_dim, 5_000_000.0, mrope_interleaved=True))
         return Qwen3VLConfig(text_config=text, vision_config=vision, **qwen_token_ids(tokenizer))

@@ -4,7 +4,7 @@ Two back ends:
 
 ``transformers`` (default)
     ``SamModel`` + ``SamProcessor`` by hub id or local path (``facebook/sam-vit-base``, or the
-    tiny model from :func:`syngrpo.models.tiny_sam.build_tiny_sam`).  Needs no torchvision: the
+    tiny model from :func:`syngrpo_sam.tiny.build_tiny_sam`).  Needs no torchvision: the
     processor falls back to ``SamImageProcessorPil``.
 ``segment_anything``
     Meta's original package (``SamPredictor``) with a checkpoint file and ``model_type``

@@ -1,10 +1,14 @@
-"""Entry-point module: the ``sdxl_controlnet`` synthesizer (diffusers; extra ``sdxl``)."""
+"""Entry-point module: the ``sdxl_controlnet`` synthesizer and its tiny model ``sdxl`` (diffusers; extra ``sdxl``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from syngrpo.errors import require
 from syngrpo.hookspecs import hookimpl
+from syngrpo_sdxl.tiny import build_tiny_sdxl_controlnet
 
 
 class SDXLJobOptions(BaseModel):
@@ -33,3 +37,15 @@ sdxl_controlnet.job_options = SDXLJobOptions  # type: ignore[attr-defined]
 @hookimpl
 def register_synthesizers(register):
     register("sdxl_controlnet", sdxl_controlnet)
+
+
+def tiny_sdxl(out_dir: str | Path, *, seed: int = 0) -> Path:
+    """A tiny random SDXL + ControlNet inpaint pipeline that sdxl_controlnet loads (extra sdxl)."""
+    require("diffusers", extra="sdxl", what="the tiny SDXL ControlNet model")
+    return build_tiny_sdxl_controlnet(out_dir, seed)
+
+
+@hookimpl
+def register_tiny_models(register):
+    register("sdxl", tiny_sdxl, description="a tiny random SDXL + ControlNet inpaint pipeline that sdxl_controlnet "
+                                            "loads (pip install 'syngrpo[sdxl]')")

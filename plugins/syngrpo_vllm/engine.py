@@ -76,9 +76,12 @@ from typing import Any
 
 import torch
 
+from syngrpo.errors import ConfigError
 from syngrpo.models.modules import unwrap_model
 from syngrpo.models.policy import PolicyBundle, PromptBatch, pixel_budget
 from syngrpo.models.rollout import Rollout, completion_mask_from_ids, completion_mask_truncated
+from syngrpo.scale.plan import DEFAULT_PROMPT_TOKENS, tokens_for_pixels
+from syngrpo_vllm.memory import DEFAULT_UTILIZATION, vllm_max_model_len
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,6 @@ def world_size() -> tuple[int, int]:
 
 def image_token_budget(bundle: PolicyBundle) -> int:
     """The most image tokens one prompt can hold: the processor's ``longest_edge`` pixels in merged patches."""
-    from syngrpo.scale.plan import tokens_for_pixels
-
     return tokens_for_pixels(pixel_budget(bundle)["longest_edge"], bundle.patch_size, bundle.merge_size)
 
 
@@ -128,15 +129,12 @@ class VLLMRolloutEngine:
     samples_from_policy = False
 
     def __init__(self, bundle: PolicyBundle | None = None, *, model: str | None = None,
-                 gpu_memory_utilization: float = 0.3, max_model_len: int | None = None,
+                 gpu_memory_utilization: float = DEFAULT_UTILIZATION, max_model_len: int | None = None,
                  prompt_text_tokens: int | None = None, limit_mm_per_prompt: dict[str, int] | None = None,
                  dtype: str = "auto", enforce_eager: bool = False, enable_prefix_caching: bool = True,
                  tensor_parallel_size: int = 1, seed: int = 0, return_logprobs: bool = False,
                  enable_sleep_mode: bool = False, sleep_level: int = 1, **llm_kwargs: Any) -> None:
         import vllm  # noqa: F401  (the factory checked it is installed; fail here rather than mid-run)
-
-        from syngrpo.errors import ConfigError
-        from syngrpo.scale.plan import DEFAULT_PROMPT_TOKENS
 
         self.bundle = bundle
         self.model = model
@@ -188,8 +186,6 @@ class VLLMRolloutEngine:
         new = max(self.max_new_tokens or 0, max_new_tokens or 0)
         if not new:
             return None
-        from syngrpo.scale.plan import vllm_max_model_len
-
         return vllm_max_model_len(image_token_budget(bundle), self.prompt_text_tokens, new)
 
     def llm(self, bundle: PolicyBundle, max_new_tokens: int | None = None) -> Any:
@@ -233,8 +229,6 @@ class VLLMRolloutEngine:
     def generate(self, bundle: PolicyBundle | None, batch: PromptBatch, *, num_generations: int,
                  temperature: float, top_p: float, max_new_tokens: int,
                  generator_seed: int | None = None) -> Rollout:
-        from syngrpo.errors import ConfigError
-
         bundle = bundle or self.bundle
         if bundle is None:
             raise ValueError("the vllm rollout engine needs a policy bundle (pass bundle=...)")

@@ -16,6 +16,17 @@ def vllm_engine(**options):
     return VLLMRolloutEngine(**options)
 
 
+def plan_memory(arch, inp):
+    """What the engine holds per GPU for ``syngrpo plan`` (:func:`syngrpo_vllm.memory.plan_vllm_memory`)."""
+    # imported here: this entry-point module loads at every `syngrpo` start, the plan arithmetic only for `plan`
+    from syngrpo_vllm.memory import plan_vllm_memory
+
+    return plan_vllm_memory(arch, inp)
+
+
+vllm_engine.plan_memory = plan_memory  # type: ignore[attr-defined]  (the memory declaration syngrpo plan reads)
+
+
 @hookimpl
 def register_rollout_engines(register):
     register("vllm", vllm_engine,

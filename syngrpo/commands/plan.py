@@ -38,16 +38,8 @@ def _plan_one(path: str | Path, args: argparse.Namespace) -> dict[str, Any]:
     """The chosen plan of one config on its target GPUs, the alternatives, and (when it does not fit) the fixes."""
     from syngrpo.config import TrainConfig
     from syngrpo.config.io import load_config
-    from syngrpo.scale.plan import (
-        DEFAULT_PROMPT_TOKENS,
-        PlanInputs,
-        advice,
-        config_architecture,
-        plan_memory,
-        smallest_gpu_count,
-        smallest_knob_set,
-        target_hardware,
-    )
+    from syngrpo.scale.advice import advice, smallest_gpu_count, smallest_knob_set
+    from syngrpo.scale.plan import DEFAULT_PROMPT_TOKENS, PlanInputs, config_architecture, plan_memory, target_hardware
 
     cfg = load_config(TrainConfig, path, args.overrides)
     arch = config_architecture(cfg)

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"syngrpo: {kind} in {run_dir}" + (f" (resuming {resume})" if resume else ""), flush=True)
     with Trainer(cfg, run_dir, resume=resume) as trainer:
         summary = trainer.train()
-        train_samples, eval_samples = trainer.train_samples, trainer.eval_samples
+        train_samples, eval_samples, task = trainer.train_samples, trainer.eval_samples, trainer.task
     from syngrpo.models.resolve import resolve_policy
 
     policy = resolve_policy(cfg.model)
@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     seconds = time.perf_counter() - started
     print(f"\nsyngrpo: done: {summary['steps']} steps in {seconds / 60:.1f} min\n")
-    run_summary = summarize_run(run_dir, seconds=seconds, train_samples=train_samples, eval_samples=eval_samples,
+    run_summary = summarize_run(run_dir, seconds=seconds, train_samples=train_samples,
+                                chance=task.chance_baselines(eval_samples, train_samples),
+                                chance_labels=task.chance_baseline_labels,
                                 policy=policy if Path(policy).is_dir() else None)
     print(run_summary.body())
     print(f"run directory: {run_dir}")

@@ -34,8 +34,14 @@ from typing import Any
 
 from pydantic import Field
 
-from syngrpo.config.io import StrictModel, load_config
+from syngrpo.config import TrainConfig
+from syngrpo.config.io import StrictModel, apply_overrides, load_config, validate
 from syngrpo.errors import ConfigError
+from syngrpo.plugins import get_registry
+from syngrpo.rundir.runlog import read_jsonl
+from syngrpo.train.evaluate import evaluate_policy
+from syngrpo.train.offline import run_offline
+from syngrpo.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +57,10 @@ ARMS: dict[str, dict[str, Any]] = {
                      "algorithm": {"policy_loss": {"name": "entropy_loss"}}},
     "grpo_entropy_adv": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
                          "algorithm": {"policy_loss": {"name": "entropy_advantage"}}},
-    # plain GRPO on originals + images synthesized before training (syngrpo.train.offline); no hosted model here,
-    # so the model-free ``template`` describer stands in for the paper's GPT-4o
+    # plain GRPO on originals + images synthesized before training (syngrpo.train.offline), described by the
+    # study's ``describer`` (default ``template``: no hosted model here, so a model-free one stands in for GPT-4o)
     "grpo_offline": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
-                     "offline": {"describer": "template", "variants": 1}},
+                     "offline": {"variants": 1}},
 }
 #: arms whose training data is written by offline generation first (:func:`run_arm`)
 OFFLINE_ARMS = frozenset(arm for arm, keys in ARMS.items() if "offline" in keys)
@@ -132,6 +138,15 @@ class StudyEval(StrictModel):
 class StudyConfig(StrictModel):
     """Everything ``syngrpo study`` needs; ``quick`` is deep-merged over the rest by ``--quick``."""
 
+    #: the task every split, warm start and arm uses (registered name; its toy generator draws the splits)
+    task: str = "rec"
+    #: the rollout engine that scores the warm start on every split
+    engine: str = "hf"
+    #: the trainer-to-data-server transport of the arms that synthesize (in-process: no HTTP, ``sync`` waits,
+    #: so the same seed gives the same table)
+    transport: str = "inprocess"
+    #: who describes the images of the offline-generation arm (``grpo_offline``) before training
+    describer: str = "template"
     seed: int = 0
     #: seeds per arm (RL seeds ``seed .. seed + seeds - 1``; data and SFT use ``seed``)
     seeds: int = Field(3, ge=1)
@@ -165,16 +180,12 @@ def load_study_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     """The study config: file, the ``quick`` section when asked, then ``--set`` overrides (they win)."""
     cfg = load_config(StudyConfig, path, overrides)
     if quick and cfg.quick:
-        from syngrpo.config.io import apply_overrides, validate
-
         merged = deep_merge(load_config(StudyConfig, path).model_dump(), {**cfg.quick, "quick": {}})
         cfg = validate(StudyConfig, apply_overrides(merged, overrides), source=str(path or "study config"))
     if seeds is not None:
         cfg = cfg.model_copy(update={"seeds": int(seeds)})
     unknown = [a for a in cfg.arms if a not in ARMS]
     if unknown:
-        from syngrpo.errors import ConfigError
-
         raise ConfigError(f"unknown arm(s) {unknown}; arms are {', '.join(ARMS)}")
     return cfg
 
@@ -193,10 +204,8 @@ def make_splits(cfg: StudyConfig, out_dir: Path) -> dict[str, Path]:
     and expression), drawn on the out-of-domain backgrounds in turn, so the two test
     columns differ only in what the train split never showed.
     """
-    from syngrpo.plugins import get_registry
-
     d = cfg.data
-    task = get_registry().create("tasks", "rec")
+    task = get_registry().create("tasks", cfg.task)
     common = dict(seed=d.seed, image_size=d.image_size, **d.options)
     paths: dict[str, Path] = {}
     for split, n in (("train", d.n_train), ("val", d.n_val), ("test", d.n_test)):
@@ -212,30 +221,12 @@ def make_splits(cfg: StudyConfig, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def chance_levels(samples: Sequence[Any], train: Sequence[Any]) -> dict[str, float]:
-    """Two floors for Acc@0.5: answering a random object of the image, and always the train split's commonest box."""
-    from collections import Counter
-
-    from syngrpo.perception.geometry import iou
-
-    def hits(box: Sequence[float], sample: Any) -> float:
-        return float(iou(box, sample.solution) > 0.5)
-
-    random_object = sum(sum(hits(o["bbox_2d"], s) for o in s.meta["objects"]) / len(s.meta["objects"])
-                        for s in samples) / len(samples)
-    common = Counter(tuple(s.solution) for s in train).most_common(1)[0][0]
-    constant = sum(hits(common, s) for s in samples) / len(samples)
-    return {"random_object": random_object, "constant_box": constant}
-
-
 # ---- one study -------------------------------------------------------------------------------
 
 
 def evaluate_splits(bundle: Any, task: Any, engine: Any, splits: dict[str, Sequence[Any]], cfg: StudyConfig,
                     response_mode: str = "syn") -> dict[str, dict[str, float]]:
     """Greedy Acc@0.5 / mean IoU of one model on every split."""
-    from syngrpo.train.evaluate import evaluate_policy
-
     return {name: dict(evaluate_policy(bundle, task, samples, engine=engine, response_mode=response_mode,
                                        batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                                        progress=False).metrics)
@@ -331,12 +322,10 @@ def _reuse_warm_start(cfg: StudyConfig, sft_dir: Path, out_dir: Path,
 
 def arm_config(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[str, Path], run_dir: Path) -> Any:
     """The TrainConfig of one (arm, seed) run: shared ``rl`` keys, the arm's keys, then the study's wiring."""
-    from syngrpo.config import TrainConfig
-
     wiring = {
         "seed": seed,
         "model": {"policy": str(sft_dir), "device": "cpu", "dtype": "float32"},
-        "data": {"task": "rec", "train": str(data["train"]), "eval": str(data["val"])},
+        "data": {"task": cfg.task, "train": str(data["train"]), "eval": str(data["val"])},
         "rollout": {"response_format": "syn"},  # one warm start for every arm: all write <score>/<description>
         "sft": {"enabled": False},
         "eval": {"at_start": False, "at_end": False, "every": 0},
@@ -344,9 +333,12 @@ def arm_config(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[
                     "samples_every": 0, "gallery_per_epoch": 1000},
     }
     merged = deep_merge(deep_merge(cfg.rl, ARMS[arm]), wiring)
+    merged["rollout"].setdefault("engine", cfg.engine)  # the study's engine unless ``rl`` names one
+    if arm in OFFLINE_ARMS:
+        merged["offline"]["describer"] = cfg.describer
     if merged.get("synthesis", {}).get("mode", "off") != "off" or arm in OFFLINE_ARMS:
         synth = merged.setdefault("synthesis", {})
-        synth["transport"] = "inprocess"
+        synth["transport"] = cfg.transport
         synth.setdefault("transport_options", {})
         synth["transport_options"] = {"data_dir": str(run_dir / "server"), **synth["transport_options"]}
     return TrainConfig.model_validate(merged)
@@ -355,8 +347,6 @@ def arm_config(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[
 def run_arm(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[str, Path],
             eval_splits: dict[str, Sequence[Any]], run_dir: Path) -> dict[str, Any]:
     """Train one arm with one seed and score it on every split; reused when already done."""
-    from syngrpo.train.trainer import Trainer
-
     result_path = run_dir / "study_result.json"
     train_cfg = arm_config(cfg, arm, seed, sft_dir, data, run_dir)
     stamp = _digest({"train": train_cfg.model_dump(mode="json"), "eval": cfg.eval.model_dump(),
@@ -367,8 +357,6 @@ def run_arm(cfg: StudyConfig, arm: str, seed: int, sft_dir: Path, data: dict[str
             return done
     t0 = time.perf_counter()
     if arm in OFFLINE_ARMS:  # describe and synthesize the training set first, then plain GRPO on the result
-        from syngrpo.train.offline import run_offline
-
         offline_file = run_dir / "offline" / "train.jsonl"
         if not offline_file.is_file():
             run_offline(train_cfg, offline_file.parent, say=lambda _: None)
@@ -391,18 +379,16 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, *, say: Callable[[str], Non
     """Run (or finish) the whole study into ``out_dir`` and write its table and figures; returns the summary."""
     import torch
 
-    from syngrpo.plugins import get_registry
-
     torch.set_num_threads(1)  # a laptop's study; also makes CPU runs bit-reproducible across machines' core counts
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
     t0 = time.perf_counter()
     data = make_splits(cfg, out / "data")
-    task = get_registry().create("tasks", "rec")
+    task = get_registry().create("tasks", cfg.task)
     eval_splits = {name: task.load(data[name]) for name in SPLITS}
     train = task.load(data["train"])
-    chance = {name: chance_levels(s, train) for name, s in eval_splits.items()}
+    chance = {name: task.chance_baselines(s, train) for name, s in eval_splits.items()}
     say(f"data: {len(train)} train, " + ", ".join(f"{k} {len(v)}" for k, v in eval_splits.items()))
 
     sft_dir, sft = warm_start(cfg, out, data, eval_splits)
@@ -444,10 +430,10 @@ def results_table(summary: dict[str, Any], cfg: StudyConfig) -> str:
     head = "| Method | " + " | ".join(SPLIT_LABELS[s] for s in SPLITS) + " |"
     lines = [head, "|" + "---|" * (len(SPLITS) + 1)]
     chance = summary["chance"]
-    lines.append("| Chance: a random object of the image | "
-                 + " | ".join(f"{100 * chance[s]['random_object']:.2f}" for s in SPLITS) + " |")
-    lines.append("| Chance: the commonest train box | "
-                 + " | ".join(f"{100 * chance[s]['constant_box']:.2f}" for s in SPLITS) + " |")
+    labels = get_registry().create("tasks", cfg.task).chance_baseline_labels
+    for name in dict.fromkeys(n for s in SPLITS for n in chance[s]):  # the task's chance baselines, in its order
+        cells = [f"{100 * chance[s][name]:.2f}" if name in chance[s] else "" for s in SPLITS]
+        lines.append(f"| Chance: {labels.get(name, name)} | " + " | ".join(cells) + " |")
     lines.append("| SFT (warm start of every arm) | "
                  + " | ".join(f"{100 * summary['sft']['metrics'][s]['acc@0.5']:.2f}" for s in SPLITS) + " |")
     for arm in cfg.arms:
@@ -472,8 +458,6 @@ def results_table(summary: dict[str, Any], cfg: StudyConfig) -> str:
 
 def _curves(run_dirs: Sequence[Path], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
     """x (progress), mean, min and max of ``key`` over runs, step by step."""
-    from syngrpo.rundir.runlog import read_jsonl
-
     series = []
     for d in run_dirs:
         recs = [r for r in read_jsonl(d / "metrics.jsonl") if r.get(key) is not None and "progress" in r]
@@ -567,8 +551,6 @@ def write_gallery_figure(run_dirs: Sequence[Path], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from syngrpo.rundir.runlog import read_jsonl
-
     for run_dir in run_dirs:
         entries = read_jsonl(run_dir / "gallery" / "gallery.jsonl")
         by_origin: dict[str, dict[int, dict[str, Any]]] = {}
@@ -637,7 +619,9 @@ def merge_studies(study_dirs: Sequence[str | Path], out_dir: str | Path) -> dict
             if not (d / name).is_file():
                 raise ConfigError(f"{d}: no {name} (not a finished study)")
         summaries.append(json.loads((d / "summary.json").read_text()))
-        configs.append(json.loads((d / "study_config.json").read_text()))
+        # validated, so a study written before a key existed compares with that key's default
+        configs.append(StudyConfig.model_validate(json.loads((d / "study_config.json").read_text()))
+                       .model_dump(mode="json"))
 
     def recipe(c: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in c.items() if k not in MERGE_FREE_KEYS}

@@ -5,9 +5,10 @@ quickstart run the real transformers code paths on a model of the same
 architecture with a few hundred thousand parameters.  Each model family plugin
 (:class:`syngrpo.models.family.ModelFamily`) builds its own tiny model with
 :meth:`~syngrpo.models.family.ModelFamily.build_tiny`; this module holds what
-they share: a byte-level BPE tokenizer trained here on
-:func:`syngrpo.models.corpus.training_corpus` (:func:`build_tokenizer`), the
-build manifest, and :func:`directory_hash`.  Everything is written with
+they share: the build itself (:class:`TinyFamily`, a template a family fills in with
+its tokens, config, generation settings and image processor), a byte-level BPE
+tokenizer trained here on :func:`syngrpo.models.corpus.training_corpus`
+(:func:`build_tokenizer`), the build manifest, and :func:`directory_hash`.  Everything is written with
 ``save_pretrained``; :func:`syngrpo.models.policy.load_policy` reads the
 directory exactly as it reads a real checkpoint.
 
@@ -20,7 +21,11 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from syngrpo.models.corpus import training_corpus
+from syngrpo.models.family import DEFAULT_TINY_FAMILY, ModelFamily, get_family
+from syngrpo.models.processing import load_processor as _load_processor
 
 
 def build_tokenizer(vocab_size: int = 640, *, special_tokens: Sequence[str], eos_token: str, pad_token: str,
@@ -34,8 +39,6 @@ def build_tokenizer(vocab_size: int = 640, *, special_tokens: Sequence[str], eos
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
-    from syngrpo.models.corpus import training_corpus
 
     bpe = Tokenizer(models.BPE())
     bpe.normalizer = normalizers.NFC()
@@ -100,6 +103,74 @@ def init_model(model_cls: Any, config: Any, seed: int) -> Any:
         return model_cls(config).to(torch.float32).eval()
 
 
+def tiny_vision(vision_hidden: int, vision_depth: int, patch_size: int, **extra: Any) -> dict[str, Any]:
+    """The vision-tower part of a tiny patch-grid config: ``vision_depth`` blocks of ``vision_hidden`` (FFN 2x,
+    one head per 16 channels), merge 2, two frames per temporal patch; ``extra`` adds the family's own keys."""
+    return dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                num_heads=max(1, vision_hidden // 16), patch_size=patch_size, spatial_merge_size=2,
+                temporal_patch_size=2, **extra)
+
+
+class TinyFamily(ModelFamily):
+    """A model family whose :meth:`build_tiny` is the shared recipe; the family fills in its parts.
+
+    The recipe: check the sizes, train the tokenizer (:meth:`tiny_tokenizer`: the family's special tokens,
+    end-of-turn and pad tokens, :attr:`chat_template`), make the config (:meth:`tiny_config`), initialise the
+    model from a private RNG, give it a generation config (:meth:`tiny_generation`), save it, save the
+    processor (:meth:`processor_class` around :meth:`tiny_image_processor`), and write the manifest.
+    """
+
+    #: the family's special tokens, in the order its real vocabulary lists them
+    special_tokens: ClassVar[tuple[str, ...]] = ()
+    #: the tokenizer's end-of-turn and padding tokens
+    eos_token: ClassVar[str] = ""
+    pad_token: ClassVar[str] = ""
+    #: a chat template of the family's shape
+    chat_template: ClassVar[str] = ""
+
+    def tiny_tokenizer(self, vocab_size: int) -> Any:
+        """A tokenizer trained here with the family's special tokens (:func:`build_tokenizer`)."""
+        return build_tokenizer(vocab_size, special_tokens=self.special_tokens, eos_token=self.eos_token,
+                               pad_token=self.pad_token, chat_template=self.chat_template)
+
+    def tiny_config(self, tokenizer: Any, *, text_hidden: int, layers: int, vision_hidden: int,
+                    vision_depth: int) -> Any:
+        """The transformers config of the tiny model (its token ids from ``tokenizer``)."""
+        raise NotImplementedError
+
+    def tiny_generation(self, tokenizer: Any) -> dict[str, Any]:
+        """Keyword arguments of the tiny model's ``GenerationConfig`` (its end-of-turn and pad ids)."""
+        raise NotImplementedError
+
+    def tiny_image_processor(self, max_pixels: int) -> Any:
+        """The image processor, resizing to at most ``max_pixels``."""
+        raise NotImplementedError
+
+    def build_tiny(self, out_dir: str | Path, *, seed: int = 0, text_hidden: int = 64, layers: int = 2,
+                   vision_hidden: int = 32, vision_depth: int = 2, vocab_size: int = 640,
+                   max_pixels: int = 448 * 448) -> Path:
+        """A ~200k-parameter model with the real architecture; ``max_pixels`` caps the processor's resize."""
+        from transformers import GenerationConfig
+
+        check_sizes(text_hidden, vision_hidden)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer = self.tiny_tokenizer(vocab_size)
+        config = self.tiny_config(tokenizer, text_hidden=text_hidden, layers=layers, vision_hidden=vision_hidden,
+                                  vision_depth=vision_depth)
+        model = init_model(self.model_class(), config, seed)
+        model.generation_config = GenerationConfig(**self.tiny_generation(tokenizer))
+        model.save_pretrained(out)
+        processor = self.processor_class()(image_processor=self.tiny_image_processor(max_pixels), tokenizer=tokenizer,
+                                           chat_template=self.chat_template)
+        processor.save_pretrained(out)
+        builder = f"{type(self).__module__.partition('.')[0]}:{self.name}"  # the package that provides the family
+        write_manifest(out, builder, model, arch=self.name, seed=seed, text_hidden=text_hidden, layers=layers,
+                       vision_hidden=vision_hidden, vision_depth=vision_depth, vocab_size=vocab_size,
+                       max_pixels=max_pixels)
+        return out
+
+
 def write_manifest(out: Path, builder: str, model: Any, **options: Any) -> None:
     """``syngrpo_tiny.json``: how the directory was built (sorted keys, so builds stay byte-identical)."""
     record = {"builder": builder, **options, "parameters": sum(p.numel() for p in model.parameters())}
@@ -114,8 +185,6 @@ def build_tiny_policy(out_dir: str | Path, *, seed: int = 0, arch: str | None = 
     other options go to that family's ``build_tiny`` (``text_hidden``, ``layers``,
     ``vision_hidden``, ``vision_depth``, ``vocab_size``, ``max_pixels``).
     """
-    from syngrpo.models.family import DEFAULT_TINY_FAMILY, get_family
-
     name = family or arch or DEFAULT_TINY_FAMILY
     return Path(get_family(name).build_tiny(out_dir, seed=seed, **options))
 
@@ -132,6 +201,4 @@ def directory_hash(path: str | Path) -> str:
 
 def load_processor(path: str | Path):
     """The processor of a tiny (or real) policy directory; see :mod:`syngrpo.models.processing`."""
-    from syngrpo.models.processing import load_processor as _load
-
-    return _load(path)
+    return _load_processor(path)

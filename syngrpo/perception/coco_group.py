@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 
 from syngrpo.perception.detection import (
-    _AREA_RANGE,
     COCO_IOU_THRESHOLDS,
     COCO_MAX_DETS,
     _category_aps,
+    _match,
     _read,
-    iou_matrix,
     redundancy_scale,
     top_per_category,
 )
@@ -81,7 +80,7 @@ def coco_ap_group_arrays(g_boxes: np.ndarray, g_cats: np.ndarray, n_cats: int,
             order = np.argsort(-scores, kind="mergesort")  # stable: ties keep the given order
         order = top_per_category(order, p_cats, max_dets)
         ordered.append((p_boxes[order], p_cats[order], scores[order]))
-    tp, fp, regular = _match_group(g_boxes, g_cats, ordered, thresholds)  # (T, D total)
+    tp, fp, regular = _match(g_boxes, g_cats, [(b, c) for b, c, _ in ordered], thresholds)  # (T, D total)
     n_regular = np.bincount(g_cats[regular], minlength=n_cats)[:n_cats]
     keys = np.concatenate([c + i * n_cats for i, (_, c, _) in enumerate(ordered)])
     scores = np.concatenate([s for _, _, s in ordered])
@@ -96,66 +95,6 @@ def coco_ap_group_arrays(g_boxes: np.ndarray, g_cats: np.ndarray, n_cats: int,
         else:
             out.append(float(sums[i] / count))
     return out
-
-
-def _match_group(g_boxes: np.ndarray, g_cats: np.ndarray, dets: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                 thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """COCOeval.evaluateImg of every completion at once: :func:`syngrpo.perception.detection._match_image` with a
-    leading completion axis, the greedy pass stepping through the k-th detection of every completion together.
-
-    Returns ``tp``, ``fp`` (T, total detections, completion-major) and the per-ground-truth "not ignored" flags.
-    """
-    lo, hi = _AREA_RANGE
-    g_area = (g_boxes[:, 2] - g_boxes[:, 0]) * (g_boxes[:, 3] - g_boxes[:, 1])
-    g_ignored = (g_area < lo) | (g_area > hi)
-    order = np.argsort(g_ignored, kind="mergesort")  # ignored ground truths last, as pycocotools
-    g_sorted, gc_sorted, ig_sorted = g_boxes[order], g_cats[order], g_ignored[order]
-    n_t, n_c, n_g = len(thresholds), len(dets), len(g_boxes)
-    lengths = [len(c) for _, c, _ in dets]
-    d_max = max(lengths, default=0)
-    valid = np.zeros((n_c, d_max), dtype=bool)
-    boxes = np.zeros((n_c, d_max, 4))
-    cats = np.full((n_c, d_max), -1, dtype=np.int64)
-    for i, (b, c, _) in enumerate(dets):
-        valid[i, : len(c)] = True
-        boxes[i, : len(c)] = b
-        cats[i, : len(c)] = c
-    matched = np.zeros((n_c, n_t, d_max), dtype=bool)
-    d_ignored = np.zeros((n_c, n_t, d_max), dtype=bool)
-    if d_max and n_g:
-        ious = iou_matrix(boxes.reshape(-1, 4), g_sorted).reshape(n_c, d_max, n_g)
-        ious[(cats[:, :, None] != gc_sorted[None, None, :]) | ~valid[:, :, None]] = -1.0
-        limit = np.minimum(thresholds, 1 - 1e-10)[None, None, :, None]  # (1, 1, T, 1)
-        passes = ious[:, :, None, :] >= limit  # (C, D, T, G): every threshold test, once
-        taken = np.zeros((n_c, n_t, n_g), dtype=bool)
-        any_ignored = bool(ig_sorted.any())
-        g_index = np.arange(n_g)
-        for k in np.nonzero(passes.any(axis=(0, 2, 3)))[0]:  # detections that can match something
-            iou_k = ious[:, k, None, :]  # (C, 1, G)
-            ok = passes[:, k] & ~taken  # (C, T, G)
-            if any_ignored:  # a regular ground truth always wins over an ignored one
-                found, pick = _last_best_group(ok & ~ig_sorted, iou_k)
-                found_ig, pick_ig = _last_best_group(ok & ig_sorted, iou_k)
-                pick = np.where(found, pick, pick_ig)
-                found = found | found_ig
-                d_ignored[:, :, k] = found & ig_sorted[pick]
-            else:
-                found, pick = _last_best_group(ok, iou_k)
-            taken |= (g_index == pick[:, :, None]) & found[:, :, None]
-            matched[:, :, k] = found
-    d_area = (boxes[:, :, 2] - boxes[:, :, 0]) * (boxes[:, :, 3] - boxes[:, :, 1])
-    d_ignored |= ~matched & ((d_area < lo) | (d_area > hi))[:, None, :]
-    keep = valid[:, None, :].repeat(n_t, axis=1)  # (C, T, D)
-    tp = (matched & ~d_ignored).transpose(1, 0, 2)[keep.transpose(1, 0, 2)].reshape(n_t, -1)
-    fp = (~matched & ~d_ignored).transpose(1, 0, 2)[keep.transpose(1, 0, 2)].reshape(n_t, -1)
-    return tp, fp, ~ig_sorted[np.argsort(order, kind="mergesort")]
-
-
-def _last_best_group(ok: np.ndarray, iou_k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per (completion, threshold) row of ``ok`` (C, T, G): whether any gt qualifies, and the last one of highest IoU."""
-    vals = np.where(ok, iou_k, -1.0)
-    last = ok.shape[2] - 1 - np.argmax(vals[:, :, ::-1], axis=2)
-    return ok.any(axis=2), last
 
 
 def ovd_reward_group(gts: Sequence[Mapping[str, Any]], preds_per_completion: Sequence[Sequence[Mapping[str, Any]]],

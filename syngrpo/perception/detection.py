@@ -183,10 +183,10 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _last_best(ok: np.ndarray, ious: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per threshold row of ``ok`` (T, G): whether any gt qualifies, and the last one of highest IoU."""
-    vals = np.where(ok, ious[None, :], -1.0)  # (T, G)
-    last = ok.shape[1] - 1 - np.argmax(vals[:, ::-1], axis=1)
-    return ok.any(axis=1), last
+    """Per row of ``ok`` (..., G): whether any gt qualifies, and the last one of highest IoU (``ious`` broadcasts)."""
+    vals = np.where(ok, ious, -1.0)
+    last = ok.shape[-1] - 1 - np.argmax(vals[..., ::-1], axis=-1)
+    return ok.any(axis=-1), last
 
 
 def top_per_category(order: np.ndarray, cats: np.ndarray, max_dets: int) -> np.ndarray:
@@ -201,53 +201,79 @@ def top_per_category(order: np.ndarray, cats: np.ndarray, max_dets: int) -> np.n
     return order[rank < max_dets]
 
 
-def _match_image(gt_boxes: np.ndarray, gt_cats: np.ndarray, dt_boxes: np.ndarray, dt_cats: np.ndarray,
-                 thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """COCOeval.evaluateImg for every category of one image at once.
+def _match(gt_boxes: np.ndarray, gt_cats: np.ndarray, dets: Sequence[tuple[np.ndarray, np.ndarray]],
+           thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """COCOeval.evaluateImg for every category of one image, for one or several detection lists at once.
 
-    Detections come in score order.  A detection may only match a ground truth of its own
-    category (the IoU of other pairs is set to -1), and categories never compete, so one
-    pass in global score order gives each category's own greedy matching.  Returns ``tp``
-    and ``fp`` (T, D) and the per-ground-truth "not ignored" flags.
+    ``dets``: (boxes (d, 4), categories) per list, each in score order: one list for an image's
+    predictions (:func:`coco_ap_dataset`), or the G completions of a GRPO group, which share the
+    ground truth (:mod:`syngrpo.perception.coco_group`).  A detection may only match a ground truth of
+    its own category (the IoU of other pairs is set to -1), and categories never compete, so one pass
+    in global score order gives each category's own greedy matching; the lists never see one another
+    (a leading list axis: the greedy pass steps through the k-th detection of every list together).
+    Returns ``tp`` and ``fp`` (T, all detections, list after list) and the per-ground-truth "not
+    ignored" flags.
     """
     lo, hi = _AREA_RANGE
     g_area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
     g_ignored = (g_area < lo) | (g_area > hi)
     order = np.argsort(g_ignored, kind="mergesort")  # ignored ground truths last, as pycocotools
     gt_boxes, gt_cats, g_ignored = gt_boxes[order], gt_cats[order], g_ignored[order]
-    n_t, n_d, n_g = len(thresholds), len(dt_boxes), len(gt_boxes)
-    matched = np.zeros((n_t, n_d), dtype=bool)
-    d_ignored = np.zeros((n_t, n_d), dtype=bool)
+    n_t, n_l, n_g = len(thresholds), len(dets), len(gt_boxes)
+    lengths = [len(c) for _, c in dets]
+    n_d = max(lengths, default=0)
+    padded = any(n != n_d for n in lengths)
+    if n_l == 1:  # one image's detections (coco_ap_dataset): views, no copies
+        boxes = np.asarray(dets[0][0], dtype=np.float64).reshape(1, n_d, 4)
+        cats = np.asarray(dets[0][1]).reshape(1, n_d)
+    else:
+        boxes = np.zeros((n_l, n_d, 4))
+        cats = np.full((n_l, n_d), -1, dtype=np.int64)
+        for i, (b, c) in enumerate(dets):
+            boxes[i, : len(c)] = b
+            cats[i, : len(c)] = c
+    # (L, D): not padding
+    valid = np.arange(n_d)[None, :] < np.asarray(lengths, dtype=np.int64).reshape(-1, 1) if padded else None
+    matched = np.zeros((n_l, n_t, n_d), dtype=bool)
+    d_ignored = np.zeros((n_l, n_t, n_d), dtype=bool)
     if n_d and n_g:
-        ious = iou_matrix(dt_boxes, gt_boxes)  # (D, G)
-        ious[dt_cats[:, None] != gt_cats[None, :]] = -1.0
-        limit = np.minimum(thresholds, 1 - 1e-10)[:, None]  # (T, 1)
-        cand = ious >= limit.min()  # (D, G) pairs that can match at some threshold
-        if (cand.sum(axis=0) <= 1).all() and (cand.sum(axis=1) <= 1).all():
+        ious = iou_matrix(boxes.reshape(-1, 4), gt_boxes).reshape(n_l, n_d, n_g)
+        other = cats[:, :, None] != gt_cats[None, None, :]
+        ious[other | ~valid[:, :, None] if valid is not None else other] = -1.0
+        limit = np.minimum(thresholds, 1 - 1e-10)  # (T,)
+        cand = ious >= limit.min()  # (L, D, G) pairs that can match at some threshold
+        if (cand.sum(axis=2) <= 1).all() and (cand.sum(axis=1) <= 1).all():
             # no detection or ground truth has two candidates: nothing competes, at any threshold
-            best = ious.argmax(axis=1)
-            matched = ious[np.arange(n_d), best][None, :] >= limit  # (T, D)
-            d_ignored = matched & g_ignored[best][None, :]
+            best = ious.argmax(axis=2)  # (L, D)
+            matched = ious.max(axis=2)[:, None, :] >= limit[None, :, None]  # (L, T, D)
+            d_ignored = matched & g_ignored[best][:, None, :]
         else:
-            taken = np.zeros((n_t, n_g), dtype=bool)
+            passes = ious[:, :, None, :] >= limit[None, None, :, None]  # (L, D, T, G): every threshold test, once
+            taken = np.zeros((n_l, n_t, n_g), dtype=bool)
             any_ignored = bool(g_ignored.any())
-            rows = np.arange(n_t)
-            for k in np.nonzero(cand.any(axis=1))[0]:
-                ok = (ious[k][None, :] >= limit) & ~taken  # (T, G)
-                if any_ignored:
-                    # a regular ground truth always wins over an ignored one
-                    found, pick = _last_best(ok & ~g_ignored, ious[k])
-                    found_ig, pick_ig = _last_best(ok & g_ignored, ious[k])
+            g_index = np.arange(n_g)
+            for k in np.nonzero(cand.any(axis=(0, 2)))[0]:  # detections that can match something
+                iou_k = ious[:, k, None, :]  # (L, 1, G)
+                ok = passes[:, k] & ~taken  # (L, T, G)
+                if any_ignored:  # a regular ground truth always wins over an ignored one
+                    found, pick = _last_best(ok & ~g_ignored, iou_k)
+                    found_ig, pick_ig = _last_best(ok & g_ignored, iou_k)
                     pick = np.where(found, pick, pick_ig)
                     found = found | found_ig
+                    d_ignored[:, :, k] = found & g_ignored[pick]
                 else:
-                    found, pick = _last_best(ok, ious[k])
-                taken[rows[found], pick[found]] = True
-                matched[found, k] = True
-                d_ignored[found, k] = g_ignored[pick[found]]
-    d_area = (dt_boxes[:, 2] - dt_boxes[:, 0]) * (dt_boxes[:, 3] - dt_boxes[:, 1])
-    d_ignored |= ~matched & ((d_area < lo) | (d_area > hi))[None, :]
-    return matched & ~d_ignored, ~matched & ~d_ignored, ~g_ignored[np.argsort(order, kind="mergesort")]
+                    found, pick = _last_best(ok, iou_k)
+                taken |= (g_index == pick[:, :, None]) & found[:, :, None]
+                matched[:, :, k] = found
+    d_area = (boxes[:, :, 2] - boxes[:, :, 0]) * (boxes[:, :, 3] - boxes[:, :, 1])
+    d_ignored |= ~matched & ((d_area < lo) | (d_area > hi))[:, None, :]
+    if n_l == 1:
+        tp, fp = matched[0] & ~d_ignored[0], ~matched[0] & ~d_ignored[0]
+    else:  # (T, all detections), list after list
+        keep = valid if valid is not None else np.ones((n_l, n_d), dtype=bool)
+        tp = (matched & ~d_ignored).transpose(1, 0, 2)[:, keep]
+        fp = (~matched & ~d_ignored).transpose(1, 0, 2)[:, keep]
+    return tp, fp, ~g_ignored[np.argsort(order, kind="mergesort")]
 
 
 def _average_precision(tp: np.ndarray, fp: np.ndarray, n_gt: int) -> float:
@@ -357,7 +383,7 @@ def coco_ap_dataset(gts_per_image: Sequence[Sequence[Mapping[str, Any]]],
             known = p_cats < n_known
             p_boxes, p_cats, p_scores = p_boxes[known], p_cats[known], p_scores[known]
         order = top_per_category(np.argsort(-p_scores, kind="mergesort"), p_cats, max_dets)  # stable ties
-        tp, fp, regular = _match_image(g_boxes, g_cats, p_boxes[order], p_cats[order], thresholds)
+        tp, fp, regular = _match(g_boxes, g_cats, [(p_boxes[order], p_cats[order])], thresholds)
         n_regular += np.bincount(g_cats[regular], minlength=n_known)[:n_known]
         scores_l.append(p_scores[order])
         cats_l.append(p_cats[order])

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from syngrpo.data.files import portable_image_path
 from syngrpo.perception.geometry import ImageTransform
 from syngrpo.types import Box, Sample
 
@@ -140,6 +141,22 @@ class Task(abc.ABC):
         """Object classes this task knows (synthesizers draw them as distractors)."""
         return []
 
+    # ---- reading results --------------------------------------------------------------
+    #: how the run summary and the study name each row of :meth:`chance_baselines` (printed after
+    #: ``chance:``); a row without a label prints its name
+    chance_baseline_labels: ClassVar[dict[str, str]] = {}
+
+    def chance_baselines(self, eval_samples: Sequence[Sample], train_samples: Sequence[Sample]) -> dict[str, float]:
+        """Scores of answers that need no model, on ``eval_samples``: a floor to read results against.
+
+        ``{name: score}`` in the task's main metric (the first key of :meth:`evaluate`), e.g. REC's
+        "always the train split's commonest box".  The end-of-run summary prints them beside the
+        evaluation before and after RL, and its verdict says whether the warm start beat the best of
+        them; the CPU study prints them beside its table.  ``{}`` (the default) when the task has none
+        or the samples do not allow them.  Cheap: called once per run, on the main process.
+        """
+        return {}
+
 
 # ---- helpers every task needs in the same form --------------------------------------------
 
@@ -179,8 +196,6 @@ def sample_record(sample: Sample, data_file: str | Path, fields: Mapping[str, An
     ``meta`` that none of these already uses, so a loader that sends unknown keys to
     ``meta`` reads the record back unchanged.
     """
-    from syngrpo.data.files import portable_image_path
-
     record: dict[str, Any] = {"id": sample.id, "image": portable_image_path(sample.image, data_file), **fields,
                               "width": sample.width, "height": sample.height}
     if sample.source_id is not None:

@@ -1,13 +1,14 @@
 """The end-of-run summary: what a run did and whether it learned, in ``summary.md`` and on the terminal.
 
 Read from the run directory (``metrics.jsonl``, ``eval/step-*.json``, ``sft/sft_stats.json``)
-plus the run's train and eval samples, so it can be rebuilt for any finished run:
+plus what its caller hands in (the train samples, the task's chance rows), so it can be rebuilt for
+any finished run; it knows no task:
 
-* the evaluation before RL (right after the warm start) and after it, beside the *chance rows*
-  of the CPU study (:func:`syngrpo.experiments.study.chance_levels`: answering a random object of the image,
-  and always the train split's commonest box) and the box of a random train image, where the
-  task's samples allow them (toy REC scenes; with one object per image the random object is the
-  answer itself, so that row is left out);
+* the evaluation before RL (right after the warm start) and after it, beside the *chance rows* the
+  caller hands in: the task's :meth:`~syngrpo.perception.task.Task.chance_baselines` (scores of
+  answers that need no model, in the task's main metric; REC's toy scenes: a random object of the
+  image, always the train split's commonest box, the box of a random train image), with the task's
+  ``chance_baseline_labels``;
 * the reward trend: mean R_total (and its parts) over the first and the last quarter of the steps;
 * the synthesis counts: jobs submitted, done, failed, in flight, synthesized samples in the pool;
 * the time, and where the plots and the gallery are.
@@ -19,41 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from syngrpo.rundir.runlog import read_jsonl
-
-
-def chance_rows(eval_samples: Sequence[Any], train_samples: Sequence[Any]) -> dict[str, float]:
-    """The study's Acc@0.5 floors on the eval split, or ``{}`` when the samples are not toy REC scenes."""
-    from syngrpo.experiments.study import chance_levels
-
-    def scene(s: Any) -> bool:
-        objects = s.meta.get("objects") if isinstance(getattr(s, "meta", None), dict) else None
-        return (isinstance(objects, list) and bool(objects) and all("bbox_2d" in o for o in objects)
-                and isinstance(s.solution, (list, tuple)) and len(s.solution) == 4)
-
-    if not eval_samples or not train_samples or not all(scene(s) for s in [*eval_samples, *train_samples]):
-        return {}
-    rows = chance_levels(eval_samples, train_samples)
-    if all(len(s.meta["objects"]) == 1 for s in eval_samples):
-        del rows["random_object"]  # one object per image: "a random object" is the answer itself, not a floor
-    rows["random_train_box"] = random_train_box(eval_samples, train_samples)
-    return rows
-
-
-def random_train_box(eval_samples: Sequence[Any], train_samples: Sequence[Any]) -> float:
-    """Acc@0.5 of answering the box of a random training sample: a policy that ignores the image."""
-    from collections import Counter
-
-    from syngrpo.perception.geometry import iou
-
-    counts = Counter(tuple(s.solution) for s in train_samples)
-    hits = {box: sum(iou(box, s.solution) > 0.5 for s in eval_samples) / len(eval_samples) for box in counts}
-    return sum(n * hits[box] for box, n in counts.items()) / len(train_samples)
 
 
 def quarter_means(records: Sequence[dict[str, Any]], key: str) -> tuple[float, float] | None:
@@ -79,6 +51,8 @@ class RunSummary:
     before_step: int | None = None
     after_step: int | None = None
     chance: dict[str, float] = field(default_factory=dict)
+    #: how each chance row is named in the table (after "chance: "); a row without one prints its name
+    chance_labels: dict[str, str] = field(default_factory=dict)
     rewards: dict[str, tuple[float, float]] = field(default_factory=dict)
     synthesis: dict[str, float] = field(default_factory=dict)
     warm_start: dict[str, Any] = field(default_factory=dict)
@@ -143,12 +117,9 @@ class RunSummary:
             keys = [k for k in keys if k != "n"]
             lines += ["## Evaluation (greedy, held-out split)", "",
                       "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-            for name, value in self.chance.items():
-                label = {"random_object": "chance: a random object of the image",
-                         "constant_box": "chance: always the commonest train box",
-                         "random_train_box": "chance: the box of a random train image"}.get(name, f"chance: {name}")
-                cells = [f"{100 * value:.1f}" if k == "acc@0.5" else "" for k in keys]
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            for name, value in self.chance.items():  # in the headline metric's column
+                cells = [f"{100 * value:.1f}" if k == self.headline else "" for k in keys]
+                lines.append(f"| chance: {self.chance_labels.get(name, name)} | " + " | ".join(cells) + " |")
             for label, m, step in (("before RL (after the warm start)", self.before, self.before_step),
                                    ("after RL", self.after, self.after_step)):
                 if m:
@@ -174,15 +145,18 @@ class RunSummary:
 
 
 def summarize_run(run_dir: str | Path, *, seconds: float, train_samples: Sequence[Any] = (),
-                  eval_samples: Sequence[Any] = (), policy: str | Path | None = None) -> RunSummary:
+                  chance: Mapping[str, float] | None = None, chance_labels: Mapping[str, str] | None = None, policy: str | Path | None = None) -> RunSummary:
     """The summary of a finished run directory (see the module docstring).
 
+    ``chance``: scores of answers that need no model, in the headline metric (the task's
+    :meth:`~syngrpo.perception.task.Task.chance_baselines`), named in the table by ``chance_labels``.
     ``policy``: the directory the run started from; when the run did no warm start of its own and that
     directory holds one's ``sft_stats.json`` (a shipped warm start), that is the warm start reported."""
     run = Path(run_dir)
     records = [r for r in read_jsonl(run / "metrics.jsonl") if "step" in r]
     steps = max((int(r["step"]) for r in records), default=0)
-    summary = RunSummary(run_dir=run, seconds=seconds, steps=steps)
+    summary = RunSummary(run_dir=run, seconds=seconds, steps=steps, chance=dict(chance or {}),
+                         chance_labels=dict(chance_labels or {}))
     evals = sorted((run / "eval").glob("step-*.json"))
     if evals:
         first, last = (json.loads(p.read_text(encoding="utf-8")) for p in (evals[0], evals[-1]))
@@ -192,8 +166,6 @@ def summarize_run(run_dir: str | Path, *, seconds: float, train_samples: Sequenc
             summary.after, summary.after_step = last["metrics"], int(last.get("step", 0))
         summary.headline = next((k for k in (summary.after or summary.before)
                                  if k not in ("format", "accuracy_reward", "n")), None)
-    if summary.headline == "acc@0.5":
-        summary.chance = chance_rows(eval_samples, train_samples)
     for key in ("reward/total", "reward/accuracy", "reward/format", "reward/diversity", "batch/synthesized_frac"):
         means = quarter_means(records, key)
         if means is not None:

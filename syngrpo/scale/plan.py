@@ -15,28 +15,33 @@ The estimate follows how the trainer holds the policy (docs/training.md, "Memory
   parameters only: ``freeze_vision`` drops the vision tower's, LoRA leaves only the adapters'.
   ``DistributedDataParallel`` also keeps gradient buckets the size of the gradients (4 B).
 * **reference model** for the KL term (``algorithm.beta > 0``): bf16, 2 B/param.
-* **vLLM reservation** (``rollout.engine: vllm``): ``gpu_memory_utilization`` x GPU memory, held
-  all the time, or only while sampling when the engine sleeps during the update
-  (``engine_options.enable_sleep_mode``).  Inside it vLLM keeps its bf16 weights and a KV cache
-  that must hold at least one sequence of ``max_model_len`` tokens, or vLLM refuses to start
-  (:func:`vllm_kv_cache`); a run whose reservation cannot does not fit.
+* **what the rollout engine holds**: an engine whose plugin declares its memory (a ``plan_memory``
+  attribute on its registered factory, :class:`EngineMemory`; the ``vllm`` engine's reservation and KV
+  cache, ``syngrpo_vllm.memory``) is counted as it says, with the problems that stop it starting and
+  the engine options worth turning; any other engine samples from the policy's own weights, counted
+  as the ``hf`` engine's ``generate`` (the copy it samples from, and its KV cache, below).
 * **activations** of one micro-batch (see :func:`activation_bytes`) and **logits**
   (rows x (completion tokens + 1) x vocabulary x 4 B: the bf16 logits and their gradient).
-* **KV cache of hf generate**: rows x sequence x layers x 2 (keys, values) x kv width x 2 B.
+* **KV cache of hf generate** (an engine that declares nothing): rows x sequence x layers x 2 (keys,
+  values) x kv width x 2 B.
 * a fixed **CUDA context** allowance (:data:`CONTEXT_GIB`).
 
 Under ``fsdp`` every sharded part is divided over the world exactly as FSDP2 does it: each
 parameter tensor's dim 0 is split in ceil(dim0 / N) rows per rank. A step has two phases
 that never overlap, sampling (rollout) and the update; the peak is the larger of the two sums.
+What to turn when a run does not fit is :mod:`syngrpo.scale.advice`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from syngrpo.models.architecture import Architecture
+from syngrpo.config import SHIPPED_POLICIES
+from syngrpo.models.architecture import Architecture, load_architecture
+from syngrpo.plugins import get_registry
 
 GiB = 1024**3
 #: CUDA context, cuBLAS / NCCL workspaces and allocator slack, per GPU
@@ -60,8 +65,8 @@ class PlanInputs:
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     beta: float = 0.04
     engine: str = "hf"
-    vllm_utilization: float = 0.3
-    vllm_sleep: bool = False
+    #: ``rollout.engine_options``: read by the engine's own memory declaration (:class:`EngineMemory`)
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
     batch_size: int = 20
     grad_accum: int = 1
     num_generations: int = 6
@@ -72,31 +77,24 @@ class PlanInputs:
     gpus: int = 1
     gpu_memory_gib: float = 80.0
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS
-    #: the vllm engine's ``max_model_len`` / ``prompt_text_tokens`` options (None: derived, see vllm_kv_cache)
-    vllm_max_model_len: int | None = None
-    vllm_prompt_text_tokens: int | None = None
-    #: ``eval.max_new_tokens`` (0: the rollout's); vLLM's sequence budget covers the longer of the two
+    #: ``eval.max_new_tokens`` (0: the rollout's): an engine that sizes its sequences covers the longer of the two
     eval_max_new_tokens: int = 0
 
     @classmethod
     def from_config(cls, cfg: Any, *, gpus: int, gpu_memory_gib: float,
                     prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> PlanInputs:
         """Read a :class:`~syngrpo.config.TrainConfig`."""
-        options = dict(cfg.rollout.engine_options)
         parallel = getattr(cfg, "parallel", None)
         return cls(
             dtype="bfloat16" if cfg.model.dtype == "auto" else cfg.model.dtype,  # auto = bf16 on a GPU
             gradient_checkpointing=cfg.model.gradient_checkpointing, freeze_vision=cfg.model.freeze_vision,
             lora=cfg.model.lora.enabled, lora_r=cfg.model.lora.r, lora_targets=tuple(cfg.model.lora.target_modules),
-            beta=cfg.algorithm.beta, engine=cfg.rollout.engine,
-            vllm_utilization=float(options.get("gpu_memory_utilization", 0.3)),
-            vllm_sleep=bool(options.get("enable_sleep_mode", False)),
+            beta=cfg.algorithm.beta, engine=cfg.rollout.engine, engine_options=dict(cfg.rollout.engine_options),
             batch_size=cfg.optim.batch_size, grad_accum=cfg.optim.grad_accum,
             num_generations=cfg.rollout.num_generations, max_new_tokens=cfg.rollout.max_new_tokens,
             max_pixels=cfg.model.max_pixels, shared_prefix=cfg.algorithm.shared_prefix,
             strategy=getattr(parallel, "strategy", "auto"), gpus=gpus, gpu_memory_gib=gpu_memory_gib,
             prompt_tokens=prompt_tokens,
-            vllm_max_model_len=options.get("max_model_len"), vllm_prompt_text_tokens=options.get("prompt_text_tokens"),
             eval_max_new_tokens=int(getattr(getattr(cfg, "eval", None), "max_new_tokens", None) or 0),
         )
 
@@ -174,6 +172,45 @@ class MemoryPlan:
         return out
 
 
+@dataclass(frozen=True)
+class EngineKnob:
+    """An engine option worth turning when a run does not fit (:func:`syngrpo.scale.advice.knobs`)."""
+
+    #: what to pass, e.g. ``--set rollout.engine_options.enable_sleep_mode=true``
+    label: str
+    #: the ``rollout.engine_options`` it sets
+    options: Mapping[str, Any]
+    #: how far it reaches (:data:`syngrpo.scale.advice.KNOB_TIERS`): 0 lays memory out differently, 1 changes
+    #: what the model sees, 2 what is trained
+    tier: int = 0
+
+
+@dataclass
+class EngineMemory:
+    """What a rollout engine holds on each GPU, as its plugin declares it.
+
+    A rollout-engine plugin declares its memory by giving its registered factory a ``plan_memory``
+    attribute: ``plan_memory(arch, inp) -> EngineMemory`` (``arch``: the policy's
+    :class:`~syngrpo.models.architecture.Architecture`; ``inp``: these :class:`PlanInputs`, its options in
+    ``inp.engine_options``).  :func:`plan_memory` adds ``parts`` to the plan, ``problems`` (reasons the
+    engine cannot start whatever the peak) to its problems, and ``syngrpo plan``'s advice tries ``knobs``.
+    An engine that declares nothing samples from the policy's own weights (counted as ``hf`` generate).
+    """
+
+    parts: list[MemoryPart] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    knobs: list[EngineKnob] = field(default_factory=list)
+
+
+def engine_memory(arch: Architecture, inp: PlanInputs) -> EngineMemory | None:
+    """The memory ``inp.engine``'s plugin declares (its factory's ``plan_memory``), or None when it declares none
+    (or is not installed here: a plan is arithmetic, and the policy-sampling default still applies)."""
+    entry = get_registry().entries.get("rollout_engines", {}).get(inp.engine)
+    declared: Callable[[Architecture, PlanInputs], EngineMemory] | None = (
+        getattr(entry.factory, "plan_memory", None) if entry is not None else None)
+    return None if declared is None else declared(arch, inp)
+
+
 def _sum_numel(arch: Architecture, *, world: int, sharded: bool, which: str = "all") -> int:
     out = 0
     for t in arch.tensors:
@@ -195,52 +232,6 @@ def tokens_for_pixels(pixels: int, patch_size: int, merge_size: int) -> int:
 def image_tokens(arch: Architecture, max_pixels: int | None) -> int:
     """Merged image tokens of the largest image the processor lets through: max_pixels / (patch x merge)^2."""
     return tokens_for_pixels(max_pixels or arch.default_max_pixels, arch.patch_size, arch.merge_size)
-
-
-def vllm_max_model_len(image_tokens: int, prompt_text_tokens: int, max_new_tokens: int) -> int:
-    """The vllm engine's ``max_model_len`` when none is given: the longest sequence the run can make.
-
-    Image tokens at the pixel budget (:func:`tokens_for_pixels`) + the prompt's text allowance
-    (``prompt_text_tokens``; the engine refuses a longer prompt, naming the option) + the longest
-    completion (rollout or eval ``max_new_tokens``). Without it vLLM sizes for the model's whole
-    context (128k tokens for Qwen2.5-VL).
-    """
-    return int(image_tokens) + int(prompt_text_tokens) + int(max_new_tokens)
-
-
-def vllm_kv_cache(arch: Architecture, inp: PlanInputs) -> tuple[str, str | None]:
-    """What the vLLM reservation must hold, and the reason it cannot (``None`` when it can).
-
-    vLLM keeps the policy in bf16 (2 B/param, every rank a whole copy: ``tensor_parallel_size`` 1) and
-    gives the rest of its ``gpu_memory_utilization`` share to the KV cache (2 B x 2 (keys, values) x layers
-    x kv width per token); at start-up it refuses a cache that cannot hold one sequence of
-    ``max_model_len`` tokens. Not counted: vLLM's own activation peak of its profile run and CUDA graphs,
-    so keep some slack beyond this.
-    """
-    max_new = max(inp.max_new_tokens, inp.eval_max_new_tokens)
-    img = image_tokens(arch, inp.max_pixels)
-    text = inp.vllm_prompt_text_tokens if inp.vllm_prompt_text_tokens is not None else inp.prompt_tokens
-    seq = inp.vllm_max_model_len or vllm_max_model_len(img, text, max_new)
-    per_token = 2 * 2 * arch.layers * arch.kv_dim
-    weights = 2 * arch.params
-    reserve = inp.vllm_utilization * inp.gpu_memory_gib * GiB
-    room = reserve - weights
-    sequences = room / (seq * per_token) if room > 0 else 0.0
-    world = inp.gpus if inp.resolved_strategy in ("ddp", "fsdp") else 1
-    prompts = math.ceil(inp.batch_size / world)
-    rollout_tokens = prompts * (img + text) + prompts * inp.num_generations * max_new  # prompts shared per group
-    how = (f"bf16 weights {weights / GiB:.2f} GiB + KV cache {per_token * seq / GiB:.3f} GiB per sequence of "
-           f"max_model_len {seq:,} ({'set' if inp.vllm_max_model_len else f'{img:,} image + {text} text + {max_new} new'}"
-           f" tokens): room for {sequences:.1f} such sequences; a whole rollout of the rank "
-           f"({prompts} prompts x G {inp.num_generations}) needs {rollout_tokens * per_token / GiB:.2f} GiB")
-    problem = None
-    if sequences < 1:
-        need = (weights + seq * per_token) / (inp.gpu_memory_gib * GiB)
-        problem = (f"vLLM cannot start: gpu_memory_utilization {inp.vllm_utilization} x {inp.gpu_memory_gib:g} GiB "
-                   f"holds the bf16 weights ({weights / GiB:.2f} GiB) but not the KV cache of one "
-                   f"{seq:,}-token sequence ({per_token * seq / GiB:.2f} GiB); raise "
-                   f"rollout.engine_options.gpu_memory_utilization above {need:.2f} or lower max_model_len")
-    return how, problem
 
 
 def micro_batch_rows(inp: PlanInputs, world: int) -> tuple[int, int]:
@@ -361,14 +352,11 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
     img = image_tokens(arch, inp.max_pixels)
     seq = img + inp.prompt_tokens + inp.max_new_tokens
     problems: list[str] = []
-    if inp.engine == "vllm":
-        reserve = int(inp.vllm_utilization * inp.gpu_memory_gib * GiB)
-        inside, problem = vllm_kv_cache(arch, inp)
-        problems += [problem] if problem else []
-        parts.append(MemoryPart("vLLM reservation", reserve, "rollout" if inp.vllm_sleep else "both",
-                                f"gpu_memory_utilization {inp.vllm_utilization} x {inp.gpu_memory_gib:g} GiB"
-                                + (" (asleep during the update)" if inp.vllm_sleep else "") + f"; holds {inside}"))
-    else:
+    declared = engine_memory(arch, replace(inp, strategy=strategy))
+    if declared is not None:
+        parts += declared.parts
+        problems += declared.problems
+    else:  # the engine samples from the policy's weights, as hf generate does
         if sharded and mixed:
             parts.append(MemoryPart(f"{half} full gather for generate", 2 * P, "rollout",
                                     f"2 B x {P:,} params, unsharded while hf generate samples"))
@@ -396,9 +384,6 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
 def config_architecture(cfg: Any) -> Architecture:
     """The architecture of a :class:`~syngrpo.config.TrainConfig`'s policy: hub id, directory, shipped name or
     ``tiny``, read without loading weights."""
-    from syngrpo.config import SHIPPED_POLICIES
-    from syngrpo.models.architecture import load_architecture
-
     m = cfg.model
     return load_architecture(str(SHIPPED_POLICIES.get(m.policy, m.policy)), tiny_options=m.tiny_options,
                              tiny_dir=m.resolved_tiny_dir() if m.policy == "tiny" else None,
@@ -458,131 +443,6 @@ def gpu_counts(batch_size: int) -> list[int]:
     """The GPU counts a run of this batch can use: the trainer gives every rank an equal share of the prompts,
     so the count must divide ``optim.batch_size``."""
     return [n for n in range(1, batch_size + 1) if batch_size % n == 0]
-
-
-# ---- advice ----------------------------------------------------------------------------------------
-
-
-#: image tokens the shipped paper configs allow (``max_pixels: 1003520`` for Qwen2.5-VL: COCO images pass unresized)
-PAPER_IMAGE_TOKENS = 1280
-
-
-def knobs(inp: PlanInputs, arch: Architecture | None = None) -> list[tuple[str, PlanInputs]]:
-    """The settings worth turning when a run does not fit, each as the changed inputs (with ``arch``, the image
-    budget too: it needs the architecture's patch size)."""
-    out: list[tuple[str, PlanInputs]] = []
-    if inp.resolved_strategy != "fsdp":
-        out.append(("--set parallel.strategy=fsdp", replace(inp, strategy="fsdp")))
-    more = next((n for n in gpu_counts(inp.batch_size) if n > inp.gpus), None)
-    if more is not None:
-        out.append((f"more GPUs (--gpus {more}, fsdp)", replace(inp, strategy="fsdp", gpus=more)))
-    if arch is not None:
-        unit = (arch.patch_size * arch.merge_size) ** 2  # pixels per merged image token
-        tokens = image_tokens(arch, inp.max_pixels)
-        cap = PAPER_IMAGE_TOKENS if tokens > PAPER_IMAGE_TOKENS else tokens // 2
-        if cap >= 256:
-            out.append((f"--set model.max_pixels={cap * unit} ({cap:,} image tokens at most)",
-                        replace(inp, max_pixels=cap * unit)))
-    if not inp.gradient_checkpointing:
-        out.append(("--set model.gradient_checkpointing=true", replace(inp, gradient_checkpointing=True)))
-    if not inp.freeze_vision and not inp.lora:
-        out.append(("--set model.freeze_vision=true", replace(inp, freeze_vision=True)))
-    if not inp.lora:
-        if inp.resolved_strategy == "fsdp":  # the trainer shards full fine-tuning only
-            out.append(("--set model.lora.enabled=true --set parallel.strategy=ddp (LoRA runs replicated)",
-                        replace(inp, lora=True, strategy="ddp")))
-        else:
-            out.append(("--set model.lora.enabled=true", replace(inp, lora=True)))
-    per_rank = math.ceil(inp.batch_size / (inp.gpus if inp.resolved_strategy != "single" else 1))
-    if inp.grad_accum < per_rank:
-        out.append((f"--set optim.grad_accum={per_rank} (one prompt per micro-batch)",
-                    replace(inp, grad_accum=per_rank)))
-    if inp.engine == "vllm":
-        if not inp.vllm_sleep:
-            out.append(("--set rollout.engine_options.enable_sleep_mode=true", replace(inp, vllm_sleep=True)))
-        if inp.vllm_utilization > 0.2:
-            out.append(("--set rollout.engine_options.gpu_memory_utilization=0.2",
-                        replace(inp, vllm_utilization=0.2)))
-    if inp.beta > 0:
-        out.append(("--set algorithm.beta=0 (no reference model)", replace(inp, beta=0.0)))
-    return [(label, changed) for label, changed in out if runnable(changed)]
-
-
-def runnable(inp: PlanInputs) -> bool:
-    """Whether the trainer accepts this setting: ``fsdp`` shards full fine-tuning in float32 or bfloat16 only
-    (no LoRA, no float16), so a knob or a GPU count that needs such a combination is no advice."""
-    return not (inp.resolved_strategy == "fsdp" and (inp.lora or inp.dtype == "float16"))
-
-
-def advice(arch: Architecture, inp: PlanInputs) -> list[tuple[str, float, bool]]:
-    """(knob, peak GiB with it, fits) for every knob of :func:`knobs`, best first."""
-    rows = []
-    for label, changed in knobs(inp, arch):
-        p = plan_memory(arch, changed)
-        rows.append((label, p.peak_gib, p.fits))
-    return sorted(rows, key=lambda r: r[1])
-
-
-@dataclass
-class Fix:
-    """A setting that makes a run fit: what to pass (``--gpus`` / ``--set``), and the plan with it."""
-
-    setting: str
-    plan: MemoryPlan
-
-
-#: how far each knob's field reaches: 0 how the memory is laid out (what is learned stays the same), 1 what the
-#: model sees (the image budget), 2 what is trained (frozen vision, adapters, no KL term); a field not named
-#: here (a new knob) counts as 1
-KNOB_TIERS = {"strategy": 0, "gradient_checkpointing": 0, "grad_accum": 0, "vllm_sleep": 0, "vllm_utilization": 0,
-              "max_pixels": 1, "freeze_vision": 2, "lora": 2, "beta": 2}
-
-
-def smallest_gpu_count(arch: Architecture, inp: PlanInputs) -> Fix | None:
-    """The fewest GPUs of this memory, more than ``inp.gpus`` and a divisor of the batch, on which the run fits:
-    as configured, or else with ``fsdp`` (replicated states do not shrink with more GPUs)."""
-    for n in (n for n in gpu_counts(inp.batch_size) if n > inp.gpus):
-        as_is = plan_memory(arch, replace(inp, gpus=n))
-        if as_is.fits:
-            return Fix(f"--gpus {n}", as_is)
-        if as_is.strategy != "fsdp" and runnable(replace(inp, strategy="fsdp")):
-            sharded = plan_memory(arch, replace(inp, gpus=n, strategy="fsdp"))
-            if sharded.fits:
-                return Fix(f"--gpus {n} --set parallel.strategy=fsdp", sharded)
-    return None
-
-
-def smallest_knob_set(arch: Architecture, inp: PlanInputs, *, most: int = 3) -> Fix | None:
-    """The smallest set of knobs of :func:`knobs` (at most ``most``, on these GPUs) that together make the run
-    fit. Smallest means least intrusive first (:data:`KNOB_TIERS`: a set whose farthest-reaching knob only
-    lays memory out differently beats one that lowers the image budget, which beats one that changes what is
-    trained, however few knobs that one needs), then the fewest knobs, then the lowest peak."""
-    import itertools
-
-    fields = [f for f in PlanInputs.__dataclass_fields__ if f != "gpus"]
-    options = []
-    for label, changed in knobs(inp, arch):
-        if changed.gpus != inp.gpus:
-            continue  # GPU counts: smallest_gpu_count
-        delta = {f: getattr(changed, f) for f in fields if getattr(changed, f) != getattr(inp, f)}
-        tier = max((KNOB_TIERS.get(f, 1) for f in delta), default=0)
-        options.append((tier, label.split(" (")[0], delta))
-    best: tuple[Any, ...] | None = None
-    for size in range(1, most + 1):
-        for combo in itertools.combinations(options, size):
-            merged: dict[str, Any] = {}
-            for _, _, delta in combo:
-                if any(k in merged and merged[k] != v for k, v in delta.items()):
-                    break  # two knobs that set one field differently
-                merged.update(delta)
-            else:
-                if not runnable(replace(inp, **merged)):
-                    continue
-                plan = plan_memory(arch, replace(inp, **merged))
-                key = (max(t for t, _, _ in combo), size, plan.peak_bytes)
-                if plan.fits and (best is None or key < best[0]):
-                    best = (key, " ".join(label for _, label, _ in sorted(combo, key=lambda c: c[0])), plan)
-    return None if best is None else Fix(best[1], best[2])
 
 
 # ---- presentation ------------------------------------------------------------------------------------

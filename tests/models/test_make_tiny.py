@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,39 @@ def test_make_tiny_builds_sdxl_and_sam_with_their_builders(tmp_path):
     assert set(built) == {"sdxl", "sam"}
     for path in built.values():
         assert path.is_dir() and any(path.iterdir())
+
+
+def test_make_tiny_builds_the_tiny_models_plugins_register_and_refuses_the_policy_name(tmp_path):
+    from syngrpo.commands.make_tiny import available, make_tiny
+    from syngrpo.errors import ConfigError
+    from syngrpo.hookspecs import hookimpl
+    from syngrpo.testing import registry_with
+
+    class Tiny:
+        @hookimpl
+        def register_tiny_models(self, register):
+            register("note", lambda out_dir, *, seed: (Path(out_dir).mkdir(parents=True) or Path(out_dir)),
+                     description="an empty directory")
+
+    registry = registry_with(Tiny())
+    assert available(registry) == ["policy", "note"]
+    assert make_tiny(tmp_path, seed=1, what=["note"], registry=registry) == {"note": tmp_path / "note"}
+    assert (tmp_path / "note").is_dir()
+    with pytest.raises(ConfigError, match="--what"):
+        make_tiny(tmp_path, what=["sdxl"], registry=registry)  # not registered in this registry
+
+    class Clash:
+        @hookimpl
+        def register_tiny_models(self, register):
+            register("policy", lambda out_dir, *, seed: out_dir)
+
+    with pytest.raises(ConfigError, match="tiny policy"):
+        make_tiny(tmp_path, registry=registry_with(Clash()))
+
+
+def test_the_built_in_tiny_models_are_registered_by_their_plugins():
+    from syngrpo.plugins import get_registry
+
+    registry = get_registry()
+    assert {"sdxl", "sam"} <= set(registry.names("tiny_models"))
+    assert registry.get("tiny_models", "sam").distribution == "syngrpo"

@@ -41,7 +41,7 @@ def config_for(tmp_path):
 def tiny_sdxl_dir(tmp_path_factory):
     """A tiny random SDXL ControlNet inpaint pipeline, built once per session."""
     pytest.importorskip("diffusers", reason="diffusers is not installed (extra 'sdxl')")
-    from syngrpo.models.tiny_sdxl import build_tiny_sdxl_controlnet
+    from syngrpo_sdxl.tiny import build_tiny_sdxl_controlnet
 
     return build_tiny_sdxl_controlnet(tmp_path_factory.mktemp("tiny-sdxl"), seed=0)
 
@@ -49,7 +49,7 @@ def tiny_sdxl_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sam_dir(tmp_path_factory):
     """A tiny random transformers SamModel + processor, built once per session."""
-    from syngrpo.models.tiny_sam import build_tiny_sam
+    from syngrpo_sam.tiny import build_tiny_sam
 
     return build_tiny_sam(tmp_path_factory.mktemp("tiny-sam"), seed=0)
 

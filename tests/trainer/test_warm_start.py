@@ -68,14 +68,15 @@ def _run_dir(tmp_path, rewards, before, after):
 def _scenes(tmp_path, registry):
     task = registry.create("tasks", "rec")
     opts = dict(grid=2, position_code=True, n_shapes=(2, 2), relational_prob=0.0)
-    return (task.make_toy_dataset(tmp_path / "d" / "train", n=4, seed=0, split="train", image_size=56, **opts),
-            task.make_toy_dataset(tmp_path / "d" / "eval", n=4, seed=0, split="eval", image_size=56, **opts))
+    train = task.make_toy_dataset(tmp_path / "d" / "train", n=4, seed=0, split="train", image_size=56, **opts)
+    evals = task.make_toy_dataset(tmp_path / "d" / "eval", n=4, seed=0, split="eval", image_size=56, **opts)
+    return train, dict(chance=task.chance_baselines(evals, train), chance_labels=task.chance_baseline_labels)
 
 
 def test_summary_reports_eval_against_chance_reward_trend_and_synthesis(tmp_path, registry):
-    train, evals = _scenes(tmp_path, registry)
+    train, chance = _scenes(tmp_path, registry)
     run = _run_dir(tmp_path / "run", [0.2, 0.3, 0.5, 0.4, 0.6, 0.7, 0.8, 0.9], before=0.75, after=1.0)
-    summary = summarize_run(run, seconds=100.0, train_samples=train, eval_samples=evals)
+    summary = summarize_run(run, seconds=100.0, train_samples=train, **chance)
     assert summary.chance["random_object"] == 0.5
     assert set(summary.chance) == {"random_object", "constant_box", "random_train_box"}
     assert summary.rewards["reward/total"] == pytest.approx((0.25, 0.85))
@@ -92,20 +93,18 @@ def test_summary_reports_eval_against_chance_reward_trend_and_synthesis(tmp_path
 
 
 def test_summary_says_when_the_warm_start_is_not_above_chance_and_the_reward_fell(tmp_path, registry):
-    train, evals = _scenes(tmp_path, registry)
+    train, chance = _scenes(tmp_path, registry)
     run = _run_dir(tmp_path / "run", [0.9, 0.8, 0.2, 0.1], before=0.25, after=0.0)
-    verdict = summarize_run(run, seconds=1.0, train_samples=train, eval_samples=evals).verdict
+    verdict = summarize_run(run, seconds=1.0, train_samples=train, **chance).verdict
     assert "not above the best chance row" in verdict and "-25 points" in verdict and "(down)" in verdict
 
 
 def test_with_one_object_per_image_the_random_object_row_is_left_out(tmp_path, registry):
-    from syngrpo.rundir.summary import chance_rows
-
     task = registry.create("tasks", "rec")
     opts = dict(grid=3, position_code=True, n_shapes=(1, 1), relational_prob=0.0)
     train = task.make_toy_dataset(tmp_path / "train", n=18, seed=0, split="train", image_size=84, **opts)
     evals = task.make_toy_dataset(tmp_path / "eval", n=18, seed=0, split="eval", image_size=84, **opts)
-    rows = chance_rows(evals, train)
+    rows = task.chance_baselines(evals, train)
     assert set(rows) == {"constant_box", "random_train_box"}
     assert 0.0 < rows["random_train_box"] < 0.5  # nine cells: about one in nine
 

@@ -1,7 +1,8 @@
 """A tiny, randomly initialised SAM (transformers' ``SamModel``) with its processor, built offline.
 
 ~100k parameters at a 128-pixel input; saved with ``save_pretrained`` so the ``sam`` segmenter
-loads it the way it loads ``facebook/sam-vit-base``::
+loads it the way it loads ``facebook/sam-vit-base``.  Registered as the tiny model ``sam``
+(``syngrpo make-tiny --what sam``)::
 
     path = build_tiny_sam(tmp / "sam")
     registry.create("segmenters", "sam", model=str(path), local_files_only=True)

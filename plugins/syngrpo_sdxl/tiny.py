@@ -2,8 +2,9 @@
 
 Same classes as the real model (UNet2DConditionModel with SDXL's ``text_time`` conditioning,
 ControlNetModel made from it, AutoencoderKL, two CLIP text encoders, Euler scheduler), a few
-hundred thousand parameters, saved with ``save_pretrained`` so the ``sdxl_controlnet`` plugin
-loads it with the very ``from_pretrained`` call it uses for real weights::
+hundred thousand parameters, saved with ``save_pretrained`` so the ``sdxl_controlnet`` synthesizer
+loads it with the very ``from_pretrained`` call it uses for real weights.  Registered as the tiny
+model ``sdxl`` (``syngrpo make-tiny --what sdxl``)::
 
     path = build_tiny_sdxl_controlnet(tmp / "sdxl")
     registry.create("synthesizers", "sdxl_controlnet", model=str(path), controlnet=None,
