@@ -97,7 +97,8 @@ def job_seed(run_seed: int, step: int, origin_id: str) -> int:
     return zlib.crc32(f"{run_seed}/{step}/{origin_id}".encode()) & 0x7FFFFFFF
 
 
-def _png_bytes(path: str) -> tuple[bytes, int, int]:
+def png_bytes(path: str) -> tuple[bytes, int, int]:
+    """An image file as the PNG bytes a synthesis job carries, with its width and height."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -179,7 +180,7 @@ class SynthesisClient:
     # ---- submitting -------------------------------------------------------------------
     def _job_for(self, pending: PendingJob) -> SynthesisJob:
         base = pending.base_sample()
-        png, _, _ = _png_bytes(base.image)
+        png, _, _ = png_bytes(base.image)
         boxes = [tuple(float(v) for v in b) for b in self.task.foreground_boxes(base)]
         return SynthesisJob(
             key=pending.key,

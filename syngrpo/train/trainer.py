@@ -49,6 +49,7 @@ from syngrpo.rundir.runlog import RunLog
 from syngrpo.scale.memory import PhasePeaks
 from syngrpo.scale.parallel import Parallel
 from syngrpo.synthesis.client import StepSynthesis, SynthesisClient
+from syngrpo.synthesis.connect import connect
 from syngrpo.train.data import load_split
 from syngrpo.train.evaluate import EvalResult, build_prompts, evaluate_policy, write_report
 from syngrpo.types import Sample
@@ -593,7 +594,11 @@ class Trainer:
 
         # --- data server (rank 0) ---
         if cfg.synthesis.enabled and self.par.is_main:
-            self.synthesis = SynthesisClient(self._make_transport(), self.pool, self.task, cfg.synthesis,
+            transport = self._transport
+            if transport is None:  # the run's own link (syngrpo.synthesis.connect), with the server it may spawn
+                link = connect(cfg.synthesis, self.registry, server_dir=self.run_dir / "server", say=self._message)
+                transport, self.server = link.transport, link.server
+            self.synthesis = SynthesisClient(transport, self.pool, self.task, cfg.synthesis,
                                              self.run_dir / "synth", run_seed=cfg.seed, message=self._message)
             self.synthesis.server = self.server
             if self.pool.in_flight:
@@ -783,31 +788,6 @@ class Trainer:
 
     def _total_steps(self) -> int:
         return self.cfg.optim.total_steps(len(self.train_samples))
-
-    def _make_transport(self) -> Any:
-        if self._transport is not None:
-            return self._transport
-        s = self.cfg.synthesis
-        urls = list(s.servers)
-        from syngrpo.synthesis.server.config import resolve_token
-
-        token = resolve_token(s.token, "synthesis.token")
-        if s.spawn_server:
-            from syngrpo.synthesis.server.spawn import start_supervised_server
-
-            # server keys as --set overrides; JSON is valid YAML, so values keep their types
-            overrides = [f"{k}={json.dumps(v)}" for k, v in s.server.items()]
-            # bound to this process's life, restarted with back-off when it dies (syngrpo.synthesis.server.spawn)
-            self.server = start_supervised_server(s.server_config, data_dir=self.run_dir / "server", token=token,
-                                                  overrides=overrides, startup_timeout_s=s.server_startup_timeout)
-            urls = [self.server.url]
-            self.runlog.message(f"data server started at {self.server.url} (log: {self.server.log_path})")
-        options = dict(s.transport_options)
-        if s.transport != "inprocess":
-            options.setdefault("urls", urls)
-            if token:
-                options.setdefault("token", token)
-        return self.registry.create("transports", s.transport, **options)
 
     # ---- the loop -------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict[str, Any]:
