@@ -456,6 +456,17 @@ class SynthesisClient:
             meta=meta,
         )
 
+    def exchange(self, step: int, epoch: int, chosen: Sequence[tuple[Sample, str]], report: StepSynthesis) -> None:
+        """One step's traffic: submit the ``chosen`` (sample, description) pairs, then fold into the pool
+        what finished: this step's own jobs, waited for (``sync``), or whatever came back (``async``)."""
+        keys = self.submit(step, epoch, chosen, report)
+        if self.cfg.mode == "sync":
+            self.wait(keys, report)
+        else:
+            self.collect(report)
+        for err in report.errors[:3]:
+            log.debug("synthesis: %s", err)
+
     def close(self) -> None:
         try:
             self.transport.close()

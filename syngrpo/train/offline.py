@@ -7,7 +7,8 @@ that for any task and describer (``syngrpo synth --offline -c CONFIG --variants 
 1. the originals: ``offline.data`` (default ``data.train``; toy data when neither is set), at most
    ``offline.max_samples`` of them (default ``data.max_train_samples``), drawn as training draws them;
 2. ``K`` descriptions per original from the describer plugin ``offline.describer``;
-3. one job per description through the data server of ``synthesis`` (``transport``, ``servers``;
+3. one job per description through the data server of ``synthesis``, connected as the trainer connects
+   (:func:`syngrpo.synthesis.connect.connect`: ``transport``, ``servers`` or ``spawn_server``, ``token``;
    the same segmenter / synthesizer / label check as online synthesis), in waves of
    :data:`SUBMIT_WAVE` that fit the server's queue, within ``offline.timeout_s`` in all;
 4. ``DIR/images/`` (the synthesized images), ``DIR/train.jsonl`` (originals + synthesized samples,

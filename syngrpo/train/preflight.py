@@ -5,8 +5,13 @@ loads a model or starts the SFT warm start, so a typo in a plugin name or option
 image on line 7 000 of the dataset, is an error in seconds instead of after minutes of work:
 
 - the config itself (pydantic) and the cross-section checks of :func:`syngrpo.config.check_runnable`;
+- the rules that need the plugins or the machine: synthesis has somewhere to send its jobs (URLs, a
+  spawned server, or a transport that declares itself in-process; :mod:`syngrpo.synthesis.connect`),
+  and ``parallel.strategy: fsdp`` trains neither LoRA nor float16 (the rule needing the number of
+  processes, ``optim.batch_size`` a multiple of it, is :func:`syngrpo.train.components.join_run`'s);
 - every plugin name the config names (task, rewards, advantage estimator, policy loss, rollout
-  engine, transport, and the synthesizer/segmenter of a spawned or in-process data server), and
+  engine, transport, and the synthesizer/segmenter of the spawned or in-process data server, whose
+  config is the very object the run starts it with), and
   its options: cheap plugins are built (a task, a reward), the others' options are matched against
   the keyword options of the class they build, named by the factory's ``options_from``
   (``"module:Class"``) attribute; nothing loads a model;
@@ -37,6 +42,7 @@ from syngrpo.synthesis.connect import declares_in_process, names_no_server, spaw
 from syngrpo.synthesis.pipeline import job_options_model
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.validation import ApiError, check_job_options, check_synthesizer
+from syngrpo.train.components import policy_loss_options
 from syngrpo.types import Sample
 
 #: a box may exceed the image by this many pixels (rounding in converted datasets) before it is bad
@@ -314,11 +320,8 @@ def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -
     adv = cfg.algorithm.advantage
     _check_options(report, registry, "advantage_estimators", adv.name, dict(adv.options), "algorithm.advantage",
                    build=True)
-    loss = cfg.algorithm.policy_loss
-    loss_options = dict(eps_low=cfg.algorithm.eps_low, eps_high=cfg.algorithm.eps_high, beta=cfg.algorithm.beta,
-                        aggregation=cfg.algorithm.aggregation)
-    loss_options.update(loss.options)
-    _check_options(report, registry, "policy_losses", loss.name, loss_options, "algorithm.policy_loss", build=True)
+    _check_options(report, registry, "policy_losses", cfg.algorithm.policy_loss.name, policy_loss_options(cfg),
+                   "algorithm.policy_loss", build=True)
     _check_options(report, registry, "rollout_engines", cfg.rollout.engine, dict(cfg.rollout.engine_options),
                    "rollout.engine", build=False, given=("bundle",))
     if cfg.synthesis.enabled:
