@@ -1,6 +1,6 @@
 """The training recipe and what it is made of.
 
-- :mod:`.trainer`: the recipe: ``setup`` (a list of component builds) and ``train_step`` (paper §3.3.2, phase by phase);
+- :mod:`.trainer`: the recipe: ``setup`` (a list of component builds), ``train_step`` (paper §3.3.2, phase by phase);
 - :mod:`.components`: the one place that builds components from a config (engine, rewards, estimator, policy
   loss, optimizer and schedule, policy and reference model, the process group);
 - :mod:`.rewards` (eqs. 4-8 wired to the reward plugins), :mod:`.update` (the policy update), :mod:`.report`

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from syngrpo.config import TrainConfig, check_runnable
 from syngrpo.config.io import validate
 from syngrpo.data.hf import HF_PREFIX, is_dataset_source, load_rows
@@ -186,10 +188,8 @@ def _check_parallel(cfg: TrainConfig, report: CheckReport) -> None:
 
 def _compute_dtype_here(cfg: TrainConfig) -> str:
     """What ``model.dtype`` computes in on this machine's device (``auto`` on a GPU asks it for bf16)."""
-    if cfg.model.dtype != "auto":
+    if cfg.model.dtype != "auto":  # only `auto` depends on the machine
         return compute_dtype(cfg.model.dtype, "cpu")
-    import torch  # only `auto` depends on the machine
-
     device = cfg.model.device
     cuda = torch.cuda.is_available() and (device in ("auto", "cuda") or str(device).startswith("cuda"))
     return compute_dtype("auto", "cuda" if cuda else "cpu", bf16_supported=not cuda or torch.cuda.is_bf16_supported())

@@ -122,9 +122,7 @@ class Trainer:
     def response_mode(self) -> str:
         return self.cfg.response_mode
 
-    # =====================================================================================
-    # one training step
-    # =====================================================================================
+    # ---- one training step -----------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, Any]:
         """One Syn-GRPO step (paper §3.3.2); returns its metrics."""
         cfg, task, bundle = self.cfg, self.task, self.bundle
@@ -212,9 +210,7 @@ class Trainer:
                     self.pool.replace(origin_id, Sample.from_dict(sample), base_generation=base_generation)
         return report
 
-    # =====================================================================================
-    # setup: the components a config names, built one concern at a time
-    # =====================================================================================
+    # ---- setup: the components a config names, built one concern at a time -----------------------
     def setup(self) -> None:
         """Build the run from its config; restore a checkpoint when resuming.
 
@@ -367,9 +363,7 @@ class Trainer:
             sent = self.synthesis.resubmit_in_flight()
             self._message(f"asked the data server again for {sent} job(s) in flight at the checkpoint")
 
-    # =====================================================================================
-    # orchestration
-    # =====================================================================================
+    # ---- orchestration ---------------------------------------------------------------------------
     def sampling(self) -> contextlib.AbstractContextManager[Any]:
         """Where rollouts and evaluation run: the whole policy on every rank (FSDP gathers its shards; a
         collective) and the compute dtype (autocast over the float32 masters; see precision.py).
@@ -390,7 +384,7 @@ class Trainer:
         else:
             log.info(text)
 
-    # ---- the loop -------------------------------------------------------------------------
+    # ---- the loop --------------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict[str, Any]:
         """Run (or continue) the loop to the last step, evaluate, checkpoint; returns a summary.
 
