@@ -257,7 +257,7 @@ def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
         if summary.get("stamp") == stamp:
             return sft_dir, summary
     registry = get_registry()
-    task = registry.create("tasks", "rec")
+    task = registry.create("tasks", cfg.task)
     p = cfg.policy
     base = build_tiny_policy(out_dir / "policy", seed=p.seed, text_hidden=p.text_hidden, layers=p.layers,
                              vision_hidden=p.vision_hidden, vision_depth=p.vision_depth, vocab_size=p.vocab_size,
@@ -269,7 +269,7 @@ def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
     done = run_warm_start(bundle, task, task.load(data["train"]), WarmStartRecipe.of(cfg.sft, vp), mode="syn",
                           seed=cfg.seed, pretrain=pretrain)
     done.save(bundle, sft_dir)
-    engine = registry.create("rollout_engines", "hf", bundle=bundle)
+    engine = registry.create("rollout_engines", cfg.engine, bundle=bundle)
     t0 = time.perf_counter()
     metrics = evaluate_splits(bundle, task, engine, eval_splits, cfg)
     summary = {"stamp": stamp, "vision_pretrain": done.vision or {"steps": 0}, "sft_seconds": done.sft_seconds,
@@ -299,8 +299,8 @@ def _reuse_warm_start(cfg: StudyConfig, sft_dir: Path, out_dir: Path,
             return sft_dir, summary
     registry = get_registry()
     bundle = load_policy(str(sft_dir), device="cpu", dtype="float32")
-    engine = registry.create("rollout_engines", "hf", bundle=bundle)
-    metrics = evaluate_splits(bundle, registry.create("tasks", "rec"), engine, eval_splits, cfg)
+    engine = registry.create("rollout_engines", cfg.engine, bundle=bundle)
+    metrics = evaluate_splits(bundle, registry.create("tasks", cfg.task), engine, eval_splits, cfg)
     summary = {**original, "stamp": stamp, "reused_from": str(sft_dir), "metrics": metrics,
                "warm_start_stamp": original.get("warm_start_stamp", original.get("stamp"))}
     out_dir.mkdir(parents=True, exist_ok=True)
