@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-root", help="with --benchmark: where relative image paths of --split start")
     p.add_argument("--max-samples", type=int, help="with --benchmark: evaluate at most N of the protocol's samples "
                                                    "(a smoke run; the table marks it as not comparable)")
+    p.add_argument("--max-new-tokens", type=int, help="with --benchmark: decode at most N tokens (a smoke run; "
+                                                       "the table marks it as not comparable)")
     p.add_argument("--prompt", default="run", help="with --benchmark: `run` (the task's question in the run's "
                                                    "response format) or `vlmr1` (VLM-R1's evaluation question)")
     p.add_argument("--paper-model", help="with --benchmark: the paper's rows to show (Qwen2.5-VL-3B or "
@@ -84,6 +86,7 @@ def _run_benchmarks(args: argparse.Namespace, cfg) -> int:
 
     runs, out = evaluate_benchmarks(cfg, args.checkpoint, args.benchmark, data_root=args.data, data_file=args.split,
                                     image_root=args.image_root, out_dir=args.out, limit=args.max_samples,
+                                    max_new_tokens=args.max_new_tokens,
                                     prompt_style=args.prompt, paper_model=args.paper_model,
                                     progress=not args.no_progress)
     print(paper_tables(runs, model=args.paper_model or None), end="")

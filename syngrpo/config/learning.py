@@ -133,7 +133,7 @@ class DataConfig(StrictModel):
     #: ``train`` for ``train`` and ``val`` for ``eval``
     format_options: dict[str, Any] = Field(default_factory=dict)
     #: the evaluation source's format and options where they differ from ``format`` / ``format_options``
-    #: (``eval_format_options`` is laid over ``format_options``)
+    #: (``eval_format_options`` is laid over ``format_options``); ``none``: the task's own JSON/JSONL
     eval_format: str | None = None
     eval_format_options: dict[str, Any] = Field(default_factory=dict)
     #: randomly keep this many training samples (the paper keeps 2,000); ``null`` = all
@@ -158,6 +158,8 @@ class DataConfig(StrictModel):
         several splits (``refer``, ``coco``) selects.
         """
         if split == "eval":
+            if self.eval_format == "none":
+                return None, {}, "val"
             name = self.eval_format or self.format
             options = {**self.format_options, **self.eval_format_options} if name == self.format else \
                 dict(self.eval_format_options)

@@ -28,9 +28,10 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from syngrpo.data.formats import DatasetError, RecordProblem
+from syngrpo.data.files import read_records
+from syngrpo.data.formats import SOURCE_KEY, DatasetError, DatasetFormat, FormatResult, RecordProblem
 from syngrpo.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -207,3 +208,26 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return value
+
+
+class HfDataset(DatasetFormat):
+    """Hugging Face datasets (parquet / arrow files, a ``save_to_disk`` folder) as a format: ``syngrpo data convert
+    --from hf``.  Options: ``columns`` (task field -> column, as ``data.columns``) and ``image_field``.  A run reads
+    such a source without it (``data.train`` names the file; ``data.columns`` maps it)."""
+
+    name: ClassVar[str] = "hf"
+    task: ClassVar[str] = ""
+    homepage: ClassVar[str] = "https://huggingface.co/docs/datasets (any dataset saved as parquet / arrow)"
+    licence: ClassVar[str] = "the dataset's own (its dataset card)"
+
+    def __init__(self, *, columns: Mapping[str, str] | None = None, image_field: str = "image") -> None:
+        self.columns, self.image_field = dict(columns or {}), image_field
+
+    def read(self, source: Path, *, split: str | None = None, image_root: Path | None = None,
+             workdir: Path | None = None) -> FormatResult:
+        if workdir is None:
+            raise ConfigError("the hf format writes embedded images as files and needs a folder for them: pass --out")
+        target = materialize(str(source), workdir / "hf" / (split or "train"), columns=self.columns,
+                             image_field=self.image_field, split=split or "train", image_root=image_root)
+        records = [{**r, SOURCE_KEY: f"{source} row {i} (ds[{i}])"} for i, r in enumerate(read_records(target))]
+        return FormatResult(records)

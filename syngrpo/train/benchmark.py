@@ -51,8 +51,12 @@ def get_benchmark(registry: Any, name: str) -> Benchmark:
 
 def run_benchmark(bench: Benchmark, bundle: Any, engine: Any, *, registry: Any, data_root: str | Path = "data",
                   data_file: str | Path | None = None, image_root: str | Path | None = None, limit: int | None = None,
-                  response_mode: str = "syn", prompt_style: str = "run", progress: bool = False) -> BenchmarkRun:
-    """Run one benchmark's protocol with a loaded policy and engine (see the module docstring)."""
+                  max_new_tokens: int | None = None, response_mode: str = "syn", prompt_style: str = "run",
+                  progress: bool = False) -> BenchmarkRun:
+    """Run one benchmark's protocol with a loaded policy and engine (see the module docstring).
+
+    ``limit`` and ``max_new_tokens`` cut the protocol short (smoke runs); the run is then marked ``limited``.
+    """
     import torch
 
     if prompt_style not in bench.prompt_styles:
@@ -87,7 +91,7 @@ def run_benchmark(bench: Benchmark, bundle: Any, engine: Any, *, registry: Any, 
                                                                    style=prompt_style) for s in chunk])
             with torch.no_grad():
                 rollout = engine.generate(bundle, prompts, num_generations=1, temperature=0.0, top_p=1.0,
-                                          max_new_tokens=bench.protocol.max_new_tokens)
+                                          max_new_tokens=max_new_tokens or bench.protocol.max_new_tokens)
             texts.extend(rollout.texts)
             frames.extend(prompts.frames)
             seen.extend(chunk)
@@ -101,8 +105,11 @@ def run_benchmark(bench: Benchmark, bundle: Any, engine: Any, *, registry: Any, 
         notes.append(f"{resized} record(s) gave a width/height other than their image's; the image's was used")
     score = bench.score(task, texts, seen, frames, response_mode=response_mode)
     wanted = bench.protocol.subset or len(samples)
+    short = max_new_tokens is not None and max_new_tokens < bench.protocol.max_new_tokens
+    if short:
+        notes.append(f"decoded at most {max_new_tokens} tokens, not the protocol's {bench.protocol.max_new_tokens}")
     return BenchmarkRun(bench, score.metrics, score.records, str(path), len(samples), prompt_style,
-                        limited=limit is not None and len(chosen) < min(wanted, len(samples)), notes=notes)
+                        limited=short or (limit is not None and len(chosen) < min(wanted, len(samples))), notes=notes)
 
 
 def write_predictions(run: BenchmarkRun, out_dir: str | Path) -> Path:
@@ -154,7 +161,7 @@ def paper_tables(runs: Sequence[BenchmarkRun], *, model: str | None = None, labe
         ours = [_pct(run.metrics.get(c.metric)) + (" *" if run.limited else "") for c, run in cells]
         lines.append(f"| **{label}** | " + " | ".join(ours) + " |")
         if any(run.limited for _, run in cells):
-            lines += ["", "\\* fewer samples than the protocol's (--max-samples): not comparable with the paper"]
+            lines += ["", "\\* cut short (--max-samples / --max-new-tokens): not the protocol, not comparable with the paper"]
         parts.append("\n".join(lines))
     for run in loose:
         keys = run.benchmark.metrics or tuple(k for k in run.metrics if k != "n")
@@ -176,7 +183,8 @@ def _row_label(row: str, model: str | None) -> str | None:
 
 def evaluate_benchmarks(cfg: Any, checkpoint: str | Path, names: Sequence[str], *, data_root: str | Path = "data",
                         data_file: str | Path | None = None, image_root: str | Path | None = None,
-                        out_dir: str | Path | None = None, limit: int | None = None, prompt_style: str = "run",
+                        out_dir: str | Path | None = None, limit: int | None = None,
+                        max_new_tokens: int | None = None, prompt_style: str = "run",
                         paper_model: str | None = None, registry: Any = None, progress: bool = True
                         ) -> tuple[list[BenchmarkRun], Path]:
     """Load a checkpoint's policy once and run each named benchmark; returns the runs and the output folder."""
@@ -201,9 +209,10 @@ def evaluate_benchmarks(cfg: Any, checkpoint: str | Path, names: Sequence[str], 
     try:
         for bench in benches:
             if hasattr(engine, "set_max_new_tokens"):  # an engine that sizes its sequences up front (vLLM)
-                engine.set_max_new_tokens(bench.protocol.max_new_tokens)
+                engine.set_max_new_tokens(max_new_tokens or bench.protocol.max_new_tokens)
             run = run_benchmark(bench, bundle, engine, registry=registry, data_root=data_root, data_file=data_file,
-                                image_root=image_root, limit=limit, response_mode=cfg.response_mode,
+                                image_root=image_root, limit=limit, max_new_tokens=max_new_tokens,
+                                response_mode=cfg.response_mode,
                                 prompt_style=prompt_style, progress=progress)
             write_predictions(run, out)
             runs.append(run)
