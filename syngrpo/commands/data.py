@@ -5,7 +5,8 @@
 * ``syngrpo data prepare NAME --from DIR [--out data]``: every split of a downloaded copy into
   ``data/<dataset>/<split>.jsonl``, where ``syngrpo eval --benchmark`` looks for it;
 * ``syngrpo data sample FILE... -n 2000 --seed 42 --out FILE``: the paper's training sets ("2,000 random
-  samples of RefCOCO/+/g train"), reproducible from the seed.
+  samples of RefCOCO/+/g train"), reproducible from the seed; ``--rule shuffled_head`` draws the subset a
+  benchmark evaluates (VLM-R1's shuffle-and-keep-the-head), so ``--exclude`` can hold exactly it out.
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     s = data_sub.add_parser("sample", help="draw a seeded random subset (the paper's 2,000-sample training sets)",
                             description="Pool the records of the given files, drop those whose id is in the "
-                                        "--exclude files, and draw N with random.Random(SEED).sample.")
+                                        "--exclude files, and draw N with random.Random(SEED).sample (or, with "
+                                        "--rule shuffled_head, shuffle with SEED and keep the first N: the subset "
+                                        "a benchmark such as 3dfront_isr evaluates).")
     s.add_argument("files", nargs="+", metavar="FILE", help="JSON/JSONL files in a task's format")
     s.add_argument("-n", type=int, required=True, help="how many records to draw")
     s.add_argument("--seed", type=int, default=42, help="the seed (default: 42)")
+    s.add_argument("--rule", choices=("random_sample", "shuffled_head"), default="random_sample",
+                   help="random_sample (the training sets; default) or shuffled_head (a benchmark's test subset)")
     s.add_argument("--exclude", nargs="*", default=[], metavar="FILE", help="files whose record ids are left out")
     s.add_argument("--out", required=True, metavar="FILE", help="the JSONL to write")
     s.set_defaults(func=run_sample)
@@ -164,7 +169,7 @@ def run_sample(args: argparse.Namespace) -> int:
     import os
 
     from syngrpo.data.files import portable_image_path, read_records, write_jsonl
-    from syngrpo.data.subsets import random_sample
+    from syngrpo.data.subsets import random_sample, shuffled_head
     from syngrpo.errors import ConfigError
 
     def rebased(path: str) -> list[dict]:
@@ -185,12 +190,16 @@ def run_sample(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: no such file (`syngrpo data prepare` writes data/<dataset>/<split>.jsonl)")
     pool = [r for path in args.files for r in rebased(path)]
     excluded = {str(r["id"]) for path in args.exclude for r in rebased(path)}
-    chosen = random_sample(pool, args.n, args.seed, exclude=excluded, key=lambda r: str(r["id"]))
+    if args.rule == "shuffled_head":
+        chosen = shuffled_head([r for r in pool if str(r["id"]) not in excluded], args.n, args.seed)
+    else:
+        chosen = random_sample(pool, args.n, args.seed, exclude=excluded, key=lambda r: str(r["id"]))
     for rec in chosen:
         if isinstance(rec.get("image"), str):
             rec["image"] = portable_image_path(rec["image"], args.out)
     write_jsonl(chosen, args.out)
     print(f"{len(chosen)} of {len(pool) - sum(1 for r in pool if str(r['id']) in excluded)} records "
-          f"(seed {args.seed}{f', {len(excluded)} ids excluded' if excluded else ''}) -> {args.out}")
-    print(json.dumps({"files": args.files, "n": args.n, "seed": args.seed, "exclude": args.exclude}))
+          f"({args.rule}, seed {args.seed}{f', {len(excluded)} ids excluded' if excluded else ''}) -> {args.out}")
+    print(json.dumps({"files": args.files, "n": args.n, "seed": args.seed, "rule": args.rule,
+                      "exclude": args.exclude}))
     return 0
