@@ -179,7 +179,7 @@ class Coco(DatasetFormat):
         if split in files:
             return files[split]
         raise ConfigError(f"{source}: no instances_{split}.json; instances files here: "
-                          f"{', '.join(sorted(files)) or 'none'} (name one with --split)")
+                          f"{', '.join(sorted(files)) or 'none'} (name one with --split, or data.format_options: {{split: NAME}})")
 
     def splits(self, source: Path) -> list[str]:
         if source.is_file():

@@ -111,7 +111,7 @@ class VlmR1Rec(DatasetFormat):
         if not found:
             have = ", ".join(self.splits(source)) or "none"
             raise ConfigError(f"{source}: no VLM-R1 file for split {split!r}; files here: {have} "
-                              "(name one with --split, or give the file itself)")
+                              "(name one with --split or data.format_options: {split: NAME}, or give the file itself)")
         return found[0]
 
     def read(self, source: Path, *, split: str | None = None, image_root: Path | None = None,
