@@ -86,6 +86,25 @@ EXPORTS: dict[str, str] = {
     "pop_image_size": "syngrpo.data.files",
     "tidy_number": "syngrpo.data.files",
     "load_rgb": "syngrpo.data.images",
+    "located_records": "syngrpo.data.files",
+    # dataset formats: the files the field ships, read into a task's records (docs/hooks/dataset_formats.md)
+    "DatasetFormat": "syngrpo.data.formats",
+    "FormatResult": "syngrpo.data.formats",
+    "Problems": "syngrpo.data.formats",
+    "RecordProblem": "syngrpo.data.formats",
+    "DatasetError": "syngrpo.data.formats",
+    "SOURCE_KEY": "syngrpo.data.formats",
+    "build_each": "syngrpo.data.formats",
+    "read_format": "syngrpo.data.formats",
+    "make_format": "syngrpo.data.formats",
+    "load_plain_pickle": "syngrpo.data.pickles",
+    "shuffled_head": "syngrpo.data.subsets",
+    "random_sample": "syngrpo.data.subsets",
+    # benchmarks: published evaluation protocols (docs/hooks/benchmarks.md)
+    "Benchmark": "syngrpo.perception.benchmark",
+    "BenchmarkScore": "syngrpo.perception.benchmark",
+    "PaperCell": "syngrpo.perception.benchmark",
+    "Protocol": "syngrpo.perception.benchmark",
     # rewards
     "RewardFunction": "syngrpo.perception.rewards",
     "PerResponseReward": "syngrpo.perception.rewards",
@@ -151,6 +170,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
     from syngrpo.algo.losses import AdvantageEstimator, GRPOLoss, PolicyLoss
     from syngrpo.data.files import (
         image_size,
+        located_records,
         pop_image_size,
         portable_image_path,
         read_records,
@@ -159,7 +179,20 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
         write_jsonl,
         write_records,
     )
+    from syngrpo.data.formats import (
+        SOURCE_KEY,
+        DatasetError,
+        DatasetFormat,
+        FormatResult,
+        Problems,
+        RecordProblem,
+        build_each,
+        make_format,
+        read_format,
+    )
     from syngrpo.data.images import load_rgb
+    from syngrpo.data.pickles import load_plain_pickle
+    from syngrpo.data.subsets import random_sample, shuffled_head
     from syngrpo.errors import (
         ConfigError,
         DuplicateNameError,
@@ -184,6 +217,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
         to_detection,
         unwrap,
     )
+    from syngrpo.perception.benchmark import Benchmark, BenchmarkScore, PaperCell, Protocol
     from syngrpo.perception.detection import (
         coco_ap,
         coco_ap_dataset,

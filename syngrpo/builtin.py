@@ -1,4 +1,4 @@
-"""The core's own registrations: rewards, advantage estimators and policy losses.
+"""The core's own registrations: rewards, advantage estimators, policy losses and the Hugging Face dataset format.
 
 Registered through the ``syngrpo`` entry-point group like any other plugin.
 Importing this module is cheap: the factories import torch only when called.
@@ -57,6 +57,10 @@ _BUILTINS: dict[str, list[tuple[str, str, str, str]]] = {
         ("entropy_advantage", "syngrpo.algo.losses", "EntropyAdvantageLoss",
          "grpo on advantages + min(alpha*H, |A|/kappa) (paper baseline 'GRPO + Entropy Adv.')"),
     ],
+    "dataset format": [
+        ("hf", "syngrpo.data.hf", "HfDataset",
+         "Hugging Face datasets: parquet / arrow files or a saved dataset (options columns, image_field)"),
+    ],
 }
 
 
@@ -78,3 +82,8 @@ def register_advantage_estimators(register):
 @hookimpl
 def register_policy_losses(register):
     _register_all("policy loss", register)
+
+
+@hookimpl
+def register_dataset_formats(register):
+    _register_all("dataset format", register)

@@ -18,8 +18,8 @@ from syngrpo import __version__
 from syngrpo.errors import SyngrpoError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["train", "check", "plan", "sft", "eval", "export", "serve", "synth", "make_tiny", "study", "plugins",
-            "new_plugin"]
+COMMANDS = ["train", "check", "plan", "sft", "eval", "data", "export", "serve", "synth", "make_tiny", "study",
+            "plugins", "new_plugin"]
 
 
 def build_parser() -> argparse.ArgumentParser:

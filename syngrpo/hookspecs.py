@@ -78,3 +78,13 @@ def register_describers(register):
 @hookspec
 def register_tiny_models(register):
     """Register tiny random models for tests and ``syngrpo make-tiny``: ``factory(out_dir, *, seed) -> directory``."""
+
+
+@hookspec
+def register_dataset_formats(register):
+    """Register dataset readers: ``factory(**options) -> syngrpo.data.formats.DatasetFormat`` (a layout -> task records)."""
+
+
+@hookspec
+def register_benchmarks(register):
+    """Register published evaluation protocols: ``factory() -> syngrpo.perception.benchmark.Benchmark``."""

@@ -44,6 +44,8 @@ KINDS: dict[str, str] = {
     "trackers": "register_trackers",
     "describers": "register_describers",
     "tiny_models": "register_tiny_models",
+    "dataset_formats": "register_dataset_formats",
+    "benchmarks": "register_benchmarks",
 }
 
 #: singular form used in error messages and config keys
@@ -60,6 +62,8 @@ SINGULAR = {
     "trackers": "tracker",
     "describers": "describer",
     "tiny_models": "tiny model",
+    "dataset_formats": "dataset format",
+    "benchmarks": "benchmark",
 }
 
 

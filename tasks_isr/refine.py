@@ -28,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.data.files import image_size, read_records, resolve_image, tidy_number, write_records
+from syngrpo.data.files import image_size, located_records, resolve_image, tidy_number, write_records
+from syngrpo.data.formats import build_each
 from syngrpo.perception.answers import as_box, as_number, json_values, unwrap
 from syngrpo.perception.detection import normalize_label
 from syngrpo.perception.geometry import ImageTransform, valid_box
@@ -46,21 +47,21 @@ _RECORD_KEYS = {"id", "image", "width", "height", "problem", "objects", "solutio
                 "source_id", "generation", "description"}
 
 
-def _objects(raw: Any, where: str, what: str) -> list[dict[str, Any]]:
+def _objects(raw: Any, what: str) -> list[dict[str, Any]]:
     """Layout objects in normal form: ``id`` (default: the index), label, pixel box, rotation or None."""
     if not isinstance(raw, list):
-        raise ValueError(f"{where} needs a list {what!r}")
+        raise ValueError(f"{what!r} is {type(raw).__name__ if raw is not None else 'absent'}; write a list of objects")
     out = []
     for i, obj in enumerate(raw):
         if not (isinstance(obj, dict) and valid_box(obj.get("bbox_2d")) and isinstance(obj.get("label"), str)):
-            raise ValueError(f"{where}: object {i} of {what!r} needs a valid bbox_2d and a string label: {obj!r}")
+            raise ValueError(f"object {i} of {what!r} needs a valid bbox_2d and a string label: {obj!r}")
         rotation = as_number(obj.get("rotation")) if obj.get("rotation") is not None else None
         out.append({"id": obj.get("id", i), "label": normalize_label(obj["label"]),
                     "bbox_2d": [float(v) for v in obj["bbox_2d"]],
                     "rotation": normalize_rotation(rotation) if rotation is not None else None})
     ids = [o["id"] for o in out]
     if len(set(map(str, ids))) != len(ids):
-        raise ValueError(f"{where}: ids of {what!r} repeat: {ids}")
+        raise ValueError(f"ids of {what!r} repeat: {ids}; give each object its own id")
     return out
 
 
@@ -143,18 +144,19 @@ class IsrRefineTask(Task):
         """Read a JSON list or JSONL file of refinement records (format in docs/tasks/isr.md)."""
         path = Path(path)
         root = Path(image_root) if image_root is not None else path.parent
-        return [self._from_record(r, root, f"{path.stem}-{i}", f"{path}:{i}")
-                for i, r in enumerate(read_records(path))]
+        return build_each(located_records(path), lambda i, r: self._from_record(r, root, f"{path.stem}-{i}"),
+                          what=f"ISR refinement data {path}", image_base=root)
 
-    def _from_record(self, record: dict[str, Any], root: Path, default_id: str, where: str) -> Sample:
+    def _from_record(self, record: dict[str, Any], root: Path, default_id: str) -> Sample:
+        """One record as a sample; a ``ValueError`` says what is wrong and what to write instead."""
         if "image" not in record:
-            raise ValueError(f"{where}: refinement record has no 'image'")
-        reference = _objects(record.get("objects", record.get("solution")), where, "objects")
-        layout = _objects(record.get("layout"), where, "layout")
+            raise ValueError("no 'image'; add the path of the top view")
+        reference = _objects(record.get("objects", record.get("solution")), "objects")
+        layout = _objects(record.get("layout"), "layout")
         ref_ids = {str(o["id"]): o["label"] for o in reference}
         cur_ids = {str(o["id"]): o["label"] for o in layout}
         if ref_ids != cur_ids:
-            raise ValueError(f"{where}: 'layout' and 'objects' must hold the same ids with the same labels: "
+            raise ValueError(f"'layout' and 'objects' must hold the same ids with the same labels: "
                              f"{cur_ids} vs {ref_ids}")
         image = resolve_image(record["image"], root)
         width, height = record.get("width"), record.get("height")

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.data.files import image_size, read_records, resolve_image, write_records
+from syngrpo.data.files import image_size, located_records, resolve_image, write_records
+from syngrpo.data.formats import build_each
 from syngrpo.perception.answers import parse_detections, to_detection
 from syngrpo.perception.detection import (
     coco_ap_dataset,
@@ -118,18 +119,21 @@ class IsrTask(Task):
         """Read a JSON list or JSONL file of records (format in docs/tasks/isr.md)."""
         path = Path(path)
         root = Path(image_root) if image_root is not None else path.parent
-        return [self._sample_from_record(r, root, f"{path.stem}-{i}") for i, r in enumerate(read_records(path))]
+        return build_each(located_records(path), lambda i, r: self._sample_from_record(r, root, f"{path.stem}-{i}"),
+                          what=f"ISR data {path}", image_base=root)
 
     def _sample_from_record(self, record: dict[str, Any], root: Path, default_id: str) -> Sample:
-        where = f"ISR record {record.get('id', default_id)!r}"
+        """One record as a sample; a ``ValueError`` says what is wrong and what to write instead."""
         if "image" not in record:
-            raise ValueError(f"{where} has no 'image'")
+            raise ValueError("no 'image'; add the path of the top view")
         objects = record.get("objects", record.get("solution"))
         if not isinstance(objects, list):
-            raise ValueError(f"{where} needs a list 'objects'")
-        for obj in objects:
+            raise ValueError(f"'objects' is {type(objects).__name__ if objects is not None else 'absent'}; write a "
+                             'list of {"bbox_2d": [x1, y1, x2, y2], "label": NAME, "rotation": DEGREES} objects')
+        for j, obj in enumerate(objects, start=1):
             if not (isinstance(obj, dict) and valid_box(obj.get("bbox_2d")) and isinstance(obj.get("label"), str)):
-                raise ValueError(f"{where} has a bad object: {obj!r}")
+                raise ValueError(f"object {j} ({str(obj)[:120]!r}) needs a bbox_2d of four finite numbers with "
+                                 "x1 <= x2 and y1 <= y2 and a string label")
         image = resolve_image(record["image"], root)
         width, height = record.get("width"), record.get("height")
         if not width or not height:

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from syngrpo.data.files import (
+    located_records,
     pop_image_size,
-    read_records,
     resolve_image,
     tidy_number,
     write_records,
 )
+from syngrpo.data.formats import build_each
 from syngrpo.perception import vlmr1
 from syngrpo.perception.answers import BOX_KEYS, LABEL_KEYS, NONE_ANSWERS, parse_detections, to_detection
 from syngrpo.perception.coco_group import ovd_reward_group
@@ -108,23 +109,24 @@ class OvdTask(Task):
         """Read a JSON list or JSONL file of OVD records (fields in docs/tasks/ovd.md)."""
         path = Path(path)
         base = Path(image_root) if image_root is not None else path.parent
-        samples = [self._from_record(r, base, f"{path.stem}-{i}", f"{path}:{i}")
-                   for i, r in enumerate(read_records(path))]
+        samples = build_each(located_records(path), lambda i, r: self._from_record(r, base, f"{path.stem}-{i}"),
+                             what=f"OVD data {path}", image_base=base)
         self._remember(samples)
         return samples
 
-    def _from_record(self, record: dict[str, Any], base: Path, default_id: str, where: str) -> Sample:
+    def _from_record(self, record: dict[str, Any], base: Path, default_id: str) -> Sample:
+        """One record as a sample; a ``ValueError`` says what is wrong and what to write instead."""
         rec = dict(record)
         turns = [t for t in rec.get("conversations", []) if isinstance(t, dict)] \
             if isinstance(rec.get("conversations"), list) else []
         image_key = next((k for k in IMAGE_KEYS if k in rec), None)
         if image_key is None:
-            raise ValueError(f"{where}: OVD record has no image field (one of {IMAGE_KEYS})")
+            raise ValueError(f"no image field; add one of {', '.join(IMAGE_KEYS)} (a path, or a list of paths)")
         image = resolve_image(rec.pop(image_key), base)
 
         sol_key = next((k for k in SOLUTION_KEYS if k in rec), None)
         raw = rec.pop(sol_key) if sol_key else (turns[1].get("value") if len(turns) > 1 else None)
-        objects = self._label_objects(raw, where)
+        objects = self._label_objects(raw)
 
         cat_key = next((k for k in CATEGORY_KEYS if k in rec), None)
         categories = _split_categories(rec.pop(cat_key)) if cat_key else None
@@ -138,8 +140,8 @@ class OvdTask(Task):
         if categories is None:
             categories = list(dict.fromkeys(o["label"] for o in objects))
         if not problem and not categories:
-            raise ValueError(f"{where}: OVD record has no question, no categories and no objects: "
-                             f"nothing says what to detect (add 'categories' or 'problem')")
+            raise ValueError("no question, no categories and no objects: nothing says what to detect; add "
+                             "'categories' (a list of names) or 'problem' (the question)")
         rec["categories"] = categories
         if not problem:
             problem = self.question_template.format(categories=", ".join(categories))
@@ -154,22 +156,25 @@ class OvdTask(Task):
         )
 
     @staticmethod
-    def _label_objects(raw: Any, where: str) -> list[dict[str, Any]]:
+    def _label_objects(raw: Any) -> list[dict[str, Any]]:
         """The ground-truth objects of a record; every object must be readable."""
         if isinstance(raw, str):
             parsed = parse_detections(raw)
             if parsed is None:
-                raise ValueError(f"{where}: cannot read the OVD solution {raw[:200]!r}")
+                raise ValueError(f"cannot read the solution {raw[:200]!r}; write a JSON list of "
+                                 '{"bbox_2d": [x1, y1, x2, y2], "label": NAME} objects (fenced or not), or None')
             return parsed
         if raw is None:
             return []
         if not isinstance(raw, list):
-            raise ValueError(f"{where}: an OVD solution is a list of objects, 'None' or a JSON string, got {raw!r}")
+            raise ValueError(f"the solution is a {type(raw).__name__} ({str(raw)[:120]!r}); write a list of objects, "
+                             "'None' or a JSON string of the list")
         objects = []
         for j, item in enumerate(raw):
             det = to_detection(item)
             if det is None:
-                raise ValueError(f"{where}: object {j} of the solution has no readable box and label: {item!r}")
+                raise ValueError(f"object {j + 1} of the solution has no readable box and label ({str(item)[:120]!r}); "
+                                 'write {"bbox_2d": [x1, y1, x2, y2], "label": NAME}')
             extra = {k: v for k, v in item.items() if k not in BOX_KEYS and k not in LABEL_KEYS and k != "score"}
             objects.append({**det, **extra})
         return objects

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from syngrpo.data.files import (
+    located_records,
     pop_image_size,
-    read_records,
     resolve_image,
     tidy_number,
     write_records,
 )
+from syngrpo.data.formats import build_each
 from syngrpo.perception.answers import as_box, find_box, json_values, unwrap
 from syngrpo.perception.geometry import ImageTransform, iou
 from syngrpo.perception.task import Task, original_frame, sample_record, split_frames
@@ -95,6 +96,17 @@ def format_box(box: Sequence[float]) -> str:
     return "[" + ", ".join(str(tidy_number(float(v))) for v in box) + "]"
 
 
+def _box_problem(key: str | None, turns: list[Any], raw: Any, box_format: str) -> str:
+    """Why a record's box cannot be read, and how to write it."""
+    how = ("write it as [x1, y1, x2, y2] in pixels of the image" if box_format == "xyxy" else
+           "write it as [x, y, w, h] in pixels (task_options box_format: xywh)")
+    if key is None and not turns:
+        return f"no box; add 'solution' ({', '.join(SOLUTION_KEYS)} are read) and {how}"
+    field = f"field {key!r}" if key else "the second turn of 'conversations'"
+    what = "is empty" if raw in (None, "", [], {}) else f"holds no readable box ({str(raw)[:120]!r})"
+    return f"the box in {field} {what}; {how}"
+
+
 class RecTask(Task):
     """Referring expression comprehension: one box per expression; reward IoU (eq. 2).
 
@@ -126,16 +138,17 @@ class RecTask(Task):
         """Read a JSON list or JSONL file of REC records (fields in docs/tasks/rec.md)."""
         path = Path(path)
         base = Path(image_root) if image_root is not None else path.parent
-        return [self._from_record(r, base, f"{path.stem}-{i}", f"{path}:{i}")
-                for i, r in enumerate(read_records(path))]
+        return build_each(located_records(path), lambda i, r: self._from_record(r, base, f"{path.stem}-{i}"),
+                          what=f"REC data {path}", image_base=base)
 
-    def _from_record(self, record: dict[str, Any], base: Path, default_id: str, where: str) -> Sample:
+    def _from_record(self, record: dict[str, Any], base: Path, default_id: str) -> Sample:
+        """One record as a sample; a ``ValueError`` says what is wrong and what to write instead."""
         rec = dict(record)
         conversations = rec.get("conversations") if isinstance(rec.get("conversations"), list) else None
 
         image_key = next((k for k in IMAGE_KEYS if k in rec), None)
         if image_key is None:
-            raise ValueError(f"{where}: REC record has no image field (one of {IMAGE_KEYS})")
+            raise ValueError(f"no image field; add one of {', '.join(IMAGE_KEYS)} (a path, or a list of paths)")
         image = resolve_image(rec.pop(image_key), base)
 
         sol_key = next((k for k in SOLUTION_KEYS if k in rec), None)
@@ -143,7 +156,7 @@ class RecTask(Task):
         raw = rec.pop(sol_key) if sol_key else (turns[1].get("value") if len(turns) > 1 else None)
         box = self._label_box(raw)
         if box is None:
-            raise ValueError(f"{where}: REC record has no readable box (fields {SOLUTION_KEYS}), got {raw!r}")
+            raise ValueError(_box_problem(sol_key, turns, raw, self.box_format))
 
         verbatim = False
         expr_key = next((k for k in EXPRESSION_KEYS if isinstance(rec.get(k), str)), None)
@@ -156,7 +169,7 @@ class RecTask(Task):
             elif turns and isinstance(turns[0].get("value"), str):
                 problem = turns[0]["value"].replace("<image>", "").strip()
             else:
-                raise ValueError(f"{where}: REC record has no referring expression (fields {EXPRESSION_KEYS + QUESTION_KEYS})")
+                raise ValueError(f"no referring expression; add one of {', '.join(EXPRESSION_KEYS + QUESTION_KEYS)}")
             verbatim = True
         if verbatim:
             rec[VERBATIM_FLAG] = True

@@ -401,7 +401,7 @@ def test_loader_reads_a_json_list_with_solution_alias_extra_fields_and_no_size(t
 def test_loader_rejects_a_record_with_a_bad_object(tmp_path, task):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "x.png", "width": 1, "height": 1,
                                                     "objects": [{"bbox_2d": [3, 3, 1, 1], "label": "bed"}]}))
-    with pytest.raises(ValueError, match="bad object"):
+    with pytest.raises(ValueError, match=r"bad.jsonl line 1: object 1 .* needs a bbox_2d of four finite numbers"):
         task.load(tmp_path / "bad.jsonl")
 
 

@@ -104,7 +104,7 @@ def test_files_round_trip_and_bad_records_name_themselves(tmp_path):
     assert again.solution == loaded.solution and again.meta == loaded.meta
     bad = dict(record, layout=[{**LAYOUT[0], "label": "sofa"}, LAYOUT[1]])
     path.write_text(json.dumps(bad) + "\n")
-    with pytest.raises(ValueError, match=r"refine.jsonl:0: 'layout' and 'objects' must hold the same ids"):
+    with pytest.raises(ValueError, match=r"refine.jsonl line 1: 'layout' and 'objects' must hold the same ids"):
         TASK.load(path)
     no_ids = dict(record, objects=[{k: v for k, v in o.items() if k != "id"} for o in REFERENCE],
                   layout=[{k: v for k, v in o.items() if k != "id"} for o in LAYOUT])

@@ -186,7 +186,7 @@ def test_vlm_r1_ovd_jsonl_variants_load(tmp_path, task):
 
 def test_records_that_cannot_be_right_are_errors(tmp_path, task):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "a.png", "solution": [{"label": "cat"}], "width": 9, "height": 9}))
-    with pytest.raises(ValueError, match=r"bad.jsonl:0: object 0"):
+    with pytest.raises(ValueError, match=r"bad.jsonl line 1: object 1 of the solution has no readable box"):
         task.load(tmp_path / "bad.jsonl")
     (tmp_path / "vague.jsonl").write_text(json.dumps({"image": "a.png", "solution": "None", "width": 9, "height": 9}))
     with pytest.raises(ValueError, match="nothing says what to detect"):

@@ -200,7 +200,7 @@ def test_bad_records_name_the_file_and_line(tmp_path, task):
     with pytest.raises(ValueError, match=r"bad.jsonl:2"):
         task.load(tmp_path / "bad.jsonl")
     (tmp_path / "nobox.jsonl").write_text('{"image": "a.png", "ref": "x", "width": 9, "height": 9}\n')
-    with pytest.raises(ValueError, match="no readable box"):
+    with pytest.raises(ValueError, match=r"nobox.jsonl line 1: no box; add 'solution'"):
         task.load(tmp_path / "nobox.jsonl")
 
 

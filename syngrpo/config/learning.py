@@ -125,6 +125,17 @@ class DataConfig(StrictModel):
     #: for Hugging Face datasets (parquet/arrow files, dataset directories, ``hf://REPO[@CONFIG][:SPLIT]``):
     #: task field -> dataset column, e.g. ``{image: img, problem: question}`` (unnamed columns keep their names)
     columns: dict[str, str] = Field(default_factory=dict)
+    #: a registered dataset format (``syngrpo data formats``) that reads ``train`` / ``eval`` in place: ``refer``,
+    #: ``coco``, ``d3``, ``3dfront``, ``vlmr1_rec`` ... (docs/data.md); ``null`` = the task's own JSON/JSONL, or a
+    #: Hugging Face dataset
+    format: str | None = None
+    #: options of the format's reader, e.g. ``{dataset: refcoco, split_by: unc}``; its ``split`` defaults to
+    #: ``train`` for ``train`` and ``val`` for ``eval``
+    format_options: dict[str, Any] = Field(default_factory=dict)
+    #: the evaluation source's format and options where they differ from ``format`` / ``format_options``
+    #: (``eval_format_options`` is laid over ``format_options``); ``none``: the task's own JSON/JSONL
+    eval_format: str | None = None
+    eval_format_options: dict[str, Any] = Field(default_factory=dict)
     #: randomly keep this many training samples (the paper keeps 2,000); ``null`` = all
     max_train_samples: int | None = Field(None, ge=1)
     toy: ToyDataConfig = Field(default_factory=ToyDataConfig)
@@ -139,6 +150,23 @@ class DataConfig(StrictModel):
         if split == "eval" and self.eval_image_root is not None:
             return self.eval_image_root
         return self.image_root
+
+    def format_of(self, split: str) -> tuple[str | None, dict[str, Any], str]:
+        """``(format, options, split name)`` the ``train`` or ``eval`` source is read with (``None``: no format).
+
+        The split name is the options' ``split``, else ``train`` / ``val``: what a format that holds
+        several splits (``refer``, ``coco``) selects.
+        """
+        if split == "eval":
+            if self.eval_format == "none":
+                return None, {}, "val"
+            name = self.eval_format or self.format
+            options = {**self.format_options, **self.eval_format_options} if name == self.format else \
+                dict(self.eval_format_options)
+        else:
+            name, options = self.format, dict(self.format_options)
+        options = dict(options)
+        return name, options, str(options.pop("split", "train" if split == "train" else "val"))
 
 
 class RolloutConfig(StrictModel):

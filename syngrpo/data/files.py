@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["image_size", "pop_image_size", "portable_image_path", "read_records", "resolve_image", "tidy_number", "write_jsonl",
-           "write_records"]
+__all__ = ["image_size", "located_records", "pop_image_size", "portable_image_path", "read_records", "resolve_image",
+           "tidy_number", "write_jsonl", "write_records"]
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -57,6 +57,20 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}:{lineno}: a JSONL line must be one JSON object (a record)")
         records.append(record)
     return records
+
+
+def located_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """:func:`read_records` with where each record sits: ``"<file> line N"`` (JSONL) or ``"<file> record N"``.
+
+    Numbers count from 1, as an editor shows lines, so an error built on them points at the record to fix.
+    """
+    path = Path(path)
+    records = read_records(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("[") or len(records) == 1 and path.suffix == ".json":
+        return [(f"{path} record {i}", r) for i, r in enumerate(records, start=1)]
+    lines = [k for k, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    return [(f"{path} line {k}", r) for k, r in zip(lines, records, strict=True)]
 
 
 def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | Path) -> None:

@@ -18,7 +18,10 @@ image on line 7 000 of the dataset, is an error in seconds instead of after minu
 - ``synthesis.job_options`` against the options the synthesizer declares (bounded ranges);
 - every dataset sample: its image exists and decodes, its foreground boxes are finite, inside
   the image, not inverted and not empty.  A bad sample is an error naming file and line, or,
-  with ``data.bad_samples: drop``, left out of training and counted.
+  with ``data.bad_samples: drop``, left out of training and counted.  A source in another format
+  (``data.format``) is read by its reader first, whose errors list every bad record of the original
+  files (file, record number, what to change); a sample it produced names its original record too.
+  A Hugging Face dataset's path-only images are checked row by row.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +39,9 @@ import torch
 
 from syngrpo.config import TrainConfig, check_runnable
 from syngrpo.config.io import validate
-from syngrpo.data.hf import HF_PREFIX, is_dataset_source, load_rows
+from syngrpo.data.files import located_records
+from syngrpo.data.formats import SOURCE_KEY, DatasetError, materialize_format
+from syngrpo.data.hf import HF_PREFIX, image_problems, is_dataset_source, load_rows
 from syngrpo.errors import ConfigError, SyngrpoError
 from syngrpo.perception.rewards import make_reward
 from syngrpo.plugins import get_registry, is_callable_ref, keyword_options
@@ -195,12 +201,21 @@ def _compute_dtype_here(cfg: TrainConfig) -> str:
     return compute_dtype("auto", "cuda" if cuda else "cpu", bf16_supported=not cuda or torch.cuda.is_bf16_supported())
 
 
-def _record_lines(path: Path, n: int) -> list[str]:
-    """How to name the ``n`` records of a dataset file: ``"<file> line N"`` (JSONL) or ``"<file> item N"``."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        return [f"{path} item {i}" for i in range(n)]
-    return [f"{path} line {k}" for k, line in enumerate(text.splitlines(), start=1) if line.strip()]
+def _record_names(path: Path, n: int) -> list[str]:
+    """How to name the ``n`` records of a dataset file: ``"<file> line N"`` (JSONL) or ``"<file> record N"``."""
+    try:
+        names = [where for where, _ in located_records(path)]
+    except (OSError, ValueError):
+        names = []
+    return names if len(names) == n else [f"{path} record {i}" for i in range(1, n + 1)]
+
+
+def _data_errors(report: CheckReport, split: str, exc: Exception) -> None:
+    """A loader's or reader's error: one line per bad record it lists (file, record number, fix)."""
+    if isinstance(exc, DatasetError):
+        report.errors.extend(f"{split} data: {p}" for p in exc.problems)
+    else:
+        report.errors.append(f"{split} data: {exc}")
 
 
 def sample_problem(sample: Sample, task: Any) -> str | None:
@@ -233,25 +248,27 @@ def sample_problem(sample: Sample, task: Any) -> str | None:
     return None
 
 
-def check_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: CheckReport) -> None:
-    """Load a dataset file with the task and check every sample (see :func:`sample_problem`)."""
+def check_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: CheckReport, *,
+                  image_root: str | Path | None = None, source: str | None = None) -> None:
+    """Load a dataset file with the task and check every sample (see :func:`sample_problem`).
+
+    ``image_root`` defaults to the split's; ``source`` names the original data of a converted file.
+    """
     file = Path(path)
     try:
-        samples = task.load(file, image_root=cfg.data.image_root_of(split))
+        samples = task.load(file, image_root=cfg.data.image_root_of(split) if image_root is None else image_root)
     except Exception as exc:  # noqa: BLE001 - a loader's error names file and line already
-        report.errors.append(f"{split} data: {exc}")
+        _data_errors(report, split, exc)
         return
-    try:
-        where = _record_lines(file, len(samples))
-    except OSError:
-        where = []
+    where = _record_names(file, len(samples))
     bad: list[tuple[str, Sample]] = []
     for i, sample in enumerate(samples):
         why = sample_problem(sample, task)
         if why is not None:
-            bad.append((f"{where[i] if i < len(where) else f'{file} record {i}'}: {why}", sample))
+            origin = sample.meta.get(SOURCE_KEY)
+            bad.append((f"{origin or where[i]}: {why}", sample))
     if not bad:
-        report.notes.append(f"{split} data: {len(samples)} samples in {file}, every image and box ok")
+        report.notes.append(f"{split} data: {len(samples)} samples in {source or file}, every image and box ok")
     elif cfg.data.bad_samples == "drop":
         report.dropped.setdefault(split, set()).update((s.id, s.image) for _, s in bad)
         report.notes.append(f"{split} data: dropped {len(bad)} of {len(samples)} samples in {file} "
@@ -264,10 +281,25 @@ def check_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: Ch
                              "data.bad_samples: drop to leave them out")
 
 
-def check_hf_dataset(cfg: TrainConfig, split: str, source: str, report: CheckReport) -> None:
-    """A Hugging Face dataset: readable, and ``data.columns`` names columns it has.
+def check_format_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: CheckReport,
+                         registry: Any) -> None:
+    """A source in ``data.format``: read by its reader (into a scratch folder), then every sample checked."""
+    name, options, fmt_split = cfg.data.format_of(split)
+    with tempfile.TemporaryDirectory(prefix="syngrpo-check-") as tmp:
+        try:
+            converted = materialize_format(registry, name, path, tmp, options=options, split=fmt_split,
+                                           image_root=cfg.data.image_root_of(split), task=cfg.data.task)
+        except Exception as exc:  # noqa: BLE001 - the reader's error lists every bad record
+            _data_errors(report, split, exc)
+            return
+        check_dataset(cfg, task, split, str(converted), report, image_root=tmp,
+                      source=f"{path} (data.format {name}, split {fmt_split})")
 
-    Its images are checked when the run converts the rows into the task's records (the
+
+def check_hf_dataset(cfg: TrainConfig, split: str, source: str, report: CheckReport) -> None:
+    """A Hugging Face dataset: readable, ``data.columns`` names columns it has, and every path-only image exists.
+
+    Embedded images are checked when the run converts the rows into the task's records (the
     conversion writes them out); a hub source is not fetched here.
     """
     if source.startswith(HF_PREFIX):
@@ -282,8 +314,17 @@ def check_hf_dataset(cfg: TrainConfig, split: str, source: str, report: CheckRep
     if missing:
         report.errors.append(f"{split} data: data.columns names column(s) {missing} that {source} does not have; "
                              f"its columns: {rows.column_names}")
+        return
+    try:
+        n, problems = image_problems(source, columns=cfg.data.columns, image_root=cfg.data.image_root_of(split))
+    except Exception as exc:  # noqa: BLE001 - no image column: the config's error here
+        report.errors.append(f"{split} data: {exc}")
+        return
+    if problems:
+        report.errors.extend(f"{split} data: {p}" for p in problems)
     else:
-        report.notes.append(f"{split} data: {len(rows)} rows in {source} (images checked when converted)")
+        report.notes.append(f"{split} data: {n} rows in {source}, every path-only image found "
+                            "(embedded images checked when converted)")
 
 
 def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -> CheckReport:
@@ -329,7 +370,9 @@ def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -
     _check_parallel(cfg, report)
     if data and task is not None:
         for split, path in (("train", cfg.data.train), ("eval", cfg.eval.split or cfg.data.eval)):
-            if path and is_dataset_source(path):
+            if path and cfg.data.format_of(split)[0]:
+                check_format_dataset(cfg, task, split, path, report, registry)
+            elif path and is_dataset_source(path):
                 check_hf_dataset(cfg, split, path, report)
             elif path:
                 check_dataset(cfg, task, split, path, report)
