@@ -10,10 +10,10 @@ Routes (all JSON unless said otherwise; docs/data-server.md has request/response
     GET  /v1/jobs/{id}/result.png    done job: the new image (image/png)
     GET  /v1/jobs/{id}/mask.png      done job: the kept-foreground mask (image/png)
     GET  /v1/jobs/{id}/input.png     the submitted image as stored (image/png)
-    POST /v1/jobs/{id}/cancel        cancel a queued or running job
+    POST /v1/jobs/{id}/cancel        cancel a queued or running job (and delete it: row and files)
     DELETE /v1/jobs/{id}             delete a job, row and files (a running one is cancelled first) → 200 / 202
     POST /v1/jobs/delete             delete many: {"ids": [...], "keys": [...]} (up to 500 in all)
-    GET  /healthz                    liveness and worker states (no token needed)
+    GET  /healthz                    up or down without the token; worker states and reasons with it
     GET  /metrics                    Prometheus text
 
 Handlers are thin: validation lives in :mod:`syngrpo.synthesis.server.validation`, the queue in
@@ -22,16 +22,17 @@ route, wrong method, body too large, a request its HTTP parser refused), is
 ``{"error": {"code", "message"}}`` with a 4xx status.
 
 Limits that protect the server from its clients (docs/data-server.md, "Limits and failure
-behaviour"): request bodies being read at once are capped by ``max_body_bytes_in_flight``
-(503 + ``Retry-After`` beyond it), a body that stops arriving is dropped after ``read_timeout_s``
-(408), and a client that disconnects is logged at DEBUG, not as an error.  The disk is bounded by
-deletion (clients delete what they collected; retention deletes the rest) and by a budget checked
-at submission (429 ``store_full`` / ``disk_low``; :meth:`~syngrpo.synthesis.server.workers.JobService.disk_refusal`).
+behaviour") live where they act: who a client is and the bytes of bodies it may hold in
+:mod:`.admission` (bodies counted decoded, as they arrive; ``body_timeout_s``), what a job may hold
+in :mod:`.validation`, the queue share and the fair choice of the next job in :mod:`.workers` and
+:mod:`.fairness`, connections in :mod:`.connections`.  A list answer stops at ``max_list_bytes``
+(its ``next_after`` gives the rest).  The disk is bounded by deletion (clients delete what they
+collected; cancelling deletes; retention deletes the rest) and by a budget checked at submission
+(429 ``store_full`` / ``disk_low``; :meth:`~syngrpo.synthesis.server.workers.JobService.disk_refusal`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import json
@@ -43,9 +44,19 @@ from aiohttp import web
 
 from syngrpo import __version__
 from syngrpo.plugins import Registry
+from syngrpo.synthesis.server.admission import (
+    CLIENT_KEY,
+    BodyBudget,
+    begin_body,
+    client_of,
+    end_body,
+    read_body,
+    request_key,
+)
 from syngrpo.synthesis.server.config import ServerConfig
+from syngrpo.synthesis.server.connections import CONNECTIONS, ConnectionGuard
 from syngrpo.synthesis.server.records import STATES
-from syngrpo.synthesis.server.validation import ApiError, check_job_id, check_key, parse_submission
+from syngrpo.synthesis.server.validation import ApiError, check_bounds, check_job_id, check_key, parse_submission
 from syngrpo.synthesis.server.workers import JobService
 
 #: ids one list request may name
@@ -64,8 +75,8 @@ _OPEN_PATHS = frozenset({"/healthz"})
 
 def error_response(err: ApiError) -> web.Response:
     resp = web.json_response(err.to_json(), status=err.status, headers=err.headers)
-    if err.status == 408:
-        resp.force_close()  # the rest of a stalled body is not worth waiting for (aiohttp would linger)
+    if err.close:
+        resp.force_close()  # the rest of a stalled or undecodable body is not worth reading (aiohttp would linger)
     return resp
 
 
@@ -98,44 +109,36 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
                                  status=500)
 
 
+def _token_matches(request: web.BaseRequest, expected: bytes) -> bool:
+    """Whether the request carries the bearer token (constant time).
+
+    aiohttp decodes header bytes that are not UTF-8 into lone surrogates; encoding them back with
+    ``surrogateescape`` compares the bytes the client sent, where a plain ``encode()`` raised and
+    answered 500 (issue 24, item 4).
+    """
+    got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(got, expected)
+
+
 def bearer_auth(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and request.path not in _OPEN_PATHS:
-            got = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(got, expected):
+        if expected is not None:
+            request[_AUTHORIZED] = _token_matches(request, expected)
+            if request.path not in _OPEN_PATHS and not request[_AUTHORIZED]:
                 raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'",
                                headers={"WWW-Authenticate": "Bearer"})
+        else:
+            request[_AUTHORIZED] = True
         return await handler(request)
 
     return auth
 
 
-class BodyBudget:
-    """Bytes of request bodies being read and checked at once (one event loop: no lock needed).
-
-    Each request with a body reserves its announced length (or ``max_request_bytes`` when it
-    announces none) before a byte is read, and gives it back when its handler returns; a request
-    that does not fit is refused at once with 503 + ``Retry-After``.  Memory for bodies in flight
-    therefore stays under the capacity, whatever the number of clients.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self.refused = 0
-
-    def take(self, n: int) -> bool:
-        if self.used and self.used + n > self.capacity:
-            self.refused += 1
-            return False
-        self.used += n
-        return True
-
-    def give(self, n: int) -> None:
-        self.used -= n
+#: whether a request carried the token (or the server has none): ``/healthz`` says more to those that do
+_AUTHORIZED = request_key("syngrpo_authorized", bool)
 
 
 BODIES: web.AppKey[BodyBudget] = web.AppKey("syngrpo_bodies", BodyBudget)
@@ -156,34 +159,27 @@ def _release_freed_memory() -> None:
 
 @web.middleware
 async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse an announced oversized body before reading a byte of it; keep bodies in flight under a cap."""
+    """Refuse a body that cannot be taken before reading a byte of it; give back what it held after
+    (:mod:`.admission`: bodies are counted decoded, per client and in all, as they arrive)."""
     cfg = request.app[SERVICE].config
-    limit = cfg.max_request_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "request_too_large",
-                       f"the request body is {request.content_length} bytes; the limit is {limit}")
-    if not request.body_exists:
-        return await handler(request)
     budget = request.app[BODIES]
-    need = request.content_length if request.content_length is not None else limit
-    if not budget.take(need):
-        raise ApiError(503, "busy", f"the server is reading {budget.used} bytes of request bodies (the cap is "
-                       f"{budget.capacity}); retry in a second", headers={"Retry-After": "1"})
+    if not request.body_exists:
+        request[CLIENT_KEY] = client_of(request)
+        return await handler(request)
+    begin_body(request, budget, cfg.max_request_bytes)
     try:
         return await handler(request)
     finally:
-        budget.give(need)
-        if need >= _TRIM_AFTER_BYTES and budget.used == 0:
+        held = end_body(request, budget)
+        if held >= _TRIM_AFTER_BYTES and budget.used == 0:
             _release_freed_memory()
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request body, or 408 when it stops arriving for ``read_timeout_s`` (a stalled client)."""
-    timeout = request.app[SERVICE].config.read_timeout_s
-    try:
-        return await asyncio.wait_for(request.read(), timeout)
-    except asyncio.TimeoutError:
-        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s") from None
+async def read_json_body(request: web.Request) -> bytearray:
+    """The request's decoded body (:func:`.admission.read_body` under this server's limits)."""
+    cfg = request.app[SERVICE].config
+    return await read_body(request, request.app[BODIES], max_bytes=cfg.max_request_bytes,
+                           timeout_s=cfg.body_timeout_s)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -193,9 +189,12 @@ async def submit_job(request: web.Request) -> web.Response:
     ctype = request.content_type
     if request.body_exists and ctype not in ("application/json", "application/octet-stream", ""):
         raise ApiError(415, "unsupported_media_type", f"send application/json, not {ctype}")
-    raw = await read_body(request)
+    raw = await read_json_body(request)
     body = parse_submission(raw)
-    rec, created = await request.app[SERVICE].submit(body)
+    del raw  # parsed: the text is not needed while the image is checked
+    service = request.app[SERVICE]
+    check_bounds(body, service.config)  # before anything copies or hashes the fields
+    rec, created = await service.submit(body, client=request[CLIENT_KEY])
     status = 201 if created else 200
     return web.json_response(rec.to_json(), status=status, headers={"Location": f"/v1/jobs/{rec.id}"})
 
@@ -226,8 +225,29 @@ def _list(request: web.Request, states: list[str], ids: list[str], key: str | No
     if key is not None:
         check_key(key)
     jobs = service.store.list(states=states, ids=ids, key=key, after=after, limit=limit)
-    nxt = jobs[-1].seq if len(jobs) == limit else None
-    return web.json_response({"jobs": [j.to_json() for j in jobs], "next_after": nxt})
+    # The page stops at max_list_bytes (at least one job): a client asking for 500 large jobs gets
+    # them a page at a time through ``next_after`` instead of one answer of any size.
+    parts: list[str] = []
+    size, cut = 0, False
+    for job in jobs:
+        text = json.dumps(job.to_json(), separators=(",", ":"))
+        if parts and size + len(text) > service.config.max_list_bytes:
+            cut = True
+            break
+        parts.append(text)
+        size += len(text) + 1
+    shown = jobs[:len(parts)]
+    nxt = shown[-1].seq if shown and (cut or len(jobs) == limit) else None
+    deleted = []
+    if ids:  # ids that name deleted jobs say so (a job cancelled or deleted since), instead of vanishing
+        found = {j.id for j in jobs}
+        for i in dict.fromkeys(ids):
+            tomb = service.store.tombstone(i) if i not in found else None
+            if tomb is not None:
+                deleted.append(tomb.to_json())
+    text = ('{"jobs":[' + ",".join(parts) + '],"next_after":' + json.dumps(nxt) + ',"deleted":'
+            + json.dumps(deleted, separators=(",", ":")) + "}")
+    return web.Response(text=text, content_type="application/json")
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -240,7 +260,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def query_jobs(request: web.Request) -> web.Response:
     """``POST /v1/jobs/query``: the list with a JSON body, for id lists too long for a URL."""
-    raw = await read_body(request)
+    raw = await read_json_body(request)
     try:
         body = json.loads(raw or b"{}")
     except ValueError as exc:
@@ -306,7 +326,8 @@ def _png_handler(which: str) -> Handler:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICE].cancel(_job_id(request)).to_json())
+    """Cancel a job and free it: a queued one is deleted at once, a running one when its call returns."""
+    return web.json_response((await request.app[SERVICE].cancel(_job_id(request))).to_json())
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -326,7 +347,7 @@ async def delete_job(request: web.Request) -> web.Response:
 
 async def delete_jobs(request: web.Request) -> web.Response:
     """``POST /v1/jobs/delete``: many jobs by id or key in one request (what the trainer's transport sends)."""
-    raw = await read_body(request)
+    raw = await read_json_body(request)
     try:
         body = json.loads(raw or b"{}")
     except ValueError as exc:
@@ -368,20 +389,42 @@ async def delete_jobs(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Up or down for anyone; worker states, errors and reasons only for a client with the token.
+
+    Without the token the answer is ``{"status": ...}`` alone: the reasons name files, devices and
+    exceptions, which are the operator's business (issue 24, item 9).
+    """
     health = request.app[SERVICE].health()
+    status = 503 if health["status"] == "broken" else 200
+    if not request.get(_AUTHORIZED, True):
+        return web.json_response({"status": health["status"]}, status=status)
     health["version"] = __version__
-    return web.json_response(health, status=503 if health["status"] == "broken" else 200)
+    return web.json_response(health, status=status)
 
 
 async def metrics(request: web.Request) -> web.Response:
     budget = request.app[BODIES]
+    conns = request.app[CONNECTIONS]
     text = request.app[SERVICE].metrics_text() + (
-        "# HELP syngrpo_request_body_bytes_in_flight Bytes of request bodies being read and checked.\n"
+        "# HELP syngrpo_request_body_bytes_in_flight Decoded bytes of request bodies being read and checked.\n"
         "# TYPE syngrpo_request_body_bytes_in_flight gauge\n"
         f"syngrpo_request_body_bytes_in_flight {budget.used}\n"
         "# HELP syngrpo_requests_busy_total Requests refused with 503 busy (bodies in flight at the cap).\n"
         "# TYPE syngrpo_requests_busy_total counter\n"
-        f"syngrpo_requests_busy_total {budget.refused}\n")
+        f"syngrpo_requests_busy_total {budget.refused}\n"
+        "# HELP syngrpo_requests_client_busy_total Requests refused with 429 client_busy (one client's bodies at "
+        "its share).\n"
+        "# TYPE syngrpo_requests_client_busy_total counter\n"
+        f"syngrpo_requests_client_busy_total {budget.refused_client}\n"
+        "# HELP syngrpo_connections_open Connections open now.\n"
+        "# TYPE syngrpo_connections_open gauge\n"
+        f"syngrpo_connections_open {conns.open}\n"
+        "# HELP syngrpo_connections_refused_total Connections closed at once (max_connections reached).\n"
+        "# TYPE syngrpo_connections_refused_total counter\n"
+        f"syngrpo_connections_refused_total {conns.refused}\n"
+        "# HELP syngrpo_connections_evicted_total Idle connections closed to make room for a new one.\n"
+        "# TYPE syngrpo_connections_evicted_total counter\n"
+        f"syngrpo_connections_evicted_total {conns.evicted}\n")
     return web.Response(text=text, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"},
                         charset="utf-8")
 
@@ -401,7 +444,8 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
     app = web.Application(client_max_size=config.max_request_bytes,
                           middlewares=[errors_as_json, bearer_auth(config.token), body_limit])
     app[SERVICE] = service
-    app[BODIES] = BodyBudget(config.max_body_bytes_in_flight)
+    app[BODIES] = BodyBudget(config.max_body_bytes_in_flight, config.client_body_budget())
+    app[CONNECTIONS] = ConnectionGuard(config.max_connections)
 
     async def on_startup(app: web.Application) -> None:
         await service.start()

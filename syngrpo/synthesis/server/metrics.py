@@ -52,6 +52,9 @@ def metrics_text(service: Any) -> str:
     metric("syngrpo_submissions_store_full_total", "counter",
            "Submissions refused with 429 store_full or disk_low (max_store_bytes, min_free_bytes).",
            service.store_full_refused)
+    metric("syngrpo_jobs_disk_retries_total", "counter",
+           "Jobs put back in the queue because their result could not be written (full disk).", service.disk_retries)
+    metric("syngrpo_clients_queued", "gauge", "Clients with jobs in the queue.", service.store.queued_clients())
     metric("syngrpo_store_jobs", "gauge", "Jobs the store keeps (rows, any state).", kept)
     metric("syngrpo_store_bytes", "gauge", "Bytes of the store on disk: job files and database.",
            service.store.bytes_used())

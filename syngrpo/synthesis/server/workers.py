@@ -30,10 +30,11 @@ from syngrpo.synthesis.pipeline import job_options_model
 from syngrpo.synthesis.server.calls import CallTimeout, call_in_thread, load_plugin_modules, make_plugin, percentile
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.device_worker import Worker
+from syngrpo.synthesis.server.fairness import FairShare
 from syngrpo.synthesis.server.files import atomic_write, is_storage_full
 from syngrpo.synthesis.server.metrics import metrics_text
 from syngrpo.synthesis.server.records import DELETE_REASONS, DeleteOutcome, JobRecord
-from syngrpo.synthesis.server.store import DuplicateKeyError, JobStore
+from syngrpo.synthesis.server.store import DuplicateKeyError, JobStore, result_bytes_bound
 from syngrpo.synthesis.server.validation import ApiError, Submission, SubmissionBody, fingerprint, validate_submission
 
 __all__ = ["CallTimeout", "JobService", "Worker", "call_in_thread", "load_plugin_modules", "make_plugin", "percentile"]
@@ -48,6 +49,13 @@ STORE_FULL_RETRY_S = 10
 
 BACKLOG_SWEEP_S = 1.0
 """Pause between two retention sweeps while a backlog remains (each sweep deletes at most ``retention_batch``)."""
+
+DISK_FULL_ERROR = "the server's disk is full"
+"""How a worker says a job's result could not be written (:mod:`.device_worker`): the job is re-queued, not failed."""
+
+DISK_RETRY_FIRST_S = 0.5
+DISK_RETRY_MAX_S = 60.0
+"""The workers' wait before claiming again after a result write hit a full disk: 0.5 s, doubling to a minute."""
 
 
 class JobService:
@@ -70,7 +78,11 @@ class JobService:
         self.storage_error: str | None = None  # why the last write failed on a full disk (None: fine)
         self.storage_refused = 0
         self.store_full_refused = 0  # submissions refused by max_store_bytes or min_free_bytes
+        self.disk_retries = 0  # jobs put back in the queue because their result could not be written (full disk)
+        self.fair = FairShare(config.fair_share_half_life_s)  # who runs next (:mod:`.fairness`)
         self._reserved = 0  # queue slots taken by submissions being written
+        self._reserved_by_client: dict[str, int] = {}
+        self._disk_retry_s = 0.0  # while > 0: a result write hit a full disk; workers wait this long to claim
         self._reserved_bytes = 0  # disk those submissions will take (input, and a result its size)
         self._typical_need = 0  # what the last stored job needed: /healthz says degraded while one would not fit
         self.started_at = time.time()
@@ -140,52 +152,73 @@ class JobService:
         active = max(1, sum(w.state in ("ready", "busy") for w in self.workers))
         return max(1, min(600, math.ceil(mean / active)))
 
-    def _queue_full(self) -> ApiError:
+    def _queue_full(self, mine: int) -> ApiError:
         self.rejected += 1
         wait = self.retry_after_s()
+        share = self.config.client_queue_limit()
         return ApiError(429, "queue_full",
-                        f"the queue holds {self.config.queue_size} jobs; retry in {wait} s",
+                        f"the queue holds {self._queued_or_reserved()} jobs (queue_size {self.config.queue_size}), "
+                        f"{mine} of them this client's (its share in a full queue: {share}); retry in {wait} s",
                         headers={"Retry-After": str(wait)})
 
-    async def submit(self, body: SubmissionBody) -> tuple[JobRecord, bool]:
-        """Queue a job; returns ``(job, created)``: an idempotent retry returns the existing job."""
+    def _check_queue(self, client: str) -> None:
+        """429 ``queue_full`` unless the job fits: below ``queue_size`` queued jobs in all, or, in a fuller
+        queue, below this client's share (``client_queue_share`` of ``queue_size``) and ``2 × queue_size``
+        in all.  So a client alone may fill the queue, and another arriving then still gets its share in."""
+        cfg = self.config
+        total = self._queued_or_reserved()
+        if total < cfg.queue_size:
+            return
+        mine = self.store.queued_count(client) + self._reserved_by_client.get(client, 0)
+        if mine < cfg.client_queue_limit() and total < 2 * cfg.queue_size:
+            return
+        raise self._queue_full(mine)
+
+    async def submit(self, body: SubmissionBody, client: str = "") -> tuple[JobRecord, bool]:
+        """Queue a job for ``client``; returns ``(job, created)``: an idempotent retry returns the existing job.
+
+        ``client`` (:func:`~syngrpo.synthesis.server.admission.client_of`) is whom the job counts
+        against: at most ``client_queue_share`` of the queue, and its share of the workers.
+        """
         existing = self._existing(body)
         if existing is not None:
             return existing, False
         if all(w.state == "broken" for w in self.workers):
             raise ApiError(503, "unavailable", "every worker of this server is broken (see /healthz); "
                            "submit to another server", headers={"Retry-After": "60"})
-        if self._queued_or_reserved() >= self.config.queue_size:
-            raise self._queue_full()
+        self._check_queue(client)
         self._check_disk(0)
         sub: Submission = await asyncio.to_thread(validate_submission, body, self.config, self.option_models)
         existing = self._existing(body)  # a concurrent retry may have won while the image was decoded
         if existing is not None:
             return existing, False
         # Check and reserve a slot and its bytes with no await in between: concurrent submissions cannot all pass.
-        if self._queued_or_reserved() >= self.config.queue_size:
-            raise self._queue_full()
-        need = 2 * len(sub.png)  # the input now, and a result about its size later
+        self._check_queue(client)
+        need = len(sub.png) + result_bytes_bound(sub.image.width, sub.image.height)  # the input now, its result later
         self._check_disk(need)
         self._reserved += 1
+        self._reserved_by_client[client] = self._reserved_by_client.get(client, 0) + 1
         self._reserved_bytes += need
         self._typical_need = need
         try:
-            return await self._store_new(body, sub)
+            return await self._store_new(body, sub, client)
         finally:
             self._reserved -= 1
             self._reserved_bytes -= need
+            left = self._reserved_by_client.pop(client, 1) - 1
+            if left > 0:
+                self._reserved_by_client[client] = left
 
     def _queued_or_reserved(self) -> int:
         return self.store.queued_count() + self._reserved
 
-    async def _store_new(self, body: SubmissionBody, sub: Submission) -> tuple[JobRecord, bool]:
+    async def _store_new(self, body: SubmissionBody, sub: Submission, client: str) -> tuple[JobRecord, bool]:
         job_id = uuid.uuid4().hex
         rec = JobRecord(
             id=job_id, key=sub.key, fingerprint=sub.fingerprint, state="queued", synthesizer=sub.synthesizer,
             group_key=sub.group_key, width=sub.image.width, height=sub.image.height, boxes=sub.boxes,
             labels=sub.labels, description=sub.description, options=sub.options, seed=sub.seed,
-            created_at=time.time(),
+            created_at=time.time(), client=client,
         )
         rec.bytes = len(sub.png)
         try:
@@ -215,11 +248,13 @@ class JobService:
     def disk_refusal(self, need: int = 0) -> ApiError | None:
         """Why a submission needing ``need`` more bytes would be refused for disk (``None``: it fits).
 
-        What the store will hold: its files and database now, a result for every queued or running
-        job (about its input's size), the submissions being written, and ``need``.
+        What the store will hold: its files and database now, the most the result of every queued or
+        running job can take (:func:`~syngrpo.synthesis.server.store.result_bytes_bound`: 4 bytes a
+        pixel, not the input's size, which a one-colour image makes tiny), the submissions being
+        written, and ``need``.
         """
         cfg = self.config
-        coming = self.store.unfinished_input_bytes() + self._reserved_bytes + need
+        coming = self.store.pending_result_bytes() + self._reserved_bytes + need
         headers = {"Retry-After": str(STORE_FULL_RETRY_S)}
         if cfg.max_store_bytes is not None:
             used = self.store.bytes_used()
@@ -259,12 +294,19 @@ class JobService:
         if self.storage_error is not None:
             log.info("the job store accepts writes again")
         self.storage_error = None
+        self._disk_retry_s = 0.0
 
     async def finish_durably(self, job_id: str, error: str | None) -> None:
         """:meth:`finish`, retried with back-off while the disk is full (the worker never dies of it).
 
-        A job a client deleted while it ran is deleted now (else the next retention sweep does it).
+        A job whose result could not be written because the disk is full is not failed: it goes
+        back to the queue (the attempt not counted) and runs again once the workers' back-off
+        (:meth:`next_batch`) has passed; a full disk is the server's trouble, not the job's.  A job a
+        client deleted while it ran is deleted now (else the next retention sweep does it).
         """
+        if error is not None and error.startswith(DISK_FULL_ERROR):
+            if await self._requeue_durably(job_id, error):
+                return
         delay = 0.5
         while True:
             try:
@@ -281,6 +323,27 @@ class JobService:
                 await self.delete([job_id])
             except Exception:  # noqa: BLE001 - the retention sweep deletes it later
                 log.exception("deleting job %s after its call returned failed", job_id)
+
+    async def _requeue_durably(self, job_id: str, error: str) -> bool:
+        """Put a running job whose result hit a full disk back in the queue; False when it is not running
+        any more or a client asked for it to go (then it finishes as usual)."""
+        rec = self.store.get(job_id)
+        if rec is None or rec.state != "running" or rec.cancel_requested:
+            return False
+        delay = 0.5
+        while True:
+            try:
+                self.store.requeue([job_id])
+                break
+            except Exception as exc:
+                if not is_storage_full(exc):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self.disk_retries += 1
+        self._disk_retry_s = min(DISK_RETRY_MAX_S, max(DISK_RETRY_FIRST_S, 2 * self._disk_retry_s))
+        log.warning("job %s goes back to the queue: %s (tried again in %.0f s)", job_id, error, self._disk_retry_s)
+        return True
 
     def _existing(self, body: SubmissionBody) -> JobRecord | None:
         """The job this submission is a retry of, or ``None`` for a new one; 409 for a key used for other content.
@@ -309,14 +372,22 @@ class JobService:
             self._cond.notify_all()
 
     async def next_batch(self, worker: Worker) -> list[JobRecord]:
-        """Wait for queued jobs and claim up to ``batch_size`` of one group for ``worker``."""
+        """Wait for queued jobs and claim up to ``batch_size`` of one group for ``worker``.
+
+        Which job goes first is the fair choice between clients (:mod:`.fairness`): the oldest job of
+        the client that has used the workers least lately.  After a result write hit a full disk the
+        workers wait (0.5 s doubling to a minute) before they claim again, so a job put back is not
+        run again and again while the disk stays full.
+        """
         assert self._cond is not None
         cfg = self.config
         delay = 0.5
+        if self._disk_retry_s > 0 and self.storage_error is not None:
+            await asyncio.sleep(self._disk_retry_s)  # then one try; a failed one doubles the wait
         async with self._cond:
             while True:
                 try:
-                    jobs = self.store.claim(worker.name, cfg.batch_size)
+                    jobs = self.store.claim(worker.name, cfg.batch_size, usage=self.fair.usage)
                 except Exception as exc:
                     if not is_storage_full(exc):
                         raise
@@ -329,7 +400,8 @@ class JobService:
                 await self._cond.wait()
         if cfg.batch_wait_s > 0 and len(jobs) < cfg.batch_size:
             await asyncio.sleep(cfg.batch_wait_s)
-            jobs += self.store.claim(worker.name, cfg.batch_size - len(jobs), group_key=jobs[0].group_key)
+            jobs += self.store.claim(worker.name, cfg.batch_size - len(jobs), group_key=jobs[0].group_key,
+                                     usage=self.fair.usage)
         return jobs
 
     def finish(self, job_id: str, error: str | None) -> JobRecord | None:
@@ -338,6 +410,8 @@ class JobService:
             self.storage_ok()
         if rec is None:
             return None
+        if rec.seconds:
+            self.fair.charge(rec.client, rec.seconds)
         if rec.state == "failed":
             log.info("job %s (%s) failed: %s", rec.id, rec.key, rec.error)
         self._tell(rec)
@@ -418,13 +492,26 @@ class JobService:
             raise ApiError(404, "not_found", f"no job {job_id}")
         return rec
 
-    def cancel(self, job_id: str) -> JobRecord:
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job and free what it holds: a queued one is deleted at once (row and files, leaving
+        its tombstone), a running one is cancelled when its call returns and deleted then.
+
+        Cancelling used to keep the row and files until retention (a day): a client could fill the
+        disk by submitting and cancelling (issue 24, item 1).  Returns the job as it was cancelled.
+        """
         rec = self.get(job_id)
         if rec.state in ("done", "failed"):
             raise ApiError(409, "already_final", f"job {job_id} is already {rec.state}")
-        rec = self.store.cancel(job_id) or rec
-        if rec.state == "cancelled":
-            self._tell(rec)
+        if rec.state == "cancelled":  # cancelled before this server deleted on cancel: free it now
+            await self.delete([job_id])
+            return rec
+        outcome = await self.delete([job_id])
+        if outcome.deleting:
+            return outcome.deleting[0]
+        if outcome.deleted:
+            done = outcome.deleted[0]
+            done.error = done.error or "cancelled"
+            return done
         return rec
 
     def result_path(self, job_id: str, which: str = "result") -> Path:
