@@ -106,3 +106,22 @@ def test_worker_seconds_halve_every_half_life_so_old_work_is_forgiven():
     fair.charge("a", 1.0)
     now[0] += 20.0
     assert fair.usage("a") == pytest.approx(5.0 / 4)
+
+
+async def test_fifo_scheduling_keeps_first_come_first_served_for_those_who_want_it(aiohttp_client, config_for,
+                                                                                  registry, control):
+    client = await aiohttp_client(create_app(config_for(synthesizer="controlled", scheduling="fifo"),
+                                             registry=registry))
+    url = f"http://127.0.0.1:{client.server.port}"
+    control.gate.clear()
+    try:
+        async with session_from("127.0.0.2") as flood, session_from("127.0.0.3") as other:
+            for i in range(3):
+                assert (await post(flood, url, f"f-{i}", description=f"flood {i}")).status == 201
+            await wait_until(lambda: len(control.calls) == 1)
+            assert (await post(other, url, "o-0", description="other 0")).status == 201
+            control.gate.set()
+            await wait_until(lambda: len(control.calls) == 4)
+    finally:
+        control.gate.set()
+    assert [c[2][0] for c in control.calls] == ["flood 0", "flood 1", "flood 2", "other 0"]

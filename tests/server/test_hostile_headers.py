@@ -77,3 +77,13 @@ async def _send(srv, data: bytes):
     import asyncio
 
     return await asyncio.to_thread(send_raw, srv.host, srv.port, data)
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/query", "/v1/jobs/delete"])
+async def test_json_nested_past_the_parsers_depth_is_400_not_500(open_server, caplog, path):
+    """Found by the fuzz benchmark: ``json.loads`` raises RecursionError, not ValueError, on 20,000 ``[``."""
+    body = b'{"ids": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    resp = await open_server.session.post(path, data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"]["code"] == "bad_json"
+    _no_errors_logged(caplog)

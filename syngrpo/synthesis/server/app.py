@@ -260,13 +260,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def query_jobs(request: web.Request) -> web.Response:
     """``POST /v1/jobs/query``: the list with a JSON body, for id lists too long for a URL."""
-    raw = await read_json_body(request)
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    body = _json_object(await read_json_body(request))
     unknown = sorted(set(body) - {"state", "ids", "key", "after", "limit"})
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: state, ids, key, after, limit")
@@ -283,6 +277,19 @@ async def query_jobs(request: web.Request) -> web.Response:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ApiError(422, "invalid_request", f"{name} must be an integer between {lo} and {hi}")
     return _list(request, states, ids, key, after, limit)
+
+
+def _json_object(raw: bytes | bytearray) -> dict[str, Any]:
+    """A small JSON object body (a query, a deletion): 400 for text that is not JSON, nested past what
+    the parser can follow (a ``RecursionError`` was a 500), or not UTF-8; 422 for a non-object."""
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {why}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    return body
 
 
 def _job_id(request: web.Request) -> str:
@@ -347,13 +354,7 @@ async def delete_job(request: web.Request) -> web.Response:
 
 async def delete_jobs(request: web.Request) -> web.Response:
     """``POST /v1/jobs/delete``: many jobs by id or key in one request (what the trainer's transport sends)."""
-    raw = await read_json_body(request)
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    body = _json_object(await read_json_body(request))
     unknown = sorted(set(body) - {"ids", "keys"})
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: ids, keys")

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -114,6 +114,9 @@ class ServerConfig(StrictModel):
     client_queue_share: float = Field(
         0.5, gt=0.0, le=1.0, description="a client with fewer queued jobs than this share of queue_size is taken "
         "even when the queue is full (up to 2 x queue_size in all), so one client cannot keep others out")
+    scheduling: Literal["fair", "fifo"] = Field(
+        "fair", description="fair: the next job is the oldest of the client that used the workers least lately; "
+        "fifo: the oldest job (first come, first served)")
     fair_share_half_life_s: float = Field(
         300.0, gt=0, description="a client's worker-seconds count half after this long when the next job is chosen")
     # -- a bounded disk (docs/data-server.md, "Deleting jobs, retention and the disk budget")

@@ -387,7 +387,7 @@ class JobService:
         async with self._cond:
             while True:
                 try:
-                    jobs = self.store.claim(worker.name, cfg.batch_size, usage=self.fair.usage)
+                    jobs = self.store.claim(worker.name, cfg.batch_size, usage=self._usage())
                 except Exception as exc:
                     if not is_storage_full(exc):
                         raise
@@ -401,8 +401,12 @@ class JobService:
         if cfg.batch_wait_s > 0 and len(jobs) < cfg.batch_size:
             await asyncio.sleep(cfg.batch_wait_s)
             jobs += self.store.claim(worker.name, cfg.batch_size - len(jobs), group_key=jobs[0].group_key,
-                                     usage=self.fair.usage)
+                                     usage=self._usage())
         return jobs
+
+    def _usage(self) -> Callable[[str], float] | None:
+        """What the store orders clients by when it picks the next job (``None``: first come, first served)."""
+        return self.fair.usage if self.config.scheduling == "fair" else None
 
     def finish(self, job_id: str, error: str | None) -> JobRecord | None:
         rec = self.store.finish(job_id, "failed" if error else "done", error=error)
