@@ -125,3 +125,33 @@ async def test_fifo_scheduling_keeps_first_come_first_served_for_those_who_want_
     finally:
         control.gate.set()
     assert [c[2][0] for c in control.calls] == ["flood 0", "flood 1", "flood 2", "other 0"]
+
+
+async def test_a_client_with_many_requests_in_progress_waits_its_turn_and_others_do_not(aiohttp_client, config_for):
+    import asyncio
+    import json
+    import socket
+
+    from .test_hostile_bodies import partial_post
+
+    cfg = config_for(client_concurrency=2, client_waiting=1, body_timeout_s=30)
+    client = await aiohttp_client(create_app(cfg))
+    port = client.server.port
+    body = json.dumps(job_body("stalled")).encode()
+    stalled = [partial_post(port, body, 10, source="127.0.0.2") for _ in range(3)]  # 2 handled, 1 waiting
+    try:
+        await asyncio.sleep(0.3)
+        url = f"http://127.0.0.1:{port}"
+        async with session_from("127.0.0.2") as same, session_from("127.0.0.3") as other:
+            resp = await same.get(url + "/v1/jobs")  # one more than it may have: refused at once
+            assert resp.status == 429 and (await resp.json())["error"]["code"] == "client_busy"
+            assert "client_concurrency" in (await resp.json())["error"]["message"]
+            t0 = asyncio.get_running_loop().time()
+            resp = await other.get(url + "/v1/jobs")
+            assert resp.status == 200 and asyncio.get_running_loop().time() - t0 < 2
+        metrics = await (await client.get("/metrics")).text()
+        assert "syngrpo_requests_waiting 1" in metrics
+    finally:
+        for s in stalled:
+            s.shutdown(socket.SHUT_RDWR)
+            s.close()

@@ -16,6 +16,11 @@ Its own module because these rules sit between the connection and the handlers, 
 - Each client holds at most ``client_body_bytes_in_flight`` of it (``429 client_busy``), all clients
   together ``max_body_bytes_in_flight`` (``503 busy``): the memory the server spends on bodies stays
   bounded whatever the number of connections, and one client cannot take it all.
+- **Requests take turns** (:class:`RequestShare`): the server handles at most ``client_concurrency``
+  requests of one client at once; its others wait their turn (up to ``client_waiting``, then ``429
+  client_busy``).  The event loop serves ready requests in order of arrival, so without it a client
+  with fifty requests in progress made everyone else's wait fifty times as long; with it, a client's
+  share of the loop is bounded by its concurrency, whatever it sends.
 
 Why count arrived bytes rather than reserve announced lengths: a reservation is an allocation the
 client never has to pay for, and four stalled connections reserved the whole budget for 30 s
@@ -26,8 +31,10 @@ client never has to pay for, and four stalled connections reserved the whole bud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +122,47 @@ class BodyBudget:
             self.refused += 1
             raise ApiError(503, "busy", f"the server is reading {self.used} bytes of request bodies (the cap is "
                            f"{self.capacity}); retry in a second", headers={"Retry-After": "1"})
+
+
+class _Gate:
+    __slots__ = ("count", "sem")
+
+    def __init__(self, at_once: int) -> None:
+        self.sem = asyncio.Semaphore(at_once)
+        self.count = 0  # requests of this client handled or waiting now
+
+
+class RequestShare:
+    """At most ``at_once`` requests of one client handled at once; ``waiting`` more wait their turn."""
+
+    def __init__(self, at_once: int, waiting: int) -> None:
+        self.at_once = at_once
+        self.waiting = waiting
+        self._gates: dict[str, _Gate] = {}
+        self.refused = 0
+
+    def waiting_now(self) -> int:
+        return sum(max(0, g.count - self.at_once) for g in self._gates.values())
+
+    @contextlib.asynccontextmanager
+    async def turn(self, client: str) -> AsyncIterator[None]:
+        gate = self._gates.get(client)
+        if gate is None:
+            gate = self._gates[client] = _Gate(self.at_once)
+        if gate.count >= self.at_once + self.waiting:
+            self.refused += 1
+            raise ApiError(429, "client_busy", f"this client ({client}) has {gate.count} requests in progress or "
+                           f"waiting; the server handles {self.at_once} of one client at once (client_concurrency) "
+                           f"and keeps {self.waiting} waiting (client_waiting); retry in a second",
+                           headers={"Retry-After": "1"})
+        gate.count += 1
+        try:
+            async with gate.sem:
+                yield
+        finally:
+            gate.count -= 1
+            if gate.count == 0:
+                self._gates.pop(client, None)
 
 
 def check_encoding(request: web.BaseRequest) -> str:

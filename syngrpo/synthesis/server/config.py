@@ -104,6 +104,10 @@ class ServerConfig(StrictModel):
     client_body_bytes_in_flight: int | None = Field(
         None, ge=1024, description="the same for one client (its address); beyond it: 429 client_busy; null: half "
         "of max_body_bytes_in_flight, at least max_request_bytes")
+    client_concurrency: int = Field(4, ge=1, description="requests of one client handled at once; its others "
+                                    "wait their turn")
+    client_waiting: int = Field(256, ge=0, description="requests of one client waiting their turn; beyond it: 429 "
+                                "client_busy")
     body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive whole within this (408)")
     read_timeout_s: float = Field(30.0, gt=0, description="a connection idle this long between requests (or "
                                   "stalled before its headers arrive) is closed")
