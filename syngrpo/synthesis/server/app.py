@@ -57,6 +57,7 @@ from syngrpo.synthesis.server.admission import (
 )
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.connections import CONNECTIONS, ConnectionGuard
+from syngrpo.synthesis.server.metrics import connection_metrics_text
 from syngrpo.synthesis.server.records import STATES
 from syngrpo.synthesis.server.validation import (
     ApiError,
@@ -438,35 +439,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    budget = request.app[BODIES]
-    conns = request.app[CONNECTIONS]
-    text = request.app[SERVICE].metrics_text() + (
-        "# HELP syngrpo_request_body_bytes_in_flight Decoded bytes of request bodies being read and checked.\n"
-        "# TYPE syngrpo_request_body_bytes_in_flight gauge\n"
-        f"syngrpo_request_body_bytes_in_flight {budget.used}\n"
-        "# HELP syngrpo_requests_busy_total Requests refused with 503 busy (bodies in flight at the cap).\n"
-        "# TYPE syngrpo_requests_busy_total counter\n"
-        f"syngrpo_requests_busy_total {budget.refused}\n"
-        "# HELP syngrpo_requests_client_busy_total Requests refused with 429 client_busy (one client's bodies at "
-        "its share).\n"
-        "# TYPE syngrpo_requests_client_busy_total counter\n"
-        f"syngrpo_requests_client_busy_total {budget.refused_client}\n"
-        "# HELP syngrpo_requests_waiting Requests waiting for their client's turn (client_concurrency).\n"
-        "# TYPE syngrpo_requests_waiting gauge\n"
-        f"syngrpo_requests_waiting {request.app[SHARES].waiting_now()}\n"
-        "# HELP syngrpo_requests_client_waiting_refused_total Requests refused with 429 client_busy: their client "
-        "had client_waiting more waiting.\n"
-        "# TYPE syngrpo_requests_client_waiting_refused_total counter\n"
-        f"syngrpo_requests_client_waiting_refused_total {request.app[SHARES].refused}\n"
-        "# HELP syngrpo_connections_open Connections open now.\n"
-        "# TYPE syngrpo_connections_open gauge\n"
-        f"syngrpo_connections_open {conns.open}\n"
-        "# HELP syngrpo_connections_refused_total Connections closed at once (max_connections reached).\n"
-        "# TYPE syngrpo_connections_refused_total counter\n"
-        f"syngrpo_connections_refused_total {conns.refused}\n"
-        "# HELP syngrpo_connections_evicted_total Idle connections closed to make room for a new one.\n"
-        "# TYPE syngrpo_connections_evicted_total counter\n"
-        f"syngrpo_connections_evicted_total {conns.evicted}\n")
+    text = request.app[SERVICE].metrics_text() + connection_metrics_text(
+        request.app[BODIES], request.app[SHARES], request.app[CONNECTIONS])
     return web.Response(text=text, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"},
                         charset="utf-8")
 

@@ -34,12 +34,15 @@ from pathlib import Path
 from syngrpo.synthesis.server.database import WAL_SIZE_LIMIT, open_database
 from syngrpo.synthesis.server.files import (
     LOCK_FILE,
+    RESULT_BYTES_PER_PIXEL,
+    RESULT_OVERHEAD_BYTES,
     StoreError,
     atomic_write,
     folder_bytes,
     is_storage_full,
     lock_store,
     remove_tmp_files,
+    result_bytes_bound,
 )
 from syngrpo.synthesis.server.records import (
     DELETE_REASONS,
@@ -54,20 +57,8 @@ from syngrpo.synthesis.server.records import (
 __all__ = [
     "DELETE_REASONS", "FINAL_STATES", "LOCK_FILE", "STATES", "WAL_SIZE_LIMIT", "DeleteOutcome", "DuplicateKeyError",
     "JobRecord", "JobStore", "StoreError", "Tombstone", "atomic_write", "is_storage_full", "lock_store",
+    "result_bytes_bound",
 ]
-
-#: a job's result and keep mask as PNG files take at most about this many bytes per pixel: RGB (3) and
-#: the mask (1) stored with no compression at all; PNG adds a filter byte per row (``2 * height``) and
-#: a few chunks (``RESULT_OVERHEAD_BYTES``).  The disk budget counts this for each queued job, not the
-#: size of its input: a 16-megapixel input of one colour is a few kB of PNG, its result up to 64 MB.
-RESULT_BYTES_PER_PIXEL = 4
-RESULT_OVERHEAD_BYTES = 4096
-
-
-def result_bytes_bound(width: int, height: int) -> int:
-    """The most a job's result and mask files can take on disk (see :data:`RESULT_BYTES_PER_PIXEL`)."""
-    return RESULT_BYTES_PER_PIXEL * width * height + 2 * height + RESULT_OVERHEAD_BYTES
-
 
 class DuplicateKeyError(Exception):
     """A job with this idempotency key exists already."""

@@ -1,16 +1,22 @@
-"""The job service: the bounded queue, submissions, the disk budget, deletion and retention.
+"""The job service: the bounded queue, submissions, the fair choice of the next job, deletion.
 
 :class:`JobService` owns the store and the workers and is what the HTTP handlers and the
 ``inprocess`` transport call; it must run on one asyncio event loop.  Its workers, one per device,
 run synthesis in threads of their own under a time-out (:mod:`.device_worker`, which says what
 happens to a call past its time-out); ``GET /metrics`` is written by :mod:`.metrics`.
 
+Clients share it (issue 24): a client alone may fill the queue, but one arriving at a full queue
+still gets ``client_queue_share`` of it (:meth:`JobService._check_queue`), and the next job is the
+oldest of the client that has used the workers least lately (:mod:`.fairness`; ``scheduling: fifo``
+for first come, first served).
+
 A full disk (:func:`syngrpo.synthesis.server.files.is_storage_full`) never kills a worker: it retries its
 database writes with back-off, ``/healthz`` says ``degraded`` with the reason, submissions get a
-507, and everything resumes when space returns.  The disk should not get there: a submission that
-would take the store past ``max_store_bytes``, or leave less than ``min_free_bytes`` free on its
-filesystem, is refused first (429 ``store_full`` / ``disk_low``), while clients delete the jobs they
-collected and a retention sweep deletes finished jobs nobody collected (``retention_s``).
+507, a job whose result could not be written goes back to the queue, and everything resumes when
+space returns.  The disk should not get there: a submission that would take the store past
+``max_store_bytes``, or leave less than ``min_free_bytes`` free on its filesystem, is refused first
+(:mod:`.disk`: 429 ``store_full`` / ``disk_low``), while clients delete the jobs they collected,
+cancelling deletes, and a retention sweep deletes finished jobs nobody collected (:mod:`.retention`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -30,10 +35,12 @@ from syngrpo.synthesis.pipeline import job_options_model
 from syngrpo.synthesis.server.calls import CallTimeout, call_in_thread, load_plugin_modules, make_plugin, percentile
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.device_worker import Worker
+from syngrpo.synthesis.server.disk import DiskBudget
 from syngrpo.synthesis.server.fairness import FairShare
 from syngrpo.synthesis.server.files import atomic_write, is_storage_full
 from syngrpo.synthesis.server.metrics import metrics_text
-from syngrpo.synthesis.server.records import DELETE_REASONS, DeleteOutcome, JobRecord
+from syngrpo.synthesis.server.records import DeleteOutcome, JobRecord
+from syngrpo.synthesis.server.retention import retention_loop, retention_sweep, sweep_safely
 from syngrpo.synthesis.server.store import DuplicateKeyError, JobStore, result_bytes_bound
 from syngrpo.synthesis.server.validation import ApiError, Submission, SubmissionBody, fingerprint, validate_submission
 
@@ -43,12 +50,6 @@ log = logging.getLogger("syngrpo.synthesis.server")
 
 STOP_RECANCEL_S = 1.0
 """How long :meth:`JobService.stop` waits for a cancelled worker before cancelling it again."""
-
-STORE_FULL_RETRY_S = 10
-"""``Retry-After`` of a submission refused for disk (a client collecting and deleting frees room within steps)."""
-
-BACKLOG_SWEEP_S = 1.0
-"""Pause between two retention sweeps while a backlog remains (each sweep deletes at most ``retention_batch``)."""
 
 DISK_FULL_ERROR = "the server's disk is full"
 """How a worker says a job's result could not be written (:mod:`.device_worker`): the job is re-queued, not failed."""
@@ -77,14 +78,12 @@ class JobService:
         self.rejected = 0
         self.storage_error: str | None = None  # why the last write failed on a full disk (None: fine)
         self.storage_refused = 0
-        self.store_full_refused = 0  # submissions refused by max_store_bytes or min_free_bytes
+        self.disk = DiskBudget(config, self.store)  # max_store_bytes and min_free_bytes at submission
         self.disk_retries = 0  # jobs put back in the queue because their result could not be written (full disk)
         self.fair = FairShare(config.fair_share_half_life_s)  # who runs next (:mod:`.fairness`)
         self._reserved = 0  # queue slots taken by submissions being written
         self._reserved_by_client: dict[str, int] = {}
         self._disk_retry_s = 0.0  # while > 0: a result write hit a full disk; workers wait this long to claim
-        self._reserved_bytes = 0  # disk those submissions will take (input, and a result its size)
-        self._typical_need = 0  # what the last stored job needed: /healthz says degraded while one would not fit
         self.started_at = time.time()
         self._cond: asyncio.Condition | None = None
         self._listeners: list[Callable[[JobRecord], None]] = []
@@ -102,10 +101,10 @@ class JobService:
             log.info("removed %d unfinished temporary file(s) and %d job folder(s) without a job (never "
                      "committed, or deleted)", tmp_files, orphans)
         # before the first request: jobs deleted while they ran when the server stopped go now, files too
-        deleted = await self._sweep_safely()
+        deleted = await sweep_safely(self)
         for w in self.workers:
             w.task = asyncio.create_task(w.run(), name=w.name)
-        self._sweeper = asyncio.create_task(self._retention_loop(deleted), name="syngrpo-retention")
+        self._sweeper = asyncio.create_task(retention_loop(self, deleted), name="syngrpo-retention")
 
     async def stop(self) -> None:
         """Cancel the workers, wait for them to end, put their running jobs back in the queue.
@@ -187,7 +186,7 @@ class JobService:
             raise ApiError(503, "unavailable", "every worker of this server is broken (see /healthz); "
                            "submit to another server", headers={"Retry-After": "60"})
         self._check_queue(client)
-        self._check_disk(0)
+        self.disk.check(0)
         sub: Submission = await asyncio.to_thread(validate_submission, body, self.config, self.option_models)
         existing = self._existing(body)  # a concurrent retry may have won while the image was decoded
         if existing is not None:
@@ -195,16 +194,16 @@ class JobService:
         # Check and reserve a slot and its bytes with no await in between: concurrent submissions cannot all pass.
         self._check_queue(client)
         need = len(sub.png) + result_bytes_bound(sub.image.width, sub.image.height)  # the input now, its result later
-        self._check_disk(need)
+        self.disk.check(need)
         self._reserved += 1
         self._reserved_by_client[client] = self._reserved_by_client.get(client, 0) + 1
-        self._reserved_bytes += need
-        self._typical_need = need
+        self.disk.reserved_bytes += need
+        self.disk.typical_need = need
         try:
             return await self._store_new(body, sub, client)
         finally:
             self._reserved -= 1
-            self._reserved_bytes -= need
+            self.disk.reserved_bytes -= need
             left = self._reserved_by_client.pop(client, 1) - 1
             if left > 0:
                 self._reserved_by_client[client] = left
@@ -243,44 +242,15 @@ class JobService:
         await self._notify()
         return rec, True
 
-    # -- the disk budget
+    # -- the disk budget (:class:`~.disk.DiskBudget`)
 
     def disk_refusal(self, need: int = 0) -> ApiError | None:
-        """Why a submission needing ``need`` more bytes would be refused for disk (``None``: it fits).
+        """Why a submission needing ``need`` more bytes would be refused for disk (``None``: it fits)."""
+        return self.disk.refusal(need)
 
-        What the store will hold: its files and database now, the most the result of every queued or
-        running job can take (:func:`~syngrpo.synthesis.server.store.result_bytes_bound`: 4 bytes a
-        pixel, not the input's size, which a one-colour image makes tiny), the submissions being
-        written, and ``need``.
-        """
-        cfg = self.config
-        coming = self.store.pending_result_bytes() + self._reserved_bytes + need
-        headers = {"Retry-After": str(STORE_FULL_RETRY_S)}
-        if cfg.max_store_bytes is not None:
-            used = self.store.bytes_used()
-            if used + coming > cfg.max_store_bytes:
-                return ApiError(429, "store_full",
-                                f"the job store holds {used} bytes and its queued jobs will add about {coming}; "
-                                f"its budget is {cfg.max_store_bytes} (max_store_bytes). Finished jobs are deleted "
-                                f"when clients collect them or after retention_s; retry in {STORE_FULL_RETRY_S} s",
-                                headers=headers)
-        if cfg.min_free_bytes:
-            try:
-                free = shutil.disk_usage(self.store.data_dir).free
-            except OSError:
-                return None
-            if free - coming < cfg.min_free_bytes:
-                return ApiError(429, "disk_low",
-                                f"the job store's disk has {free} bytes free and its queued jobs will take about "
-                                f"{coming}; the server keeps {cfg.min_free_bytes} free (min_free_bytes); retry in "
-                                f"{STORE_FULL_RETRY_S} s", headers=headers)
-        return None
-
-    def _check_disk(self, need: int) -> None:
-        refusal = self.disk_refusal(need)
-        if refusal is not None:
-            self.store_full_refused += 1
-            raise refusal
+    @property
+    def store_full_refused(self) -> int:
+        return self.disk.refused
 
     # -- a full disk
 
@@ -447,42 +417,8 @@ class JobService:
         return outcome
 
     async def retention_sweep(self, now: float | None = None) -> int:
-        """One sweep: delete at most ``retention_batch`` finished jobs that are due, forget old tombstones,
-        retry folders a deletion left; returns how many jobs it deleted."""
-        cfg = self.config
-        now = time.time() if now is None else now
-        older = now - cfg.retention_s if cfg.retention_s is not None else None
-        due = self.store.due_for_deletion(older, cfg.retention_batch)
-        deleted = 0
-        for reason in DELETE_REASONS:
-            ids = [i for i, r in due if r == reason]
-            if ids:
-                deleted += len((await self.delete(ids, reason)).deleted)
-        if deleted:
-            log.info("deleted %d finished job(s) (%s)", deleted, ", ".join(sorted({r for _, r in due})))
-        self.store.prune_tombstones(now - cfg.tombstone_s, cfg.retention_batch)
-        if self.store.leftover_dirs:
-            await asyncio.to_thread(self.store.retry_leftovers)
-        return deleted
-
-    async def _sweep_safely(self) -> int:
-        try:
-            return await self.retention_sweep()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a full disk or a bug: say so, try again next time
-            if is_storage_full(exc):
-                self.storage_problem(exc)
-            else:
-                log.exception("the retention sweep failed")
-            return 0
-
-    async def _retention_loop(self, deleted: int) -> None:
-        """A sweep every ``retention_sweep_s``; a second apart while a backlog remains (bounded work each)."""
-        cfg = self.config
-        while True:
-            await asyncio.sleep(BACKLOG_SWEEP_S if deleted >= cfg.retention_batch else cfg.retention_sweep_s)
-            deleted = await self._sweep_safely()
+        """One retention sweep (:func:`.retention.retention_sweep`); returns how many jobs it deleted."""
+        return await retention_sweep(self, now)
 
     # -- reads
 
@@ -534,7 +470,7 @@ class JobService:
     def health(self) -> dict[str, Any]:
         workers = [w.health() for w in self.workers]
         usable = any(w["state"] != "broken" for w in workers)
-        disk = None if self.storage_error else self.disk_refusal(self._typical_need)
+        disk = None if self.storage_error else self.disk.refusal(self.disk.typical_need)
         status = "broken" if not usable else "degraded" if self.storage_error or disk else "ok"
         out: dict[str, Any] = {
             "status": status,
