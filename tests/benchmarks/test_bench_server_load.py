@@ -317,17 +317,20 @@ def _scenario(url: str, port: int, flood: str | None, n: int, tag: str, *, size:
                                                        else {}), daemon=True)
         proc.start()
         time.sleep(3.0)  # the flood is in full swing: the queue full, a heavy job running
+    load_at_start = os.getloadavg()[0]
     try:
         innocent = run(innocent_round(url, n, tag))
     finally:
         stop.set()
-    counts = {"sent": 0, "statuses": {}, "keys": []}
+    load = (load_at_start, os.getloadavg()[0])  # a shared machine's load moves between scenarios: say so
+    counts = {"sent": 0, "statuses": {}, "keys": [], "load": load}
     if proc is not None:
         counts = out.get(timeout=180)
         proc.join(30)
         if proc.is_alive():  # pragma: no cover - a flood that ignores its stop
             proc.kill()
     run(delete_keys(url, counts["keys"]))
+    counts["load"] = load
     return innocent, counts
 
 
@@ -365,7 +368,7 @@ def test_an_innocent_clients_latency_under_a_cheap_and_a_heavy_flood(tmp_path, c
         detail = {"n_jobs": len(inn.turnaround_s), "requests": len(inn.request_s),
                   "request_p50_ms": ms * median(inn.request_s), "turnaround_p50_ms": ms * median(inn.turnaround_s),
                   "flood_requests": flood_stats["sent"], "flood_statuses": flood_stats["statuses"],
-                  "heavy_job_px": size}
+                  "heavy_job_px": size, "load_1min_at_start_and_end": flood_stats["load"]}
         if scheduling == "fair":
             target = "<= 2x no flood" if flood == "heavy" else "report"
             met = (req99 <= 2 * base_req) if flood == "heavy" else None
