@@ -305,6 +305,7 @@ class AiohttpTransport(BufferedTransport):
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 return  # unreachable for now: the jobs are on its disk, try again later
             found = {j["id"]: j for j in body.get("jobs", [])}
+            deleted = {d["id"]: d for d in body.get("deleted", []) if isinstance(d, dict) and "id" in d}
             for job_id in chunk:
                 key = srv.jobs.get(job_id)
                 if key is None:
@@ -312,8 +313,18 @@ class AiohttpTransport(BufferedTransport):
                 j = found.get(job_id)
                 if j is None:
                     srv.jobs.pop(job_id, None)
-                    self._buffer.complete(SynthesisResult(key, "failed", error=f"{srv.url} no longer knows job "
-                                                          f"{job_id}", server=srv.url))
+                    gone = deleted.get(job_id)
+                    if gone is not None and gone.get("final_state") == "cancelled":
+                        # cancelling deletes a job on the server (its row and files): it answers as a tombstone
+                        self._buffer.complete(SynthesisResult(key, "cancelled", error="cancelled", server=srv.url,
+                                                              job_id=job_id))
+                    elif gone is not None:
+                        self._buffer.complete(SynthesisResult(
+                            key, "failed", error=f"{srv.url} deleted job {job_id} ({gone.get('reason')}) before "
+                            "its result was collected", server=srv.url, job_id=job_id))
+                    else:
+                        self._buffer.complete(SynthesisResult(key, "failed", error=f"{srv.url} no longer knows "
+                                                              f"job {job_id}", server=srv.url))
                     continue
                 if j["state"] not in ("done", "failed", "cancelled"):
                     continue

@@ -73,8 +73,9 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def start_server(data_dir: Path, cpus: set[int] | None, **keys: Any) -> Any:
-    """A real ``syngrpo serve`` child process on 127.0.0.1 (free port), started on ``cpus``."""
+def start_server(data_dir: Path, cpus: set[int] | None, *, token: str | None = None, **keys: Any) -> Any:
+    """A real ``syngrpo serve`` child process on 127.0.0.1 (free port), started on ``cpus``; ``token`` goes
+    in its environment, as ``syngrpo serve`` users are told to pass it."""
     import json
 
     from syngrpo.synthesis.server.spawn import start_server_subprocess
@@ -82,7 +83,7 @@ def start_server(data_dir: Path, cpus: set[int] | None, **keys: Any) -> Any:
     overrides = [f"{k}={json.dumps(v)}" for k, v in keys.items()]
     with thread_affinity(cpus):
         return start_server_subprocess(None, data_dir=data_dir, overrides=overrides, env=server_env(),
-                                       startup_timeout_s=120.0, wait_ready=True)
+                                       token=token, startup_timeout_s=120.0, wait_ready=True)
 
 
 def server_health(url: str) -> dict[str, Any]:

@@ -295,3 +295,169 @@ def test_no_job_is_lost_over_1000_submissions_with_the_queue_full_half_the_time(
             queue_full_fraction=full, seconds=elapsed)
     figures("Server: 429-backoff run, fraction of time queue full", full, unit="", target="~0.5",
             submissions=total, rejected_429=stats.rejected_429, jobs_per_s=total / elapsed, cpus=os.cpu_count())
+
+
+# ------------------------------------------------------------------ issue 24: fairness and memory under attack
+
+
+def _scenario(url: str, port: int, flood: str | None, n: int, tag: str, *, size: int, bomb_bytes: int,
+              max_request_bytes: int):
+    """The innocent client's round while ``flood`` (None, "cheap", "heavy") runs in a process of its own;
+    returns (innocent stats, the flood's counts)."""
+    import multiprocessing
+
+    from .floods import delete_keys, flood_process, innocent_round
+
+    ctx = multiprocessing.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    proc = None
+    if flood is not None:
+        options = {"size": size, "bomb_bytes": bomb_bytes, "max_request_bytes": max_request_bytes}
+        proc = ctx.Process(target=flood_process, args=(flood, url, port, stop, out, options if flood == "heavy"
+                                                       else {}), daemon=True)
+        proc.start()
+        time.sleep(3.0)  # the flood is in full swing: the queue full, a heavy job running
+    load_at_start = os.getloadavg()[0]
+    try:
+        innocent = run(innocent_round(url, n, tag))
+    finally:
+        stop.set()
+    load = (load_at_start, os.getloadavg()[0])  # a shared machine's load moves between scenarios: say so
+    counts = {"sent": 0, "statuses": {}, "keys": [], "load": load}
+    if proc is not None:
+        counts = out.get(timeout=180)
+        proc.join(30)
+        if proc.is_alive():  # pragma: no cover - a flood that ignores its stop
+            proc.kill()
+    run(delete_keys(url, counts["keys"]))
+    counts["load"] = load
+    return innocent, counts
+
+
+def test_an_innocent_clients_latency_under_a_cheap_and_a_heavy_flood(tmp_path, cores, figures, quick):
+    from .support import wait_idle
+
+    n, n_fifo = (12, 3) if quick else (40, 4)
+    size = 384 if quick else 768  # a heavy job: ~0.3 s (quick) / ~1 s of a core
+    limits = {"max_request_bytes": 8 * 1024 * 1024, "max_body_bytes_in_flight": 32 * 1024 * 1024}
+    bomb_bytes = 7 * 1024 * 1024
+    results = {}
+    for scheduling in ("fair", "fifo"):
+        srv = start_server(tmp_path / f"server-{scheduling}", cores[1], synthesizer="procedural", workers=1,
+                           queue_size=16, scheduling=scheduling, body_timeout_s=10.0, **limits)
+        try:
+            with thread_affinity(cores[0]):
+                floods = (None, "cheap", "heavy") if scheduling == "fair" else ("heavy",)
+                for flood in floods:
+                    count = n if scheduling == "fair" else n_fifo
+                    results[(scheduling, flood)] = _scenario(srv.url, srv.port, flood, count, f"{scheduling}-{flood}",
+                                                             size=size, bomb_bytes=bomb_bytes,
+                                                             max_request_bytes=limits["max_request_bytes"])
+                    wait_idle(srv.url, timeout=300)
+            log = srv.log_tail(10**7)
+        finally:
+            srv.stop()
+        assert "Traceback" not in log, log[-3000:]
+
+    ms = 1e3
+    base = results[("fair", None)][0]
+    base_req, base_turn = percentile(base.request_s, 99), percentile(base.turnaround_s, 99)
+    for (scheduling, flood), (inn, flood_stats) in results.items():
+        name = {None: "no flood", "cheap": "cheap flood", "heavy": "heavy flood"}[flood]
+        req99, turn99 = percentile(inn.request_s, 99), percentile(inn.turnaround_s, 99)
+        detail = {"n_jobs": len(inn.turnaround_s), "requests": len(inn.request_s),
+                  "request_p50_ms": ms * median(inn.request_s), "turnaround_p50_ms": ms * median(inn.turnaround_s),
+                  "flood_requests": flood_stats["sent"], "flood_statuses": flood_stats["statuses"],
+                  "heavy_job_px": size, "load_1min_at_start_and_end": flood_stats["load"]}
+        if scheduling == "fair":
+            target = "<= 2x no flood" if flood == "heavy" else "report"
+            met = (req99 <= 2 * base_req) if flood == "heavy" else None
+            figures(f"Server fairness: innocent request p99, {name}", ms * req99, unit="ms", target=target, met=met,
+                    ratio_to_no_flood=req99 / base_req, **detail)
+            figures(f"Server fairness: innocent job turnaround p99, {name}", ms * turn99, unit="ms",
+                    target="report", ratio_to_no_flood=turn99 / base_turn, **detail)
+        else:
+            fair_turn = percentile(results[("fair", "heavy")][0].turnaround_s, 99)
+            figures("Server fairness: innocent job turnaround p99, heavy flood, first come first served", ms * turn99,
+                    unit="ms", target="report", fifo_over_fair=turn99 / fair_turn, **detail)
+    heavy_statuses = results[("fair", "heavy")][1]["statuses"]
+    assert heavy_statuses.get(429, 0) + heavy_statuses.get(422, 0) > 0  # the flood was refused some
+
+
+def test_peak_memory_under_the_gzip_attack_and_a_mix_of_accepted_requests_stays_under_the_budget(tmp_path, cores,
+                                                                                                figures, quick):
+    """Twelve gzip bombs at a time (each a few tens of kB inflating to most of ``max_request_bytes``),
+    with large valid submissions and a job running: the server's peak RSS against its documented budget
+    (docs/data-server.md: base + 6 x max_body_bytes_in_flight + workers x 100 bytes x max_image_pixels)."""
+    import aiohttp
+
+    from .floods import BOMBS, INNOCENT, gzip_bomb, rss_bytes, sample_peak_rss, session_from
+
+    mib = 1024 * 1024
+    max_request, in_flight = (8 * mib, 32 * mib) if quick else (32 * mib, 128 * mib)
+    max_pixels = 1024 * 1024 if quick else 2048 * 2048
+    waves = 2 if quick else 4
+    srv = start_server(tmp_path / "server", cores[1], synthesizer="procedural", workers=1, queue_size=64,
+                       max_request_bytes=max_request, max_body_bytes_in_flight=in_flight, max_image_pixels=max_pixels)
+    side = int(max_pixels ** 0.5)
+    try:
+        base = rss_bytes(srv.pid)
+        bomb = gzip_bomb(max_request - 256 * 1024)
+        import numpy as np
+        from PIL import Image
+
+        noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noise).save(buf, "PNG", compress_level=1)
+        big_b64 = base64.b64encode(buf.getvalue()).decode()
+        big_png_bytes = len(buf.getvalue())
+
+        async def attack() -> tuple[int, dict]:
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_peak_rss(srv.pid, stop))
+            statuses: dict = {}
+            sources = [BOMBS, "127.0.0.6", "127.0.0.7", "127.0.0.8"]  # four clients: the shared cap is what holds
+            bomb_sessions = [session_from(a) for a in sources]
+            async with session_from(INNOCENT) as vs:
+                async def one_bomb(k: int) -> None:
+                    bs = bomb_sessions[k % len(bomb_sessions)]
+                    async with bs.post(srv.url + "/v1/jobs", data=bomb, headers={
+                            "Content-Type": "application/json", "Content-Encoding": "gzip"}) as resp:
+                        await resp.read()
+                        statuses[f"bomb {resp.status}"] = statuses.get(f"bomb {resp.status}", 0) + 1
+
+                async def one_big(k: int) -> None:
+                    job = {"key": f"big-{k}", "image": big_b64, "boxes": [[1, 1, 40, 40]], "labels": ["red circle"],
+                           "description": "grainy noise", "options": {}, "seed": k}
+                    try:
+                        async with vs.post(srv.url + "/v1/jobs", json=job) as resp:
+                            await resp.read()
+                            statuses[f"big {resp.status}"] = statuses.get(f"big {resp.status}", 0) + 1
+                    except aiohttp.ClientError:
+                        statuses["big dropped"] = statuses.get("big dropped", 0) + 1
+
+                for w in range(waves):
+                    await asyncio.gather(*(one_bomb(k) for k in range(12)), *(one_big(4 * w + k) for k in range(4)))
+            for bs in bomb_sessions:
+                await bs.close()
+            await asyncio.sleep(1.0)
+            stop.set()
+            return await sampler, statuses
+
+        with thread_affinity(cores[0]):
+            sampled, statuses = run(attack())
+        hwm = rss_bytes(srv.pid, "VmHWM")
+        after = rss_bytes(srv.pid)
+        log = srv.log_tail(10**7)
+    finally:
+        srv.stop()
+    peak = max(sampled, hwm)
+    budget = base + 6 * in_flight + 1 * 100 * max_pixels
+    figures("Server memory: peak RSS under the gzip attack and large accepted jobs", peak / mib, unit="MiB",
+            target=f"< budget {budget / mib:.0f} MiB", met=peak < budget, base_mib=base / mib, after_mib=after / mib,
+            budget_mib=budget / mib, statuses=statuses, max_request_bytes=max_request,
+            max_body_bytes_in_flight=in_flight, max_image_pixels=max_pixels, big_png_bytes=big_png_bytes,
+            bomb_bytes_sent=len(bomb), waves=waves)
+    assert "Traceback" not in log, log[-3000:]
+    assert statuses.get("bomb 201", 0) == 0 and statuses.get("bomb 200", 0) == 0  # no bomb was ever taken
+    assert peak < budget, (peak / mib, budget / mib)

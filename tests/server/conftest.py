@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from syngrpo.plugins import Registry, get_registry
 from syngrpo.synthesis.server.config import ServerConfig
@@ -35,6 +38,43 @@ def config_for(tmp_path):
         return ServerConfig(**keys)
 
     return make
+
+
+@dataclass
+class Served:
+    """A server started as ``syngrpo serve`` starts it (:func:`~syngrpo.synthesis.server.runner.start_site`)."""
+
+    app: web.Application
+    host: str
+    port: int
+    session: aiohttp.ClientSession  # with base_url: ``await served.session.get("/healthz")``
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@pytest.fixture
+async def serve():
+    """``await serve(config, registry=None)``: the app on a free port of 127.0.0.1 behind the production
+    connection handler (the connection cap, parser refusals in JSON), unlike ``aiohttp_client``'s test server."""
+    from syngrpo.synthesis.server.app import create_app
+    from syngrpo.synthesis.server.runner import start_site
+
+    started: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
+
+    async def start(config: ServerConfig, registry: Registry | None = None) -> Served:
+        config = config.model_copy(update={"host": "127.0.0.1", "port": 0})
+        app = create_app(config, registry=registry)
+        runner, port = await start_site(app, config)
+        session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}")
+        started.append((runner, session))
+        return Served(app, "127.0.0.1", port, session)
+
+    yield start
+    for runner, session in started:
+        await session.close()
+        await runner.cleanup()
 
 
 @pytest.fixture(scope="session")

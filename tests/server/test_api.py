@@ -192,7 +192,7 @@ def test_binding_beyond_loopback_without_a_token_is_refused():
     check_bind_security("127.0.0.1", None)
     check_bind_security("::1", None)
     check_bind_security("localhost", None)
-    check_bind_security("0.0.0.0", "a-long-token")
+    check_bind_security("0.0.0.0", "a-long-token-with-16+-chars")
     for host in ("0.0.0.0", "192.168.1.7", "::", "example.org"):
         with pytest.raises(ConfigError, match="without a token"):
             check_bind_security(host, None)

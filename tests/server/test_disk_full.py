@@ -22,6 +22,7 @@ from syngrpo.synthesis.server.app import create_app
 from syngrpo.synthesis.server.store import JobStore
 
 from .support import job_body, wait_for_state, wait_until
+from .test_api import prometheus
 
 
 class Disk:
@@ -74,8 +75,11 @@ async def test_a_full_disk_answers_507_with_a_reason_leaves_nothing_behind_and_r
     assert "syngrpo_submissions_storage_refused_total 1" in await (await client.get("/metrics")).text()
 
 
-async def test_a_worker_whose_database_cannot_commit_waits_for_space_instead_of_dying(aiohttp_client, config_for,
-                                                                                       registry, control, disk):
+async def test_a_job_whose_result_hits_a_full_disk_is_retried_when_space_returns_not_failed(aiohttp_client,
+                                                                                             config_for, registry,
+                                                                                             control, disk):
+    """Issue 24 item 10: the result write and the final row fail on a full disk; the job goes back to the
+    queue (its attempt not counted), the worker waits, and once space returns the job runs again and is done."""
     client = await aiohttp_client(create_app(config_for(synthesizer="controlled"), registry=registry))
     control.gate.clear()
     resp = await client.post("/v1/jobs", json=job_body("commit-later"))
@@ -92,9 +96,12 @@ async def test_a_worker_whose_database_cannot_commit_waits_for_space_instead_of_
         await asyncio.sleep(0.02)
     body = await (await client.get("/healthz")).json()
     assert body["status"] == "degraded" and body["workers"][0]["state"] != "broken"
-    disk.full = False  # space returns: the same worker finishes the job and takes new ones
-    job = await wait_for_state(client, job_id)
-    assert job["state"] == "failed" and "disk is full" in job["error"]  # its result could not be stored
+    disk.full = False  # space returns: the same worker runs the job again and takes new ones
+    job = await wait_for_state(client, job_id, timeout=30)
+    assert job["state"] == "done" and job["error"] is None, job  # retried, not failed for good
+    assert job["attempts"] == 1  # the run the full disk spoiled does not count against max_attempts
+    assert len(control.calls) == 2
+    assert prometheus(await (await client.get("/metrics")).text())["syngrpo_jobs_disk_retries_total"] == 1
     nxt = await client.post("/v1/jobs", json=job_body("next"))
     assert (await wait_for_state(client, (await nxt.json())["id"]))["state"] == "done"
     body = await (await client.get("/healthz")).json()

@@ -1,10 +1,10 @@
 """One client cannot take the data server down: bounded job options, time-outs that fail only their
-job, a cap on request bodies in flight, an atomic queue limit, strict keys and a POST list query."""
+job, an atomic queue limit, strict keys and a POST list query.  (Request bodies in flight, counted
+as they arrive and per client: test_hostile_bodies.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
@@ -98,37 +98,6 @@ async def test_a_call_that_ignores_the_deadline_never_makes_the_server_unavailab
     assert (await wait_for_state(client, queued))["state"] == "done"
     health = await (await client.get("/healthz")).json()
     assert health["workers"][0]["abandoned_calls"] == 0 and health["workers"][0]["state"] in ("ready", "busy")
-
-
-# ----------------------------------------------------------------------------- bodies in flight
-
-
-def _stalled_post(host: str, port: int, length: int) -> socket.socket:
-    """A POST that announced ``length`` body bytes and sent only a few (its reservation is held)."""
-    s = socket.create_connection((host, port))
-    s.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              f"Content-Length: {length}\r\n\r\n{{\"key\"".encode())
-    return s
-
-
-async def test_request_bodies_in_flight_are_capped_and_beyond_it_clients_get_503_retry_after(aiohttp_client,
-                                                                                              config_for):
-    cfg = config_for(max_request_bytes=64 * 1024, max_body_bytes_in_flight=128 * 1024)
-    client = await aiohttp_client(create_app(cfg))
-    host, port = client.server.host, client.server.port
-    stalled = [_stalled_post(host, port, 64 * 1024) for _ in range(2)]  # the whole cap
-    try:
-        await asyncio.sleep(0.3)
-        resp = await client.post("/v1/jobs", json=job_body("third"))
-        assert resp.status == 503
-        assert resp.headers["Retry-After"] == "1" and (await resp.json())["error"]["code"] == "busy"
-    finally:
-        for s in stalled:
-            s.close()
-    await asyncio.sleep(0.3)
-    assert (await client.post("/v1/jobs", json=job_body("later"))).status == 201
-    metrics = await (await client.get("/metrics")).text()
-    assert "syngrpo_requests_busy_total 1" in metrics and "syngrpo_request_body_bytes_in_flight 0" in metrics
 
 
 # ----------------------------------------------------------------------------- small ones

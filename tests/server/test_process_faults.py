@@ -110,7 +110,7 @@ def test_one_rule_for_tokens_whatever_their_source(monkeypatch):
 
 @pytest.fixture
 def quick_server(tmp_path):
-    with start_server_subprocess(data_dir=tmp_path / "store", overrides=["read_timeout_s=1"]) as handle:
+    with start_server_subprocess(data_dir=tmp_path / "store", overrides=["read_timeout_s=1", "body_timeout_s=1"]) as handle:
         yield handle
 
 

@@ -115,7 +115,8 @@ async def test_deleting_a_queued_job_frees_its_slot_and_a_running_one_is_cancell
             break
         await asyncio.sleep(0.02)
     assert await gone()
-    assert not (cfg.data_dir / "jobs" / running["id"]).exists()
+    # the row goes first, then the folder (in a thread): the folder follows within moments
+    await wait_until(lambda: not (cfg.data_dir / "jobs" / running["id"]).exists(), timeout=5)
     counts = prometheus(await (await client.get("/metrics")).text())
     assert counts["syngrpo_jobs_cancelled_total"] == 2 and counts["syngrpo_jobs_done_total"] <= 1
 

@@ -338,3 +338,27 @@ def test_closing_with_deletions_for_a_server_that_never_answers_takes_seconds_no
         started = time.monotonic()
         t.close()
         assert time.monotonic() - started < 5
+
+
+async def test_both_transports_report_a_cancelled_job_as_cancelled_now_that_cancelling_deletes_it(transport_with,
+                                                                                                  control):
+    t = await transport_with(synthesizer="controlled")
+    control.gate.clear()
+    try:
+        await asyncio.to_thread(t.submit, make_job("holds-the-worker"))
+        await wait_until(lambda: len(control.calls) == 1)
+        key = await asyncio.to_thread(t.submit, make_job("to-cancel", description="cancel me"))
+        await asyncio.to_thread(t.cancel, key)
+        result = (await asyncio.to_thread(t.wait, [key], 10))[0]
+    finally:
+        control.gate.set()
+    assert result.state == "cancelled", result  # not "failed: the server no longer knows job ..."
+
+
+def test_a_spawned_server_with_a_token_is_seen_ready(tmp_path):
+    from syngrpo.synthesis.server.spawn import start_server_subprocess
+
+    token = "spawned-server-token-0123456789"
+    with start_server_subprocess(data_dir=tmp_path / "store", token=token, wait_ready=True,
+                                 startup_timeout_s=60) as handle:
+        assert handle.alive()

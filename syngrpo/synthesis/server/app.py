@@ -10,10 +10,10 @@ Routes (all JSON unless said otherwise; docs/data-server.md has request/response
     GET  /v1/jobs/{id}/result.png    done job: the new image (image/png)
     GET  /v1/jobs/{id}/mask.png      done job: the kept-foreground mask (image/png)
     GET  /v1/jobs/{id}/input.png     the submitted image as stored (image/png)
-    POST /v1/jobs/{id}/cancel        cancel a queued or running job
+    POST /v1/jobs/{id}/cancel        cancel a queued or running job (and delete it: row and files)
     DELETE /v1/jobs/{id}             delete a job, row and files (a running one is cancelled first) → 200 / 202
     POST /v1/jobs/delete             delete many: {"ids": [...], "keys": [...]} (up to 500 in all)
-    GET  /healthz                    liveness and worker states (no token needed)
+    GET  /healthz                    up or down without the token; worker states and reasons with it
     GET  /metrics                    Prometheus text
 
 Handlers are thin: validation lives in :mod:`syngrpo.synthesis.server.validation`, the queue in
@@ -22,11 +22,13 @@ route, wrong method, body too large, a request its HTTP parser refused), is
 ``{"error": {"code", "message"}}`` with a 4xx status.
 
 Limits that protect the server from its clients (docs/data-server.md, "Limits and failure
-behaviour"): request bodies being read at once are capped by ``max_body_bytes_in_flight``
-(503 + ``Retry-After`` beyond it), a body that stops arriving is dropped after ``read_timeout_s``
-(408), and a client that disconnects is logged at DEBUG, not as an error.  The disk is bounded by
-deletion (clients delete what they collected; retention deletes the rest) and by a budget checked
-at submission (429 ``store_full`` / ``disk_low``; :meth:`~syngrpo.synthesis.server.workers.JobService.disk_refusal`).
+behaviour") live where they act: who a client is and the bytes of bodies it may hold in
+:mod:`.admission` (bodies counted decoded, as they arrive; ``body_timeout_s``), what a job may hold
+in :mod:`.validation`, the queue share and the fair choice of the next job in :mod:`.workers` and
+:mod:`.fairness`, connections in :mod:`.connections`.  A list answer stops at ``max_list_bytes``
+(its ``next_after`` gives the rest).  The disk is bounded by deletion (clients delete what they
+collected; cancelling deletes; retention deletes the rest) and by a budget checked at submission
+(429 ``store_full`` / ``disk_low``; :meth:`~syngrpo.synthesis.server.workers.JobService.disk_refusal`).
 """
 
 from __future__ import annotations
@@ -43,9 +45,28 @@ from aiohttp import web
 
 from syngrpo import __version__
 from syngrpo.plugins import Registry
+from syngrpo.synthesis.server.admission import (
+    CLIENT_KEY,
+    BodyBudget,
+    RequestShare,
+    begin_body,
+    client_of,
+    end_body,
+    read_body,
+    request_key,
+)
 from syngrpo.synthesis.server.config import ServerConfig
+from syngrpo.synthesis.server.connections import CONNECTIONS, ConnectionGuard
+from syngrpo.synthesis.server.metrics import connection_metrics_text
 from syngrpo.synthesis.server.records import STATES
-from syngrpo.synthesis.server.validation import ApiError, check_job_id, check_key, parse_submission
+from syngrpo.synthesis.server.validation import (
+    ApiError,
+    SubmissionBody,
+    check_bounds,
+    check_job_id,
+    check_key,
+    parse_submission,
+)
 from syngrpo.synthesis.server.workers import JobService
 
 #: ids one list request may name
@@ -64,8 +85,8 @@ _OPEN_PATHS = frozenset({"/healthz"})
 
 def error_response(err: ApiError) -> web.Response:
     resp = web.json_response(err.to_json(), status=err.status, headers=err.headers)
-    if err.status == 408:
-        resp.force_close()  # the rest of a stalled body is not worth waiting for (aiohttp would linger)
+    if err.close:
+        resp.force_close()  # the rest of a stalled or undecodable body is not worth reading (aiohttp would linger)
     return resp
 
 
@@ -98,47 +119,51 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
                                  status=500)
 
 
+def _token_matches(request: web.BaseRequest, expected: bytes) -> bool:
+    """Whether the request carries the bearer token (constant time).
+
+    aiohttp decodes header bytes that are not UTF-8 into lone surrogates; encoding them back with
+    ``surrogateescape`` compares the bytes the client sent, where a plain ``encode()`` raised and
+    answered 500 (issue 24, item 4).
+    """
+    got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(got, expected)
+
+
 def bearer_auth(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and request.path not in _OPEN_PATHS:
-            got = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(got, expected):
+        if expected is not None:
+            request[_AUTHORIZED] = _token_matches(request, expected)
+            if request.path not in _OPEN_PATHS and not request[_AUTHORIZED]:
                 raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'",
                                headers={"WWW-Authenticate": "Bearer"})
+        else:
+            request[_AUTHORIZED] = True
         return await handler(request)
 
     return auth
 
 
-class BodyBudget:
-    """Bytes of request bodies being read and checked at once (one event loop: no lock needed).
-
-    Each request with a body reserves its announced length (or ``max_request_bytes`` when it
-    announces none) before a byte is read, and gives it back when its handler returns; a request
-    that does not fit is refused at once with 503 + ``Retry-After``.  Memory for bodies in flight
-    therefore stays under the capacity, whatever the number of clients.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self.refused = 0
-
-    def take(self, n: int) -> bool:
-        if self.used and self.used + n > self.capacity:
-            self.refused += 1
-            return False
-        self.used += n
-        return True
-
-    def give(self, n: int) -> None:
-        self.used -= n
+#: whether a request carried the token (or the server has none): ``/healthz`` says more to those that do
+_AUTHORIZED = request_key("syngrpo_authorized", bool)
 
 
 BODIES: web.AppKey[BodyBudget] = web.AppKey("syngrpo_bodies", BodyBudget)
+SHARES: web.AppKey[RequestShare] = web.AppKey("syngrpo_request_shares", RequestShare)
+
+
+@web.middleware
+async def client_turns(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Each client's requests take turns (:class:`~.admission.RequestShare`); ``/healthz`` never waits."""
+    if request.path in _OPEN_PATHS:
+        return await handler(request)
+    client = client_of(request)
+    request[CLIENT_KEY] = client
+    async with request.app[SHARES].turn(client):
+        return await handler(request)
 
 #: after a body this large, once no other body is in flight, freed heap goes back to the OS
 _TRIM_AFTER_BYTES = 4 * 1024 * 1024
@@ -156,46 +181,55 @@ def _release_freed_memory() -> None:
 
 @web.middleware
 async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse an announced oversized body before reading a byte of it; keep bodies in flight under a cap."""
+    """Refuse a body that cannot be taken before reading a byte of it; give back what it held after
+    (:mod:`.admission`: bodies are counted decoded, per client and in all, as they arrive)."""
     cfg = request.app[SERVICE].config
-    limit = cfg.max_request_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "request_too_large",
-                       f"the request body is {request.content_length} bytes; the limit is {limit}")
-    if not request.body_exists:
-        return await handler(request)
     budget = request.app[BODIES]
-    need = request.content_length if request.content_length is not None else limit
-    if not budget.take(need):
-        raise ApiError(503, "busy", f"the server is reading {budget.used} bytes of request bodies (the cap is "
-                       f"{budget.capacity}); retry in a second", headers={"Retry-After": "1"})
+    if not request.body_exists:
+        request.setdefault(CLIENT_KEY, client_of(request))
+        return await handler(request)
+    begin_body(request, budget, cfg.max_request_bytes)
     try:
         return await handler(request)
     finally:
-        budget.give(need)
-        if need >= _TRIM_AFTER_BYTES and budget.used == 0:
+        held = end_body(request, budget)
+        if held >= _TRIM_AFTER_BYTES and budget.used == 0:
             _release_freed_memory()
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request body, or 408 when it stops arriving for ``read_timeout_s`` (a stalled client)."""
-    timeout = request.app[SERVICE].config.read_timeout_s
-    try:
-        return await asyncio.wait_for(request.read(), timeout)
-    except asyncio.TimeoutError:
-        raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s") from None
+async def read_json_body(request: web.Request) -> bytearray:
+    """The request's decoded body (:func:`.admission.read_body` under this server's limits)."""
+    cfg = request.app[SERVICE].config
+    return await read_body(request, request.app[BODIES], max_bytes=cfg.max_request_bytes,
+                           timeout_s=cfg.body_timeout_s)
 
 
 # ---------------------------------------------------------------------------- handlers
+
+
+#: bodies larger than this are parsed in a thread (a 30 MB JSON text takes the loop ~0.3 s)
+_PARSE_IN_THREAD_BYTES = 256 * 1024
+
+
+def _parse_checked(raw: bytes | bytearray, config: ServerConfig) -> SubmissionBody:
+    """Parse a submission and check every bound that needs no image (before anything copies or hashes it)."""
+    body = parse_submission(raw)
+    check_bounds(body, config)
+    return body
 
 
 async def submit_job(request: web.Request) -> web.Response:
     ctype = request.content_type
     if request.body_exists and ctype not in ("application/json", "application/octet-stream", ""):
         raise ApiError(415, "unsupported_media_type", f"send application/json, not {ctype}")
-    raw = await read_body(request)
-    body = parse_submission(raw)
-    rec, created = await request.app[SERVICE].submit(body)
+    raw = await read_json_body(request)
+    service = request.app[SERVICE]
+    if len(raw) > _PARSE_IN_THREAD_BYTES:  # a large body is parsed off the loop: others' requests go on
+        body = await asyncio.to_thread(_parse_checked, raw, service.config)
+    else:
+        body = _parse_checked(raw, service.config)
+    del raw  # parsed: the text is not needed while the image is checked
+    rec, created = await service.submit(body, client=request[CLIENT_KEY])
     status = 201 if created else 200
     return web.json_response(rec.to_json(), status=status, headers={"Location": f"/v1/jobs/{rec.id}"})
 
@@ -226,8 +260,29 @@ def _list(request: web.Request, states: list[str], ids: list[str], key: str | No
     if key is not None:
         check_key(key)
     jobs = service.store.list(states=states, ids=ids, key=key, after=after, limit=limit)
-    nxt = jobs[-1].seq if len(jobs) == limit else None
-    return web.json_response({"jobs": [j.to_json() for j in jobs], "next_after": nxt})
+    # The page stops at max_list_bytes (at least one job): a client asking for 500 large jobs gets
+    # them a page at a time through ``next_after`` instead of one answer of any size.
+    parts: list[str] = []
+    size, cut = 0, False
+    for job in jobs:
+        text = json.dumps(job.to_json(), separators=(",", ":"))
+        if parts and size + len(text) > service.config.max_list_bytes:
+            cut = True
+            break
+        parts.append(text)
+        size += len(text) + 1
+    shown = jobs[:len(parts)]
+    nxt = shown[-1].seq if shown and (cut or len(jobs) == limit) else None
+    deleted = []
+    if ids:  # ids that name deleted jobs say so (a job cancelled or deleted since), instead of vanishing
+        found = {j.id for j in jobs}
+        for i in dict.fromkeys(ids):
+            tomb = service.store.tombstone(i) if i not in found else None
+            if tomb is not None:
+                deleted.append(tomb.to_json())
+    text = ('{"jobs":[' + ",".join(parts) + '],"next_after":' + json.dumps(nxt) + ',"deleted":'
+            + json.dumps(deleted, separators=(",", ":")) + "}")
+    return web.Response(text=text, content_type="application/json")
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -240,13 +295,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def query_jobs(request: web.Request) -> web.Response:
     """``POST /v1/jobs/query``: the list with a JSON body, for id lists too long for a URL."""
-    raw = await read_body(request)
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    body = _json_object(await read_json_body(request))
     unknown = sorted(set(body) - {"state", "ids", "key", "after", "limit"})
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: state, ids, key, after, limit")
@@ -263,6 +312,19 @@ async def query_jobs(request: web.Request) -> web.Response:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ApiError(422, "invalid_request", f"{name} must be an integer between {lo} and {hi}")
     return _list(request, states, ids, key, after, limit)
+
+
+def _json_object(raw: bytes | bytearray) -> dict[str, Any]:
+    """A small JSON object body (a query, a deletion): 400 for text that is not JSON, nested past what
+    the parser can follow (a ``RecursionError`` was a 500), or not UTF-8; 422 for a non-object."""
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {why}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    return body
 
 
 def _job_id(request: web.Request) -> str:
@@ -306,7 +368,8 @@ def _png_handler(which: str) -> Handler:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICE].cancel(_job_id(request)).to_json())
+    """Cancel a job and free it: a queued one is deleted at once, a running one when its call returns."""
+    return web.json_response((await request.app[SERVICE].cancel(_job_id(request))).to_json())
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -326,13 +389,7 @@ async def delete_job(request: web.Request) -> web.Response:
 
 async def delete_jobs(request: web.Request) -> web.Response:
     """``POST /v1/jobs/delete``: many jobs by id or key in one request (what the trainer's transport sends)."""
-    raw = await read_body(request)
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    body = _json_object(await read_json_body(request))
     unknown = sorted(set(body) - {"ids", "keys"})
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: ids, keys")
@@ -368,20 +425,22 @@ async def delete_jobs(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Up or down for anyone; worker states, errors and reasons only for a client with the token.
+
+    Without the token the answer is ``{"status": ...}`` alone: the reasons name files, devices and
+    exceptions, which are the operator's business (issue 24, item 9).
+    """
     health = request.app[SERVICE].health()
+    status = 503 if health["status"] == "broken" else 200
+    if not request.get(_AUTHORIZED, True):
+        return web.json_response({"status": health["status"]}, status=status)
     health["version"] = __version__
-    return web.json_response(health, status=503 if health["status"] == "broken" else 200)
+    return web.json_response(health, status=status)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    budget = request.app[BODIES]
-    text = request.app[SERVICE].metrics_text() + (
-        "# HELP syngrpo_request_body_bytes_in_flight Bytes of request bodies being read and checked.\n"
-        "# TYPE syngrpo_request_body_bytes_in_flight gauge\n"
-        f"syngrpo_request_body_bytes_in_flight {budget.used}\n"
-        "# HELP syngrpo_requests_busy_total Requests refused with 503 busy (bodies in flight at the cap).\n"
-        "# TYPE syngrpo_requests_busy_total counter\n"
-        f"syngrpo_requests_busy_total {budget.refused}\n")
+    text = request.app[SERVICE].metrics_text() + connection_metrics_text(
+        request.app[BODIES], request.app[SHARES], request.app[CONNECTIONS])
     return web.Response(text=text, content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"},
                         charset="utf-8")
 
@@ -399,9 +458,11 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
     config = config or ServerConfig()
     service = JobService(config, registry)
     app = web.Application(client_max_size=config.max_request_bytes,
-                          middlewares=[errors_as_json, bearer_auth(config.token), body_limit])
+                          middlewares=[errors_as_json, bearer_auth(config.token), client_turns, body_limit])
     app[SERVICE] = service
-    app[BODIES] = BodyBudget(config.max_body_bytes_in_flight)
+    app[BODIES] = BodyBudget(config.max_body_bytes_in_flight, config.client_body_budget())
+    app[CONNECTIONS] = ConnectionGuard(config.max_connections)
+    app[SHARES] = RequestShare(config.client_concurrency, config.client_waiting)
 
     async def on_startup(app: web.Application) -> None:
         await service.start()

@@ -7,10 +7,11 @@ worker, bound to 127.0.0.1.  ``configs/server_sdxl_ben2.yaml`` is the paper's GP
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -66,7 +67,7 @@ class ServerConfig(StrictModel):
     token: str | None = Field(None, description=f"bearer token clients must send (or env {TOKEN_ENV})")
     workers: list[str] = Field(default_factory=lambda: ["cpu"],
                                description="one worker per entry, bound to that device; an integer N means N cpu workers")
-    queue_size: int = Field(64, ge=1, description="queued jobs beyond this are answered 429")
+    queue_size: int = Field(64, ge=1, description="queued jobs beyond this are answered 429 (but see client_queue_share)")
     batch_size: int = Field(1, ge=1, description="queued jobs one synthesizer call may take")
     batch_wait_s: float = Field(0.0, ge=0.0, le=60.0, description="how long a worker waits to fill a batch")
     synthesizer: str = Field("procedural", description="default synthesizer plugin")
@@ -92,11 +93,36 @@ class ServerConfig(StrictModel):
     min_label_coverage: float = Field(0.25, ge=0.0, le=1.0,
                                       description="a result whose kept mask covers less of a labelled box fails")
     metrics_window: int = Field(1000, ge=1, description="finished jobs the mean/p95 job time is computed over")
+    max_options_bytes: int = Field(16 * 1024, ge=64, description="a job's options as JSON, in bytes (422); every "
+                                   "string in them is bounded by max_description_chars too")
+    max_list_bytes: int = Field(4 * 1024 * 1024, ge=4096,
+                                description="a list answer stops at this many bytes of jobs; next_after gives the rest")
     max_body_bytes_in_flight: int = Field(
         128 * 1024 * 1024, ge=1024,
-        description="request bodies being read and checked at once, in bytes; beyond it: 503 + Retry-After")
+        description="decoded bytes of request bodies being read and checked at once, all clients together; "
+        "beyond it: 503 busy + Retry-After")
+    client_body_bytes_in_flight: int | None = Field(
+        None, ge=1024, description="the same for one client (its address); beyond it: 429 client_busy; null: half "
+        "of max_body_bytes_in_flight, at least max_request_bytes")
+    client_concurrency: int = Field(4, ge=1, description="requests of one client handled at once; its others "
+                                    "wait their turn")
+    client_waiting: int = Field(256, ge=0, description="requests of one client waiting their turn; beyond it: 429 "
+                                "client_busy")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive whole within this (408)")
     read_timeout_s: float = Field(30.0, gt=0, description="a connection idle this long between requests (or "
-                                  "stalled before its headers or body arrive) is closed")
+                                  "stalled before its headers arrive) is closed")
+    max_connections: int | None = Field(
+        None, ge=1, description="connections at once; at the cap the longest-idle one is closed, else the new one; "
+        "null: what the descriptor limit leaves")
+    # -- fairness between clients (docs/data-server.md, "Clients, shares and fairness")
+    client_queue_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="a client with fewer queued jobs than this share of queue_size is taken "
+        "even when the queue is full (up to 2 x queue_size in all), so one client cannot keep others out")
+    scheduling: Literal["fair", "fifo"] = Field(
+        "fair", description="fair: the next job is the oldest of the client that used the workers least lately; "
+        "fifo: the oldest job (first come, first served)")
+    fair_share_half_life_s: float = Field(
+        300.0, gt=0, description="a client's worker-seconds count half after this long when the next job is chosen")
     # -- a bounded disk (docs/data-server.md, "Deleting jobs, retention and the disk budget")
     retention_s: float | None = Field(
         86400.0, gt=0, description="finished (done, failed, cancelled) jobs are deleted, rows and files, this long "
@@ -151,7 +177,20 @@ class ServerConfig(StrictModel):
         if self.max_body_bytes_in_flight < self.max_request_bytes:
             raise ValueError(f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) must be at least "
                              f"max_request_bytes ({self.max_request_bytes}): else no large job could be sent")
+        if self.client_body_bytes_in_flight is not None and self.client_body_bytes_in_flight < self.max_request_bytes:
+            raise ValueError(f"client_body_bytes_in_flight ({self.client_body_bytes_in_flight}) must be at least "
+                             f"max_request_bytes ({self.max_request_bytes}): else no large job could be sent")
         return self
+
+    def client_body_budget(self) -> int:
+        """Decoded body bytes one client may hold at once (``client_body_bytes_in_flight`` or its default)."""
+        if self.client_body_bytes_in_flight is not None:
+            return min(self.client_body_bytes_in_flight, self.max_body_bytes_in_flight)
+        return max(self.max_request_bytes, self.max_body_bytes_in_flight // 2)
+
+    def client_queue_limit(self) -> int:
+        """Queued jobs one client may have (``client_queue_share`` of ``queue_size``, at least 1)."""
+        return max(1, math.ceil(self.client_queue_share * self.queue_size - 1e-9))
 
     def served_synthesizers(self) -> dict[str, dict[str, Any]]:
         """Every synthesizer a job may name, with its options; the default comes first."""
@@ -177,10 +216,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: a token that guards a server reachable from the network: this long, with this many different characters
+NETWORK_TOKEN_CHARS = 16
+NETWORK_TOKEN_DISTINCT = 8
+
+
+def network_token_problem(token: str) -> str | None:
+    """Why ``token`` is too weak to guard a server bound beyond loopback (``None``: strong enough).
+
+    On loopback the 8-character rule of :func:`token_problem` is enough (only this machine can
+    guess); across a network a token must resist guessing: 16+ characters with 8+ different ones
+    (``password`` and ``aaaaaaaaaaaaaaaa`` fail, ``secrets.token_urlsafe(24)`` passes, ~190 bits).
+    """
+    if len(token) < NETWORK_TOKEN_CHARS:
+        return f"it has {len(token)} characters; a token for a network address needs at least {NETWORK_TOKEN_CHARS}"
+    if len(set(token)) < NETWORK_TOKEN_DISTINCT:
+        return (f"it has only {len(set(token))} different characters; a token for a network address needs at "
+                f"least {NETWORK_TOKEN_DISTINCT}")
+    return None
+
+
 def check_bind_security(host: str, token: str | None) -> None:
-    """Refuse to expose the server beyond loopback without a bearer token."""
-    if not is_loopback(host) and not token:
+    """Refuse to expose the server beyond loopback without a bearer token, or with a weak one."""
+    if is_loopback(host):
+        return
+    if not token:
         raise ConfigError(
             f"refusing to bind {host!r} without a token: a non-loopback address exposes the data server "
             f"to the network. Set `token:` in the config or ${TOKEN_ENV}, or bind 127.0.0.1."
+        )
+    why = network_token_problem(token)
+    if why:
+        raise ConfigError(
+            f"refusing to bind {host!r} with a weak token: {why}. Make one with "
+            "`python -c \"import secrets; print(secrets.token_urlsafe(24))\"` and put it in "
+            f"${TOKEN_ENV}, or bind 127.0.0.1."
         )

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     worker TEXT,
     bytes INTEGER NOT NULL DEFAULT 0,
-    delete_requested INTEGER NOT NULL DEFAULT 0
+    delete_requested INTEGER NOT NULL DEFAULT 0,
+    client TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS counters (
 _ADDED_COLUMNS = {
     "bytes": "INTEGER NOT NULL DEFAULT 0",
     "delete_requested": "INTEGER NOT NULL DEFAULT 0",
+    "client": "TEXT NOT NULL DEFAULT ''",
 }
 
 #: bytes the WAL file is truncated to after a checkpoint

@@ -62,6 +62,19 @@ def atomic_write(path: Path, data: bytes, *, make_parents: bool = True) -> None:
         raise
 
 
+#: a job's result and keep mask as PNG files take at most about this many bytes per pixel: RGB (3) and
+#: the mask (1) stored with no compression at all; PNG adds a filter byte per row (``2 * height``) and
+#: a few chunks (``RESULT_OVERHEAD_BYTES``).  The disk budget counts this for each queued job, not the
+#: size of its input: a 16-megapixel input of one colour is a few kB of PNG, its result up to 64 MB.
+RESULT_BYTES_PER_PIXEL = 4
+RESULT_OVERHEAD_BYTES = 4096
+
+
+def result_bytes_bound(width: int, height: int) -> int:
+    """The most a job's result and mask files can take on disk (see :data:`RESULT_BYTES_PER_PIXEL`)."""
+    return RESULT_BYTES_PER_PIXEL * width * height + 2 * height + RESULT_OVERHEAD_BYTES
+
+
 LOCK_FILE = "server.lock"
 
 

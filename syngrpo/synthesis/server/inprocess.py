@@ -73,17 +73,18 @@ class InProcessTransport(BufferedTransport):
                                               seconds=rec.seconds, server="inprocess", job_id=rec.id))
 
     def submit(self, job: SynthesisJob) -> str:
-        from syngrpo.synthesis.server.validation import ApiError, SubmissionBody
+        from syngrpo.synthesis.server.validation import ApiError, SubmissionBody, check_bounds
 
         if self._closed:
             raise TransportError("the inprocess transport is closed")
 
         async def _submit() -> Any:
             body = SubmissionBody.model_validate(job.to_json(), strict=False)
+            check_bounds(body, self.service.config)
             deadline = time.monotonic() + self.submit_timeout_s
             while True:
                 try:
-                    return await self.service.submit(body)
+                    return await self.service.submit(body, client="inprocess")
                 except ApiError as err:
                     wait = float(err.headers.get("Retry-After", "1"))
                     if err.status != 429 or time.monotonic() + wait > deadline:
@@ -127,7 +128,7 @@ class InProcessTransport(BufferedTransport):
             from syngrpo.synthesis.server.validation import ApiError
 
             try:
-                self.service.cancel(job_id)
+                await self.service.cancel(job_id)
             except ApiError:
                 pass
 

@@ -52,6 +52,9 @@ def metrics_text(service: Any) -> str:
     metric("syngrpo_submissions_store_full_total", "counter",
            "Submissions refused with 429 store_full or disk_low (max_store_bytes, min_free_bytes).",
            service.store_full_refused)
+    metric("syngrpo_jobs_disk_retries_total", "counter",
+           "Jobs put back in the queue because their result could not be written (full disk).", service.disk_retries)
+    metric("syngrpo_clients_queued", "gauge", "Clients with jobs in the queue.", service.store.queued_clients())
     metric("syngrpo_store_jobs", "gauge", "Jobs the store keeps (rows, any state).", kept)
     metric("syngrpo_store_bytes", "gauge", "Bytes of the store on disk: job files and database.",
            service.store.bytes_used())
@@ -85,3 +88,30 @@ def _fmt(v: float) -> str:
     if float(v).is_integer():
         return str(int(v))
     return f"{v:.6g}"
+
+
+def connection_metrics_text(bodies: Any, shares: Any, connections: Any) -> str:
+    """The request-level gauges and counters: request bodies in flight (:class:`~.admission.BodyBudget`),
+    requests waiting their client's turn (:class:`~.admission.RequestShare`), connections
+    (:class:`~.connections.ConnectionGuard`)."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, value: float) -> None:
+        lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {_fmt(value)}"))
+
+    metric("syngrpo_request_body_bytes_in_flight", "gauge", "Decoded bytes of request bodies being read and checked.",
+           bodies.used)
+    metric("syngrpo_requests_busy_total", "counter", "Requests refused with 503 busy (bodies in flight at the cap).",
+           bodies.refused)
+    metric("syngrpo_requests_client_busy_total", "counter",
+           "Requests refused with 429 client_busy (one client's bodies at its share).", bodies.refused_client)
+    metric("syngrpo_requests_waiting", "gauge", "Requests waiting for their client's turn (client_concurrency).",
+           shares.waiting_now())
+    metric("syngrpo_requests_client_waiting_refused_total", "counter",
+           "Requests refused with 429 client_busy: their client had client_waiting more waiting.", shares.refused)
+    metric("syngrpo_connections_open", "gauge", "Connections open now.", connections.open)
+    metric("syngrpo_connections_refused_total", "counter", "Connections closed at once (max_connections reached).",
+           connections.refused)
+    metric("syngrpo_connections_evicted_total", "counter", "Idle connections closed to make room for a new one.",
+           connections.evicted)
+    return "\n".join(lines) + "\n"

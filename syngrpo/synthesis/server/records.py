@@ -46,6 +46,8 @@ class JobRecord:
     bytes: int = 0
     #: a client deleted it while it ran: it is cancelled, then deleted, when its call returns
     delete_requested: bool = False
+    #: who sent it (:func:`~syngrpo.synthesis.server.admission.client_of`): its share of the queue and workers
+    client: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

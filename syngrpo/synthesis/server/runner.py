@@ -4,8 +4,11 @@ Besides binding and serving, this is where the server protects itself at the con
 
 - ``read_timeout_s`` closes a connection idle between requests or stalled before its headers
   arrive (aiohttp's keep-alive timer, which runs from the connection's start);
-- errors of aiohttp's own HTTP parser (a URL or header too long, a malformed request line) are
-  answered with the same JSON error shape as every other refusal, and logged at DEBUG;
+- errors of aiohttp's own HTTP parser (a URL or header too long, a malformed request line, a
+  ``Content-Encoding`` it cannot inflate) are answered with the same JSON error shape as every
+  other refusal, and logged at DEBUG;
+- connections are capped below the descriptor limit, idle ones make room, and refusals are logged
+  once a minute (:mod:`.connections`);
 - with ``parent_pid`` (a server spawned by a trainer) the server stops when that process dies:
   ``PR_SET_PDEATHSIG`` on Linux, and a watch thread everywhere (it also covers the moment
   between the fork and the ``prctl`` call).
@@ -27,9 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from syngrpo.plugins import Registry
 from syngrpo.synthesis.server.config import ServerConfig, check_bind_security, check_token
+from syngrpo.synthesis.server.connections import CONNECTIONS, ConnectionGuard, quiet_accept_errors, raise_fd_limit
 from syngrpo.synthesis.server.files import atomic_write
 
 log = logging.getLogger("syngrpo.synthesis.server")
@@ -84,7 +90,41 @@ def serve(config: ServerConfig, *, registry: Registry | None = None, ready_file:
 
 
 class _JsonErrorsHandler(web.RequestHandler):
-    """aiohttp's connection handler, answering its parser's refusals in the API's JSON error shape."""
+    """aiohttp's connection handler, answering its parser's refusals in the API's JSON error shape and
+    counting its connection against the server's :class:`~.connections.ConnectionGuard`."""
+
+    guard: ConnectionGuard | None = None
+    _refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.guard is not None and not self.guard.admit(self):
+            self._refused = True
+            transport.abort()  # a reset, at once: never a connection nobody will serve
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._refused:
+            return
+        if self.guard is not None:
+            self.guard.release(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self.guard is not None:
+            self.guard.touch(self)
+        super().data_received(data)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # After a handler refused a body aiohttp could not decode (400 bad_encoding), aiohttp reads on
+        # to discard the rest and meets the same payload error again: the client's fault, answered already.
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError):
+            log.debug("discarded the rest of an undecodable request body: %s", " ".join(str(exc).split()))
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -92,12 +132,20 @@ class _JsonErrorsHandler(web.RequestHandler):
             return super().handle_error(request, status, exc, message)
         from syngrpo.synthesis.server.app import _STATUS_CODES
 
-        text = message or (str(exc) if exc else "bad request")
-        if "too long" in text.lower() or "more than" in text.lower():
+        text = " ".join((message or (str(exc) if exc else "bad request")).split())
+        code = _STATUS_CODES.get(status, "bad_request")
+        if isinstance(exc, ContentEncodingError) or "content-encoding" in text.lower():
+            if "install" in text.lower():  # br or zstd, whose module is not installed
+                status, code = 415, "unsupported_encoding"
+                text = f"{text.split('.')[0]}; send gzip, deflate or no Content-Encoding"
+            else:  # a deflate body cut short (found at its end, by the parser)
+                code = "bad_encoding"
+                text = f"the request body is not a valid stream of its Content-Encoding ({text})"
+        elif "too long" in text.lower() or "more than" in text.lower():
             text += ("; a request line or header is too long (list many job ids with POST /v1/jobs/query "
                      "and a JSON body)")
         log.debug("refused a malformed request from %s: %s", getattr(request, "remote", "?"), text)
-        body = json.dumps({"error": {"code": _STATUS_CODES.get(status, "bad_request"), "message": text}})
+        body = json.dumps({"error": {"code": code, "message": text}})
         resp = web.Response(status=status, text=body, content_type="application/json")
         resp.force_close()
         return resp
@@ -112,9 +160,16 @@ class _Site(web.TCPSite):
         server = self._runner.server
         assert server is not None
         kwargs = dict(getattr(server, "_kwargs", {}))
+        app = getattr(self._runner, "app", None)
+        guard = app.get(CONNECTIONS) if app is not None else None
+        if guard is not None:
+            limit = guard.start(self._backlog)
+            log.info("serving at most %d connections at once (max_connections)", limit)
 
         def factory() -> web.RequestHandler:
-            return _JsonErrorsHandler(server, loop=loop, **kwargs)
+            handler = _JsonErrorsHandler(server, loop=loop, **kwargs)
+            handler.guard = guard
+            return handler
 
         self._server = await loop.create_server(factory, self._host, self._port, backlog=self._backlog,
                                                 reuse_address=self._reuse_address, reuse_port=self._reuse_port)
@@ -122,11 +177,13 @@ class _Site(web.TCPSite):
             self._bound_port = self._server.sockets[0].getsockname()[1]
 
 
-async def _serve(config: ServerConfig, registry: Registry | None, ready_file: Path | None,
-                 parent_pid: int | None = None) -> None:
-    from syngrpo.synthesis.server.app import create_app
+async def start_site(app: web.Application, config: ServerConfig) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``config.host``/``config.port`` the way ``syngrpo serve`` does; returns (runner, port).
 
-    app = create_app(config, registry=registry)
+    The tests that need the production connection handling (the connection cap, parser refusals in
+    JSON) start their server with this instead of ``pytest-aiohttp``'s test server.
+    """
+    quiet_accept_errors(asyncio.get_running_loop())
     # keep-alive timer (from the connection's start in aiohttp >= 3.10) = read time-out; the wait for
     # the unread rest of a refused or stalled body is bounded the same way
     runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=config.read_timeout_s,
@@ -143,6 +200,16 @@ async def _serve(config: ServerConfig, registry: Registry | None, ready_file: Pa
         if isinstance(addr, tuple) and len(addr) >= 2:
             port = int(addr[1])
             break
+    return runner, port
+
+
+async def _serve(config: ServerConfig, registry: Registry | None, ready_file: Path | None,
+                 parent_pid: int | None = None) -> None:
+    from syngrpo.synthesis.server.app import create_app
+
+    raise_fd_limit()
+    app = create_app(config, registry=registry)
+    runner, port = await start_site(app, config)
     url = format_url(config.host, port)
     log.info("syngrpo data server listening on %s (data in %s, workers %s)", url, config.data_dir,
              ", ".join(config.workers))

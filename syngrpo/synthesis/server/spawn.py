@@ -94,9 +94,12 @@ class ServerHandle:
         self.stop()
 
 
-def _get(url: str, timeout: float) -> tuple[int, dict]:
+def _get(url: str, timeout: float, token: str | None = None) -> tuple[int, dict]:
+    """GET ``url`` as JSON (with the bearer token when given: ``/healthz`` tells only up or down without it)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310 - our own URL
+                                    timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, {}
@@ -171,11 +174,14 @@ def start_server_subprocess(
         if proc.poll() is not None:
             raise fail(f"it exited with status {proc.returncode}")
         try:
-            status, body = _get(handle.url + "/healthz", timeout=2.0)
+            status, body = _get(handle.url + "/healthz", timeout=2.0, token=child_env.get(TOKEN_ENV))
         except (OSError, ValueError):
             status, body = 0, {}
         if status == 200 and (not wait_ready or body.get("ready")):
             return handle
+        if status == 200 and "ready" not in body:  # the anonymous answer of a server whose token we lack
+            raise fail("/healthz tells only up or down without the server's token, so readiness cannot be "
+                       "seen; pass token= (or set $SYNGRPO_SERVER_TOKEN) for a server whose config has one")
         if status == 503:
             raise fail(f"/healthz reports the server broken: {body}")
         if time.monotonic() > deadline:

@@ -28,18 +28,21 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from syngrpo.synthesis.server.database import WAL_SIZE_LIMIT, open_database
 from syngrpo.synthesis.server.files import (
     LOCK_FILE,
+    RESULT_BYTES_PER_PIXEL,
+    RESULT_OVERHEAD_BYTES,
     StoreError,
     atomic_write,
     folder_bytes,
     is_storage_full,
     lock_store,
     remove_tmp_files,
+    result_bytes_bound,
 )
 from syngrpo.synthesis.server.records import (
     DELETE_REASONS,
@@ -54,6 +57,7 @@ from syngrpo.synthesis.server.records import (
 __all__ = [
     "DELETE_REASONS", "FINAL_STATES", "LOCK_FILE", "STATES", "WAL_SIZE_LIMIT", "DeleteOutcome", "DuplicateKeyError",
     "JobRecord", "JobStore", "StoreError", "Tombstone", "atomic_write", "is_storage_full", "lock_store",
+    "result_bytes_bound",
 ]
 
 class DuplicateKeyError(Exception):
@@ -167,11 +171,14 @@ class JobStore:
         """The store's size on disk: job files and database."""
         return self.files_bytes() + self.database_bytes()
 
-    def unfinished_input_bytes(self) -> int:
-        """Input bytes of queued and running jobs: about what their results will add (a result is the input's size)."""
+    def pending_result_bytes(self) -> int:
+        """What the results of queued and running jobs may still add: :func:`result_bytes_bound` of each."""
         with self._lock:
-            return int(self._db.execute(
-                "SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0])
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(width * height), 0), COALESCE(SUM(height), 0), COUNT(*) FROM jobs "
+                "WHERE state IN ('queued', 'running')").fetchone()
+        pixels, rows, jobs = int(row[0]), int(row[1]), int(row[2])
+        return RESULT_BYTES_PER_PIXEL * pixels + 2 * rows + RESULT_OVERHEAD_BYTES * jobs
 
     def job_count(self) -> int:
         with self._lock:
@@ -210,6 +217,7 @@ class JobStore:
             finished_at=row["finished_at"], seconds=row["seconds"], error=row["error"], attempts=row["attempts"],
             cancel_requested=bool(row["cancel_requested"]), worker=row["worker"], seq=row["seq"],
             bytes=int(row["bytes"] or 0), delete_requested=bool(row["delete_requested"]),
+            client=row["client"] or "",
         )
 
     def insert(self, rec: JobRecord) -> JobRecord:
@@ -221,9 +229,9 @@ class JobStore:
             try:
                 cur = self._db.execute(
                     "INSERT INTO jobs (id, key, fingerprint, state, synthesizer, group_key, width, height, request,"
-                    " created_at, bytes) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, bytes, client) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
                     (rec.id, rec.key, rec.fingerprint, rec.synthesizer, rec.group_key, rec.width, rec.height,
-                     request, rec.created_at, rec.bytes),
+                     request, rec.created_at, rec.bytes, rec.client),
                 )
             except sqlite3.IntegrityError as exc:
                 raise DuplicateKeyError(rec.key) from exc
@@ -279,30 +287,64 @@ class JobStore:
                 out[row["state"]] = row["n"]
         return out
 
-    def queued_count(self) -> int:
+    def queued_count(self, client: str | None = None) -> int:
+        """Jobs waiting in the queue (of ``client`` only, when given)."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0])
+            if client is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND client = ?",
+                                        (client,)).fetchone()[0])
 
-    def claim(self, worker: str, limit: int, group_key: str | None = None) -> list[JobRecord]:
-        """Move up to ``limit`` of the oldest queued jobs of one group to ``running`` for ``worker``.
+    def queued_clients(self) -> int:
+        """How many clients have jobs in the queue."""
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT COUNT(DISTINCT client) FROM jobs WHERE state = 'queued'").fetchone()[0])
 
-        The group is the oldest queued job's unless ``group_key`` is given: a batch only holds jobs
-        that the same synthesizer can run with the same options.
+    def claim(self, worker: str, limit: int, group_key: str | None = None,
+              usage: Callable[[str], float] | None = None) -> list[JobRecord]:
+        """Move up to ``limit`` queued jobs of one group to ``running`` for ``worker``.
+
+        Without ``usage``: the oldest queued job's group, oldest first (first come, first served).
+        With it (:mod:`.fairness`): the first job is the oldest of the client whose usage (``usage``
+        of its past worker-seconds, plus the time its running jobs have run so far) is least, and a
+        batch fills with that group's jobs in the same order of clients.  ``group_key`` given: jobs
+        of that group only.  A batch only holds jobs that one synthesizer can run with one set of options.
         """
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                rank: dict[str, float] = {}
+                if usage is not None:
+                    running = dict(self._db.execute(
+                        "SELECT client, SUM(MAX(0, ? - COALESCE(started_at, ?))) FROM jobs WHERE state = 'running' "
+                        "GROUP BY client", (now, now)).fetchall())
+                    clients = [r[0] for r in self._db.execute(
+                        "SELECT DISTINCT client FROM jobs WHERE state = 'queued'").fetchall()]
+                    rank = {c: usage(c) + float(running.get(c) or 0.0) for c in clients}
                 if group_key is None:
-                    first = self._db.execute(
-                        "SELECT group_key FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1").fetchone()
+                    if rank:
+                        heads = self._db.execute(
+                            "SELECT client, MIN(seq) AS seq FROM jobs WHERE state = 'queued' GROUP BY client").fetchall()
+                        head = min(heads, key=lambda h: (rank.get(h["client"], 0.0), h["seq"]))
+                        first = self._db.execute("SELECT group_key FROM jobs WHERE seq = ?", (head["seq"],)).fetchone()
+                    else:
+                        first = self._db.execute(
+                            "SELECT group_key FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1").fetchone()
                     if first is None:
                         self._db.execute("COMMIT")
                         return []
                     group_key = first["group_key"]
-                rows = self._db.execute(
-                    "SELECT id FROM jobs WHERE state = 'queued' AND group_key = ? ORDER BY seq LIMIT ?",
-                    (group_key, limit)).fetchall()
+                if rank:
+                    rows = self._db.execute(
+                        "SELECT id, client, seq FROM jobs WHERE state = 'queued' AND group_key = ?",
+                        (group_key,)).fetchall()
+                    rows = sorted(rows, key=lambda r: (rank.get(r["client"], 0.0), r["seq"]))[:limit]
+                else:
+                    rows = self._db.execute(
+                        "SELECT id FROM jobs WHERE state = 'queued' AND group_key = ? ORDER BY seq LIMIT ?",
+                        (group_key, limit)).fetchall()
                 ids = [r["id"] for r in rows]
                 if ids:
                     self._db.execute(

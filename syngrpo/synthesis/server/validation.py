@@ -37,13 +37,15 @@ class ApiError(Exception):
     """A refusal: ``status`` (4xx), ``code`` (stable), ``message`` (for humans)."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+                 details: dict[str, Any] | None = None, *, close: bool = False) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
         self.details = details or {}
+        #: close the connection after the answer: the rest of the body is not worth reading (stalled, undecodable)
+        self.close = close
 
     def to_json(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.details}}
@@ -84,7 +86,7 @@ class Submission:
         return self.synthesizer + "|" + json.dumps(self.options, sort_keys=True, separators=(",", ":"))
 
 
-def parse_submission(raw: bytes) -> SubmissionBody:
+def parse_submission(raw: bytes | bytearray) -> SubmissionBody:
     """Parse the body: malformed JSON → 400 ``bad_json``; wrong fields or types → 422 ``invalid_request``."""
     if not raw.strip():
         raise ApiError(400, "bad_json", "the request body is empty; send a JSON object")
@@ -103,6 +105,57 @@ def parse_submission(raw: bytes) -> SubmissionBody:
             msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
             parts.append(f"{loc}: {msg}")
         raise ApiError(422, "invalid_request", "; ".join(parts)) from None
+
+
+def check_bounds(body: SubmissionBody, config: ServerConfig) -> None:
+    """Every string and list of a parsed submission within its bound (422), before anything copies it.
+
+    The image is bounded by ``max_request_bytes`` and ``max_image_pixels`` (:func:`decode_image`);
+    this bounds the rest, which is stored in the job's row and sent back by every listing: the key
+    (128), the boxes and labels (``max_boxes``; ``max_label_chars`` each), the description
+    (``max_description_chars``) and the options: ``max_options_bytes`` as JSON, and every string in
+    them, keys included, ``max_description_chars`` at most.  Without these bounds twelve 29 KB
+    gzip-encoded jobs with long ``distractor_classes`` held 1.1 GiB and a listing of them was 348 MB
+    (issue 24, item 1).  Cheap: nothing here decodes the image.
+    """
+    check_key(body.key)
+    if len(body.boxes) > config.max_boxes:
+        raise ApiError(422, "invalid_boxes", f"{len(body.boxes)} boxes; the limit is {config.max_boxes}")
+    if len(body.labels) > config.max_boxes:
+        raise ApiError(422, "invalid_labels", f"{len(body.labels)} labels; the limit is {config.max_boxes}")
+    for i, box in enumerate(body.boxes):
+        if len(box) != 4:
+            raise ApiError(422, "invalid_boxes", f"box {i} has {len(box)} numbers; a box is [x1, y1, x2, y2]")
+    for i, label in enumerate(body.labels):
+        if len(label) > config.max_label_chars:
+            raise ApiError(422, "invalid_labels", f"label {i} has {len(label)} characters; the limit is "
+                           f"{config.max_label_chars}")
+    if len(body.description) > config.max_description_chars:
+        raise ApiError(422, "invalid_description", f"description has {len(body.description)} characters; the "
+                       f"limit is {config.max_description_chars}")
+    _check_option_strings(body.options, "options", config.max_description_chars)
+    size = len(json.dumps(body.options, separators=(",", ":")))
+    if size > config.max_options_bytes:
+        raise ApiError(422, "invalid_options", f"options take {size} bytes as JSON; the limit is "
+                       f"{config.max_options_bytes} (max_options_bytes)")
+
+
+def _check_option_strings(value: Any, where: str, limit: int, depth: int = 0) -> None:
+    """Every string (and key) in an options value at most ``limit`` characters; nesting at most 8 deep."""
+    if depth > 8:
+        raise ApiError(422, "invalid_options", f"{where}: nested more than 8 levels deep")
+    if isinstance(value, str):
+        if len(value) > limit:
+            raise ApiError(422, "invalid_options", f"{where}: a string of {len(value)} characters; the limit is "
+                           f"{limit} (max_description_chars)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if len(k) > limit:
+                raise ApiError(422, "invalid_options", f"{where}: a key of {len(k)} characters; the limit is {limit}")
+            _check_option_strings(v, f"{where}.{k}", limit, depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_option_strings(v, f"{where}.{i}", limit, depth + 1)
 
 
 def check_key(key: str) -> None:
@@ -244,7 +297,7 @@ def validate_submission(body: SubmissionBody, config: ServerConfig,
 
     ``option_models`` maps a served synthesizer to the model of its per-job options (or ``None``).
     """
-    check_key(body.key)
+    check_bounds(body, config)
     served = config.served_synthesizers()
     synth, options = check_synthesizer(body.options, served, config.synthesizer)
     check_job_options(synth, options, (option_models or {}).get(synth))

@@ -1,16 +1,22 @@
-"""The job service: the bounded queue, submissions, the disk budget, deletion and retention.
+"""The job service: the bounded queue, submissions, the fair choice of the next job, deletion.
 
 :class:`JobService` owns the store and the workers and is what the HTTP handlers and the
 ``inprocess`` transport call; it must run on one asyncio event loop.  Its workers, one per device,
 run synthesis in threads of their own under a time-out (:mod:`.device_worker`, which says what
 happens to a call past its time-out); ``GET /metrics`` is written by :mod:`.metrics`.
 
+Clients share it (issue 24): a client alone may fill the queue, but one arriving at a full queue
+still gets ``client_queue_share`` of it (:meth:`JobService._check_queue`), and the next job is the
+oldest of the client that has used the workers least lately (:mod:`.fairness`; ``scheduling: fifo``
+for first come, first served).
+
 A full disk (:func:`syngrpo.synthesis.server.files.is_storage_full`) never kills a worker: it retries its
 database writes with back-off, ``/healthz`` says ``degraded`` with the reason, submissions get a
-507, and everything resumes when space returns.  The disk should not get there: a submission that
-would take the store past ``max_store_bytes``, or leave less than ``min_free_bytes`` free on its
-filesystem, is refused first (429 ``store_full`` / ``disk_low``), while clients delete the jobs they
-collected and a retention sweep deletes finished jobs nobody collected (``retention_s``).
+507, a job whose result could not be written goes back to the queue, and everything resumes when
+space returns.  The disk should not get there: a submission that would take the store past
+``max_store_bytes``, or leave less than ``min_free_bytes`` free on its filesystem, is refused first
+(:mod:`.disk`: 429 ``store_full`` / ``disk_low``), while clients delete the jobs they collected,
+cancelling deletes, and a retention sweep deletes finished jobs nobody collected (:mod:`.retention`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -30,10 +35,13 @@ from syngrpo.synthesis.pipeline import job_options_model
 from syngrpo.synthesis.server.calls import CallTimeout, call_in_thread, load_plugin_modules, make_plugin, percentile
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.device_worker import Worker
+from syngrpo.synthesis.server.disk import DiskBudget
+from syngrpo.synthesis.server.fairness import FairShare
 from syngrpo.synthesis.server.files import atomic_write, is_storage_full
 from syngrpo.synthesis.server.metrics import metrics_text
-from syngrpo.synthesis.server.records import DELETE_REASONS, DeleteOutcome, JobRecord
-from syngrpo.synthesis.server.store import DuplicateKeyError, JobStore
+from syngrpo.synthesis.server.records import DeleteOutcome, JobRecord
+from syngrpo.synthesis.server.retention import retention_loop, retention_sweep, sweep_safely
+from syngrpo.synthesis.server.store import DuplicateKeyError, JobStore, result_bytes_bound
 from syngrpo.synthesis.server.validation import ApiError, Submission, SubmissionBody, fingerprint, validate_submission
 
 __all__ = ["CallTimeout", "JobService", "Worker", "call_in_thread", "load_plugin_modules", "make_plugin", "percentile"]
@@ -43,11 +51,12 @@ log = logging.getLogger("syngrpo.synthesis.server")
 STOP_RECANCEL_S = 1.0
 """How long :meth:`JobService.stop` waits for a cancelled worker before cancelling it again."""
 
-STORE_FULL_RETRY_S = 10
-"""``Retry-After`` of a submission refused for disk (a client collecting and deleting frees room within steps)."""
+DISK_FULL_ERROR = "the server's disk is full"
+"""How a worker says a job's result could not be written (:mod:`.device_worker`): the job is re-queued, not failed."""
 
-BACKLOG_SWEEP_S = 1.0
-"""Pause between two retention sweeps while a backlog remains (each sweep deletes at most ``retention_batch``)."""
+DISK_RETRY_FIRST_S = 0.5
+DISK_RETRY_MAX_S = 60.0
+"""The workers' wait before claiming again after a result write hit a full disk: 0.5 s, doubling to a minute."""
 
 
 class JobService:
@@ -69,10 +78,12 @@ class JobService:
         self.rejected = 0
         self.storage_error: str | None = None  # why the last write failed on a full disk (None: fine)
         self.storage_refused = 0
-        self.store_full_refused = 0  # submissions refused by max_store_bytes or min_free_bytes
+        self.disk = DiskBudget(config, self.store)  # max_store_bytes and min_free_bytes at submission
+        self.disk_retries = 0  # jobs put back in the queue because their result could not be written (full disk)
+        self.fair = FairShare(config.fair_share_half_life_s)  # who runs next (:mod:`.fairness`)
         self._reserved = 0  # queue slots taken by submissions being written
-        self._reserved_bytes = 0  # disk those submissions will take (input, and a result its size)
-        self._typical_need = 0  # what the last stored job needed: /healthz says degraded while one would not fit
+        self._reserved_by_client: dict[str, int] = {}
+        self._disk_retry_s = 0.0  # while > 0: a result write hit a full disk; workers wait this long to claim
         self.started_at = time.time()
         self._cond: asyncio.Condition | None = None
         self._listeners: list[Callable[[JobRecord], None]] = []
@@ -90,10 +101,10 @@ class JobService:
             log.info("removed %d unfinished temporary file(s) and %d job folder(s) without a job (never "
                      "committed, or deleted)", tmp_files, orphans)
         # before the first request: jobs deleted while they ran when the server stopped go now, files too
-        deleted = await self._sweep_safely()
+        deleted = await sweep_safely(self)
         for w in self.workers:
             w.task = asyncio.create_task(w.run(), name=w.name)
-        self._sweeper = asyncio.create_task(self._retention_loop(deleted), name="syngrpo-retention")
+        self._sweeper = asyncio.create_task(retention_loop(self, deleted), name="syngrpo-retention")
 
     async def stop(self) -> None:
         """Cancel the workers, wait for them to end, put their running jobs back in the queue.
@@ -140,52 +151,73 @@ class JobService:
         active = max(1, sum(w.state in ("ready", "busy") for w in self.workers))
         return max(1, min(600, math.ceil(mean / active)))
 
-    def _queue_full(self) -> ApiError:
+    def _queue_full(self, mine: int) -> ApiError:
         self.rejected += 1
         wait = self.retry_after_s()
+        share = self.config.client_queue_limit()
         return ApiError(429, "queue_full",
-                        f"the queue holds {self.config.queue_size} jobs; retry in {wait} s",
+                        f"the queue holds {self._queued_or_reserved()} jobs (queue_size {self.config.queue_size}), "
+                        f"{mine} of them this client's (its share in a full queue: {share}); retry in {wait} s",
                         headers={"Retry-After": str(wait)})
 
-    async def submit(self, body: SubmissionBody) -> tuple[JobRecord, bool]:
-        """Queue a job; returns ``(job, created)``: an idempotent retry returns the existing job."""
+    def _check_queue(self, client: str) -> None:
+        """429 ``queue_full`` unless the job fits: below ``queue_size`` queued jobs in all, or, in a fuller
+        queue, below this client's share (``client_queue_share`` of ``queue_size``) and ``2 × queue_size``
+        in all.  So a client alone may fill the queue, and another arriving then still gets its share in."""
+        cfg = self.config
+        total = self._queued_or_reserved()
+        if total < cfg.queue_size:
+            return
+        mine = self.store.queued_count(client) + self._reserved_by_client.get(client, 0)
+        if mine < cfg.client_queue_limit() and total < 2 * cfg.queue_size:
+            return
+        raise self._queue_full(mine)
+
+    async def submit(self, body: SubmissionBody, client: str = "") -> tuple[JobRecord, bool]:
+        """Queue a job for ``client``; returns ``(job, created)``: an idempotent retry returns the existing job.
+
+        ``client`` (:func:`~syngrpo.synthesis.server.admission.client_of`) is whom the job counts
+        against: at most ``client_queue_share`` of the queue, and its share of the workers.
+        """
         existing = self._existing(body)
         if existing is not None:
             return existing, False
         if all(w.state == "broken" for w in self.workers):
             raise ApiError(503, "unavailable", "every worker of this server is broken (see /healthz); "
                            "submit to another server", headers={"Retry-After": "60"})
-        if self._queued_or_reserved() >= self.config.queue_size:
-            raise self._queue_full()
-        self._check_disk(0)
+        self._check_queue(client)
+        self.disk.check(0)
         sub: Submission = await asyncio.to_thread(validate_submission, body, self.config, self.option_models)
         existing = self._existing(body)  # a concurrent retry may have won while the image was decoded
         if existing is not None:
             return existing, False
         # Check and reserve a slot and its bytes with no await in between: concurrent submissions cannot all pass.
-        if self._queued_or_reserved() >= self.config.queue_size:
-            raise self._queue_full()
-        need = 2 * len(sub.png)  # the input now, and a result about its size later
-        self._check_disk(need)
+        self._check_queue(client)
+        need = len(sub.png) + result_bytes_bound(sub.image.width, sub.image.height)  # the input now, its result later
+        self.disk.check(need)
         self._reserved += 1
-        self._reserved_bytes += need
-        self._typical_need = need
+        self._reserved_by_client[client] = self._reserved_by_client.get(client, 0) + 1
+        self.disk.reserved_bytes += need
+        self.disk.typical_need = need
         try:
-            return await self._store_new(body, sub)
+            return await self._store_new(body, sub, client)
         finally:
             self._reserved -= 1
-            self._reserved_bytes -= need
+            self.disk.reserved_bytes -= need
+            left = self._reserved_by_client.pop(client, 1) - 1
+            if left > 0:
+                self._reserved_by_client[client] = left
 
     def _queued_or_reserved(self) -> int:
         return self.store.queued_count() + self._reserved
 
-    async def _store_new(self, body: SubmissionBody, sub: Submission) -> tuple[JobRecord, bool]:
+    async def _store_new(self, body: SubmissionBody, sub: Submission, client: str) -> tuple[JobRecord, bool]:
         job_id = uuid.uuid4().hex
         rec = JobRecord(
             id=job_id, key=sub.key, fingerprint=sub.fingerprint, state="queued", synthesizer=sub.synthesizer,
             group_key=sub.group_key, width=sub.image.width, height=sub.image.height, boxes=sub.boxes,
             labels=sub.labels, description=sub.description, options=sub.options, seed=sub.seed,
-            created_at=time.time(),
+            created_at=time.time(), client=client,
         )
         rec.bytes = len(sub.png)
         try:
@@ -210,42 +242,15 @@ class JobService:
         await self._notify()
         return rec, True
 
-    # -- the disk budget
+    # -- the disk budget (:class:`~.disk.DiskBudget`)
 
     def disk_refusal(self, need: int = 0) -> ApiError | None:
-        """Why a submission needing ``need`` more bytes would be refused for disk (``None``: it fits).
+        """Why a submission needing ``need`` more bytes would be refused for disk (``None``: it fits)."""
+        return self.disk.refusal(need)
 
-        What the store will hold: its files and database now, a result for every queued or running
-        job (about its input's size), the submissions being written, and ``need``.
-        """
-        cfg = self.config
-        coming = self.store.unfinished_input_bytes() + self._reserved_bytes + need
-        headers = {"Retry-After": str(STORE_FULL_RETRY_S)}
-        if cfg.max_store_bytes is not None:
-            used = self.store.bytes_used()
-            if used + coming > cfg.max_store_bytes:
-                return ApiError(429, "store_full",
-                                f"the job store holds {used} bytes and its queued jobs will add about {coming}; "
-                                f"its budget is {cfg.max_store_bytes} (max_store_bytes). Finished jobs are deleted "
-                                f"when clients collect them or after retention_s; retry in {STORE_FULL_RETRY_S} s",
-                                headers=headers)
-        if cfg.min_free_bytes:
-            try:
-                free = shutil.disk_usage(self.store.data_dir).free
-            except OSError:
-                return None
-            if free - coming < cfg.min_free_bytes:
-                return ApiError(429, "disk_low",
-                                f"the job store's disk has {free} bytes free and its queued jobs will take about "
-                                f"{coming}; the server keeps {cfg.min_free_bytes} free (min_free_bytes); retry in "
-                                f"{STORE_FULL_RETRY_S} s", headers=headers)
-        return None
-
-    def _check_disk(self, need: int) -> None:
-        refusal = self.disk_refusal(need)
-        if refusal is not None:
-            self.store_full_refused += 1
-            raise refusal
+    @property
+    def store_full_refused(self) -> int:
+        return self.disk.refused
 
     # -- a full disk
 
@@ -259,12 +264,19 @@ class JobService:
         if self.storage_error is not None:
             log.info("the job store accepts writes again")
         self.storage_error = None
+        self._disk_retry_s = 0.0
 
     async def finish_durably(self, job_id: str, error: str | None) -> None:
         """:meth:`finish`, retried with back-off while the disk is full (the worker never dies of it).
 
-        A job a client deleted while it ran is deleted now (else the next retention sweep does it).
+        A job whose result could not be written because the disk is full is not failed: it goes
+        back to the queue (the attempt not counted) and runs again once the workers' back-off
+        (:meth:`next_batch`) has passed; a full disk is the server's trouble, not the job's.  A job a
+        client deleted while it ran is deleted now (else the next retention sweep does it).
         """
+        if error is not None and error.startswith(DISK_FULL_ERROR):
+            if await self._requeue_durably(job_id, error):
+                return
         delay = 0.5
         while True:
             try:
@@ -281,6 +293,27 @@ class JobService:
                 await self.delete([job_id])
             except Exception:  # noqa: BLE001 - the retention sweep deletes it later
                 log.exception("deleting job %s after its call returned failed", job_id)
+
+    async def _requeue_durably(self, job_id: str, error: str) -> bool:
+        """Put a running job whose result hit a full disk back in the queue; False when it is not running
+        any more or a client asked for it to go (then it finishes as usual)."""
+        rec = self.store.get(job_id)
+        if rec is None or rec.state != "running" or rec.cancel_requested:
+            return False
+        delay = 0.5
+        while True:
+            try:
+                self.store.requeue([job_id])
+                break
+            except Exception as exc:
+                if not is_storage_full(exc):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self.disk_retries += 1
+        self._disk_retry_s = min(DISK_RETRY_MAX_S, max(DISK_RETRY_FIRST_S, 2 * self._disk_retry_s))
+        log.warning("job %s goes back to the queue: %s (tried again in %.0f s)", job_id, error, self._disk_retry_s)
+        return True
 
     def _existing(self, body: SubmissionBody) -> JobRecord | None:
         """The job this submission is a retry of, or ``None`` for a new one; 409 for a key used for other content.
@@ -309,14 +342,22 @@ class JobService:
             self._cond.notify_all()
 
     async def next_batch(self, worker: Worker) -> list[JobRecord]:
-        """Wait for queued jobs and claim up to ``batch_size`` of one group for ``worker``."""
+        """Wait for queued jobs and claim up to ``batch_size`` of one group for ``worker``.
+
+        Which job goes first is the fair choice between clients (:mod:`.fairness`): the oldest job of
+        the client that has used the workers least lately.  After a result write hit a full disk the
+        workers wait (0.5 s doubling to a minute) before they claim again, so a job put back is not
+        run again and again while the disk stays full.
+        """
         assert self._cond is not None
         cfg = self.config
         delay = 0.5
+        if self._disk_retry_s > 0 and self.storage_error is not None:
+            await asyncio.sleep(self._disk_retry_s)  # then one try; a failed one doubles the wait
         async with self._cond:
             while True:
                 try:
-                    jobs = self.store.claim(worker.name, cfg.batch_size)
+                    jobs = self.store.claim(worker.name, cfg.batch_size, usage=self._usage())
                 except Exception as exc:
                     if not is_storage_full(exc):
                         raise
@@ -329,8 +370,13 @@ class JobService:
                 await self._cond.wait()
         if cfg.batch_wait_s > 0 and len(jobs) < cfg.batch_size:
             await asyncio.sleep(cfg.batch_wait_s)
-            jobs += self.store.claim(worker.name, cfg.batch_size - len(jobs), group_key=jobs[0].group_key)
+            jobs += self.store.claim(worker.name, cfg.batch_size - len(jobs), group_key=jobs[0].group_key,
+                                     usage=self._usage())
         return jobs
+
+    def _usage(self) -> Callable[[str], float] | None:
+        """What the store orders clients by when it picks the next job (``None``: first come, first served)."""
+        return self.fair.usage if self.config.scheduling == "fair" else None
 
     def finish(self, job_id: str, error: str | None) -> JobRecord | None:
         rec = self.store.finish(job_id, "failed" if error else "done", error=error)
@@ -338,6 +384,8 @@ class JobService:
             self.storage_ok()
         if rec is None:
             return None
+        if rec.seconds:
+            self.fair.charge(rec.client, rec.seconds)
         if rec.state == "failed":
             log.info("job %s (%s) failed: %s", rec.id, rec.key, rec.error)
         self._tell(rec)
@@ -369,42 +417,8 @@ class JobService:
         return outcome
 
     async def retention_sweep(self, now: float | None = None) -> int:
-        """One sweep: delete at most ``retention_batch`` finished jobs that are due, forget old tombstones,
-        retry folders a deletion left; returns how many jobs it deleted."""
-        cfg = self.config
-        now = time.time() if now is None else now
-        older = now - cfg.retention_s if cfg.retention_s is not None else None
-        due = self.store.due_for_deletion(older, cfg.retention_batch)
-        deleted = 0
-        for reason in DELETE_REASONS:
-            ids = [i for i, r in due if r == reason]
-            if ids:
-                deleted += len((await self.delete(ids, reason)).deleted)
-        if deleted:
-            log.info("deleted %d finished job(s) (%s)", deleted, ", ".join(sorted({r for _, r in due})))
-        self.store.prune_tombstones(now - cfg.tombstone_s, cfg.retention_batch)
-        if self.store.leftover_dirs:
-            await asyncio.to_thread(self.store.retry_leftovers)
-        return deleted
-
-    async def _sweep_safely(self) -> int:
-        try:
-            return await self.retention_sweep()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a full disk or a bug: say so, try again next time
-            if is_storage_full(exc):
-                self.storage_problem(exc)
-            else:
-                log.exception("the retention sweep failed")
-            return 0
-
-    async def _retention_loop(self, deleted: int) -> None:
-        """A sweep every ``retention_sweep_s``; a second apart while a backlog remains (bounded work each)."""
-        cfg = self.config
-        while True:
-            await asyncio.sleep(BACKLOG_SWEEP_S if deleted >= cfg.retention_batch else cfg.retention_sweep_s)
-            deleted = await self._sweep_safely()
+        """One retention sweep (:func:`.retention.retention_sweep`); returns how many jobs it deleted."""
+        return await retention_sweep(self, now)
 
     # -- reads
 
@@ -418,13 +432,26 @@ class JobService:
             raise ApiError(404, "not_found", f"no job {job_id}")
         return rec
 
-    def cancel(self, job_id: str) -> JobRecord:
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job and free what it holds: a queued one is deleted at once (row and files, leaving
+        its tombstone), a running one is cancelled when its call returns and deleted then.
+
+        Cancelling used to keep the row and files until retention (a day): a client could fill the
+        disk by submitting and cancelling (issue 24, item 1).  Returns the job as it was cancelled.
+        """
         rec = self.get(job_id)
         if rec.state in ("done", "failed"):
             raise ApiError(409, "already_final", f"job {job_id} is already {rec.state}")
-        rec = self.store.cancel(job_id) or rec
-        if rec.state == "cancelled":
-            self._tell(rec)
+        if rec.state == "cancelled":  # cancelled before this server deleted on cancel: free it now
+            await self.delete([job_id])
+            return rec
+        outcome = await self.delete([job_id])
+        if outcome.deleting:
+            return outcome.deleting[0]
+        if outcome.deleted:
+            done = outcome.deleted[0]
+            done.error = done.error or "cancelled"
+            return done
         return rec
 
     def result_path(self, job_id: str, which: str = "result") -> Path:
@@ -443,7 +470,7 @@ class JobService:
     def health(self) -> dict[str, Any]:
         workers = [w.health() for w in self.workers]
         usable = any(w["state"] != "broken" for w in workers)
-        disk = None if self.storage_error else self.disk_refusal(self._typical_need)
+        disk = None if self.storage_error else self.disk.refusal(self.disk.typical_need)
         status = "broken" if not usable else "degraded" if self.storage_error or disk else "ok"
         out: dict[str, Any] = {
             "status": status,
