@@ -56,6 +56,18 @@ _BUILTINS: dict[str, list[tuple[str, str, str, str]]] = {
          "grpo minus coef * token entropy (paper baseline 'GRPO + Entropy Loss')"),
         ("entropy_advantage", "syngrpo.algo.losses", "EntropyAdvantageLoss",
          "grpo on advantages + min(alpha*H, |A|/kappa) (paper baseline 'GRPO + Entropy Adv.')"),
+        ("gspo", "syngrpo.algo.ratio_losses", "GSPOLoss",
+         "GSPO: clipped surrogate of the sequence ratio exp(mean log ratio) (TRL's sequence-level importance sampling)"),
+        ("gspo_token", "syngrpo.algo.ratio_losses", "GSPOTokenLoss",
+         "GSPO-token: the sequence ratio's value with each token's gradient (verl's gspo)"),
+        ("cispo", "syngrpo.algo.ratio_losses", "CISPOLoss",
+         "CISPO: -sg[clamp(ratio)] * A * log p, every token keeps a gradient; options: ratio_max (5), ratio_min"),
+        ("sapo", "syngrpo.algo.ratio_losses", "SAPOLoss",
+         "SAPO: soft gate 4/tau * sigmoid(tau (ratio - 1)) instead of the clip; options: tau_pos (1), tau_neg (1.05)"),
+        ("clip_cov", "syngrpo.algo.cov_losses", "ClipCovLoss",
+         "Clip-Cov: no gradient for a few high-covariance tokens; options: cov_fraction, cov_low, cov_high"),
+        ("kl_cov", "syngrpo.algo.cov_losses", "KLCovLoss",
+         "KL-Cov: kl_coef * |log ratio| on the top-covariance tokens; options: cov_fraction, kl_coef"),
     ],
 }
 

@@ -81,6 +81,7 @@ def step_metrics(rec: StepRecord, *, lr: float, pool: DataPool, smoother: Divers
     metrics.update(rec.peaks)
     if u.engine_gap is not None:
         metrics["logprob/engine_max_abs_diff"] = u.engine_gap
+    metrics.update(u.correction)  # rollout_is/*: the rollout correction's weights, when it is on
     for k in ("entropy_bonus", "entropy_advantage"):
         if k in u.stats:
             metrics[k] = u.stats[k]
