@@ -34,6 +34,7 @@ import torch
 
 from syngrpo.algo import grpo
 from syngrpo.algo.rollout_correction import CorrectionStats, importance_weights
+from syngrpo.errors import ConfigError
 from syngrpo.models.rollout import Rollout
 from syngrpo.models.scoring import completion_logprobs
 from syngrpo.scale.parallel import Parallel
@@ -114,7 +115,7 @@ class PolicyUpdate:
                     stats: CorrectionStats) -> torch.Tensor:
         """The rollout correction's weights of these rows ((N, T) or (N, 1)), from π_θold's log-probs."""
         if rollout.logprobs is None:
-            raise RuntimeError(
+            raise ConfigError(
                 f"rollout.importance_correction.mode is {self.correction.mode!r} but the rollout engine returned no "
                 "log-probs of the sampled tokens: set rollout.engine_options.return_logprobs: true (hf, vllm), or "
                 "rollout.importance_correction.mode: off")
