@@ -154,3 +154,25 @@ def test_joined_draws_score_as_each_draw_alone(shared_prefix, tiny_policy_dir, t
         assert joined.samples == parts[0].samples + parts[1].samples and joined.rollout.group_size == G
     finally:
         trainer.close()
+
+
+def test_a_resumed_run_draws_and_trains_as_the_uninterrupted_one(tiny_policy_dir, tmp_path, ds_registry, signal,
+                                                                 config_for):
+    """Refills advance the pool and sample with seeds of their own: a run stopped after step 1 and resumed repeats
+    step 2's draws, kept groups and update exactly (metrics equal, refills included)."""
+    from syngrpo.rundir.runlog import read_jsonl
+
+    signal.ids = {f"rec-train-{i:05d}" for i in range(0, 8, 3)}  # some groups have a spread, most none
+    cfg = _cfg(config_for, tiny_policy_dir, DS.format(tries=3, at_cap="fill"), "optim.max_steps=2",
+               "logging.save_every=1")
+    with Trainer(cfg, tmp_path / "straight", registry=ds_registry) as t:
+        t.train()
+    with Trainer(cfg, tmp_path / "stopped", registry=ds_registry) as t:
+        t.train(until=1)
+    with Trainer(cfg, tmp_path / "stopped", resume=tmp_path / "stopped", registry=ds_registry) as t:
+        t.train()
+    straight, resumed = (read_jsonl(tmp_path / d / "metrics.jsonl") for d in ("straight", "stopped"))
+    assert sum(r["dynamic/tries"] for r in straight) > 2  # refills happened
+    for a, b in zip(straight, resumed, strict=True):
+        same = {k: v for k, v in a.items() if not k.startswith("time/")}
+        assert same == pytest.approx({k: b[k] for k in same}, rel=1e-6, abs=1e-7), f"step {a['step']}"
