@@ -215,7 +215,7 @@ class DynamicSamplingConfig(StrictModel):
     #: rollouts per step at most, the first included (verl's ``max_num_gen_batches``, EasyR1's ``max_try_make_batch``)
     max_tries: int = Field(10, ge=1)
     #: the cap reached with the batch short: ``fill`` it with the groups that were dropped (they train as in plain
-    #: GRPO: KL term only; logged as ``dynamic/filled_groups``), or stop the run with an ``error`` (verl, EasyR1)
+    #: GRPO: KL term only; logged as ``dynamic/groups_filled``), or stop the run with an ``error`` (verl, EasyR1)
     at_cap: Literal["fill", "error"] = "fill"
 
 

@@ -61,11 +61,6 @@ ARMS: dict[str, dict[str, Any]] = {
     # study's ``describer`` (default ``template``: no hosted model here, so a model-free one stands in for GPT-4o)
     "grpo_offline": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
                      "offline": {"variants": 1}},
-    # the competing answer to zero-variance groups (issue #26): DAPO's dynamic sampling drops the groups whose
-    # R_acc does not vary and refills the batch from more prompts, at the cost of extra rollouts (logged as
-    # dynamic/prompts_drawn); 4 rollouts a step at most, so a CPU study stays within ~4x GRPO's sampling
-    "grpo_dynamic": {"synthesis": {"mode": "off"}, "rewards": {"diversity_weight": 0.0},
-                     "algorithm": {"dynamic_sampling": {"enabled": True, "max_tries": 4}}},
 }
 #: arms whose training data is written by offline generation first (:func:`run_arm`)
 OFFLINE_ARMS = frozenset(arm for arm, keys in ARMS.items() if "offline" in keys)
@@ -77,7 +72,6 @@ ARM_LABELS = {
     "grpo_entropy": "GRPO + Entropy Loss",
     "grpo_entropy_adv": "GRPO + Entropy Adv.",
     "grpo_offline": "GRPO + Offline Generation",
-    "grpo_dynamic": "GRPO + Dynamic Sampling (DAPO)",
 }
 SPLITS = ("val", "test_id", "test_ood")
 SPLIT_LABELS = {"val": "Validation (train style)", "test_id": "In-domain test", "test_ood": "Out-of-domain test"}

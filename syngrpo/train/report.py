@@ -87,7 +87,8 @@ def step_metrics(rec: StepRecord, *, lr: float, pool: DataPool, smoother: Divers
     if u.engine_gap is not None:
         metrics["logprob/engine_max_abs_diff"] = u.engine_gap
     metrics.update(u.correction)  # rollout_is/*: the rollout correction's weights, when it is on
-    for k in ("entropy_bonus", "entropy_advantage"):
+    # the policy losses' own stats: the entropy baselines', Clip-Cov's and KL-Cov's (docs/training.md)
+    for k in ("entropy_bonus", "entropy_advantage", "cov_clip_frac", "kl_cov_frac"):
         if k in u.stats:
             metrics[k] = u.stats[k]
     if syn_mode:

@@ -45,6 +45,10 @@ def test_one_step_through_each_new_policy_loss_changes_parameters(loss, tiny_pol
     assert changed, "no parameter moved"
     assert all(torch.isfinite(p).all() for p in after.values())
     assert math.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+    # the covariance losses' own stats reach metrics.jsonl (docs/training.md names them)
+    own = {"clip_cov": "cov_clip_frac", "kl_cov": "kl_cov_frac"}.get(loss)
+    if own is not None:
+        assert 0.0 <= metrics[own] <= 1.0
 
 
 def test_weights_of_exactly_one_leave_the_step_as_it_was(tiny_policy_dir, tmp_path, registry, config_for):
