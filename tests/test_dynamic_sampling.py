@@ -34,3 +34,23 @@ def test_the_report_names_what_the_step_cost():
     m = SamplingReport(tries=3, prompts_drawn=16, groups_dropped=10, groups_surplus=1, groups_filled=0).metrics()
     assert m == {"dynamic/tries": 3.0, "dynamic/prompts_drawn": 16.0, "dynamic/groups_dropped": 10.0,
                  "dynamic/zero_variance_frac": 10 / 16, "dynamic/groups_surplus": 1.0, "dynamic/groups_filled": 0.0}
+
+
+@pytest.mark.parametrize(("metric", "expected"), [("accuracy", [False, True]), ("reward", [True, False])])
+def test_the_collector_filters_on_the_configured_metric(metric, expected):
+    """Group 0: every answer right, formats differ (the total varies, R_acc does not); group 1: R_acc varies,
+    the format reward cancels it out in the total. ``accuracy`` (DAPO's rule) keeps group 1, ``reward`` group 0."""
+    from types import SimpleNamespace
+
+    from syngrpo.config import TrainConfig
+    from syngrpo.train.rewards import StepRewards
+    from syngrpo.train.rollouts import RolloutCollector
+
+    acc, fmt = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0], [0.0, 0.5, 1.0, 0.0, 1.0, 0.0]
+    rewards = StepRewards(group_size=3, parts={"accuracy": acc, "format": fmt}, accuracy=acc,
+                          totals=[a + f for a, f in zip(acc, fmt, strict=True)], v=[0.0, 0.0], v_smoothed=[0.0, 0.0])
+    cfg = TrainConfig.model_validate({"algorithm": {"dynamic_sampling": {"enabled": True, "metric": metric}}})
+    # only the config is read by the choice of groups; the rest of the collector is not reached here
+    collector = RolloutCollector(cfg, pool=None, par=None, engine=None, bundle=None, task=None, rewards=None,
+                                 group_size=3, response_mode="plain", sampling=None, seed=None)
+    assert collector._signal(SimpleNamespace(rewards=rewards)) == expected
