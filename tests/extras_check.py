@@ -190,7 +190,8 @@ CHECKS: dict[str, Callable[[Path], str]] = {
 }
 
 #: extras without a check here, and why (tests/test_extras.py keeps this and pyproject.toml in step)
-NOT_CHECKED = {"vllm": "CUDA only; never installed on a CPU machine", "dev": "the test environment itself"}
+NOT_CHECKED = {"vllm": "CUDA only; never installed on a CPU machine", "dev": "the test environment itself",
+               "peers": "test-only: tests/peers/ compares with the peers' code in it (a step of .ci/run)"}
 
 
 if __name__ == "__main__":

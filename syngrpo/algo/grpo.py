@@ -173,15 +173,38 @@ def clipped_surrogate(
     unmasked tokens whose gradient the clip removes (see :func:`clip_mask`).
     ``eps_high > eps_low`` is DAPO's clip-higher.
     """
-    ratio = torch.exp(logp - old_logp)  # (N, T)
+    return ratio_surrogate(torch.exp(logp - old_logp), advantages, mask, eps_low, eps_high)
+
+
+def ratio_surrogate(
+    ratio: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+) -> tuple[Tensor, Tensor]:
+    """The clipped surrogate of any importance ratio: ``-min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A)`` per token.
+
+    ``ratio`` (N, T) is whatever the loss calls ρ: the token ratio of PPO/GRPO, GSPO's sequence ratio
+    broadcast over the tokens, GSPO-token's mixed one.  Returns ``(loss (N, T), clip_frac)`` as
+    :func:`clipped_surrogate` does.
+    """
     a = _per_token(advantages, ratio)  # (N, T)
     unclipped = ratio * a
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * a
     loss = -torch.minimum(unclipped, clipped)
-    m = mask.to(ratio.dtype)
-    hits = clip_mask(ratio.detach(), a.detach(), eps_low, eps_high).to(ratio.dtype)
-    clip_frac = (hits * m).sum() / m.sum().clamp(min=1.0)
-    return loss, clip_frac.detach()
+    return loss, masked_fraction(clip_mask(ratio.detach(), a.detach(), eps_low, eps_high), mask)
+
+
+def masked_fraction(hits: Tensor, mask: Tensor) -> Tensor:
+    """The share of unmasked positions where ``hits`` (bool, the shape of ``mask``) is true, as a detached 0-d tensor."""
+    m = mask.to(torch.float32)
+    return ((hits.to(torch.float32) * m).sum() / m.sum().clamp(min=1.0)).detach()
+
+
+def per_token(advantages: Tensor, like: Tensor) -> Tensor:
+    """Advantages (N,) or (N, T) as (N, T), in ``like``'s dtype (the policy-loss variants' common first step)."""
+    return _per_token(advantages, like)
 
 
 def entropy_advantage(advantages: Tensor, entropy: Tensor, alpha: float = 0.4, kappa: float = 2.0) -> Tensor:

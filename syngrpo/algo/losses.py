@@ -15,12 +15,19 @@ Shapes: ``logp``, ``old_logp``, ``ref_logp``, ``mask``, ``entropy``: (N, T);
 weights (one update per batch), so the ratio is 1 with gradient; ``ref_logp=None``
 is allowed only when ``beta == 0``.  ``needs_entropy`` tells the trainer to
 compute per-token entropy; ``entropy_needs_grad`` whether it must keep its graph.
+With ``rollout.importance_correction`` on, the trainer also passes ``is_weights``
+((N, T) or (N, 1), no graph): the sampler-to-trainer importance weights of
+:mod:`syngrpo.algo.rollout_correction`, which multiply each token's policy term
+(not the KL term), as TRL and verl apply them.
 
 Built-ins (registered by :mod:`syngrpo.builtin`):
 
 =====================  =========================================================
 advantage estimators   ``grpo`` (eq. 1), ``dr_grpo`` (no std), ``mc_grpo`` (median, MAD)
-policy losses          ``grpo`` (clip + β·KL), ``entropy_loss``, ``entropy_advantage``
+policy losses          ``grpo`` (clip + β·KL), ``entropy_loss``, ``entropy_advantage``;
+                       ``gspo``, ``gspo_token``, ``cispo``, ``sapo``
+                       (:mod:`syngrpo.algo.ratio_losses`); ``clip_cov``, ``kl_cov``
+                       (:mod:`syngrpo.algo.cov_losses`)
 =====================  =========================================================
 
 Dr. GRPO is two changes: ``advantage_estimator: dr_grpo`` (no std) and the
@@ -157,6 +164,7 @@ class PolicyLoss(Protocol):
         advantages: Tensor,
         mask: Tensor,
         entropy: Tensor | None = None,
+        is_weights: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]: ...
 
 
@@ -223,17 +231,20 @@ class GRPOLoss:
         advantages: Tensor,
         mask: Tensor,
         entropy: Tensor | None = None,
+        is_weights: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
-        """One step's loss: check, shape the advantages, surrogate + KL, then the variant's own term."""
+        """One step's loss: check, shape the advantages, the variant's surrogate (times the rollout
+        correction's weights) + KL, then the variant's own term."""
         self._check(logp, advantages, mask, ref_logp)
         if self.needs_entropy and entropy is None:
             raise ValueError(f"the {self.name} policy loss needs per-token entropy (N, T)"
                              + (" with its graph" if self.entropy_needs_grad else ""))
         token_advantages = self._advantages(advantages, entropy)
-        old = logp.detach() if old_logp is None else old_logp
-        per_token, clip_frac = grpo.clipped_surrogate(
-            logp, old, token_advantages.detach(), mask, self.eps_low, self.eps_high
-        )  # (N, T)
+        old = logp.detach() if old_logp is None else old_logp.detach()
+        stats: dict[str, float] = {}
+        per_token, clip_frac = self._surrogate(logp, old, token_advantages.detach(), mask, stats)  # (N, T)
+        if is_weights is not None:  # the sampler/trainer mismatch (rollout.importance_correction), no graph
+            per_token = per_token * is_weights.detach().to(per_token.dtype)
         policy_loss = self._aggregate(per_token, mask)
         loss = policy_loss
         kl_value = 0.0
@@ -242,18 +253,26 @@ class GRPOLoss:
             kl_value = _masked_mean(kl, mask)
             if self.beta > 0:
                 loss = loss + self.beta * self._aggregate(kl, mask)
-        stats = {
+        stats.update({
             "policy_loss": float(policy_loss.detach()),
             "kl": kl_value,
             "clip_frac": float(clip_frac),
             "advantage_mean": float(advantages.detach().float().mean()) if advantages.numel() else 0.0,
-        }
+        })
         if entropy is not None:
             stats["entropy"] = _masked_mean(entropy, mask)
         loss = self._extra_term(loss, stats, advantages=advantages, shaped=token_advantages, mask=mask,
                                 entropy=entropy)
         stats["loss"] = float(loss.detach())
         return loss, stats
+
+    def _surrogate(self, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+                   stats: dict[str, float]) -> tuple[Tensor, Tensor]:
+        """The per-token policy term to minimise (N, T) and its clip fraction: GRPO's clipped ratio.
+
+        ``old_logp`` and ``advantages`` carry no graph; a variant may add its own entries to ``stats``.
+        """
+        return grpo.clipped_surrogate(logp, old_logp, advantages, mask, self.eps_low, self.eps_high)
 
     def _aggregate(self, per_token: Tensor, mask: Tensor) -> Tensor:
         return grpo.aggregate(per_token, mask, self.aggregation, self.max_tokens)  # type: ignore[arg-type]

@@ -20,6 +20,8 @@ from syngrpo.config.learning import (
     SHIPPED_POLICIES,
     AlgorithmConfig,
     DataConfig,
+    DynamicSamplingConfig,
+    ImportanceCorrectionConfig,
     LoraConfig,
     ModelConfig,
     NamedPlugin,
@@ -43,7 +45,8 @@ from syngrpo.config.synthesis import OfflineConfig, SynthesisConfig
 
 __all__ = [
     "AUTO", "DEFAULT_TINY_FAMILY",
-    "QUICKSTART_CONFIG", "SHIPPED_POLICIES", "AlgorithmConfig", "DataConfig", "EvalConfig", "HardwareConfig",
+    "QUICKSTART_CONFIG", "SHIPPED_POLICIES", "AlgorithmConfig", "DataConfig", "DynamicSamplingConfig",
+    "ImportanceCorrectionConfig", "EvalConfig", "HardwareConfig",
     "LoggingConfig", "LoraConfig", "ModelConfig", "NamedPlugin", "OfflineConfig", "OptimConfig", "ParallelConfig",
     "RewardTerm", "RewardsConfig", "RolloutConfig", "SFTConfig", "StrictModel", "SynthesisConfig", "ToyDataConfig",
     "TrainConfig", "VisionPretrainConfig", "apply_overrides", "check_runnable", "default_cache_dir", "dump_config",

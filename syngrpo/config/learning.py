@@ -169,6 +169,34 @@ class DataConfig(StrictModel):
         return name, options, str(options.pop("split", "train" if split == "train" else "val"))
 
 
+class ImportanceCorrectionConfig(StrictModel):
+    """Rollout importance-sampling correction for the sampler/trainer log-prob gap (TRL's
+    ``vllm_importance_sampling_correction``; :mod:`syngrpo.algo.rollout_correction`).
+
+    Needs the engine's log-probs of the sampled tokens (``engine_options: {return_logprobs: true}``).
+    """
+
+    #: ``off``; ``token_truncate`` / ``sequence_truncate``: the token's (sequence's) ratio clipped to
+    #: [clip_min, clip_max]; ``token_mask`` / ``sequence_mask``: weight 0 outside the bounds (TRL's default)
+    mode: Literal["off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = "off"
+    #: lower bound of the ratio (``null``: none)
+    clip_min: float | None = Field(None, ge=0.0)
+    #: upper bound of the ratio (TRL's default 3; ``null``: none)
+    clip_max: float | None = Field(3.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ImportanceCorrectionConfig:
+        if self.clip_min is None and self.clip_max is None:
+            raise ValueError("needs clip_max, clip_min or both (the correction bounds the ratio)")
+        if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
+            raise ValueError(f"clip_min ({self.clip_min}) must not exceed clip_max ({self.clip_max})")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
 class RolloutConfig(StrictModel):
     """Sampling G responses per prompt."""
 
@@ -183,6 +211,8 @@ class RolloutConfig(StrictModel):
     response_format: Literal["auto", "syn", "plain"] = "auto"
     #: passed to the engine factory
     engine_options: dict[str, Any] = Field(default_factory=dict)
+    #: reweight the loss by trainer / sampler probabilities (needs the engine's log-probs)
+    importance_correction: ImportanceCorrectionConfig = Field(default_factory=ImportanceCorrectionConfig)
 
     @field_validator("num_generations")
     @classmethod
@@ -200,6 +230,21 @@ class NamedPlugin(StrictModel):
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DynamicSamplingConfig(StrictModel):
+    """DAPO's dynamic sampling: groups whose ``metric`` does not vary are dropped and the batch is refilled
+    from further prompts (:mod:`syngrpo.algo.dynamic_sampling`, docs/algorithm.md)."""
+
+    enabled: bool = False
+    #: what must vary within a group for it to train: ``accuracy`` (R_acc; DAPO's rule, verl's recipe ``acc``)
+    #: or ``reward`` (the sum of the reward terms, R_diversity excluded: verl's ``seq_reward``)
+    metric: Literal["accuracy", "reward"] = "accuracy"
+    #: rollouts per step at most, the first included (verl's ``max_num_gen_batches``, EasyR1's ``max_try_make_batch``)
+    max_tries: int = Field(10, ge=1)
+    #: the cap reached with the batch short: ``fill`` it with the groups that were dropped (they train as in plain
+    #: GRPO: KL term only; logged as ``dynamic/groups_filled``), or stop the run with an ``error`` (verl, EasyR1)
+    at_cap: Literal["fill", "error"] = "fill"
 
 
 class AlgorithmConfig(StrictModel):
@@ -221,6 +266,8 @@ class AlgorithmConfig(StrictModel):
     shared_prefix: Literal["auto", "true", "false"] = "auto"
     #: optimisation passes over each batch of rollouts (mu); with 1 the old policy is the current one
     updates_per_batch: int = Field(1, ge=1)
+    #: DAPO's dynamic sampling (drop groups without signal, refill from further prompts); off by default
+    dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
 
     @field_validator("shared_prefix", mode="before")
     @classmethod

@@ -32,6 +32,8 @@ from syngrpo.config.learning import (
     SHIPPED_POLICIES,
     AlgorithmConfig,
     DataConfig,
+    DynamicSamplingConfig,
+    ImportanceCorrectionConfig,
     LoraConfig,
     ModelConfig,
     NamedPlugin,
@@ -55,7 +57,8 @@ from syngrpo.errors import ConfigError
 
 # the sections live in .learning, .synthesis and .run; every name stays importable from here
 __all__ = [
-    "AUTO", "DEFAULT_TINY_FAMILY", "QUICKSTART_CONFIG", "SHIPPED_POLICIES", "AlgorithmConfig", "DataConfig",
+    "AUTO", "DEFAULT_TINY_FAMILY", "QUICKSTART_CONFIG", "SHIPPED_POLICIES", "AlgorithmConfig", "DataConfig", "DynamicSamplingConfig",
+    "ImportanceCorrectionConfig",
     "EvalConfig", "HardwareConfig", "LoggingConfig", "LoraConfig", "ModelConfig", "NamedPlugin", "OfflineConfig",
     "OptimConfig", "ParallelConfig", "RewardTerm", "RewardsConfig", "RolloutConfig", "SFTConfig", "SynthesisConfig",
     "ToyDataConfig", "TrainConfig", "VisionPretrainConfig", "check_runnable", "default_cache_dir",

@@ -279,7 +279,8 @@ def build_update(cfg: TrainConfig, *, model: Any, policy: Any, ref_model: Any | 
                         trainable=trainable, policy_loss=policy_loss, precision=precision, par=par,
                         shared_prefix=shared_prefix, grad_accum=cfg.optim.grad_accum,
                         updates_per_batch=cfg.algorithm.updates_per_batch, aggregation=cfg.algorithm.aggregation,
-                        max_grad_norm=cfg.optim.max_grad_norm, temperature=cfg.rollout.temperature)
+                        max_grad_norm=cfg.optim.max_grad_norm, temperature=cfg.rollout.temperature,
+                        correction=cfg.rollout.importance_correction)
 
 
 __all__ = [

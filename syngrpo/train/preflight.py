@@ -183,6 +183,28 @@ def _check_synthesis(cfg: TrainConfig, registry: Any, report: CheckReport) -> No
                             "job options ok")
 
 
+def _check_correction(cfg: TrainConfig, registry: Any, report: CheckReport) -> None:
+    """``rollout.importance_correction`` needs the engine's log-probs and a policy loss that takes ``is_weights``."""
+    key, mode = "rollout.importance_correction", cfg.rollout.importance_correction.mode
+    engine = _resolve(report, registry, "rollout_engines", cfg.rollout.engine, "rollout.engine")
+    try:
+        known = _options_of(engine.factory) if engine is not None else None
+    except Exception:  # noqa: BLE001 - reported by the engine's own check
+        known = None
+    if known is not None and "return_logprobs" in known and not cfg.rollout.engine_options.get("return_logprobs"):
+        report.errors.append(f"{key}: mode {mode!r} weighs the loss by the engine's log-probs, which the "
+                             f"{cfg.rollout.engine!r} engine returns only when asked: set "
+                             "rollout.engine_options.return_logprobs: true")
+    loss = _resolve(report, registry, "policy_losses", cfg.algorithm.policy_loss.name, "algorithm.policy_loss")
+    try:
+        params = inspect.signature(loss.factory(**policy_loss_options(cfg)).__call__).parameters.values()
+    except Exception:  # noqa: BLE001 - reported by the policy loss's own check
+        return
+    if not any(p.name == "is_weights" or p.kind is p.VAR_KEYWORD for p in params):
+        report.errors.append(f"{key}: the policy loss {cfg.algorithm.policy_loss.name!r} takes no is_weights "
+                             "argument, so the correction cannot reach it (docs/hooks/policy_losses.md); set mode: off")
+
+
 def _check_parallel(cfg: TrainConfig, report: CheckReport) -> None:
     """FSDP shards full fine-tuning in float32 or bfloat16 (its float16 would need a sharded gradient scaler)."""
     if cfg.parallel.strategy != "fsdp":
@@ -365,6 +387,8 @@ def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -
                    "algorithm.policy_loss", build=True)
     _check_options(report, registry, "rollout_engines", cfg.rollout.engine, dict(cfg.rollout.engine_options),
                    "rollout.engine", build=False, given=("bundle",))
+    if cfg.rollout.importance_correction.enabled:
+        _check_correction(cfg, registry, report)
     if cfg.synthesis.enabled:
         _check_synthesis(cfg, registry, report)
     _check_parallel(cfg, report)

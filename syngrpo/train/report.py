@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from syngrpo.algo.diversity import DiversitySmoother
+from syngrpo.algo.dynamic_sampling import SamplingReport
 from syngrpo.data.pool import DataPool
 from syngrpo.models.rollout import Rollout
 from syngrpo.rundir.runlog import RunLog
@@ -44,6 +45,8 @@ class StepRecord:
     seconds: dict[str, float]
     #: per-phase CUDA memory peaks (:class:`~syngrpo.scale.memory.PhasePeaks`; empty on a CPU)
     peaks: dict[str, float]
+    #: what dynamic sampling did (:class:`~syngrpo.algo.dynamic_sampling.SamplingReport`), when it is on
+    sampling: SamplingReport | None = None
 
 
 def step_metrics(rec: StepRecord, *, lr: float, pool: DataPool, smoother: DiversitySmoother, syn_mode: bool,
@@ -79,9 +82,13 @@ def step_metrics(rec: StepRecord, *, lr: float, pool: DataPool, smoother: Divers
         "time/update": rec.seconds["update"],
     }
     metrics.update(rec.peaks)
+    if rec.sampling is not None:  # dynamic/*: tries, prompts drawn, groups dropped / surplus / filled
+        metrics.update(rec.sampling.metrics())
     if u.engine_gap is not None:
         metrics["logprob/engine_max_abs_diff"] = u.engine_gap
-    for k in ("entropy_bonus", "entropy_advantage"):
+    metrics.update(u.correction)  # rollout_is/*: the rollout correction's weights, when it is on
+    # the policy losses' own stats: the entropy baselines', Clip-Cov's and KL-Cov's (docs/training.md)
+    for k in ("entropy_bonus", "entropy_advantage", "cov_clip_frac", "kl_cov_frac"):
         if k in u.stats:
             metrics[k] = u.stats[k]
     if syn_mode:

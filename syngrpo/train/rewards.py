@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -75,6 +75,12 @@ class RewardScorer:
     def __call__(self, parsed: Sequence[ParsedResponse], samples: Sequence[Sample], frames: Sequence[Any], *,
                  task: Any, group_size: int) -> StepRewards:
         """Rewards of rows ``parsed`` (``samples``/``frames``: each row's sample and model-input frame)."""
+        return self.add_diversity(self.score(parsed, samples, frames, task=task, group_size=group_size), parsed)
+
+    def score(self, parsed: Sequence[ParsedResponse], samples: Sequence[Sample], frames: Sequence[Any], *,
+              task: Any, group_size: int) -> StepRewards:
+        """The registered terms and V(q) of rows ``parsed``, without R_diversity: what dynamic sampling
+        filters on, before the batch that trains is known (:meth:`add_diversity` completes it)."""
         G, rows = group_size, len(parsed)
         B = rows // G
         parts: dict[str, list[float]] = {}
@@ -85,21 +91,55 @@ class RewardScorer:
         # V(q) is the spread of R_acc (eq. 4), needed even when accuracy is not a reward term
         acc = raw["accuracy"] if "accuracy" in raw else self.accuracy_fn(parsed, samples, task=task, frames=frames)
         v_raw = [ground_truth_diversity(acc[b * G:(b + 1) * G]) for b in range(B)]  # V(q), eq. 4 (normalised)
-        div_groups: list[list[float]] = [[0.0] * G for _ in range(B)]
+        totals = [sum(p[n] for p in parts.values()) for n in range(rows)]  # eq. 7 without R_diversity
+        return StepRewards(group_size=G, parts=parts, accuracy=[float(a) for a in acc], totals=totals, v=v_raw,
+                           v_smoothed=list(v_raw), diversity=[[0.0] * G for _ in range(B)])
+
+    def add_diversity(self, rewards: StepRewards, parsed: Sequence[ParsedResponse]) -> StepRewards:
+        """R_diversity (eqs. 5-6) of the batch that trains, in ``syn`` mode: V(q) smoothed over the global batch
+        (every rank's groups; the smoother advances once per step), compared with each ``<score>``."""
+        if not self.syn_mode:
+            return rewards
+        G, v_raw = rewards.group_size, rewards.v
+        B = len(v_raw)
+        # Ṽ(q), diversity smoothing over the global batch (every rank's groups)
+        v_global = [v for part in self.par.gather(v_raw) for v in part]
+        v_smooth = self.par.my_slice(self.smoother.update(v_global))
+        div_groups: list[list[float]] = []
         div_unsmoothed: list[float] = []
-        v_smooth: list[float] = list(v_raw)
-        if self.syn_mode:
-            # Ṽ(q), diversity smoothing over the global batch (every rank's groups)
-            v_global = [v for part in self.par.gather(v_raw) for v in part]
-            v_smooth = self.par.my_slice(self.smoother.update(v_global))
-            for b in range(B):
-                scores = [parsed[b * G + i].score for i in range(G)]
-                div_groups[b] = [diversity_reward(s, v_smooth[b]) for s in scores]  # eq. 6
-                div_unsmoothed += [diversity_reward(s, v_raw[b]) for s in scores]  # eq. 5, for Fig. 7
-            parts["diversity"] = [self.diversity_weight * r for g in div_groups for r in g]
-        totals = [sum(p[n] for p in parts.values()) for n in range(rows)]  # eq. 7
-        return StepRewards(group_size=G, parts=parts, accuracy=list(acc), totals=totals, v=v_raw,
-                           v_smoothed=v_smooth, diversity=div_groups, diversity_unsmoothed=div_unsmoothed)
+        for b in range(B):
+            scores = [parsed[b * G + i].score for i in range(G)]
+            div_groups.append([diversity_reward(s, v_smooth[b]) for s in scores])  # eq. 6
+            div_unsmoothed += [diversity_reward(s, v_raw[b]) for s in scores]  # eq. 5, for Fig. 7
+        parts = {**rewards.parts, "diversity": [self.diversity_weight * r for g in div_groups for r in g]}
+        totals = [sum(p[n] for p in parts.values()) for n in range(B * G)]  # eq. 7
+        return replace(rewards, parts=parts, totals=totals, v_smoothed=v_smooth, diversity=div_groups,
+                       diversity_unsmoothed=div_unsmoothed)
+
+
+def select_groups(rewards: StepRewards, groups: Sequence[int]) -> StepRewards:
+    """The rewards of the given groups (prompts), in that order: per-row lists by rows, per-group by groups."""
+    G = rewards.group_size
+    rows = [g * G + i for g in groups for i in range(G)]
+    return StepRewards(
+        group_size=G, parts={k: [v[r] for r in rows] for k, v in rewards.parts.items()},
+        accuracy=[rewards.accuracy[r] for r in rows], totals=[rewards.totals[r] for r in rows],
+        v=[rewards.v[g] for g in groups], v_smoothed=[rewards.v_smoothed[g] for g in groups],
+        diversity=[rewards.diversity[g] for g in groups] if rewards.diversity else [],
+        diversity_unsmoothed=[rewards.diversity_unsmoothed[r] for r in rows] if rewards.diversity_unsmoothed else [],
+    )
+
+
+def concat_rewards(parts: Sequence[StepRewards]) -> StepRewards:
+    """Several steps' worth of rewards (draws of one step) as one, in order."""
+    first = parts[0]
+    return StepRewards(
+        group_size=first.group_size, parts={k: [x for p in parts for x in p.parts[k]] for k in first.parts},
+        accuracy=[x for p in parts for x in p.accuracy], totals=[x for p in parts for x in p.totals],
+        v=[x for p in parts for x in p.v], v_smoothed=[x for p in parts for x in p.v_smoothed],
+        diversity=[x for p in parts for x in p.diversity],
+        diversity_unsmoothed=[x for p in parts for x in p.diversity_unsmoothed],
+    )
 
 
 def select_descriptions(parsed: Sequence[ParsedResponse], rewards: StepRewards, *,

@@ -4,7 +4,8 @@
 
 1. draw a batch from the data pool (originals, some replaced by synthesized samples);
 2. encode each image with the task's question and the response-format instructions;
-3. roll out G responses per prompt;
+3. roll out G responses per prompt (steps 1-3 and the reward terms: :mod:`syngrpo.train.rollouts`, which
+   with DAPO's dynamic sampling also drops the groups without signal and refills the batch);
 4. parse them and score them: r_i = R_acc + R_format + R_diversity (eq. 7), where
    R_diversity compares each response's predicted diversity with the group's measured
    diversity V(q) (eq. 4), smoothed across batches (§3.3.2, eq. 6) -- :mod:`syngrpo.train.rewards`;
@@ -41,11 +42,8 @@ import torch
 from syngrpo.algo.diversity import DiversitySmoother
 from syngrpo.config import TrainConfig, check_runnable
 from syngrpo.config.io import dump_config
-from syngrpo.data.images import load_rgb
 from syngrpo.data.pool import DataPool
-from syngrpo.models.policy import encode_prompts
 from syngrpo.models.resolve import resolve_policy
-from syngrpo.perception.response import parse_response
 from syngrpo.plugins import get_registry, load_local_plugins
 from syngrpo.rundir.runlog import RunLog
 from syngrpo.rundir.trackers import build_trackers
@@ -57,10 +55,11 @@ from syngrpo.train import components as build
 from syngrpo.train import run_state
 from syngrpo.train.components import lr_factor
 from syngrpo.train.data import load_split
-from syngrpo.train.evaluate import EvalResult, build_prompts, evaluate_policy, write_report
+from syngrpo.train.evaluate import EvalResult, evaluate_policy, write_report
 from syngrpo.train.preflight import CheckReport, check_config
 from syngrpo.train.report import MAIN_ONLY, StepRecord, eval_metrics, log_step, sample_records, step_metrics
 from syngrpo.train.rewards import select_descriptions
+from syngrpo.train.rollouts import RolloutCollector
 from syngrpo.train.warm_start import warm_start_run
 from syngrpo.types import Sample
 
@@ -125,33 +124,20 @@ class Trainer:
     # ---- one training step -----------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, Any]:
         """One Syn-GRPO step (paper §3.3.2); returns its metrics."""
-        cfg, task, bundle = self.cfg, self.task, self.bundle
+        cfg, bundle = self.cfg, self.bundle
         t_start = time.perf_counter()
         peaks = PhasePeaks(bundle.device)  # per-phase CUDA peaks: what `syngrpo plan` predicts, measured
 
-        # 1. a batch of prompts from the data pool (some samples may already be synthesized);
-        #    under torchrun every rank draws the same global batch and keeps its own slice
-        samples = self.par.my_slice(self.pool.draw(cfg.optim.batch_size))
-        epoch = self.pool.epoch
-
-        # 2. image + question + response-format instructions -> model inputs
-        prompts = encode_prompts(bundle, [load_rgb(s.image) for s in samples],
-                                 build_prompts(task, samples, self.response_mode))
-
-        # 3. G responses per prompt (prompt-major rows: p0 x G, p1 x G, ...); MC-GRPO asks for one more
-        G = cfg.rollout.num_generations + self.estimator.extra_rollouts
-        t0 = time.perf_counter()
-        with self.sampling():  # the bf16 compute weights of a mixed-precision or sharded run
-            rollout = self.engine.generate(bundle, prompts, num_generations=G, temperature=cfg.rollout.temperature,
-                                           top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
-                                           generator_seed=step_seed(cfg.seed, step, f"rollout{self._stream_suffix}"))
-        t_rollout = time.perf_counter() - t0
+        # 1-4. a batch of prompts from the data pool (some samples may already be synthesized; under torchrun
+        #      each rank keeps its slice), G responses per prompt (MC-GRPO: one more), parsed and scored by the
+        #      reward terms (R_acc, R_format, ...) -- :mod:`syngrpo.train.rollouts`; with dynamic sampling
+        #      (DAPO) the groups whose accuracy does not vary are dropped and the batch refilled from more prompts
+        batch = self.collect(step)
+        samples, rollout, parsed, epoch = batch.samples, batch.rollout, batch.parsed, batch.epoch
+        G = rollout.group_size
         peaks.end("rollout")
-        parsed = [parse_response(text, self.response_mode) for text in rollout.texts]
-
-        # 4. rewards: the registered terms (R_acc, R_format, ...), then R_diversity (eqs. 4-7)
-        rewards = self.rewards(parsed, [samples[int(i)] for i in rollout.prompt_index], list(rollout.batch.frames),
-                               task=task, group_size=G)
+        # R_diversity over the batch that trains: V(q) smoothed across batches, against each <score> (eqs. 4-7)
+        rewards = self.rewards.add_diversity(batch.rewards, parsed)
 
         # 5. group advantages (eq. 1 or a registered variant) and the rollouts that take part
         advantages = self.estimator(rewards.matrix).reshape(-1)  # (B*G,)
@@ -181,7 +167,8 @@ class Trainer:
         # what the step reports: metrics.jsonl (means over ranks under torchrun) and samples.jsonl
         record = StepRecord(samples=samples, epoch=epoch, rollout=rollout, parsed=parsed, rewards=rewards,
                             advantages=advantages, update=update, synthesis=synthesis, chosen=chosen,
-                            seconds={"rollout": t_rollout, "update": t_update}, peaks=peaks.metrics)
+                            seconds={"rollout": batch.seconds, "update": t_update}, peaks=peaks.metrics,
+                            sampling=batch.report if cfg.algorithm.dynamic_sampling.enabled else None)
         metrics = step_metrics(record, lr=self.scheduler.get_last_lr()[0], pool=self.pool, smoother=self.smoother,
                                syn_mode=self.response_mode == "syn", synthesis_on=cfg.synthesis.enabled,
                                client=self.synthesis)
@@ -306,6 +293,11 @@ class Trainer:
         self.smoother = DiversitySmoother(cfg.synthesis.gamma, enabled=cfg.synthesis.smoothing)
         self.rewards = build.build_rewards(registry, cfg, smoother=self.smoother, par=self.par)
         self.estimator = build.build_estimator(registry, cfg)
+        self.collect = RolloutCollector(  # steps 1-4: prompts, rollouts, reward terms; dynamic sampling
+            cfg, pool=self.pool, par=self.par, engine=self.engine, bundle=self.bundle, task=self.task,
+            rewards=self.rewards, group_size=cfg.rollout.num_generations + self.estimator.extra_rollouts,
+            response_mode=self.response_mode, sampling=self.sampling,
+            seed=lambda step, what: step_seed(cfg.seed, step, f"{what}{self._stream_suffix}"), say=self._message)
         self.policy_loss = build.build_policy_loss(registry, cfg)
         self.shared_prefix = build.use_shared_prefix(cfg, self.bundle)
         # the policy as the strategy holds it (itself, DDP, or FSDP shards) and what the optimizer updates

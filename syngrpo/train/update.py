@@ -14,6 +14,11 @@ For the B prompts x G completions of a step:
 4. gradient clipping and one optimizer step per update (float32 masters; :mod:`syngrpo.scale.precision`),
    then one step of the LR schedule.
 
+With ``rollout.importance_correction`` on, step 3 also weighs each token's policy term by the trainer /
+sampler probability ratio of the rollout's tokens (:mod:`syngrpo.algo.rollout_correction`; TRL's
+``vllm_importance_sampling_correction``), computed once per batch at the first update from π_θold: the
+old-policy log-probs when there are several updates, the first update's own (detached) otherwise.
+
 On the way it measures H(q) (the mean token entropy per response, §3.2) and the largest gap between
 the log-probs the rollout engine sampled with and those the loss uses (a check of the multimodal
 positions; ``logprob/engine_max_abs_diff``).
@@ -22,12 +27,14 @@ positions; ``logprob/engine_max_abs_diff``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from syngrpo.algo import grpo
+from syngrpo.algo.rollout_correction import CorrectionStats, importance_weights
+from syngrpo.errors import ConfigError
 from syngrpo.models.rollout import Rollout
 from syngrpo.models.scoring import completion_logprobs
 from syngrpo.scale.parallel import Parallel
@@ -46,6 +53,8 @@ class UpdateStats:
     grad_norm: float
     #: largest |engine log-prob - policy log-prob| over the completion tokens, when the engine returned them
     engine_gap: float | None
+    #: the rollout correction's metrics (``rollout_is/*``), when it is on
+    correction: dict[str, float] = field(default_factory=dict)
 
 
 def split_contiguous(items: list[int], parts: int) -> list[list[int]]:
@@ -69,7 +78,7 @@ class PolicyUpdate:
     def __init__(self, *, model: Any, policy: Any, ref_model: Any | None, optimizer: Any, scheduler: Any,
                  trainable: Sequence[Any], policy_loss: Any, precision: Precision, par: Parallel, shared_prefix: bool,
                  grad_accum: int, updates_per_batch: int, aggregation: str, max_grad_norm: float | None,
-                 temperature: float) -> None:
+                 temperature: float, correction: Any | None = None) -> None:
         self.model = model
         self.policy = policy
         self.ref_model = ref_model
@@ -85,6 +94,8 @@ class PolicyUpdate:
         self.aggregation = aggregation
         self.max_grad_norm = max_grad_norm
         self.temperature = temperature
+        #: ``rollout.importance_correction`` (:class:`~syngrpo.config.ImportanceCorrectionConfig`) when on, else None
+        self.correction = correction if correction is not None and correction.enabled else None
 
     def _score(self, model: Any, rollout: Rollout, prompt_ids: list[int], *,
                entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[int], int]:
@@ -99,6 +110,21 @@ class PolicyUpdate:
                                             shared_prefix=self.shared_prefix, with_entropy=entropy,
                                             temperature=self.temperature)
         return logp, ent, rows, T
+
+    def _is_weights(self, trainer_logp: torch.Tensor, rollout: Rollout, rows: list[int], T: int,
+                    stats: CorrectionStats) -> torch.Tensor:
+        """The rollout correction's weights of these rows ((N, T) or (N, 1)), from π_θold's log-probs."""
+        if rollout.logprobs is None:
+            raise ConfigError(
+                f"rollout.importance_correction.mode is {self.correction.mode!r} but the rollout engine returned no "
+                "log-probs of the sampled tokens: set rollout.engine_options.return_logprobs: true (hf, vllm), or "
+                "rollout.importance_correction.mode: off")
+        cmask = rollout.completion_mask[rows][:, :T].to(trainer_logp.device)
+        c = self.correction
+        weights, outside = importance_weights(trainer_logp.detach(), rollout.logprobs[rows][:, :T].to(trainer_logp.device),
+                                              cmask, mode=c.mode, clip_min=c.clip_min, clip_max=c.clip_max)
+        stats.add(weights, outside, cmask)
+        return weights
 
     def __call__(self, rollout: Rollout, advantages: torch.Tensor, keep: torch.Tensor) -> UpdateStats:
         """Update the policy on ``rollout`` with per-row ``advantages`` (N,) on the rows ``keep`` (N,) marks."""
@@ -121,6 +147,8 @@ class PolicyUpdate:
 
         stats_sum: dict[str, float] = {}
         entropy_sum, grad_norm, engine_gap = 0.0, 0.0, None
+        is_weights: list[Any] = [None] * len(chunks)  # the rollout correction's, per micro-batch (update 0 on)
+        correction = CorrectionStats()
         for update in range(self.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
             entropy_sum = 0.0
@@ -131,9 +159,15 @@ class PolicyUpdate:
                     if not self.policy_loss.entropy_needs_grad:
                         ent = ent.detach()  # frees the entropy's graph now
                     mask = loss_mask[rows][:, :T]
+                    extra = {}
+                    if self.correction is not None:  # weights from π_θold: the old policy's, or this pass's
+                        if is_weights[c] is None:
+                            old = old_logps[c] if old_logps[c] is not None else logp
+                            is_weights[c] = self._is_weights(old, rollout, rows, T, correction)
+                        extra["is_weights"] = is_weights[c]
                     loss, stats = self.policy_loss(
                         logp=logp, old_logp=old_logps[c], ref_logp=ref_logps[c],
-                        advantages=advantages[rows].to(logp.device), mask=mask, entropy=ent,
+                        advantages=advantages[rows].to(logp.device), mask=mask, entropy=ent, **extra,
                     )
                     # micro-batches weighted so that their sum is the loss of the whole batch
                     weight = (float(mask.sum()) / total_tokens if self.aggregation == "token_mean"
@@ -152,4 +186,5 @@ class PolicyUpdate:
             grad_norm = self.precision.clip_and_step(self.optimizer, self.trainable, self.max_grad_norm)
         self.scheduler.step()
         return UpdateStats(stats={k: v / self.updates_per_batch for k, v in stats_sum.items()},
-                           entropy=entropy_sum, grad_norm=grad_norm, engine_gap=engine_gap)
+                           entropy=entropy_sum, grad_norm=grad_norm, engine_gap=engine_gap,
+                           correction=correction.metrics())
