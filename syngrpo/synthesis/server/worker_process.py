@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -48,9 +50,7 @@ STOP_WAIT_S = 2.0
 
 def worker_main(conn: Any, spec: DeviceSpec, name: str, parent_pid: int) -> None:
     """The worker process: build the plugins when asked, run batches, answer each call in order."""
-    from syngrpo.synthesis.server.runner import set_parent_death_signal
-
-    set_parent_death_signal(signal.SIGKILL)
+    _die_with_parent()
     if os.getppid() != parent_pid:  # the server died before prctl took effect
         os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -81,6 +81,15 @@ def worker_main(conn: Any, spec: DeviceSpec, name: str, parent_pid: int) -> None
             conn.send(reply)
         except (BrokenPipeError, OSError):
             return
+
+
+def _die_with_parent() -> None:
+    """``PR_SET_PDEATHSIG``: Linux kills this process when the server's thread that started it exits (the
+    server's event-loop thread, which lives as long as the server).  A no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def _watch_parent(parent_pid: int) -> None:
