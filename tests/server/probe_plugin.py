@@ -6,6 +6,7 @@ outside of a worker process:
 * it writes one JSON line per job to ``log_dir`` (its pid, its thread, and ``random.random()`` drawn
   before anything else: what the global generator gave this job);
 * ``reseed: true`` reseeds every global generator to 9 after drawing, as BEN2 does on each call;
+* ``fail: true`` raises (a failed job with a known message);
 * ``hold_file: PATH`` waits for that file to exist (at most ``hold_s`` seconds) before it returns,
   checking the job's deadline unless ``ignore_deadline: true`` (a plugin that ignores it hangs its worker).
 """
@@ -44,6 +45,8 @@ class RngProbe:
 
                 random.seed(9)
                 np.random.seed(9)
+            if opts.pop("fail", False):
+                raise RuntimeError(f"asked to fail ({req.description})")
             hold = opts.pop("hold_file", None)
             hold_s = float(opts.pop("hold_s", 30.0))
             ignore = bool(opts.pop("ignore_deadline", False))
