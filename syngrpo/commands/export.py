@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def export_policy(checkpoint: str | Path, out: str | Path, *, dtype: str = "bfloat16") -> Path:
     """Write ``checkpoint``'s policy to ``out`` in ``dtype`` (``save_pretrained`` + processor); returns ``out``."""
     from syngrpo.errors import ConfigError
+    from syngrpo.scale.precision import Precision
     from syngrpo.train.evaluate import load_checkpoint_policy, resolve_model_dir
 
     source = resolve_model_dir(checkpoint)
@@ -41,7 +42,9 @@ def export_policy(checkpoint: str | Path, out: str | Path, *, dtype: str = "bflo
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"--out {str(target)!r} exists and is not empty")
-    bundle = load_checkpoint_policy(source, dtype=dtype, device="cpu")
+    # the weights in the dtype a run of `model.dtype: <dtype>` computes in (one reading of the name)
+    bundle = load_checkpoint_policy(source, dtype=Precision.for_model(dtype, "cpu").load_dtype(trains=False),
+                                    device="cpu")
     target.mkdir(parents=True, exist_ok=True)
     bundle.model.save_pretrained(str(target), safe_serialization=True)
     bundle.processor.save_pretrained(str(target))

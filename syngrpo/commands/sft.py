@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from syngrpo.models.resolve import resolve_policy
     from syngrpo.plugins import get_registry
     from syngrpo.scale.precision import Precision
+    from syngrpo.train.components import policy_load_options
     from syngrpo.train.data import load_split
     from syngrpo.train.sft import run_sft
 
@@ -50,12 +51,10 @@ def run(args: argparse.Namespace) -> int:
     samples = load_split(cfg, task, "train", out)
     m = cfg.model
     precision = Precision.for_model(m.dtype, m.device)  # float32 weights, compute in model.dtype (as RL)
-    bundle = load_policy(
-        resolve_policy(cfg.model), dtype=precision.master, device=m.device, attn_implementation=m.attn_implementation,
-        freeze_vision=m.freeze_vision, gradient_checkpointing=m.gradient_checkpointing,
-        lora=m.lora.model_dump() if m.lora.enabled else None, max_pixels=m.max_pixels, min_pixels=m.min_pixels,
-        family=m.family,
-    )
+    # the model section read as training reads it, except that a LoRA base stays float32 too: the
+    # adapters are merged into it and the merged weights saved
+    bundle = load_policy(resolve_policy(m), lora=m.lora.model_dump() if m.lora.enabled else None,
+                         **policy_load_options(m, precision, m.device))
     metrics_path = out / "sft_metrics.jsonl"
     with metrics_path.open("w") as metrics:
         def log_fn(step: int, values: dict[str, float]) -> None:

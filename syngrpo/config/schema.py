@@ -98,14 +98,12 @@ class TrainConfig(StrictModel):
 
 
 def check_runnable(cfg: TrainConfig) -> None:
-    """Cross-section checks a run needs (the defaults alone are a valid object, not a runnable run)."""
+    """Cross-section checks a run needs (the defaults alone are a valid object, not a runnable run).
+
+    Whether synthesis has a data server to send to depends on the transport plugin (an in-process one
+    needs none): pre-flight checks it (:func:`syngrpo.train.preflight.check_config`), with the registry.
+    """
     s = cfg.synthesis
-    if s.enabled and not s.spawn_server and not s.servers and s.transport != "inprocess":
-        raise ConfigError(
-            f"invalid config:\n  synthesis.servers: synthesis.mode is {s.mode!r} but no data server is given; "
-            "set synthesis.servers (URLs of `syngrpo serve`), synthesis.spawn_server: true, "
-            "synthesis.transport: inprocess, or synthesis.mode: off"
-        )
     if cfg.sft.enabled and cfg.sft.vision_pretrain.steps and cfg.data.train:
         raise ConfigError(
             "invalid config:\n  sft.vision_pretrain: pre-training the vision tower draws toy images of its own; "

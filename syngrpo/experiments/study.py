@@ -235,11 +235,15 @@ def evaluate_splits(bundle: Any, task: Any, engine: Any, splits: dict[str, Seque
 
 def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
                eval_splits: dict[str, Sequence[Any]]) -> tuple[Path, dict[str, Any]]:
-    """Build the tiny policy, SFT it on the train split, score it; reused when its inputs are unchanged."""
+    """Build the tiny policy, warm-start it on the train split, score it; reused when its inputs are unchanged.
+
+    The recipe is the trainer's (:mod:`syngrpo.train.warm_start`); the study draws the vision pre-training
+    split itself, in the train style only, so the out-of-domain backgrounds stay unseen.
+    """
     from syngrpo.models.policy import load_policy
     from syngrpo.models.tiny_policy import build_tiny_policy
     from syngrpo.plugins import get_registry
-    from syngrpo.train.sft import run_sft
+    from syngrpo.train.warm_start import WarmStartRecipe, run_warm_start
 
     if cfg.warm_start:
         return _reuse_warm_start(cfg, Path(cfg.warm_start), out_dir, eval_splits)
@@ -253,40 +257,24 @@ def warm_start(cfg: StudyConfig, out_dir: Path, data: dict[str, Path],
         if summary.get("stamp") == stamp:
             return sft_dir, summary
     registry = get_registry()
-    task = registry.create("tasks", "rec")
+    task = registry.create("tasks", cfg.task)
     p = cfg.policy
     base = build_tiny_policy(out_dir / "policy", seed=p.seed, text_hidden=p.text_hidden, layers=p.layers,
                              vision_hidden=p.vision_hidden, vision_depth=p.vision_depth, vocab_size=p.vocab_size,
                              max_pixels=cfg.data.image_size ** 2)
     bundle = load_policy(str(base), device="cpu", dtype="float32")
-    vision: dict[str, Any] = {"steps": 0}
-    vp = cfg.vision_pretrain
-    if vp.steps > 0:
-        from syngrpo.train.vision_pretrain import pretrain_vision
-
-        d = cfg.data
-        # its own split, in the train style only: the out-of-domain backgrounds stay unseen
-        pre = task.make_toy_dataset(out_dir / "pretrain", n=vp.n_images, split="pretrain", style=d.train_style,
-                                    seed=d.seed, image_size=d.image_size, **d.options)
-        vision = pretrain_vision(bundle, task, pre, steps=vp.steps, lr=vp.lr, batch_size=vp.batch_size,
-                                 seed=cfg.seed, object_labels=vp.object_labels)
-    train = task.load(data["train"])
-    plain = None
-    if cfg.sft.plain_steps:
-        plain = run_sft(bundle, task, train, steps=cfg.sft.plain_steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
-                        mode="plain", seed=cfg.seed, progress=False, answer_weight=cfg.sft.answer_weight)
-    result = run_sft(bundle, task, train, steps=cfg.sft.steps, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size,
-                     mode="syn", seed=cfg.seed, progress=False,
-                     answer_weight=cfg.sft.answer_weight)
-    if plain is not None:
-        result["seconds"] += plain["seconds"]
-    bundle.model.save_pretrained(str(sft_dir), safe_serialization=True)
-    bundle.processor.save_pretrained(str(sft_dir))
-    engine = registry.create("rollout_engines", "hf", bundle=bundle)
+    d, vp = cfg.data, cfg.vision_pretrain
+    pretrain = (task.make_toy_dataset(out_dir / "pretrain", n=vp.n_images, split="pretrain", style=d.train_style,
+                                      seed=d.seed, image_size=d.image_size, **d.options) if vp.steps > 0 else None)
+    done = run_warm_start(bundle, task, task.load(data["train"]), WarmStartRecipe.of(cfg.sft, vp), mode="syn",
+                          seed=cfg.seed, pretrain=pretrain)
+    done.save(bundle, sft_dir)
+    engine = registry.create("rollout_engines", cfg.engine, bundle=bundle)
     t0 = time.perf_counter()
     metrics = evaluate_splits(bundle, task, engine, eval_splits, cfg)
-    summary = {"stamp": stamp, "vision_pretrain": vision, "sft_seconds": result["seconds"], "eval_seconds": time.perf_counter() - t0,
-               "loss_first": result["loss_first"], "loss_last10": result["loss_mean_last10"],
+    summary = {"stamp": stamp, "vision_pretrain": done.vision or {"steps": 0}, "sft_seconds": done.sft_seconds,
+               "eval_seconds": time.perf_counter() - t0, "loss_first": done.sft["loss_first"],
+               "loss_last10": done.sft["loss_mean_last10"],
                "parameters": sum(q.numel() for q in bundle.model.parameters()), "metrics": metrics}
     summary_path.write_text(json.dumps(summary, indent=1))
     return sft_dir, summary
@@ -311,8 +299,8 @@ def _reuse_warm_start(cfg: StudyConfig, sft_dir: Path, out_dir: Path,
             return sft_dir, summary
     registry = get_registry()
     bundle = load_policy(str(sft_dir), device="cpu", dtype="float32")
-    engine = registry.create("rollout_engines", "hf", bundle=bundle)
-    metrics = evaluate_splits(bundle, registry.create("tasks", "rec"), engine, eval_splits, cfg)
+    engine = registry.create("rollout_engines", cfg.engine, bundle=bundle)
+    metrics = evaluate_splits(bundle, registry.create("tasks", cfg.task), engine, eval_splits, cfg)
     summary = {**original, "stamp": stamp, "reused_from": str(sft_dir), "metrics": metrics,
                "warm_start_stamp": original.get("warm_start_stamp", original.get("stamp"))}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ from typing import Any, Literal
 from syngrpo.config import SHIPPED_POLICIES
 from syngrpo.models.architecture import Architecture, load_architecture
 from syngrpo.plugins import get_registry
+from syngrpo.scale.dtype import compute_dtype
 
 GiB = 1024**3
 #: CUDA context, cuBLAS / NCCL workspaces and allocator slack, per GPU
@@ -86,7 +87,7 @@ class PlanInputs:
         """Read a :class:`~syngrpo.config.TrainConfig`."""
         parallel = getattr(cfg, "parallel", None)
         return cls(
-            dtype="bfloat16" if cfg.model.dtype == "auto" else cfg.model.dtype,  # auto = bf16 on a GPU
+            dtype=compute_dtype(cfg.model.dtype, "cuda"),  # the plan is for a GPU that has bf16
             gradient_checkpointing=cfg.model.gradient_checkpointing, freeze_vision=cfg.model.freeze_vision,
             lora=cfg.model.lora.enabled, lora_r=cfg.model.lora.r, lora_targets=tuple(cfg.model.lora.target_modules),
             beta=cfg.algorithm.beta, engine=cfg.rollout.engine, engine_options=dict(cfg.rollout.engine_options),

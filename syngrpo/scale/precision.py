@@ -29,6 +29,11 @@ from typing import Any
 
 import torch
 
+from syngrpo.scale.dtype import compute_dtype
+
+#: the torch dtype of each name :func:`compute_dtype` answers
+_TORCH = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 @dataclass
 class Precision:
@@ -44,11 +49,20 @@ class Precision:
 
     @classmethod
     def for_model(cls, dtype: str | torch.dtype, device: str | torch.device, *, sharded: bool = False) -> Precision:
-        """The precision ``model.dtype`` names (``auto`` = bf16 on a GPU that has it, else float32)."""
-        from syngrpo.models.policy import resolve_device, resolve_dtype
+        """The precision ``model.dtype`` names on ``device`` (:func:`syngrpo.scale.dtype.compute_dtype`).
+
+        Training, ``syngrpo sft``, ``syngrpo eval`` and ``syngrpo export`` all build their dtypes here.
+        """
+        # models.policy loads transformers: imported when a precision is built, not when this module is
+        from syngrpo.models.policy import resolve_device
 
         dev = resolve_device(device)
-        out = cls(compute=resolve_dtype(dtype, dev), device_type=dev.type, sharded=sharded)
+        if isinstance(dtype, torch.dtype):
+            compute = dtype
+        else:  # bf16 support is asked of the GPU only where `auto` depends on it
+            bf16 = dtype != "auto" or dev.type != "cuda" or torch.cuda.is_bf16_supported()
+            compute = _TORCH[compute_dtype(dtype, dev.type, bf16_supported=bf16)]
+        out = cls(compute=compute, device_type=dev.type, sharded=sharded)
         if out.compute == torch.float16:
             out._scaler = torch.amp.GradScaler(dev.type)
         return out
@@ -62,12 +76,14 @@ class Precision:
         """The dtype of the weights the optimizer updates (and checkpoints hold): always float32."""
         return torch.float32
 
-    def load_dtype(self, *, lora: bool) -> torch.dtype:
+    def load_dtype(self, *, lora: bool = False, trains: bool = True) -> torch.dtype:
         """The dtype to load the policy in: float32 masters; with LoRA the frozen base in the compute dtype.
 
         LoRA trains the adapters only; :meth:`upcast_trainable` makes them the float32 masters.
+        ``trains=False`` (evaluating a checkpoint, exporting a serving copy): the compute dtype, since
+        nothing is updated and no master copy is needed.
         """
-        return self.compute if lora else self.master
+        return self.compute if lora or not trains else self.master
 
     def upcast_trainable(self, model: Any) -> None:
         """Every parameter the optimizer will update in float32 (LoRA adapters on a bf16 base)."""

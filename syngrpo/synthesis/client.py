@@ -97,7 +97,8 @@ def job_seed(run_seed: int, step: int, origin_id: str) -> int:
     return zlib.crc32(f"{run_seed}/{step}/{origin_id}".encode()) & 0x7FFFFFFF
 
 
-def _png_bytes(path: str) -> tuple[bytes, int, int]:
+def png_bytes(path: str) -> tuple[bytes, int, int]:
+    """An image file as the PNG bytes a synthesis job carries, with its width and height."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -179,7 +180,7 @@ class SynthesisClient:
     # ---- submitting -------------------------------------------------------------------
     def _job_for(self, pending: PendingJob) -> SynthesisJob:
         base = pending.base_sample()
-        png, _, _ = _png_bytes(base.image)
+        png, _, _ = png_bytes(base.image)
         boxes = [tuple(float(v) for v in b) for b in self.task.foreground_boxes(base)]
         return SynthesisJob(
             key=pending.key,
@@ -454,6 +455,17 @@ class SynthesisClient:
             description=job.description,
             meta=meta,
         )
+
+    def exchange(self, step: int, epoch: int, chosen: Sequence[tuple[Sample, str]], report: StepSynthesis) -> None:
+        """One step's traffic: submit the ``chosen`` (sample, description) pairs, then fold into the pool
+        what finished: this step's own jobs, waited for (``sync``), or whatever came back (``async``)."""
+        keys = self.submit(step, epoch, chosen, report)
+        if self.cfg.mode == "sync":
+            self.wait(keys, report)
+        else:
+            self.collect(report)
+        for err in report.errors[:3]:
+            log.debug("synthesis: %s", err)
 
     def close(self) -> None:
         try:

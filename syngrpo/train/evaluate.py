@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from syngrpo.data.images import load_rgb
+from syngrpo.errors import ConfigError
+from syngrpo.models.policy import load_policy
 from syngrpo.perception.response import parse_response
 from syngrpo.perception.task import Task
+from syngrpo.plugins import get_registry
+from syngrpo.rundir.checkpoint import latest_checkpoint, model_dir
+from syngrpo.scale.precision import Precision
+from syngrpo.train.components import policy_load_options
+from syngrpo.train.data import load_split
 from syngrpo.types import Sample
 
 
@@ -149,9 +156,6 @@ def write_report(result: EvalResult, out_dir: str | Path, *, name: str = "eval",
 
 def resolve_model_dir(checkpoint: str | Path) -> Path:
     """A model directory from a run directory (its latest checkpoint), a checkpoint, or a model directory."""
-    from syngrpo.errors import ConfigError
-    from syngrpo.rundir.checkpoint import latest_checkpoint, model_dir
-
     p = Path(checkpoint)
     if (p / "config.json").is_file():
         return p
@@ -169,8 +173,6 @@ def load_checkpoint_policy(checkpoint: str | Path, **load_kwargs: Any) -> Any:
     on demand, in memory, by :func:`~syngrpo.models.policy.load_policy`: its whole model is read from the
     shards into this process and nothing is written into the checkpoint (``syngrpo eval``, ``syngrpo export``).
     """
-    from syngrpo.models.policy import load_policy
-
     return load_policy(resolve_model_dir(checkpoint), **load_kwargs)
 
 
@@ -178,9 +180,6 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
                         batch_size: int | None = None, progress: bool = True,
                         registry: Any | None = None) -> tuple[EvalResult, Path, Path]:
     """Load a checkpoint's policy and evaluate it on a split (``syngrpo eval``); returns result and report paths."""
-    from syngrpo.plugins import get_registry
-    from syngrpo.train.data import load_split
-
     registry = registry or get_registry()
     model_path = resolve_model_dir(checkpoint)
     if split is not None:
@@ -188,10 +187,10 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
     out = Path(out_dir) if out_dir is not None else model_path.parent / "eval"
     task = registry.create("tasks", cfg.data.task, **cfg.data.task_options)
     samples = load_split(cfg, task, "eval", out)
-    bundle = load_checkpoint_policy(model_path, dtype=cfg.model.dtype, device=cfg.model.device,
-                                    attn_implementation=cfg.model.attn_implementation,
-                                    max_pixels=cfg.model.max_pixels, min_pixels=cfg.model.min_pixels,
-                                    family=cfg.model.family)
+    # the model section read as training reads it; nothing is updated, so the weights load in the compute dtype
+    precision = Precision.for_model(cfg.model.dtype, cfg.model.device)
+    bundle = load_checkpoint_policy(model_path, **policy_load_options(cfg.model, precision, cfg.model.device,
+                                                                      trains=False))
     engine = registry.create("rollout_engines", cfg.rollout.engine, bundle=bundle, **cfg.rollout.engine_options)
     if hasattr(engine, "set_max_new_tokens"):  # an engine that sizes its sequences up front (vLLM)
         engine.set_max_new_tokens(cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)

@@ -7,7 +7,8 @@ that for any task and describer (``syngrpo synth --offline -c CONFIG --variants 
 1. the originals: ``offline.data`` (default ``data.train``; toy data when neither is set), at most
    ``offline.max_samples`` of them (default ``data.max_train_samples``), drawn as training draws them;
 2. ``K`` descriptions per original from the describer plugin ``offline.describer``;
-3. one job per description through the data server of ``synthesis`` (``transport``, ``servers``;
+3. one job per description through the data server of ``synthesis``, connected as the trainer connects
+   (:func:`syngrpo.synthesis.connect.connect`: ``transport``, ``servers`` or ``spawn_server``, ``token``;
    the same segmenter / synthesizer / label check as online synthesis), in waves of
    :data:`SUBMIT_WAVE` that fit the server's queue, within ``offline.timeout_s`` in all;
 4. ``DIR/images/`` (the synthesized images), ``DIR/train.jsonl`` (originals + synthesized samples,
@@ -21,6 +22,7 @@ and failed jobs are counted in ``offline.json`` and printed.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import zlib
@@ -29,11 +31,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from syngrpo.config import TrainConfig
+from syngrpo.data.images import load_rgb
 from syngrpo.errors import ConfigError
 from syngrpo.perception.geometry import ImageTransform
+from syngrpo.plugins import get_registry
+from syngrpo.synthesis.client import png_bytes
+from syngrpo.synthesis.connect import connect, is_in_process, names_no_server
 from syngrpo.synthesis.describers import DescribeRequest
 from syngrpo.synthesis.transport import SynthesisJob, TransportError
+from syngrpo.train.data import load_split
 from syngrpo.types import Sample
 
 #: requests handed to the describer at once (progress is printed between chunks)
@@ -75,37 +84,19 @@ def originals_config(cfg: TrainConfig) -> TrainConfig:
     return cfg.model_copy(update={"data": data})
 
 
-def make_transport(cfg: TrainConfig, registry: Any) -> Any:
-    """The transport ``synthesis`` names (also when ``synthesis.mode`` is ``off``: plain GRPO trains on the result)."""
-    import os
-
-    s = cfg.synthesis
-    options = dict(s.transport_options)
-    if s.transport != "inprocess":
-        if not s.servers:
-            raise ConfigError("offline generation sends its jobs to a data server: set synthesis.servers (URLs of "
-                              "`syngrpo serve`), or synthesis.transport: inprocess")
-        options.setdefault("urls", list(s.servers))
-        token = s.token or os.environ.get("SYNGRPO_SERVER_TOKEN")
-        if token:
-            options.setdefault("token", token)
-    return registry.create("transports", s.transport, **options)
-
-
 def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None = None, registry: Any = None,
                 transport: Any = None, describer: Any = None, say: Callable[[str], None] = print) -> OfflineReport:
     """Describe, synthesize and write the offline dataset (module docstring); returns the report."""
-    from syngrpo.data.images import load_rgb
-    from syngrpo.plugins import get_registry
-    from syngrpo.synthesis.client import _png_bytes
-    from syngrpo.train.data import load_split
-
     t0 = time.perf_counter()
     registry = registry or get_registry()
     off = cfg.offline
     k = int(variants if variants is not None else off.variants)
     if k < 1:
         raise ConfigError(f"--variants must be at least 1, got {k}")
+    if transport is None and names_no_server(cfg.synthesis, is_in_process(registry, cfg.synthesis.transport)):
+        raise ConfigError("offline generation sends its jobs to a data server: set synthesis.servers (URLs of "
+                          "`syngrpo serve`), synthesis.spawn_server: true, or an in-process transport "
+                          "(synthesis.transport: inprocess)")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     report = OfflineReport(variants=k, describer=off.describer)
@@ -116,8 +107,10 @@ def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None =
                                                                          **off.describer_options)
     originals = load_split(originals_config(cfg), task, "train", out)
     report.originals = len(originals)
-    own_transport = transport is None
-    transport = transport if transport is not None else make_transport(cfg, registry)
+    # the run's own link (syngrpo.synthesis.connect: also when synthesis.mode is off, since plain GRPO trains
+    # on the result), closed at the end with the server it may have spawned; a given transport stays open
+    link = connect(cfg.synthesis, registry, server_dir=out / "server", say=say) if transport is None else None
+    transport = link.transport if link is not None else transport
     try:
         # 1. descriptions
         descriptions: list[list[str]] = []
@@ -139,7 +132,7 @@ def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None =
         for sample, ds in zip(originals, descriptions, strict=True):
             if not ds:
                 continue
-            png, _, _ = _png_bytes(sample.image)
+            png, _, _ = png_bytes(sample.image)
             boxes = [tuple(float(v) for v in b) for b in task.foreground_boxes(sample)]
             for v, description in enumerate(ds):
                 key = f"offline-{_safe(sample.id)}-{v}-{zlib.crc32(description.encode()):08x}"
@@ -179,8 +172,8 @@ def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None =
             report.unfinished += len(sent) - len(seen)
             say(f"synthesized {report.done}/{len(planned)} ({report.failed} failed, {report.unfinished} unfinished)")
     finally:
-        if own_transport:
-            transport.close()
+        if link is not None:
+            link.close()
         close = getattr(describer, "close", None)
         if callable(close):
             close()
@@ -198,10 +191,6 @@ def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None =
 def _new_sample(task: Any, base: Sample, variant: int, description: str, png: bytes, out: Path,
                 describer: str) -> Sample:
     """The original's labels on the synthesized image (mapped when the server changed the size)."""
-    import io
-
-    from PIL import Image
-
     path = out / "images" / f"{_safe(base.id)}~offline{variant}.png"
     with Image.open(io.BytesIO(png)) as im:
         width, height = im.size

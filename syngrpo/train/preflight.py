@@ -5,8 +5,13 @@ loads a model or starts the SFT warm start, so a typo in a plugin name or option
 image on line 7 000 of the dataset, is an error in seconds instead of after minutes of work:
 
 - the config itself (pydantic) and the cross-section checks of :func:`syngrpo.config.check_runnable`;
+- the rules that need the plugins or the machine: synthesis has somewhere to send its jobs (URLs, a
+  spawned server, or a transport that declares itself in-process; :mod:`syngrpo.synthesis.connect`),
+  and ``parallel.strategy: fsdp`` trains neither LoRA nor float16 (the rule needing the number of
+  processes, ``optim.batch_size`` a multiple of it, is :func:`syngrpo.train.components.join_run`'s);
 - every plugin name the config names (task, rewards, advantage estimator, policy loss, rollout
-  engine, transport, and the synthesizer/segmenter of a spawned or in-process data server), and
+  engine, transport, and the synthesizer/segmenter of the spawned or in-process data server, whose
+  config is the very object the run starts it with), and
   its options: cheap plugins are built (a task, a reward), the others' options are matched against
   the keyword options of the class they build, named by the factory's ``options_from``
   (``"module:Class"``) attribute; nothing loads a model;
@@ -20,18 +25,26 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from syngrpo.config import TrainConfig, check_runnable
+from syngrpo.config.io import validate
 from syngrpo.data.hf import HF_PREFIX, is_dataset_source, load_rows
 from syngrpo.errors import ConfigError, SyngrpoError
 from syngrpo.perception.rewards import make_reward
-from syngrpo.plugins import is_callable_ref, keyword_options
+from syngrpo.plugins import get_registry, is_callable_ref, keyword_options
+from syngrpo.scale.dtype import compute_dtype
+from syngrpo.synthesis.connect import declares_in_process, names_no_server, spawned_server_config
+from syngrpo.synthesis.pipeline import job_options_model
+from syngrpo.synthesis.server.config import ServerConfig
+from syngrpo.synthesis.server.validation import ApiError, check_job_options, check_synthesizer
+from syngrpo.train.components import policy_loss_options
 from syngrpo.types import Sample
 
 #: a box may exceed the image by this many pixels (rounding in converted datasets) before it is bad
@@ -115,23 +128,34 @@ def _check_options(report: CheckReport, registry: Any, kind: str, name: str, opt
     report.notes.append(f"{key}: {name} ok")
 
 
-def _check_server(cfg: TrainConfig, registry: Any, report: CheckReport) -> None:
-    """The spawned (or in-process) data server's config, plugins and the job options the run sends."""
-    from syngrpo.config.io import load_config, validate
-    from syngrpo.synthesis.pipeline import job_options_model
-    from syngrpo.synthesis.server.config import ServerConfig
-    from syngrpo.synthesis.server.validation import ApiError, check_job_options, check_synthesizer
+def _check_synthesis(cfg: TrainConfig, registry: Any, report: CheckReport) -> None:
+    """The transport, where its jobs go, and the data server the run starts (spawned or in process).
 
+    An in-process transport (its factory declares ``in_process = True``; :mod:`syngrpo.synthesis.connect`)
+    takes the server's config keys as options, besides the keyword options of the class its
+    ``options_from`` names; any other transport has its options matched and is given ``urls`` and ``token``.
+    """
     s = cfg.synthesis
+    reg = _resolve(report, registry, "transports", s.transport, "synthesis.transport")
+    if reg is None:
+        return
+    in_process = declares_in_process(reg.factory)
+    if names_no_server(s, in_process):
+        report.errors.append(
+            f"synthesis.servers: synthesis.mode is {s.mode!r} but no data server is given; set synthesis.servers "
+            "(URLs of `syngrpo serve`), synthesis.spawn_server: true, synthesis.transport: inprocess (or another "
+            "in-process transport), or synthesis.mode: off")
+    if not in_process:
+        _check_options(report, registry, "transports", s.transport, dict(s.transport_options),
+                       "synthesis.transport", build=False, given=("urls", "token"))
     try:
-        if s.transport == "inprocess" and not s.spawn_server:
-            opts = {k: v for k, v in s.transport_options.items() if k not in ("registry", "submit_timeout_s")}
-            server = validate(ServerConfig, opts, source="synthesis.transport_options")
+        if s.spawn_server:
+            server, where = spawned_server_config(s), "synthesis.server"
+        elif in_process:
+            own = _options_of(reg.factory) or set()
+            options = {k: v for k, v in s.transport_options.items() if k not in own}
+            server = validate(ServerConfig, options, source="synthesis.transport_options")
             where = "synthesis.transport_options"
-        elif s.spawn_server:
-            overrides = [f"{k}={json.dumps(v)}" for k, v in s.server.items()]
-            server = load_config(ServerConfig, s.server_config, overrides)
-            where = "synthesis.server"
         else:
             return  # a remote server: it checks its own plugins; the run learns of refusals per job
     except (SyngrpoError, ValueError) as exc:
@@ -143,8 +167,7 @@ def _check_server(cfg: TrainConfig, registry: Any, report: CheckReport) -> None:
     _resolve(report, registry, "segmenters", server.segmenter, f"{where}: segmenter")
     try:
         name, options = check_synthesizer(dict(s.job_options), served, server.synthesizer)
-        reg = registry.get("synthesizers", name)
-        check_job_options(name, options, job_options_model(reg.factory))
+        check_job_options(name, options, job_options_model(registry.get("synthesizers", name).factory))
     except ApiError as err:
         report.errors.append(f"synthesis.job_options: {err.message}")
     except (SyngrpoError, KeyError):
@@ -152,6 +175,24 @@ def _check_server(cfg: TrainConfig, registry: Any, report: CheckReport) -> None:
     else:
         report.notes.append(f"synthesis: server synthesizer {server.synthesizer}, segmenter {server.segmenter}, "
                             "job options ok")
+
+
+def _check_parallel(cfg: TrainConfig, report: CheckReport) -> None:
+    """FSDP shards full fine-tuning in float32 or bfloat16 (its float16 would need a sharded gradient scaler)."""
+    if cfg.parallel.strategy != "fsdp":
+        return
+    if cfg.model.lora.enabled or _compute_dtype_here(cfg) == "float16":
+        report.errors.append("parallel.strategy fsdp supports full fine-tuning in float32 or bfloat16; "
+                             "turn model.lora off or use model.dtype: bfloat16 (or parallel.strategy: ddp)")
+
+
+def _compute_dtype_here(cfg: TrainConfig) -> str:
+    """What ``model.dtype`` computes in on this machine's device (``auto`` on a GPU asks it for bf16)."""
+    if cfg.model.dtype != "auto":  # only `auto` depends on the machine
+        return compute_dtype(cfg.model.dtype, "cpu")
+    device = cfg.model.device
+    cuda = torch.cuda.is_available() and (device in ("auto", "cuda") or str(device).startswith("cuda"))
+    return compute_dtype("auto", "cuda" if cuda else "cpu", bf16_supported=not cuda or torch.cuda.is_bf16_supported())
 
 
 def _record_lines(path: Path, n: int) -> list[str]:
@@ -247,8 +288,6 @@ def check_hf_dataset(cfg: TrainConfig, split: str, source: str, report: CheckRep
 
 def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -> CheckReport:
     """Every check of the module doc, without loading a model; errors are collected, not raised."""
-    from syngrpo.plugins import get_registry
-
     registry = registry if registry is not None else get_registry()
     report = CheckReport()
     try:
@@ -281,23 +320,13 @@ def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -
     adv = cfg.algorithm.advantage
     _check_options(report, registry, "advantage_estimators", adv.name, dict(adv.options), "algorithm.advantage",
                    build=True)
-    loss = cfg.algorithm.policy_loss
-    loss_options = dict(eps_low=cfg.algorithm.eps_low, eps_high=cfg.algorithm.eps_high, beta=cfg.algorithm.beta,
-                        aggregation=cfg.algorithm.aggregation)
-    loss_options.update(loss.options)
-    _check_options(report, registry, "policy_losses", loss.name, loss_options, "algorithm.policy_loss", build=True)
+    _check_options(report, registry, "policy_losses", cfg.algorithm.policy_loss.name, policy_loss_options(cfg),
+                   "algorithm.policy_loss", build=True)
     _check_options(report, registry, "rollout_engines", cfg.rollout.engine, dict(cfg.rollout.engine_options),
                    "rollout.engine", build=False, given=("bundle",))
-    s = cfg.synthesis
-    if s.enabled:
-        topts = dict(s.transport_options)
-        given = ("urls", "token") if s.transport != "inprocess" else ()
-        if s.transport == "inprocess":
-            _resolve(report, registry, "transports", s.transport, "synthesis.transport")
-        else:
-            _check_options(report, registry, "transports", s.transport, topts, "synthesis.transport", build=False,
-                           given=given)
-        _check_server(cfg, registry, report)
+    if cfg.synthesis.enabled:
+        _check_synthesis(cfg, registry, report)
+    _check_parallel(cfg, report)
     if data and task is not None:
         for split, path in (("train", cfg.data.train), ("eval", cfg.eval.split or cfg.data.eval)):
             if path and is_dataset_source(path):

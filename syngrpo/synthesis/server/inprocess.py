@@ -173,7 +173,6 @@ class InProcessTransport(BufferedTransport):
             self._tmp = None
 
 
-
 async def _call(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
@@ -181,6 +180,12 @@ async def _call(fn: Any, *args: Any) -> Any:
 def inprocess(**options: Any) -> InProcessTransport:
     """The data server's pipeline in this process, without HTTP (debugging; same behaviour)."""
     return InProcessTransport(**options)
+
+
+#: the data server runs inside this process: no URL or token, and the options are its config keys
+#: (syngrpo.synthesis.connect; pre-flight checks them as a ServerConfig, less the class's own options)
+inprocess.in_process = True  # type: ignore[attr-defined]
+inprocess.options_from = "syngrpo.synthesis.server.inprocess:InProcessTransport"  # type: ignore[attr-defined]
 
 
 @hookimpl
