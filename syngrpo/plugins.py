@@ -112,8 +112,8 @@ class Registry:
             f"dependency name the extra to install (pip install 'syngrpo[EXTRA]') when they are used."
         )
 
-    def create(self, kind: str, name: str, **options: Any) -> Any:
-        """Build the named thing: ``factory(**options)``."""
+    def create(self, kind: str, name: str, /, **options: Any) -> Any:
+        """Build the named thing: ``factory(**options)`` (an option may itself be called ``name`` or ``kind``)."""
         return self.get(kind, name).factory(**options)
 
     def as_json(self) -> dict[str, list[dict[str, str]]]:

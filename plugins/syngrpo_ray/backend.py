@@ -22,6 +22,7 @@ from typing import Any
 from syngrpo.errors import ConfigError, SyngrpoError
 from syngrpo.synthesis.server.config import ServerConfig, check_bind_security, check_token
 from syngrpo.synthesis.server.files import atomic_write
+from syngrpo_ray.address import keep_loopback
 from syngrpo_ray.options import RayBackendOptions, backend_options
 
 log = logging.getLogger("syngrpo.synthesis.server")
@@ -36,7 +37,8 @@ class CoordinatorGone(SyngrpoError):
 
 def connect(options: RayBackendOptions) -> None:
     """``ray.init`` with the options' address (null: Ray's own search: ``$RAY_ADDRESS``, the cluster started on
-    this machine, else a private local one)."""
+    this machine, else a private local one); a loopback address works as given (:mod:`syngrpo_ray.address`)."""
+    keep_loopback(options.address)
     import ray
 
     if ray.is_initialized():

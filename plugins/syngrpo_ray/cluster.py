@@ -4,8 +4,8 @@ Every port is picked free on loopback and the session lives in a temporary folde
 clusters (two engineers, two test runs) never meet, and nothing listens beyond 127.0.0.1.  The head runs
 in a process group of its own, stopped by that group's id (never ``ray stop``, which ends every Ray process
 of the user).  Ray's own node-IP lookup would pick the machine's outward address; ``RAY_ENABLE_WINDOWS_OR_OSX_
-CLUSTER=0`` makes it take the loopback one.  Real clusters are started with Ray's own commands
-(docs/data-server.md, "Ray").
+CLUSTER=0`` makes the head and its workers take the loopback one (a driver joining it gets the same switch
+from :mod:`syngrpo_ray.address`).  Real clusters are started with Ray's own commands (docs/data-server.md, "Ray").
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from syngrpo_ray.address import LOOPBACK_SWITCH
+
 #: environment every process of a loopback cluster needs (the head, its workers, drivers that connect)
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+LOOPBACK_ENV = {LOOPBACK_SWITCH: "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 _PORT_FLAGS = ("ray-client-server-port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")

@@ -12,6 +12,16 @@ def run_ray_backend(config, *, ready_file=None, parent_pid=None):
     return run(config, ready_file=ready_file, parent_pid=parent_pid)
 
 
+def check_ray_backend(config):
+    """Pre-flight (``syngrpo check``): the server config's ``backend_options``, validated without importing Ray."""
+    from syngrpo_ray.options import backend_options
+
+    backend_options(config)
+
+
+run_ray_backend.check_config = check_ray_backend  # type: ignore[attr-defined]
+
+
 def ray_transport(**options):
     """The trainer's client of a ``ray`` backend: Ray actor calls to its coordinator, no HTTP."""
     from syngrpo_ray.transport import RayTransport
@@ -20,6 +30,8 @@ def ray_transport(**options):
 
 
 ray_transport.options_from = "syngrpo_ray.transport:RayTransport"  # type: ignore[attr-defined]
+# it looks the coordinator up by name on the cluster: a run gives it no URL (syngrpo.synthesis.connect)
+ray_transport.finds_server = True  # type: ignore[attr-defined]
 
 
 @hookimpl

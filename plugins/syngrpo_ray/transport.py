@@ -20,6 +20,7 @@ from typing import Any
 
 from syngrpo.synthesis.server.clientside import BufferedTransport, ResultBuffer
 from syngrpo.synthesis.transport import JobRejected, SynthesisJob, SynthesisResult, TransportError
+from syngrpo_ray.address import keep_loopback
 from syngrpo_ray.options import DEFAULT_NAME, DEFAULT_NAMESPACE
 
 log = logging.getLogger("syngrpo.synthesis.transport")
@@ -31,6 +32,7 @@ class RayTransport(BufferedTransport):
     def __init__(self, *, address: str | None = None, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NAMESPACE,
                  submit_timeout_s: float = 10.0, poll_interval_s: float = 0.25, connect_timeout_s: float = 60.0,
                  call_timeout_s: float = 60.0) -> None:
+        keep_loopback(address)  # before Ray is imported (a cluster on 127.0.0.1: syngrpo_ray.address)
         import ray
 
         if not ray.is_initialized():

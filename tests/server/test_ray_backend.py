@@ -7,12 +7,19 @@ procedural synthesizer, a real ``syngrpo serve --backend ray`` process and the `
 * the pool scales up under a bounded burst and back down when the queue is empty;
 * the coordinator's HTTP front serves the same API and the live page, behind its token.
 
+The cluster's head runs on 127.0.0.1 only.  Ray rewrites a loopback address to the machine's outward one
+unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before it is imported; the plugin sets it for a loopback
+address, so neither the servers nor this process are given it here (as a user who types ``127.0.0.1:6379``
+would not): the servers start with an environment without it, and this process imports Ray only through the
+plugin.
+
 Skips when Ray is not installed (extra ``ray``).  About a minute on two shared cores (the cluster starts once).
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import signal
@@ -22,20 +29,24 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from syngrpo_ray.cluster import LOOPBACK_ENV  # noqa: E402 - no ray import; its variables must precede ray's
 
-# before Ray is imported: it reads them at import time (else it resolves 127.0.0.1 to the machine's outward address)
-os.environ.update(LOOPBACK_ENV)
-pytest.importorskip("ray", reason="Ray is not installed (extra 'ray': pip install 'syngrpo[ray]')")
+from syngrpo.synthesis.server.spawn import start_server_subprocess
+from syngrpo.testing import process_alive
 
-from syngrpo.synthesis.server.spawn import start_server_subprocess  # noqa: E402
-from syngrpo.testing import process_alive  # noqa: E402
+from .probe_plugin import read_log
+from .support import job_body, make_job
 
-from .probe_plugin import read_log  # noqa: E402
-from .support import job_body, make_job  # noqa: E402
+if importlib.util.find_spec("ray") is None:  # not importorskip: importing Ray here would decide its loopback rule
+    pytest.skip("Ray is not installed (extra 'ray': pip install 'syngrpo[ray]')", allow_module_level=True)
 
 PLUGIN = Path(__file__).with_name("probe_plugin.py")
 TOKEN = "ray-front-token-1"
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _user_env() -> dict[str, str]:
+    """This process's environment without Ray's loopback switch: what a user's shell has."""
+    return {k: v for k, v in os.environ.items() if k != LOOPBACK_SWITCH}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +98,7 @@ def _ray_server(tmp_path, cluster, name: str, **options):
                  f"synthesizer_options={{log_dir: {log_dir}}}"]
     handle = start_server_subprocess(data_dir=tmp_path / f"store-{name}", overrides=overrides, token=TOKEN,
                                      log_path=tmp_path / f"{name}.log", startup_timeout_s=120, wait_ready=True,
-                                     env=cluster.env())
+                                     env=_user_env())
     return handle, log_dir
 
 
@@ -114,7 +125,7 @@ def test_same_seeds_give_the_same_bytes_as_the_http_server_and_the_transport_rea
     log_dir.mkdir()
     handle = start_server_subprocess(
         data_dir=tmp_path / "ray-store", token=TOKEN, log_path=tmp_path / "plain.log", startup_timeout_s=120,
-        wait_ready=True, env=cluster.env(),
+        wait_ready=True, env=_user_env(),
         overrides=["backend=ray", "backend_options=" + json.dumps({"address": cluster.address, "name": "plain",
                                                                    "replica_num_cpus": 0.5})])
     try:
@@ -135,6 +146,7 @@ def test_same_seeds_give_the_same_bytes_as_the_http_server_and_the_transport_rea
         assert {w["isolation"] for w in overview["workers"]} == {"ray"}
 
         transport = RayTransport(address=cluster.address, name="plain", call_timeout_s=30)
+        assert os.environ.get(LOOPBACK_SWITCH) == "0"  # set by the transport, before it imported Ray
         try:
             for i, seed in enumerate(seeds):
                 transport.submit(make_job(f"t{i}", seed=seed))
@@ -204,6 +216,9 @@ def test_the_pool_scales_up_under_a_burst_and_back_down_when_idle(tmp_path, clus
 
 
 def _pool_events(cluster, name: str) -> list[dict]:
+    from syngrpo_ray.address import keep_loopback
+
+    keep_loopback(cluster.address)
     import ray
 
     if not ray.is_initialized():
