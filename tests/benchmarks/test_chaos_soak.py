@@ -249,7 +249,8 @@ def test_chaos_soak_kills_trainer_and_server_and_the_run_matches_an_uninterrupte
     not_done = [j["key"] for j in chaos_jobs if j["state"] != "done"]
     rerun = sum(1 for j in chaos_jobs if j["attempts"] > 1)
     folded = chaos_steps[STEPS].get("synthesis/done_total")
-    figures(f"{label}: kills survived (trainer + server + replica)", sum(kills.values()), unit="kills",
+    who = "trainer + server" if replicas is None else "trainer + coordinator + replica"
+    figures(f"{label}: kills survived ({who})", sum(kills.values()), unit="kills",
             target="report", trainer=kills["trainer"], server=kills["server"], replica=kills["replica"], starts=starts,
             seconds=round(total_seconds, 1), reference_seconds=round(ref_seconds, 1))
     figures(f"{label}: jobs (acknowledged, all done)", len(chaos_jobs), unit="jobs", target="= reference",
