@@ -56,6 +56,11 @@ def register_transports(register):
 
 
 @hookspec
+def register_server_backends(register):
+    """Register data-server backends (who runs the workers): ``factory(config, *, ready_file, parent_pid) -> None``."""
+
+
+@hookspec
 def register_rollout_engines(register):
     """Register rollout engines (sampling G responses): ``factory(**options) -> RolloutEngine``."""
 

@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "synthesizers": "register_synthesizers",
     "segmenters": "register_segmenters",
     "transports": "register_transports",
+    "server_backends": "register_server_backends",
     "rollout_engines": "register_rollout_engines",
     "model_families": "register_model_families",
     "trackers": "register_trackers",
@@ -57,6 +58,7 @@ SINGULAR = {
     "synthesizers": "synthesizer",
     "segmenters": "segmenter",
     "transports": "transport",
+    "server_backends": "server backend",
     "rollout_engines": "rollout engine",
     "model_families": "model family",
     "trackers": "tracker",
@@ -114,8 +116,8 @@ class Registry:
             f"dependency name the extra to install (pip install 'syngrpo[EXTRA]') when they are used."
         )
 
-    def create(self, kind: str, name: str, **options: Any) -> Any:
-        """Build the named thing: ``factory(**options)``."""
+    def create(self, kind: str, name: str, /, **options: Any) -> Any:
+        """Build the named thing: ``factory(**options)`` (an option may itself be called ``name`` or ``kind``)."""
         return self.get(kind, name).factory(**options)
 
     def as_json(self) -> dict[str, list[dict[str, str]]]:

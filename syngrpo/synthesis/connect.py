@@ -8,7 +8,11 @@ same functions what the run would connect to.  What is decided here, once:
 - **the servers**: ``synthesis.servers``, or the one server the run starts itself (``spawn_server``);
 - **in process or not**: a transport plugin whose factory declares ``in_process = True`` (the built-in
   ``inprocess`` does) runs the data server inside this process; it needs neither URL nor token, and its
-  options are the server's config keys (:func:`is_in_process`).  The core never tests a transport's name.
+  options are the server's config keys (:func:`is_in_process`);
+- **found by the transport**: a transport whose factory declares ``finds_server = True`` (``ray``: a
+  coordinator looked up by name on a Ray cluster) locates a server that already runs from its own
+  options; it is given neither URL nor token, and a run cannot spawn a server for it (a spawned server,
+  whatever its ``backend``, is reached over HTTP).  The core never tests a transport's name.
 
 The spawned server's config is **one object**: the file ``synthesis.server_config`` with the keys of
 ``synthesis.server`` over it, on loopback, a free port and the run's own store, validated by the
@@ -45,9 +49,30 @@ def is_in_process(registry: Any, transport: str) -> bool:
     return declares_in_process(registry.get("transports", transport).factory)
 
 
-def names_no_server(s: SynthesisConfig, in_process: bool) -> bool:
+def declares_finds_server(factory: Any) -> bool:
+    """Whether a transport factory says it locates a running data server from its own options (``factory.finds_server``)."""
+    return bool(getattr(factory, "finds_server", False))
+
+
+def finds_its_server(registry: Any, transport: str) -> bool:
+    """Whether the transport named ``transport`` finds its data server itself (see the module doc)."""
+    return declares_finds_server(registry.get("transports", transport).factory)
+
+
+def names_no_server(s: SynthesisConfig, in_process: bool, finds_server: bool = False) -> bool:
     """Whether ``s`` gives its jobs nowhere to go: no URL, no spawned server, and a transport that needs one."""
-    return not in_process and not s.spawn_server and not s.servers
+    return not in_process and not finds_server and not s.spawn_server and not s.servers
+
+
+def spawn_conflict(s: SynthesisConfig, transport_finds_server: bool) -> str | None:
+    """Why ``s`` cannot run as written when its transport finds a running server and the run spawns one (or None)."""
+    if not (transport_finds_server and s.spawn_server):
+        return None
+    return (f"synthesis.spawn_server: the transport {s.transport!r} finds a data server that already runs (by its "
+            "transport_options), and a server the run spawns is reached over HTTP: for synthesis on Ray started by "
+            "the run, keep spawn_server and set synthesis.server.backend: ray (transport aiohttp, the default); "
+            f"to use {s.transport!r}, set synthesis.spawn_server: false and start `syngrpo serve --backend ray` "
+            "on the cluster yourself")
 
 
 def spawned_server_config(s: SynthesisConfig, data_dir: str | Path | None = None) -> ServerConfig:
@@ -103,14 +128,18 @@ def connect(s: SynthesisConfig, registry: Any, *, server_dir: str | Path,
     ``say`` is told where a spawned server listens.  Raises :class:`~syngrpo.errors.ConfigError` for a bad
     token or when ``s`` names no server for a transport that needs one.
     """
-    in_process = is_in_process(registry, s.transport)
-    if names_no_server(s, in_process):
+    factory = registry.get("transports", s.transport).factory
+    in_process, finds = declares_in_process(factory), declares_finds_server(factory)
+    if names_no_server(s, in_process, finds):
         raise ConfigError("synthesis.servers: no data server is given; set synthesis.servers (URLs of "
                           "`syngrpo serve`), synthesis.spawn_server: true, or an in-process transport "
                           "(synthesis.transport: inprocess)")
+    conflict = spawn_conflict(s, finds)
+    if conflict:
+        raise ConfigError(conflict)
     options = dict(s.transport_options)
     server = None
-    if not in_process or s.spawn_server:
+    if (not in_process and not finds) or s.spawn_server:
         token = resolve_token(s.token, "synthesis.token")
         urls = list(s.servers)
         if s.spawn_server:

@@ -39,7 +39,7 @@ from syngrpo.errors import ConfigError
 from syngrpo.perception.geometry import ImageTransform
 from syngrpo.plugins import get_registry
 from syngrpo.synthesis.client import png_bytes
-from syngrpo.synthesis.connect import connect, is_in_process, names_no_server
+from syngrpo.synthesis.connect import connect, finds_its_server, is_in_process, names_no_server
 from syngrpo.synthesis.describers import DescribeRequest
 from syngrpo.synthesis.transport import SynthesisJob, TransportError
 from syngrpo.train.data import load_split
@@ -93,7 +93,8 @@ def run_offline(cfg: TrainConfig, out_dir: str | Path, *, variants: int | None =
     k = int(variants if variants is not None else off.variants)
     if k < 1:
         raise ConfigError(f"--variants must be at least 1, got {k}")
-    if transport is None and names_no_server(cfg.synthesis, is_in_process(registry, cfg.synthesis.transport)):
+    if transport is None and names_no_server(cfg.synthesis, is_in_process(registry, cfg.synthesis.transport),
+                                             finds_its_server(registry, cfg.synthesis.transport)):
         raise ConfigError("offline generation sends its jobs to a data server: set synthesis.servers (URLs of "
                           "`syngrpo serve`), synthesis.spawn_server: true, or an in-process transport "
                           "(synthesis.transport: inprocess)")

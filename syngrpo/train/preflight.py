@@ -46,7 +46,13 @@ from syngrpo.errors import ConfigError, SyngrpoError
 from syngrpo.perception.rewards import make_reward
 from syngrpo.plugins import get_registry, is_callable_ref, keyword_options
 from syngrpo.scale.dtype import compute_dtype
-from syngrpo.synthesis.connect import declares_in_process, names_no_server, spawned_server_config
+from syngrpo.synthesis.connect import (
+    declares_finds_server,
+    declares_in_process,
+    names_no_server,
+    spawn_conflict,
+    spawned_server_config,
+)
 from syngrpo.synthesis.pipeline import job_options_model
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.validation import ApiError, check_job_options, check_synthesizer
@@ -145,15 +151,18 @@ def _check_synthesis(cfg: TrainConfig, registry: Any, report: CheckReport) -> No
     reg = _resolve(report, registry, "transports", s.transport, "synthesis.transport")
     if reg is None:
         return
-    in_process = declares_in_process(reg.factory)
-    if names_no_server(s, in_process):
+    in_process, finds = declares_in_process(reg.factory), declares_finds_server(reg.factory)
+    if names_no_server(s, in_process, finds):
         report.errors.append(
             f"synthesis.servers: synthesis.mode is {s.mode!r} but no data server is given; set synthesis.servers "
             "(URLs of `syngrpo serve`), synthesis.spawn_server: true, synthesis.transport: inprocess (or another "
             "in-process transport), or synthesis.mode: off")
+    conflict = spawn_conflict(s, finds)
+    if conflict:
+        report.errors.append(conflict)
     if not in_process:
         _check_options(report, registry, "transports", s.transport, dict(s.transport_options),
-                       "synthesis.transport", build=False, given=("urls", "token"))
+                       "synthesis.transport", build=False, given=() if finds else ("urls", "token"))
     try:
         if s.spawn_server:
             server, where = spawned_server_config(s), "synthesis.server"
@@ -167,6 +176,8 @@ def _check_synthesis(cfg: TrainConfig, registry: Any, report: CheckReport) -> No
     except (SyngrpoError, ValueError) as exc:
         report.errors.append(f"data server config: {exc}")
         return
+    if server.backend != "local":
+        _check_server_backend(report, registry, server, where)
     served = server.served_synthesizers()
     for name in served:
         _resolve(report, registry, "synthesizers", name, f"{where}: synthesizer")
@@ -203,6 +214,17 @@ def _check_correction(cfg: TrainConfig, registry: Any, report: CheckReport) -> N
     if not any(p.name == "is_weights" or p.kind is p.VAR_KEYWORD for p in params):
         report.errors.append(f"{key}: the policy loss {cfg.algorithm.policy_loss.name!r} takes no is_weights "
                              "argument, so the correction cannot reach it (docs/hooks/policy_losses.md); set mode: off")
+def _check_server_backend(report: CheckReport, registry: Any, server: ServerConfig, where: str) -> None:
+    """The server backend the spawned server names, and its ``backend_options`` when the backend's factory can
+    check them without starting anything (its ``check_config(config)`` attribute; ``ray`` has one)."""
+    reg = _resolve(report, registry, "server_backends", server.backend, f"{where}: backend")
+    check = getattr(reg.factory, "check_config", None) if reg is not None else None
+    if check is None:
+        return
+    try:
+        check(server)
+    except (SyngrpoError, ValueError) as exc:
+        report.errors.append(f"{where}: backend {server.backend!r}: {exc}")
 
 
 def _check_parallel(cfg: TrainConfig, report: CheckReport) -> None:

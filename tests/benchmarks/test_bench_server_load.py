@@ -461,3 +461,64 @@ def test_peak_memory_under_the_gzip_attack_and_a_mix_of_accepted_requests_stays_
     assert "Traceback" not in log, log[-3000:]
     assert statuses.get("bomb 201", 0) == 0 and statuses.get("bomb 200", 0) == 0  # no bomb was ever taken
     assert peak < budget, (peak / mib, budget / mib)
+# ----------------------------------------------------------------------------- the ray backend (issue 28)
+
+
+def test_jobs_per_second_with_1_2_4_ray_replicas_beside_the_http_server(tmp_path, figures, quick):
+    """Sustained jobs/s of the ``ray`` backend with 1, 2 and 4 replicas (a local 2-CPU cluster on 127.0.0.1,
+    half a CPU per replica), beside the local HTTP server with as many worker processes, same jobs, same
+    client (one event loop, 4 connections).  On 2 shared cores the replicas compete for the same CPUs as the
+    coordinator, the server and the client: the figures say what the overhead is, not what a GPU cluster gets."""
+    import json
+
+    import aiohttp
+
+    from syngrpo.synthesis.server.spawn import start_server_subprocess
+
+    pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
+    from syngrpo_ray.cluster import LOOPBACK_ENV, LocalCluster
+
+    n = 24 if quick else 160
+    cluster = LocalCluster(num_cpus=2)
+    cluster.start()
+
+    async def drive(url: str, tag: str) -> float:
+        stats = ClientStats()
+        sessions = [aiohttp.ClientSession() for _ in range(4)]
+        try:
+            keys = [f"{tag}-{i}" for i in range(n)]
+
+            async def client(c: int) -> None:
+                for key in keys[c::4]:
+                    await submit_with_backoff(sessions[c], url, key, stats)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client(c) for c in range(4)))
+            t1 = await wait_done(sessions[0], url, n)
+            return n / (t1 - t0)
+        finally:
+            for s in sessions:
+                await s.close()
+
+    try:
+        rates: dict[str, dict[int, float]] = {"ray": {}, "http": {}}
+        for k in (1, 2, 4):
+            opts = json.dumps({"address": cluster.address, "name": f"bench-{k}", "min_replicas": k, "max_replicas": k,
+                               "replica_num_cpus": 0.5})
+            for backend, overrides in (("http", [f"workers={k}"]), ("ray", ["backend=ray", f"backend_options={opts}"])):
+                handle = start_server_subprocess(data_dir=tmp_path / f"{backend}-{k}", wait_ready=True,
+                                                 startup_timeout_s=180, env={**cluster.env(), **LOOPBACK_ENV},
+                                                 overrides=["queue_size=4096", *overrides],
+                                                 log_path=tmp_path / f"{backend}-{k}.log")
+                try:
+                    rates[backend][k] = run(drive(handle.url, f"{backend}{k}"))
+                finally:
+                    handle.stop()
+    finally:
+        cluster.stop()
+    for k in (1, 2, 4):
+        figures(f"Server: jobs/s, ray backend, {k} replica(s)", rates["ray"][k], unit="jobs/s", target="report",
+                jobs=n, http_server_jobs_per_s=rates["http"][k], ratio_to_http=rates["ray"][k] / rates["http"][k],
+                cpus=os.cpu_count())
+        figures(f"Server: jobs/s, HTTP server, {k} worker process(es)", rates["http"][k], unit="jobs/s",
+                target="report", jobs=n)

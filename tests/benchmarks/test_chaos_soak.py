@@ -10,6 +10,13 @@ Checked against an uninterrupted run of the same config:
   jobs into its pool as the store holds;
 * the metrics are equal, step by step (every key that does not measure time).
 
+The Ray variant (issue 28) runs the same soak with the spawned server on the ``ray`` backend
+(``synthesis.server.backend: ray``) on a local 2-CPU cluster on 127.0.0.1.  A server kill there is either the
+coordinator's process (the store's lock names it: the coordinator owns the store; ``syngrpo serve`` exits when
+it dies and the run restarts it on the same store) or one of the replica actors' processes (children of that
+cluster's raylet, never another cluster's; the coordinator re-queues its batch and places a fresh replica).
+Skipped without the ``ray`` extra.
+
 Loopback only, bounded: at most ``MAX_KILLS`` kills and ``BUDGET_S`` seconds (10 minutes at most;
 about 3 on two shared cores).  Figures: kills survived (trainer / server), jobs, jobs re-run after a
 crash, duplicates, metric equality.  Run by ``scripts/bench`` (marked ``slow``).
@@ -17,6 +24,7 @@ crash, duplicates, metric equality.  Run by ``scripts/bench`` (marked ``slow``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import signal
@@ -60,7 +68,7 @@ def warm_policy(tmp_path_factory) -> Path:
     return out
 
 
-def _sets(policy: Path) -> list[str]:
+def _sets(policy: Path, server_extra: str = "") -> list[str]:
     return [
         f"model.policy={policy}", "model.device=cpu", "model.dtype=float32",
         "data.toy.n_train=8", "data.toy.n_eval=4", "data.toy.image_size=56",
@@ -68,7 +76,7 @@ def _sets(policy: Path) -> list[str]:
         "optim.batch_size=2", f"optim.max_steps={STEPS}", "optim.lr=1e-4", "sft.enabled=false",
         "synthesis.mode=sync", "synthesis.spawn_server=true", "synthesis.sync_timeout=120",
         # jobs stay `running` for half a second (a worker waits to fill its batch), so server kills hit running jobs
-        "synthesis.health_interval=0", "synthesis.server={max_attempts: 100, batch_size: 4, batch_wait_s: 0.5}",
+        "synthesis.health_interval=0", "synthesis.server={max_attempts: 100, batch_size: 4, batch_wait_s: 0.5" + server_extra + "}",
         # while a killed server restarts, a submission waits for it instead of skipping the job
         "synthesis.transport_options={retries: 1000, submit_timeout_s: 120, backoff_s: 0.2, backoff_max_s: 1, "
         "connect_timeout_s: 1, poll_interval_s: 0.05}",
@@ -77,13 +85,52 @@ def _sets(policy: Path) -> list[str]:
     ]
 
 
-def _train(run: Path, policy: Path, *, resume: bool, log) -> subprocess.Popen:
+def _train(run: Path, policy: Path, *, resume: bool, log, server_extra: str = "") -> subprocess.Popen:
     cmd = [sys.executable, "-m", "syngrpo.cli", "train"]
     cmd += ["--resume", str(run)] if resume else ["--out", str(run)]
-    for s in _sets(policy):
+    for s in _sets(policy, server_extra):
         cmd += ["--set", s]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # a user's shell
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
+
+@pytest.fixture(params=["local", "ray"])
+def backend(request):
+    """``(name, extra keys of synthesis.server, replica pids or None)`` of the backend the soak runs against."""
+    if request.param == "local":
+        yield "local", "", None
+        return
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (extra 'ray': pip install 'syngrpo[ray]')")
+    from syngrpo_ray.cluster import LocalCluster
+
+    cluster = LocalCluster(num_cpus=2)
+    address = cluster.start()
+    try:
+        extra = (f", backend: ray, backend_options: {{address: '{address}', replica_num_cpus: 0.5, min_replicas: 1, "
+                 "max_replicas: 2}")
+        yield "ray", extra, lambda: _replica_pids(cluster.proc.pid)
+    finally:
+        cluster.stop()
+
+
+def _replica_pids(pgid: int) -> list[int]:
+    """The replica actors' processes of the cluster whose head leads process group ``pgid``: Ray titles an
+    actor's process ``ray::CLASS`` and starts it in a session of its own, as a child of the cluster's raylet,
+    which stays in the head's group; so only that cluster's replicas, whoever else runs Ray on the machine."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "cmdline").read_bytes().startswith(b"ray::Replica"):
+                continue
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if os.getpgid(parent) == pgid:
+                pids.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
 
 
 
@@ -126,22 +173,24 @@ def _outcome(rec: dict) -> dict:
 
 
 def test_chaos_soak_kills_trainer_and_server_and_the_run_matches_an_uninterrupted_one(warm_policy, tmp_path,
-                                                                                       figures):
+                                                                                       figures, backend):
+    name, server_extra, replicas = backend
+    label = "chaos soak" if name == "local" else "chaos soak (ray replicas)"
     t0 = time.monotonic()
     ref = tmp_path / "reference"
     with open(tmp_path / "reference.out", "wb") as log:
-        assert _train(ref, warm_policy, resume=False, log=log).wait(BUDGET_S / 3) == 0
+        assert _train(ref, warm_policy, resume=False, log=log, server_extra=server_extra).wait(BUDGET_S / 3) == 0
     ref_seconds = time.monotonic() - t0
 
     rng = random.Random(13)
     run = tmp_path / "chaos"
-    kills = {"trainer": 0, "server": 0}
+    kills = {"trainer": 0, "server": 0, "replica": 0}
     starts = 0
     with open(tmp_path / "chaos.out", "wb") as log:
         resume = False
         while True:
             assert time.monotonic() - t0 < BUDGET_S, f"the soak ran past {BUDGET_S} s"
-            proc = _train(run, warm_policy, resume=resume, log=log)
+            proc = _train(run, warm_policy, resume=resume, log=log, server_extra=server_extra)
             starts += 1
             lines_at_start = _metric_lines(run)
             kill_at = None  # set once this incarnation trains: the kills land mid-run, not during start-up
@@ -164,8 +213,15 @@ def test_chaos_soak_kills_trainer_and_server_and_the_run_matches_an_uninterrupte
                         trainer_killed = True
                         proc.wait(10)
                         break
-                    os.kill(server, signal.SIGKILL)
-                    kills["server"] += 1
+                    # on Ray the first server-side kill hits a replica, later ones a replica or the coordinator
+                    victims = (replicas() if replicas is not None and (not kills["replica"] or rng.random() < 0.5)
+                               else [])
+                    if victims:  # one replica of the Ray pool, mid-batch or idle
+                        os.kill(rng.choice(victims), signal.SIGKILL)
+                        kills["replica"] += 1
+                    else:
+                        os.kill(server, signal.SIGKILL)
+                        kills["server"] += 1
                     # the next kill once training has moved on again (a step finished with the restarted server)
                     lines_at_start, kill_at = _metric_lines(run), None
                 time.sleep(0.05)
@@ -193,17 +249,19 @@ def test_chaos_soak_kills_trainer_and_server_and_the_run_matches_an_uninterrupte
     not_done = [j["key"] for j in chaos_jobs if j["state"] != "done"]
     rerun = sum(1 for j in chaos_jobs if j["attempts"] > 1)
     folded = chaos_steps[STEPS].get("synthesis/done_total")
-    figures("chaos soak: kills survived (trainer + server)", kills["trainer"] + kills["server"], unit="kills",
-            target="report", trainer=kills["trainer"], server=kills["server"], starts=starts,
+    who = "trainer + server" if replicas is None else "trainer + coordinator + replica"
+    figures(f"{label}: kills survived ({who})", sum(kills.values()), unit="kills",
+            target="report", trainer=kills["trainer"], server=kills["server"], replica=kills["replica"], starts=starts,
             seconds=round(total_seconds, 1), reference_seconds=round(ref_seconds, 1))
-    figures("chaos soak: jobs (acknowledged, all done)", len(chaos_jobs), unit="jobs", target="= reference",
+    figures(f"{label}: jobs (acknowledged, all done)", len(chaos_jobs), unit="jobs", target="= reference",
             met=not lost and not not_done and len(chaos_jobs) == len(ref_jobs), rerun_after_a_crash=rerun,
             reference=len(ref_jobs))
-    figures("chaos soak: jobs run twice to completion", duplicates, unit="jobs", target="0", met=duplicates == 0,
+    figures(f"{label}: jobs run twice to completion", duplicates, unit="jobs", target="0", met=duplicates == 0,
             folded_into_the_pool=folded)
-    figures("chaos soak: steps whose metrics differ from the uninterrupted run", len(unequal), unit="steps",
+    figures(f"{label}: steps whose metrics differ from the uninterrupted run", len(unequal), unit="steps",
             target="0", met=not unequal, steps=STEPS)
     assert not lost and not not_done and duplicates == 0
     assert folded == sum(1 for j in chaos_jobs if j["state"] == "done") or folded is None
     assert not unequal, unequal
     assert sum(kills.values()) >= 1
+    assert replicas is None or kills["replica"] >= 1, kills  # the Ray variant did kill replicas

@@ -107,16 +107,16 @@ async def test_deleting_a_queued_job_frees_its_slot_and_a_running_one_is_cancell
     assert body["state"] == "running" and body["cancel_requested"] and body["delete_requested"]
     control.gate.set()  # the call returns: the job is cancelled, its result discarded, then deleted
 
-    async def gone() -> bool:
-        return (await client.get(f"/v1/jobs/{running['id']}")).status == 410
+    folder = cfg.data_dir / "jobs" / running["id"]
+
+    async def gone() -> bool:  # the row goes first (410), its folder right after, off the event loop
+        return (await client.get(f"/v1/jobs/{running['id']}")).status == 410 and not folder.exists()
 
     for _ in range(500):
         if await gone():
             break
         await asyncio.sleep(0.02)
-    assert await gone()
-    # the row goes first, then the folder (in a thread): the folder follows within moments
-    await wait_until(lambda: not (cfg.data_dir / "jobs" / running["id"]).exists(), timeout=5)
+    assert await gone(), folder
     counts = prometheus(await (await client.get("/metrics")).text())
     assert counts["syngrpo_jobs_cancelled_total"] == 2 and counts["syngrpo_jobs_done_total"] <= 1
 

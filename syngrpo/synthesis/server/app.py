@@ -15,6 +15,8 @@ Routes (all JSON unless said otherwise; docs/data-server.md has request/response
     POST /v1/jobs/delete             delete many: {"ids": [...], "keys": [...]} (up to 500 in all)
     GET  /healthz                    up or down without the token; worker states and reasons with it
     GET  /metrics                    Prometheus text
+    GET  /                           the live page (HTML and its assets need no token; its data does:
+                                     GET /v1/overview and the thumbnails of the last pairs, see :mod:`.page`)
 
 Handlers are thin: validation lives in :mod:`syngrpo.synthesis.server.validation`, the queue in
 :mod:`syngrpo.synthesis.server.workers`, the workers in :mod:`syngrpo.synthesis.server.device_worker`.  Every refusal, including aiohttp's own (unknown
@@ -58,6 +60,8 @@ from syngrpo.synthesis.server.admission import (
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.connections import CONNECTIONS, ConnectionGuard
 from syngrpo.synthesis.server.metrics import connection_metrics_text
+from syngrpo.synthesis.server.page import OPEN_PATHS as PAGE_PATHS
+from syngrpo.synthesis.server.page import PageFeed, add_page_routes
 from syngrpo.synthesis.server.records import STATES
 from syngrpo.synthesis.server.validation import (
     ApiError,
@@ -80,7 +84,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 408: "request_timeout", 410: "deleted", 413: "request_too_large",
                  414: "uri_too_long", 415: "unsupported_media_type", 431: "headers_too_large"}
-_OPEN_PATHS = frozenset({"/healthz"})
+_OPEN_PATHS = frozenset({"/healthz"}) | PAGE_PATHS
 
 
 def error_response(err: ApiError) -> web.Response:
@@ -448,15 +452,19 @@ async def metrics(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------------- factory
 
 
-def create_app(config: ServerConfig | None = None, *, registry: Registry | None = None) -> web.Application:
+def create_app(config: ServerConfig | None = None, *, registry: Registry | None = None,
+               service: JobService | None = None) -> web.Application:
     """The data server as an aiohttp application (workers start with the app, stop with it).
 
-    ``registry`` replaces the installed plugins (tests register faulty synthesizers this way).
+    ``registry`` replaces the installed plugins (tests register faulty synthesizers this way);
+    ``service`` is a job service made elsewhere (the ``ray`` backend's, whose workers are replicas).
     Binding is the caller's business: :func:`syngrpo.synthesis.server.runner.serve` checks that a
     non-loopback address has a token.
     """
+    if service is not None:
+        config = service.config
     config = config or ServerConfig()
-    service = JobService(config, registry)
+    service = service or JobService(config, registry)
     app = web.Application(client_max_size=config.max_request_bytes,
                           middlewares=[errors_as_json, bearer_auth(config.token), client_turns, body_limit])
     app[SERVICE] = service
@@ -485,4 +493,5 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
     app.router.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_page_routes(app, PageFeed(service))
     return app

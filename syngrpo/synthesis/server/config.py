@@ -67,6 +67,14 @@ class ServerConfig(StrictModel):
     token: str | None = Field(None, description=f"bearer token clients must send (or env {TOKEN_ENV})")
     workers: list[str] = Field(default_factory=lambda: ["cpu"],
                                description="one worker per entry, bound to that device; an integer N means N cpu workers")
+    worker_isolation: Literal["auto", "process", "thread"] = Field(
+        "auto", description="where each worker's device runs: its own process (no shared interpreter lock or global "
+        "RNG state between devices; a hung call is killed), a thread of the server, or auto: process, unless the "
+        "plugins were handed over as a registry object (tests, the inprocess transport)")
+    backend: str = Field("local", description="who runs the workers: local (this server's processes) or a server "
+                         "backend plugin (ray: replicas on a Ray cluster)")
+    backend_options: dict[str, Any] = Field(default_factory=dict,
+                                            description="options of the backend (docs/data-server.md)")
     queue_size: int = Field(64, ge=1, description="queued jobs beyond this are answered 429 (but see client_queue_share)")
     batch_size: int = Field(1, ge=1, description="queued jobs one synthesizer call may take")
     batch_wait_s: float = Field(0.0, ge=0.0, le=60.0, description="how long a worker waits to fill a batch")

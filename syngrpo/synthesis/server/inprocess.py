@@ -43,6 +43,8 @@ class InProcessTransport(BufferedTransport):
         if config.get("data_dir") is None:
             self._tmp = tempfile.mkdtemp(prefix="syngrpo-inprocess-")
             config["data_dir"] = self._tmp
+        # one process, so that a run can be stepped through in a debugger (workers in threads unless asked)
+        config.setdefault("worker_isolation", "thread")
         self.config = validate(ServerConfig, config, source="inprocess transport options")
         self.submit_timeout_s = submit_timeout_s
         self._buffer = ResultBuffer()

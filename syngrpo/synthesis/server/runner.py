@@ -73,11 +73,12 @@ def watch_parent(parent_pid: int, on_gone: Callable[[], None], interval_s: float
 
 
 def serve(config: ServerConfig, *, registry: Registry | None = None, ready_file: str | Path | None = None,
-          parent_pid: int | None = None) -> None:
+          parent_pid: int | None = None, app_factory: Callable[[], web.Application] | None = None) -> None:
     """Bind, serve, and stop cleanly on SIGTERM or SIGINT (or when ``parent_pid`` dies).
 
     Once listening, writes ``{"url", "host", "port", "pid"}`` as JSON to ``ready_file`` (atomically),
-    so a parent that asked for port 0 learns the port that was picked.
+    so a parent that asked for port 0 learns the port that was picked.  ``app_factory`` serves another
+    application than the data server's (the read-only page of a store) with the same binding rules.
     """
     check_token(config.token, "token")
     check_bind_security(config.host, config.token)
@@ -86,7 +87,7 @@ def serve(config: ServerConfig, *, registry: Registry | None = None, ready_file:
         if os.getppid() != parent_pid:  # it died before prctl took effect
             log.error("the parent process %d is gone; not starting", parent_pid)
             return
-    asyncio.run(_serve(config, registry, Path(ready_file) if ready_file else None, parent_pid))
+    asyncio.run(_serve(config, registry, Path(ready_file) if ready_file else None, parent_pid, app_factory))
 
 
 class _JsonErrorsHandler(web.RequestHandler):
@@ -204,11 +205,11 @@ async def start_site(app: web.Application, config: ServerConfig) -> tuple[web.Ap
 
 
 async def _serve(config: ServerConfig, registry: Registry | None, ready_file: Path | None,
-                 parent_pid: int | None = None) -> None:
+                 parent_pid: int | None = None, app_factory: Callable[[], web.Application] | None = None) -> None:
     from syngrpo.synthesis.server.app import create_app
 
     raise_fd_limit()
-    app = create_app(config, registry=registry)
+    app = app_factory() if app_factory is not None else create_app(config, registry=registry)
     runner, port = await start_site(app, config)
     url = format_url(config.host, port)
     log.info("syngrpo data server listening on %s (data in %s, workers %s)", url, config.data_dir,

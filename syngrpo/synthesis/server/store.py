@@ -489,6 +489,39 @@ class JobStore:
                 f"UPDATE jobs SET state = 'queued', started_at = NULL, worker = NULL, attempts = MAX(0, attempts - 1)"
                 f" WHERE state = 'running' AND id IN ({','.join('?' * len(ids))})", ids)
 
+    def requeue_lost(self, job_ids: Iterable[str], max_attempts: int, why: str) -> list[JobRecord]:
+        """Running jobs whose device died under them: back to the queue, as :meth:`recover` does after a
+        crash (the attempt counts).  Returns the jobs that ended instead: failed after ``max_attempts``
+        attempts, or cancelled because a client asked while they ran."""
+        ids = list(job_ids)
+        if not ids:
+            return []
+        now = time.time()
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                failed = [r[0] for r in self._db.execute(
+                    f"SELECT id FROM jobs WHERE state = 'running' AND id IN ({marks}) AND cancel_requested = 0 "
+                    f"AND attempts >= ?", (*ids, max_attempts))]
+                self._db.execute(
+                    f"UPDATE jobs SET state = 'failed', finished_at = ?, error = ? WHERE state = 'running' "
+                    f"AND id IN ({marks}) AND cancel_requested = 0 AND attempts >= ?",
+                    (now, f"{why}, {max_attempts} times while running this job", *ids, max_attempts))
+                cancelled = [r[0] for r in self._db.execute(
+                    f"SELECT id FROM jobs WHERE state = 'running' AND id IN ({marks}) AND cancel_requested = 1", ids)]
+                self._db.execute(
+                    f"UPDATE jobs SET state = 'cancelled', finished_at = ?, error = 'cancelled while running' "
+                    f"WHERE state = 'running' AND id IN ({marks}) AND cancel_requested = 1", (now, *ids))
+                self._db.execute(
+                    f"UPDATE jobs SET state = 'queued', started_at = NULL, worker = NULL "
+                    f"WHERE state = 'running' AND id IN ({marks})", ids)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return [r for r in (self.get(i) for i in failed + cancelled) if r is not None]
+
     def recent_seconds(self, limit: int) -> list[float]:
         """Run times of the last ``limit`` done jobs (for the mean/p95 metrics)."""
         with self._lock:

@@ -2,8 +2,10 @@
 
 :class:`JobService` owns the store and the workers and is what the HTTP handlers and the
 ``inprocess`` transport call; it must run on one asyncio event loop.  Its workers, one per device,
-run synthesis in threads of their own under a time-out (:mod:`.device_worker`, which says what
-happens to a call past its time-out); ``GET /metrics`` is written by :mod:`.metrics`.
+run synthesis under a time-out, each in a process of its own or in a thread (``worker_isolation``;
+:mod:`.device_worker` says what happens to a call past its time-out or a device that dies), or on
+replicas a :class:`WorkerPool` adds and retires (the ``ray`` backend); ``GET /metrics`` is written
+by :mod:`.metrics`.
 
 Clients share it (issue 24): a client alone may fill the queue, but one arriving at a full queue
 still gets ``client_queue_share`` of it (:meth:`JobService._check_queue`), and the next job is the
@@ -28,13 +30,14 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from syngrpo.errors import ConfigError
 from syngrpo.plugins import Registry, get_registry
 from syngrpo.synthesis.pipeline import job_options_model
 from syngrpo.synthesis.server.calls import CallTimeout, call_in_thread, load_plugin_modules, make_plugin, percentile
 from syngrpo.synthesis.server.config import ServerConfig
-from syngrpo.synthesis.server.device_worker import Worker
+from syngrpo.synthesis.server.device_worker import Runner, Worker, make_runner
 from syngrpo.synthesis.server.disk import DiskBudget
 from syngrpo.synthesis.server.fairness import FairShare
 from syngrpo.synthesis.server.files import atomic_write, is_storage_full
@@ -59,11 +62,40 @@ DISK_RETRY_MAX_S = 60.0
 """The workers' wait before claiming again after a result write hit a full disk: 0.5 s, doubling to a minute."""
 
 
+class WorkerPool(Protocol):
+    """Workers that come and go (the ``ray`` backend's replicas): started and stopped with the service.
+
+    A pool adds workers with :meth:`JobService.add_worker` and retires them with
+    :meth:`JobService.retire_worker`; the queue, the job records and the files stay the service's.
+    """
+
+    async def start(self, service: JobService) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def resolve_isolation(config: ServerConfig, registry: Registry | None) -> str:
+    """``worker_isolation`` with ``auto`` decided: a process per worker, unless the plugins were handed over
+    as a registry object (tests, embedding), which cannot be rebuilt in another process."""
+    if config.worker_isolation != "auto":
+        return config.worker_isolation
+    return "thread" if registry is not None else "process"
+
+
 class JobService:
     """Store + queue + workers; every method runs on the event loop that called :meth:`start`."""
 
-    def __init__(self, config: ServerConfig, registry: Registry | None = None) -> None:
+    def __init__(self, config: ServerConfig, registry: Registry | None = None, *,
+                 pool: WorkerPool | None = None) -> None:
         self.config = config
+        if registry is not None and config.worker_isolation == "process":
+            raise ValueError("worker_isolation: process cannot use a registry object (a worker process builds its "
+                             "plugins from the installed ones and the config's plugins: list); use thread")
+        if config.backend != "local" and pool is None:
+            raise ConfigError(f"backend {config.backend!r} runs its workers through its own plugin "
+                              "(`syngrpo serve` starts it); this job service only has local workers")
+        self.isolation = resolve_isolation(config, registry)
+        given_registry = registry
         if registry is None:
             registry = get_registry(load_plugin_modules(config.plugins)) if config.plugins else get_registry()
         self.registry = registry
@@ -74,7 +106,14 @@ class JobService:
         self.option_models = {name: job_options_model(registry.get("synthesizers", name).factory)
                               for name in config.served_synthesizers()}
         self.store = JobStore(config.data_dir)
-        self.workers = [Worker(i, dev, self) for i, dev in enumerate(config.workers)]
+        self._cond: asyncio.Condition | None = None
+        self.pool = pool
+        self.workers: list[Worker] = []
+        self._next_worker = 0
+        if pool is None:
+            for dev in config.workers:
+                name = f"worker-{self._next_worker}@{dev}"
+                self.add_worker(dev, make_runner(config, dev, name, given_registry, self.isolation), name)
         self.rejected = 0
         self.storage_error: str | None = None  # why the last write failed on a full disk (None: fine)
         self.storage_refused = 0
@@ -104,6 +143,8 @@ class JobService:
         deleted = await sweep_safely(self)
         for w in self.workers:
             w.task = asyncio.create_task(w.run(), name=w.name)
+        if self.pool is not None:
+            await self.pool.start(self)
         self._sweeper = asyncio.create_task(retention_loop(self, deleted), name="syngrpo-retention")
 
     async def stop(self) -> None:
@@ -114,6 +155,11 @@ class JobService:
         forever and hang the stop; so a worker still running after ``STOP_RECANCEL_S`` is cancelled
         again until it ends.
         """
+        if self.pool is not None:
+            try:
+                await self.pool.stop()
+            except Exception:  # noqa: BLE001 - the workers are stopped below all the same
+                log.exception("stopping the worker pool failed")
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:
@@ -137,6 +183,30 @@ class JobService:
                 task.exception()  # retrieved: run() has logged any failure already
         self.store.requeue(running)  # a graceful stop does not count as an attempt
         self.store.close()
+
+    # -- workers
+
+    def add_worker(self, device: str, runner: Runner, name: str | None = None) -> Worker:
+        """A new worker on ``runner`` (started at once when the service runs)."""
+        w = Worker(self._next_worker, device, self, runner, name)
+        self._next_worker += 1
+        self.workers.append(w)
+        if self._cond is not None:
+            w.task = asyncio.create_task(w.run(), name=w.name)
+        return w
+
+    async def retire_worker(self, worker: Worker) -> None:
+        """Let a worker finish the batch at hand, take no other, stop its device and leave the list."""
+        worker.retiring = True
+        if self._cond is not None:
+            await self._notify()  # a worker waiting for jobs wakes up and sees it retires
+        if worker.task is not None:
+            try:
+                await worker.task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - run() logged its own failure
+                pass
+        if worker in self.workers:
+            self.workers.remove(worker)
 
     def add_listener(self, fn: Callable[[JobRecord], None]) -> None:
         """Call ``fn(job)`` (on the loop) whenever a job reaches a final state."""
@@ -182,7 +252,7 @@ class JobService:
         existing = self._existing(body)
         if existing is not None:
             return existing, False
-        if all(w.state == "broken" for w in self.workers):
+        if self.workers and all(w.state == "broken" for w in self.workers):
             raise ApiError(503, "unavailable", "every worker of this server is broken (see /healthz); "
                            "submit to another server", headers={"Retry-After": "60"})
         self._check_queue(client)
@@ -356,6 +426,8 @@ class JobService:
             await asyncio.sleep(self._disk_retry_s)  # then one try; a failed one doubles the wait
         async with self._cond:
             while True:
+                if worker.retiring:
+                    return []
                 try:
                     jobs = self.store.claim(worker.name, cfg.batch_size, usage=self._usage())
                 except Exception as exc:
@@ -377,6 +449,17 @@ class JobService:
     def _usage(self) -> Callable[[str], float] | None:
         """What the store orders clients by when it picks the next job (``None``: first come, first served)."""
         return self.fair.usage if self.config.scheduling == "fair" else None
+
+    async def requeue_lost(self, job_ids: list[str], why: str) -> None:
+        """Jobs whose device died under them go back to the queue, as after a server crash: the attempt
+        counts, a job lost ``max_attempts`` times fails, one cancelled meanwhile ends cancelled."""
+        ended = self.store.requeue_lost(job_ids, self.config.max_attempts, why)
+        for rec in ended:
+            log.info("job %s (%s) %s: %s", rec.id, rec.key, rec.state, rec.error)
+            self._tell(rec)
+            if rec.delete_requested:
+                await self.delete([rec.id])
+        await self._notify()
 
     def finish(self, job_id: str, error: str | None) -> JobRecord | None:
         rec = self.store.finish(job_id, "failed" if error else "done", error=error)
