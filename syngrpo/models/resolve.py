@@ -11,6 +11,7 @@ import os
 import shutil
 
 from syngrpo.config import SHIPPED_POLICIES, ModelConfig
+from syngrpo.rundir.progress import phase
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def resolve_policy(model: ModelConfig) -> str:
     log.info("building the tiny policy into %s", target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    build_tiny_policy(tmp, seed=model.tiny_seed, family=model.tiny_family(), **model.tiny_options)
+    with phase("building the tiny policy"):  # its tokenizer is trained here: seconds on a loaded machine
+        build_tiny_policy(tmp, seed=model.tiny_seed, family=model.tiny_family(), **model.tiny_options)
     try:
         tmp.rename(target)  # atomic: a concurrent build of the same policy loses the race harmlessly
     except OSError:

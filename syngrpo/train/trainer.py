@@ -47,6 +47,7 @@ from syngrpo.models.policy import encode_prompts
 from syngrpo.models.resolve import resolve_policy
 from syngrpo.perception.response import parse_response
 from syngrpo.plugins import get_registry, load_local_plugins
+from syngrpo.rundir.progress import phase
 from syngrpo.rundir.runlog import RunLog
 from syngrpo.rundir.trackers import build_trackers
 from syngrpo.scale.memory import PhasePeaks
@@ -332,7 +333,8 @@ class Trainer:
             self.runlog = RunLog(self.run_dir, total_steps=self.total_steps, start_step=self.step,
                                  tensorboard=cfg.logging.tensorboard_on, progress=cfg.logging.progress,
                                  plots=cfg.logging.plots, gallery=cfg.logging.gallery,
-                                 gallery_per_epoch=cfg.logging.gallery_per_epoch, trackers=self._trackers)
+                                 gallery_per_epoch=cfg.logging.gallery_per_epoch, trackers=self._trackers,
+                                 progress_interval_s=cfg.logging.progress_interval_s)
             self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
         if self._sft_summary:
             self._message(self._sft_summary)
@@ -402,6 +404,8 @@ class Trainer:
                 if main:
                     rl.log(0, {"progress": 0.0, **eval_metrics(self.evaluate(0))})
             self.par.wait_for_main()  # however long rank 0's evaluation takes (parallel.main_wait)
+        if rl is not None:
+            rl.start_steps()
         try:
             stop = self.total_steps if until is None else min(until, self.total_steps)
             while self.step < stop:
@@ -440,7 +444,9 @@ class Trainer:
         result = evaluate_policy(self.bundle, self.task, self.eval_samples, engine=self.engine,
                                  response_mode=self.response_mode, batch_size=cfg.eval.batch_size,
                                  max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                                 progress=False)
+                                 progress=cfg.logging.progress and self.par.is_main,
+                                 desc=f"eval at step {self.step if step is None else step}",
+                                 progress_interval_s=cfg.logging.progress_interval_s)
         step = self.step if step is None else step
         write_report(result, self.run_dir / "eval", name=f"step-{step:06d}",
                      info={"task": cfg.data.task, "split": cfg.eval.split or cfg.data.eval or "toy", "step": step})
@@ -463,9 +469,13 @@ class Trainer:
     def save(self) -> Path:
         """Checkpoint the current step (:func:`syngrpo.train.run_state.save`: float32 masters, optimizer state by
         parameter name, sharded or gathered); every rank waits until it is on disk (``parallel.main_wait``)."""
-        path = run_state.save(self.par, self.run_dir, self.step, sharded=self._sharded_checkpoints, bundle=self.bundle,
-                              optimizer=self.optimizer, scheduler=self.scheduler, precision=self.precision,
-                              keep_last=self.cfg.logging.keep_last, state=self.state_dict)
+        shown = self.cfg.logging.progress and self.par.is_main
+        with phase(f"writing the checkpoint of step {self.step}", enabled=shown,
+                   interval_s=self.cfg.logging.progress_interval_s):
+            path = run_state.save(self.par, self.run_dir, self.step, sharded=self._sharded_checkpoints,
+                                  bundle=self.bundle, optimizer=self.optimizer, scheduler=self.scheduler,
+                                  precision=self.precision, keep_last=self.cfg.logging.keep_last,
+                                  state=self.state_dict)
         if self.par.is_main:
             self._message(f"checkpoint saved: {path}")
         self.par.wait_for_main()
