@@ -34,6 +34,7 @@ from pathlib import Path
 
 from syngrpo.errors import SyngrpoError
 from syngrpo.synthesis.server.config import TOKEN_ENV
+from syngrpo.synthesis.server.files import LAST_EXIT_FILE, exit_cause
 
 log = logging.getLogger("syngrpo.synthesis.server")
 
@@ -246,8 +247,13 @@ class SupervisedServer:
                 continue
             dead = self.handle
             dead.stop(timeout=1)  # reap it and remove its ready-file folder
-            self._event(f"data server (pid {dead.pid}) exited with status {dead.process.returncode}; "
-                        f"restarting it in {delay:g} s")
+            cause = exit_cause(dead.process.returncode, dead.log_tail())
+            if dead.data_dir is not None:  # the next server fails or re-queues its jobs with this cause
+                try:
+                    (dead.data_dir / LAST_EXIT_FILE).write_text(cause, encoding="utf-8")
+                except OSError as exc:
+                    log.warning("could not record the data server's exit in %s: %s", dead.data_dir, exc)
+            self._event(f"data server (pid {dead.pid}) {cause}; restarting it in {delay:g} s")
             while not self._stopping.wait(delay):
                 try:
                     new = self._start(self.port)

@@ -30,7 +30,7 @@ from syngrpo.synthesis.pipeline import job_options_model
 from syngrpo.synthesis.server.calls import CallTimeout, call_in_thread, load_plugin_modules, make_plugin, percentile
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.device_worker import Worker
-from syngrpo.synthesis.server.files import atomic_write, is_storage_full
+from syngrpo.synthesis.server.files import atomic_write, is_storage_full, take_last_exit
 from syngrpo.synthesis.server.metrics import metrics_text
 from syngrpo.synthesis.server.records import DELETE_REASONS, DeleteOutcome, JobRecord
 from syngrpo.synthesis.server.store import DuplicateKeyError, JobStore
@@ -82,9 +82,11 @@ class JobService:
 
     async def start(self) -> None:
         self._cond = asyncio.Condition()
-        requeued, failed = self.store.recover(self.config.max_attempts)
+        cause = take_last_exit(self.store.data_dir)  # how the previous server died (its supervisor says)
+        requeued, failed = self.store.recover(self.config.max_attempts, cause)
         if requeued or failed:
-            log.info("recovered after a restart: %d jobs re-queued, %d failed", requeued, failed)
+            log.info("recovered after a restart%s: %d jobs re-queued, %d failed",
+                     f" (the previous server: {cause})" if cause else "", requeued, failed)
         tmp_files, orphans = self.store.sweep()
         if tmp_files or orphans:
             log.info("removed %d unfinished temporary file(s) and %d job folder(s) without a job (never "
