@@ -240,3 +240,26 @@ def phase(desc: str, *, enabled: bool = True, interval_s: float | None = None,
     Use as a context manager.
     """
     return Progress(desc, None, enabled=enabled, interval_s=interval_s, stream=stream, announce=False, delay_s=2.0)
+
+
+def quiet_library_bars(*, diffusers: bool = False) -> None:
+    """Turn off the bars transformers, diffusers and huggingface_hub draw while weights load or save.
+
+    "Loading weights", "Writing model shards", "Loading pipeline components" bury the phase that matters
+    (and interleave with its plain lines off a terminal). huggingface_hub's switch is an environment
+    variable that transformers also reads when it is imported; a module already imported is told directly.
+    ``diffusers``: import its logging module to turn its bars off (seconds: only where a pipeline loads).
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    if diffusers or "diffusers" in sys.modules:
+        try:
+            from diffusers.utils import logging as diffusers_logging
+        except ImportError:  # the sdxl extra is not installed: nothing draws
+            return
+        diffusers_logging.disable_progress_bar()
+        diffusers_logging.set_verbosity_error()

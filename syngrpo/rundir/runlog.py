@@ -164,6 +164,15 @@ class RunLog:
         self._progress_interval_s = progress_interval_s
         self._progress: Progress | None = None
 
+    @classmethod
+    def for_run(cls, run_dir: str | Path, logging_cfg: Any, *, total_steps: int, start_step: int = 0,
+                trackers: Any = None) -> RunLog:
+        """The run log a training config's ``logging`` section describes."""
+        return cls(run_dir, total_steps=total_steps, start_step=start_step, tensorboard=logging_cfg.tensorboard_on,
+                   progress=logging_cfg.progress, plots=logging_cfg.plots, gallery=logging_cfg.gallery,
+                   gallery_per_epoch=logging_cfg.gallery_per_epoch, trackers=trackers,
+                   progress_interval_s=logging_cfg.progress_interval_s)
+
     @property
     def progress(self) -> Progress:
         """The step bar on a terminal; elsewhere a plain line every ``total/20`` steps and at least every

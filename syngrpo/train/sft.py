@@ -215,5 +215,6 @@ def run_sft(
         "losses": losses,
         "seconds": seconds,
     }
-    (log.debug if progress else log.info)("SFT: %d steps in %.1f s, loss %.3f -> %.3f", steps, seconds, stats["loss_first"], stats["loss_last"])
+    (log.debug if progress else log.info)("SFT: %d steps in %.1f s, loss %.3f -> %.3f", steps, seconds,
+                                          stats["loss_first"], stats["loss_last"])
     return stats

@@ -202,6 +202,7 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
     stats = {"steps": steps, "loss_first": losses[0] if losses else float("nan"),
              "loss_last": losses[-1] if losses else float("nan"), "object_token_accuracy": accuracy,
              "seconds": time.perf_counter() - start}
-    (log.debug if progress else log.info)("vision pre-training: %d steps in %.1f s, loss %.3f -> %.3f, object tokens %.0f %%", steps,
-             stats["seconds"], stats["loss_first"], stats["loss_last"], 100 * accuracy)
+    (log.debug if progress else log.info)(
+        "vision pre-training: %d steps in %.1f s, loss %.3f -> %.3f, object tokens %.0f %%", steps, stats["seconds"],
+        stats["loss_first"], stats["loss_last"], 100 * accuracy)
     return stats
