@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -47,7 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        # `syngrpo plugins --json | head`: the reader has what it wanted; stop quietly, as a SIGPIPE would
+        # (stdout goes to /dev/null so the interpreter's own last flush does not fail again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except SyngrpoError as exc:
         print(f"syngrpo: error: {exc}", file=sys.stderr)
         return 2

@@ -112,3 +112,9 @@ def test_every_paper_config_passes_its_checks_without_its_datasets(path):
 
     report = check_config(load_train_config(path), data=False)
     assert report.errors == [], report.errors
+
+
+def test_check_without_a_config_checks_the_quickstart_as_train_and_plan_do(capsys):
+    """`syngrpo check` required -c while `syngrpo train` and `syngrpo plan` default to the quickstart (issue #25)."""
+    assert main(["check", "--no-data"]) == 0
+    assert "syngrpo: the quickstart passes every check" in capsys.readouterr().out

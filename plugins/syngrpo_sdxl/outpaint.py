@@ -10,6 +10,10 @@ expect).  The pipeline re-encodes the foreground through its VAE, so
 Weights: ``model`` is an SDXL pipeline id or local directory; ``controlnet`` a ControlNet id or
 directory (omit it when ``model`` is a full saved ControlNet pipeline, as the tiny test model
 is).  fp16 on CUDA by default.  Requests are batched when they share a working size.
+
+On a CPU the cost is the working size (the longer side, ``size``, default 1024) and the denoising
+``steps`` (default 30): both are per-job options, so a CPU check of a config runs with
+``{"size": 256, "steps": 4}`` (docs/data-server.md, "On a CPU").
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ SCHEDULERS = {
 }
 #: per-request options a job may set (``options`` of the job), with their constructor defaults
 REQUEST_OPTIONS = ("steps", "guidance_scale", "controlnet_conditioning_scale", "strength", "negative_prompt",
-                   "prompt_template")
+                   "prompt_template", "size")
 
 
 def _deadline_callback(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +103,7 @@ class SDXLControlNetSynthesizer:
         self.defaults = {
             "steps": int(steps), "guidance_scale": float(guidance_scale),
             "controlnet_conditioning_scale": float(controlnet_conditioning_scale), "strength": float(strength),
-            "negative_prompt": negative_prompt, "prompt_template": prompt_template,
+            "negative_prompt": negative_prompt, "prompt_template": prompt_template, "size": int(size),
         }
         self.size = int(size)
         self.multiple = int(multiple)
@@ -151,8 +155,9 @@ class SDXLControlNetSynthesizer:
         out: list[Image.Image | None] = [None] * len(requests)
         groups: dict[tuple[tuple[int, int], str], list[int]] = {}
         for i, req in enumerate(requests):
-            size = working_size(req.image.width, req.image.height, self.size, self.multiple)
-            key = (size, json.dumps(self._options(req), sort_keys=True))
+            opts = self._options(req)  # a job's own ``size`` (e.g. 256 on a CPU) sets its working size
+            size = working_size(req.image.width, req.image.height, int(opts["size"]), self.multiple)
+            key = (size, json.dumps(opts, sort_keys=True))
             groups.setdefault(key, []).append(i)
         for (size, opts_json), idx in groups.items():
             opts = json.loads(opts_json)

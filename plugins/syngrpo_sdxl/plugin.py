@@ -22,6 +22,8 @@ class SDXLJobOptions(BaseModel):
     strength: float | None = Field(None, gt=0.0, le=1.0)
     negative_prompt: str | None = Field(None, max_length=1000)
     prompt_template: str | None = Field(None, max_length=1000)
+    size: int | None = Field(None, ge=64, le=2048, description="longer side of the working size in pixels (rounded "
+                             "to the synthesizer's multiple); 256 makes a CPU run take seconds instead of minutes")
 
 
 def sdxl_controlnet(**options):

@@ -11,6 +11,7 @@ latest checkpoint (or a given checkpoint or model directory), casts it and write
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -48,7 +49,21 @@ def export_policy(checkpoint: str | Path, out: str | Path, *, dtype: str = "bflo
     target.mkdir(parents=True, exist_ok=True)
     bundle.model.save_pretrained(str(target), safe_serialization=True)
     bundle.processor.save_pretrained(str(target))
+    readable_as_umask_says(target)
     return target
+
+
+def readable_as_umask_says(folder: Path) -> None:
+    """Give every file in ``folder`` the mode a plain ``open()`` would have (``0o666`` less the umask).
+
+    transformers writes ``model.safetensors`` through a private temporary file (mode 0600) and renames it, so
+    an export served by another user or a container was unreadable there while its config was not.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
 
 
 def run(args: argparse.Namespace) -> int:

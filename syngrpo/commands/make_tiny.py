@@ -65,6 +65,7 @@ def make_tiny(out: str | Path, *, seed: int = 0, what: Sequence[str] | None = No
     """Build each of ``what`` (default: everything :func:`available`) into ``out/<name>``; returns ``{name: directory}``."""
     from syngrpo.models.family import DEFAULT_TINY_FAMILY, get_family
     from syngrpo.plugins import get_registry
+    from syngrpo.rundir.progress import phase
 
     registry = registry or get_registry()
     names = available(registry)
@@ -75,15 +76,19 @@ def make_tiny(out: str | Path, *, seed: int = 0, what: Sequence[str] | None = No
     built: dict[str, Path] = {}
     for item in what:
         target = out / item
-        if item == POLICY:
-            assert fam is not None
-            built[item] = Path(fam.build_tiny(target, seed=seed))
-        else:
-            built[item] = Path(registry.get("tiny_models", item).factory(target, seed=seed))
+        with phase(f"building the tiny {item if item != POLICY else name + ' policy'} into {target}"):
+            if item == POLICY:
+                assert fam is not None
+                built[item] = Path(fam.build_tiny(target, seed=seed))
+            else:
+                built[item] = Path(registry.get("tiny_models", item).factory(target, seed=seed))
     return built
 
 
 def run(args: argparse.Namespace) -> int:
+    from syngrpo.rundir.progress import quiet_library_bars
+
+    quiet_library_bars(diffusers=args.what is None or "sdxl" in args.what)
     what = parse_what(args.what, available()) if args.what is not None else None
     built = make_tiny(args.out, seed=args.seed, what=what, family=args.family, arch=args.arch)
     print(json.dumps({name: str(path) for name, path in built.items()}, indent=2))

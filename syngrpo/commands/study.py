@@ -38,7 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from syngrpo.errors import ConfigError
     from syngrpo.experiments.study import load_study_config, merge_studies, run_study
+    from syngrpo.rundir.progress import quiet_library_bars
 
+    quiet_library_bars()  # the study loads and saves policies dozens of times: no loading bars between its lines
     if args.merge:
         if args.config or args.quick or args.seeds or args.arms or args.overrides:
             raise ConfigError("--merge pools finished studies as they ran: it takes only --out")

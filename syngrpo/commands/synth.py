@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def _box(text: str) -> list[float]:
@@ -70,11 +71,14 @@ def run(args: argparse.Namespace) -> int:
 
     from syngrpo.config.io import load_config
     from syngrpo.plugins import get_registry
-    from syngrpo.synthesis.pipeline import PipelineItem, run_pipeline, side_by_side
+    from syngrpo.rundir.progress import quiet_library_bars
+    from syngrpo.synthesis.pipeline import PipelineItem, job_options_model, run_pipeline, side_by_side
     from syngrpo.synthesis.server.config import ServerConfig
-    from syngrpo.synthesis.server.workers import load_plugin_modules, make_plugin
+    from syngrpo.synthesis.server.validation import ApiError, check_job_options
+    from syngrpo.synthesis.server.workers import load_plugin_modules
 
-    cfg = load_config(ServerConfig, args.config, args.overrides)
+    cfg = load_config(ServerConfig, args.config, one_image_overrides(args))
+    quiet_library_bars(diffusers=cfg.synthesizer == "sdxl_controlnet")
     labels = list(args.labels) or ["object"] * len(args.boxes)
     if len(labels) != len(args.boxes):
         raise ConfigError(f"{len(args.boxes)} --box but {len(labels)} --label; give one label per box or none")
@@ -96,12 +100,22 @@ def run(args: argparse.Namespace) -> int:
 
     registry = get_registry(load_plugin_modules(cfg.plugins)) if cfg.plugins else get_registry()
     device = args.device or cfg.workers[0]
-    name = options.pop("synthesizer", None) or args.synthesizer or cfg.synthesizer
-    synth_opts = cfg.served_synthesizers().get(name, {})  # a synthesizer the config does not name: no options
-    seg_name = args.segmenter or cfg.segmenter
-    seg_opts = cfg.segmenter_options if seg_name == cfg.segmenter else {}
-    segmenter = make_plugin(registry, "segmenters", seg_name, seg_opts, device)
-    synthesizer = make_plugin(registry, "synthesizers", name, synth_opts, device)
+    served = cfg.served_synthesizers()
+    name = options.pop("synthesizer", None) or cfg.synthesizer
+    if name not in served:
+        raise ConfigError(f"--options names synthesizer {name!r}, which this config does not serve "
+                          f"({', '.join(served)}); add it under extra_synthesizers or use --synthesizer {name}")
+    factory = registry.get("synthesizers", name).factory
+    try:
+        check_job_options(name, options, job_options_model(factory))
+    except ApiError as exc:
+        raise ConfigError(f"--options: {exc.message}") from None
+    segmenter = _build(registry, "segmenters", cfg.segmenter, cfg.segmenter_options, device)
+    synthesizer = _build(registry, "synthesizers", name, served[name], device)
+    print(f"syngrpo synth: {name} on {device}" + (f" with {_cpu_hint(name, served[name], options)}"
+                                                 if device == "cpu" and name == "sdxl_controlnet" else ""),
+          file=sys.stderr)
+    seg_name = cfg.segmenter
     item = PipelineItem(image, [tuple(b) for b in args.boxes], labels, args.description, args.seed, options)
     outcome = run_pipeline([item], segmenter=segmenter, synthesizer=synthesizer, mask_threshold=cfg.mask_threshold,
                            min_foreground_fraction=cfg.min_foreground_fraction,
@@ -117,6 +131,69 @@ def run(args: argparse.Namespace) -> int:
         outcome.keep_mask.save(args.mask)
     print(f"wrote {args.output} (original | mask | result, {w}x{h} each) with {name} + {seg_name}")
     return 0
+
+
+#: the server-config keys one-image ``syngrpo synth`` reads (it runs the pipeline in this process: no port, no
+#: queue, no store); a ``--set`` of any other key would be silently ignored, so it is refused
+ONE_IMAGE_KEYS = ("synthesizer", "synthesizer_options", "extra_synthesizers", "segmenter", "segmenter_options",
+                  "plugins", "workers", "mask_threshold", "min_foreground_fraction", "min_label_coverage")
+
+
+def one_image_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` items of one-image mode, with ``--synthesizer`` / ``--segmenter`` as overrides in front.
+
+    ``--synthesizer X`` is ``--set synthesizer=X``: the ``--set synthesizer_options...`` that follow are X's.
+    When X is not the config file's synthesizer, the file's ``synthesizer_options`` (the other one's) give
+    way to X's own under ``extra_synthesizers`` or to none; ``--segmenter`` likewise. Keys this mode does not
+    read are refused, naming the ones it does.
+    """
+    from syngrpo.config.io import load_config
+    from syngrpo.errors import ConfigError
+    from syngrpo.synthesis.server.config import ServerConfig
+
+    for item in args.overrides:
+        key = item.split("=", 1)[0].strip()
+        if key.split(".", 1)[0] not in ONE_IMAGE_KEYS:
+            raise ConfigError(f"--set {item}: one-image `syngrpo synth` runs the pipeline in this process and does "
+                              f"not use {key.split('.', 1)[0]!r} (a server setting); it reads "
+                              f"{', '.join(ONE_IMAGE_KEYS)}")
+    front: list[str] = []
+    base = load_config(ServerConfig, args.config)
+    for kind, chosen in (("synthesizer", args.synthesizer), ("segmenter", args.segmenter)):
+        if chosen and chosen != getattr(base, kind):
+            own = base.extra_synthesizers.get(chosen, {}) if kind == "synthesizer" else {}
+            front += [f"{kind}={chosen}", f"{kind}_options={json.dumps(own)}"]
+    return front + list(args.overrides)
+
+
+def _build(registry: Any, kind: str, name: str, options: dict[str, Any], device: str) -> Any:
+    """A segmenter or synthesizer for one-image mode; its failure (weights that are not there, a hub that cannot
+    be reached, an unknown option) is one clear error naming the plugin and its options, not a traceback."""
+    from syngrpo.errors import ConfigError, SyngrpoError
+    from syngrpo.synthesis.server.calls import make_plugin
+
+    try:
+        return make_plugin(registry, kind, name, options, device)
+    except SyngrpoError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure of a plugin's loading, said once
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        hint = (" (a local directory needs local_files_only: true; the tiny model: `syngrpo make-tiny --what sdxl "
+                "--out DIR`, then --set synthesizer_options.model=DIR/sdxl --set synthesizer_options.controlnet=null)"
+                if name == "sdxl_controlnet" else "")
+        raise ConfigError(f"{kind[:-1]} {name!r} with options {json.dumps(options)} did not load: "
+                          f"{type(exc).__name__}: {first}{hint}") from None
+
+
+def _cpu_hint(name: str, options: dict[str, Any], job: dict[str, Any]) -> str:
+    """What one image costs at these settings on a CPU, and the cheaper ones (docs/data-server.md, "On a CPU")."""
+    size = int(job.get("size", options.get("size", 1024)))
+    steps = int(job.get("steps", options.get("steps", 30)))
+    text = f"size {size}, {steps} steps"
+    if size > 256 or steps > 8:
+        text += (" (on a CPU this takes minutes per image even for the tiny model; --options "
+                 "'{\"size\": 256, \"steps\": 4}' takes seconds: docs/data-server.md, \"On a CPU\")")
+    return text
 
 
 def run_offline_command(args: argparse.Namespace) -> int:

@@ -4,12 +4,17 @@ The quickstart (``syngrpo train``, optionally ``--out DIR``) needs nothing but a
 CPU: it builds a tiny random Qwen2.5-VL if absent, draws toy REC data, starts a
 data server subprocess on 127.0.0.1 (procedural synthesizer), runs an SFT warm
 start, then Syn-GRPO, evaluates, stops the server and prints the run directory.
+
+Ctrl-C stops at the end of the step in flight and checkpoints it (exit status 130; ``--resume`` continues
+from there); a second Ctrl-C stops at once and says how far back ``--resume`` goes
+(:mod:`syngrpo.train.interrupt`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from syngrpo.rundir.summary import summarize_run, write_run_summary
+    from syngrpo.train.interrupt import resume_hint
     from syngrpo.train.trainer import Trainer
 
     cfg, run_dir, resume = resolve_run(args)
@@ -76,14 +82,25 @@ def run(args: argparse.Namespace) -> int:
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if main_rank:
         print(f"syngrpo: {kind} in {run_dir}" + (f" (resuming {resume})" if resume else ""), flush=True)
-    with Trainer(cfg, run_dir, resume=resume) as trainer:
-        summary = trainer.train()
-        train_samples, eval_samples, task = trainer.train_samples, trainer.eval_samples, trainer.task
+    trainer = Trainer(cfg, run_dir, resume=resume)
+    try:
+        with trainer:
+            summary = trainer.train()
+            train_samples, eval_samples, task = trainer.train_samples, trainer.eval_samples, trainer.task
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the step loop: say what --resume can do
+        if main_rank:
+            hint = resume_hint(run_dir, step=trainer.step, save_every=cfg.logging.save_every)
+            print(f"\nsyngrpo: {hint}", file=sys.stderr)
+        return 130
+    if not main_rank:
+        return 0
+    if summary.get("interrupted"):
+        print(f"\nsyngrpo: stopped by Ctrl-C after step {summary['steps']}, checkpointed; continue with "
+              f"`syngrpo train --resume {run_dir}`", file=sys.stderr)
+        return 130
     from syngrpo.models.resolve import resolve_policy
 
     policy = resolve_policy(cfg.model)
-    if not main_rank:
-        return 0
     seconds = time.perf_counter() - started
     print(f"\nsyngrpo: done: {summary['steps']} steps in {seconds / 60:.1f} min\n")
     run_summary = summarize_run(run_dir, seconds=seconds, train_samples=train_samples,

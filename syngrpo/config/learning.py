@@ -288,6 +288,10 @@ class RewardTerm(StrictModel):
     name: str
     weight: float = 1.0
     options: dict[str, Any] = Field(default_factory=dict)
+    #: a function written for TRL / VLM-R1 (``def f(completions, solution, **kwargs)``) gets each completion as
+    #: ``[{"role": "assistant", "content": text}]``, as TRL passes them for image prompts (``conversation``),
+    #: or as the bare text (``text``, TRL's plain-text prompts); ignored by syngrpo-style rewards
+    completions: Literal["conversation", "text"] = "conversation"
 
     @property
     def key(self) -> str:

@@ -128,7 +128,12 @@ class LoggingConfig(StrictModel):
     tensorboard: bool = True
     plots: bool = True
     gallery: bool = True
+    #: progress of every long phase (warm start, RL steps, evaluation, checkpoints): a bar on a terminal,
+    #: plain lines with rate and ETA elsewhere
     progress: bool = True
+    #: off a terminal, a progress line at least every this many seconds; ``null`` = ``$SYNGRPO_PROGRESS_INTERVAL``
+    #: or 15
+    progress_interval_s: float | None = Field(None, gt=0)
     #: completions written to samples.jsonl every ``samples_every`` steps (0 = never)
     samples_every: int = Field(1, ge=0)
     samples_per_step: int = Field(2, ge=0)

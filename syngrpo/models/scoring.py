@@ -20,6 +20,7 @@ from ``REFERENCE.md`` are built in:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -185,6 +186,24 @@ def completion_position_ids(model: Any, prompts: PromptBatch, group_size: int, l
     return (start[:, None] + steps[None, :]).unsqueeze(0).expand(3, -1, -1)
 
 
+def _cache_argument(model: Any) -> str:
+    """The name the model's forward takes its KV cache under: ``cache`` from transformers 5.2x on (where
+    ``past_key_values`` warns a FutureWarning on every call, breaking the progress bar), else ``past_key_values``."""
+    try:
+        params = inspect.signature(unwrap_model(model).forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a forward without a signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    """The KV cache of a forward's output under either name (reading ``past_key_values`` where it was renamed
+    ``cache`` logs a deprecation warning)."""
+    if "cache" in out.keys():
+        return out["cache"]
+    return getattr(out, "past_key_values", None)
+
+
 def _shared_prefix_logits(model: Any, batch: PromptBatch, completion_ids: torch.Tensor,
                           completion_mask: torch.Tensor, group_size: int) -> torch.Tensor:
     """One prompt forward per group, its KV cache repeated G times; (N, T, V) logits."""
@@ -192,7 +211,7 @@ def _shared_prefix_logits(model: Any, batch: PromptBatch, completion_ids: torch.
     G = completion_ids.shape[0] // prompts.num_rows
     prompt_out = model(**prompts.model_inputs(), use_cache=True, logits_to_keep=1)
     first = prompt_out.logits[:, -1:].repeat_interleave(G, dim=0)  # (N, 1, V) predicts completion token 0
-    cache = prompt_out.past_key_values
+    cache = _returned_cache(prompt_out)
     if cache is None:
         raise RuntimeError("the prompt forward returned no KV cache; shared-prefix scoring needs use_cache "
                            "(turn gradient checkpointing off or use shared_prefix=False)")
@@ -208,7 +227,7 @@ def _shared_prefix_logits(model: Any, batch: PromptBatch, completion_ids: torch.
         input_ids=completion_ids,
         attention_mask=attention_mask,
         position_ids=completion_position_ids(model, prompts, G, T),
-        past_key_values=cache,
+        **{_cache_argument(model): cache},
         use_cache=True,
         **types,
     )

@@ -10,6 +10,10 @@ A reward function scores a batch of parsed responses, one number each::
 inputs and must never raise on a malformed response: a bad answer scores low,
 it does not crash a training step.
 
+A function written for TRL's ``GRPOTrainer`` or VLM-R1 (``def iou_reward(completions, solution,
+**kwargs)``) is called as they call it, through :class:`ColumnsReward`; a verl ``compute_score(data_source,
+solution_str, ground_truth, extra_info=None)`` through :class:`VerlReward`.
+
 The built-ins are R_acc and R_format of eq. 7.  The third part, R_diversity
 (eq. 6), is not a reward function: it compares each response's predicted
 diversity with a statistic of its whole group of G rollouts (and of the batch,
@@ -18,9 +22,12 @@ through smoothing), so the trainer computes it with :mod:`syngrpo.algo.diversity
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from syngrpo.perception.response import format_reward
@@ -189,8 +196,6 @@ class ReferencedReward:
 
 def _check_reward_signature(ref: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
     """Raise :class:`~syngrpo.errors.ConfigError` unless ``fn`` takes the reward call as the trainer makes it."""
-    import inspect
-
     from syngrpo.errors import ConfigError
 
     try:
@@ -202,14 +207,191 @@ def _check_reward_signature(ref: str, fn: Callable[..., Any], options: dict[str,
     except TypeError as exc:
         raise ConfigError(
             f"reward {ref!r}: its signature {sig} cannot take the reward call "
-            f"fn(responses, samples, *, task, frames=None{''.join(', ' + k + '=...' for k in options)}): {exc}"
+            f"fn(responses, samples, *, task, frames=None{''.join(', ' + k + '=...' for k in options)}): {exc}; "
+            "or write it as for TRL / VLM-R1, def fn(completions, solution, **kwargs) (docs/extending.md, "
+            "\"Coming from VLM-R1 / TRL / verl\")"
         ) from exc
 
 
-def make_reward(registry: Any, name: str, options: dict[str, Any]) -> Callable[..., list[float]]:
-    """The reward a config's term names: a registered one, or a ``file.py:function`` reference."""
+# ---- rewards written for TRL's GRPOTrainer or VLM-R1 -------------------------------------------------------
+
+#: what TRL 1.16's GRPOTrainer passes besides the dataset columns, and syngrpo does not: a reward that needs
+#: one of them (no default) is refused when the run starts
+TRL_ONLY = ("completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
+#: the columns every sample gives a TRL-style reward (besides its record's own fields, ``Sample.meta``)
+COLUMNS = ("solution", "problem", "image_path", "image_grid_thw", "id", "width", "height")
+#: the patch a VLM-R1 reward multiplies ``image_grid_thw`` by (``input_height = grid[1] * 14``)
+VLMR1_PATCH = 14
+
+
+def trl_style(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is written for TRL / VLM-R1 (``def f(completions, solution, **kwargs)``): it names a
+    ``completions`` parameter, which syngrpo's own convention (``responses, samples``) never does."""
+    try:
+        return "completions" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class ColumnsReward:
+    """A reward written for TRL's ``GRPOTrainer`` or VLM-R1, called as they call it.
+
+    TRL 1.16 (``GRPOTrainer._calculate_rewards``) calls every reward function with keyword arguments only:
+    ``prompts``, ``completions``, and each dataset column as a list with one entry per completion. For
+    conversational prompts, which every image prompt is, a completion is ``[{"role": "assistant",
+    "content": text}]`` (VLM-R1 reads ``completion[0]["content"]``); ``completions="text"`` passes the bare
+    texts instead, as TRL does for plain-text prompts. The columns are :data:`COLUMNS` and the sample's
+    record fields (``Sample.meta``): ``solution`` is the task's label as syngrpo holds it, in the original
+    image's pixels (REC: ``[x1, y1, x2, y2]``, not VLM-R1's ``"<answer> ... </answer>"`` string);
+    ``image_path`` is a one-element list (VLM-R1's); ``image_grid_thw`` is ``[1, h / 14, w / 14]`` for the
+    frame the model's answer is written in (exact fractions), so VLM-R1's ``grid * 14`` rescaling to the
+    original image is exact for every model family. A ``None`` reward counts 0 (TRL: "does not apply").
+    The term's ``options`` are passed as keyword arguments too; an async function is awaited.
+    """
+
+    def __init__(self, ref: str, fn: Callable[..., Any], options: dict[str, Any], *,
+                 completions: str = "conversation") -> None:
+        from syngrpo.errors import ConfigError
+
+        if completions not in ("conversation", "text"):
+            raise ConfigError(f"reward {ref!r}: completions must be 'conversation' or 'text', not {completions!r}")
+        self.ref = ref
+        self.fn = fn
+        self.options = dict(options)
+        self.completions = completions
+        self.name = getattr(fn, "__name__", ref)
+        self._required = _check_trl_signature(ref, fn, self.options)
+
+    def __call__(self, responses: Sequence[ParsedResponse], samples: Sequence[Sample], *, task: Task,
+                 frames: Sequence[ImageTransform | None] | None = None) -> list[float]:
+        if len(responses) != len(samples):
+            raise ValueError(f"{len(responses)} responses but {len(samples)} samples: one sample per response")
+        each_frame = list(frames) if frames is not None else [None] * len(responses)
+        columns = sample_columns(samples, each_frame)
+        conversation = self.completions == "conversation"
+        completions = [[{"role": "assistant", "content": r.text}] if conversation else r.text for r in responses]
+        prompts = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": s.problem}]}]
+                   if conversation else s.problem for s in samples]
+        given = {"prompts": prompts, "completions": completions, **columns, **self.options}
+        missing = [name for name in self._required if name not in given]
+        if missing:
+            raise ValueError(f"reward {self.ref!r} needs {missing}, which this dataset's samples do not have; "
+                             f"it gets {sorted(given)}")
+        values = self.fn(**given)
+        if inspect.isawaitable(values):
+            values = asyncio.run(_awaited(values))
+        try:
+            out = [0.0 if v is None else float(v) for v in values]
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"reward {self.ref!r} must return one number per completion; got {values!r:.200}") from exc
+        if len(out) != len(responses):
+            raise ValueError(f"reward {self.ref!r} returned {len(out)} values for {len(responses)} completions")
+        bad = [v for v in out if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"reward {self.ref!r} returned non-finite values {bad[:3]}")
+        return out
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+def sample_columns(samples: Sequence[Sample], frames: Sequence[ImageTransform | None]) -> dict[str, list[Any]]:
+    """The dataset columns of :class:`ColumnsReward`, one entry per completion (its sample's value)."""
+    columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+    extra = sorted({k for s in samples for k in s.meta if k not in COLUMNS and k not in ("prompts", "completions")})
+    columns.update({k: [] for k in extra})
+    for sample, frame in zip(samples, frames, strict=True):
+        w, h = (frame.width, frame.height) if frame is not None and frame.width and frame.height else (
+            sample.width, sample.height)
+        columns["solution"].append(sample.solution)
+        columns["problem"].append(sample.problem)
+        columns["image_path"].append([str(sample.image)])
+        columns["image_grid_thw"].append([1, Fraction(int(h), VLMR1_PATCH), Fraction(int(w), VLMR1_PATCH)])
+        columns["id"].append(sample.id)
+        columns["width"].append(sample.width)
+        columns["height"].append(sample.height)
+        for k in extra:
+            columns[k].append(sample.meta.get(k))
+    return columns
+
+
+def verl_style(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is a verl ``compute_score(data_source, solution_str, ground_truth, extra_info=None)``."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "solution_str" in params and "ground_truth" in params
+
+
+class VerlReward:
+    """A verl ``compute_score`` called as verl's reward manager calls it: once per completion, with keyword
+    arguments ``data_source`` (the task's name), ``solution_str`` (the completion's text), ``ground_truth``
+    (the sample's label, as syngrpo holds it) and ``extra_info`` (the sample's columns, as
+    :class:`ColumnsReward` gets them); a returned dict gives its ``"score"`` (verl's own rule)."""
+
+    def __init__(self, ref: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+        self.ref = ref
+        self.fn = fn
+        self.options = dict(options)
+        self.name = getattr(fn, "__name__", ref)
+
+    def __call__(self, responses: Sequence[ParsedResponse], samples: Sequence[Sample], *, task: Task,
+                 frames: Sequence[ImageTransform | None] | None = None) -> list[float]:
+        each_frame = list(frames) if frames is not None else [None] * len(responses)
+        columns = sample_columns(samples, each_frame)
+        out = []
+        for i, (response, sample) in enumerate(zip(responses, samples, strict=True)):
+            extra = {k: v[i] for k, v in columns.items()}
+            value = self.fn(data_source=getattr(task, "name", type(task).__name__), solution_str=response.text,
+                            ground_truth=sample.solution, extra_info=extra, **self.options)
+            value = value.get("score") if isinstance(value, dict) else value
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"reward {self.ref!r} must return a number or a dict with 'score'; got "
+                                f"{value!r:.200}") from exc
+            if not math.isfinite(number):
+                raise ValueError(f"reward {self.ref!r} returned {number} for sample {sample.id!r}")
+            out.append(number)
+        return out
+
+
+def _check_trl_signature(ref: str, fn: Callable[..., Any], options: dict[str, Any]) -> list[str]:
+    """The parameters a TRL-style reward requires; a :class:`ConfigError` with the one-line fix for a signature
+    syngrpo cannot call as TRL does (positional-only parameters, a TRL-only argument without a default)."""
+    from syngrpo.errors import ConfigError
+
+    params = inspect.signature(fn).parameters.values()
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_ONLY]
+    if positional:
+        raise ConfigError(f"reward {ref!r}: TRL-style rewards are called with keyword arguments only (as TRL calls "
+                          f"them); make {positional} ordinary parameters: drop the '/' from the signature")
+    required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unsupplied = [name for name in required if name in TRL_ONLY]
+    if unsupplied:
+        raise ConfigError(f"reward {ref!r}: syngrpo does not pass {unsupplied} (TRL does); give "
+                          f"{'them defaults' if len(unsupplied) > 1 else 'it a default'} "
+                          f"({', '.join(n + '=None' for n in unsupplied)}) or read them from **kwargs")
+    if "task" in required or "responses" in required:
+        raise ConfigError(f"reward {ref!r} mixes the two conventions: TRL-style takes (completions, solution, "
+                          "**kwargs); syngrpo's takes (responses, samples, *, task, frames=None)")
+    return [name for name in required if name not in options]
+
+
+def make_reward(registry: Any, name: str, options: dict[str, Any], *,
+                completions: str = "conversation") -> Callable[..., list[float]]:
+    """The reward a config's term names: a registered one, or a ``file.py:function`` reference written for
+    syngrpo, for TRL / VLM-R1 (:class:`ColumnsReward`, its completions shaped as ``completions`` says) or for
+    verl (:class:`VerlReward`)."""
     from syngrpo.plugins import is_callable_ref, load_callable
 
     if is_callable_ref(name):
-        return ReferencedReward(name, load_callable(name), options)
+        fn = load_callable(name)
+        if trl_style(fn):
+            return ColumnsReward(name, fn, options, completions=completions)
+        if verl_style(fn):
+            return VerlReward(name, fn, options)
+        return ReferencedReward(name, fn, options)
     return registry.create("rewards", name, **options)

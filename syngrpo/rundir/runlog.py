@@ -24,11 +24,12 @@ import html
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from syngrpo.rundir.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class RunLog:
         gallery: bool = True,
         gallery_per_epoch: int = 12,
         trackers: Any = None,
+        progress_interval_s: float | None = None,
     ) -> None:
         self.dir = Path(run_dir)
         #: the plugin trackers (W&B, MLflow ...) fed the same records: a :class:`syngrpo.rundir.trackers.TrackerSet`
@@ -156,14 +158,34 @@ class RunLog:
                 self._writer = SummaryWriter(str(self.dir), purge_step=start_step + 1 if start_step else None)
             except ImportError as exc:  # pragma: no cover - tensorboard is a core dependency
                 log.warning("TensorBoard logging is off: %s", exc)
-        self._bar = None
         self._total = total_steps
         self._plain_every = max(1, (total_steps or 20) // 20)
-        if progress and sys.stderr.isatty():
-            from tqdm.auto import tqdm
+        self._progress_on = progress
+        self._progress_interval_s = progress_interval_s
+        self._progress: Progress | None = None
 
-            self._bar = tqdm(total=total_steps, initial=start_step, desc="syn-grpo", unit="step", dynamic_ncols=True)
-        self._plain_progress = progress and self._bar is None
+    @classmethod
+    def for_run(cls, run_dir: str | Path, logging_cfg: Any, *, total_steps: int, start_step: int = 0,
+                trackers: Any = None) -> RunLog:
+        """The run log a training config's ``logging`` section describes."""
+        return cls(run_dir, total_steps=total_steps, start_step=start_step, tensorboard=logging_cfg.tensorboard_on,
+                   progress=logging_cfg.progress, plots=logging_cfg.plots, gallery=logging_cfg.gallery,
+                   gallery_per_epoch=logging_cfg.gallery_per_epoch, trackers=trackers,
+                   progress_interval_s=logging_cfg.progress_interval_s)
+
+    @property
+    def progress(self) -> Progress:
+        """The step bar on a terminal; elsewhere a plain line every ``total/20`` steps and at least every
+        ``progress_interval_s`` seconds (:mod:`syngrpo.rundir.progress`). It starts with the first logged step
+        (or :meth:`start_steps`), so setup and the data server's start are not counted as a slow first step."""
+        if self._progress is None:
+            self._progress = Progress("syn-grpo", self._total, initial=self._start_step, enabled=self._progress_on,
+                                      leave=True, interval_s=self._progress_interval_s, announce=False)
+        return self._progress
+
+    def start_steps(self) -> None:
+        """The training steps start now: their rate and ETA are measured from here."""
+        self.progress.reset_clock()
 
     # ---- files --------------------------------------------------------------------------
     def write_config(self, text: str, data: Mapping[str, Any] | None = None) -> Path:
@@ -186,24 +208,18 @@ class RunLog:
                     self._writer.add_scalar(key, value, step)
         if self.trackers:
             self.trackers.log_metrics(step, {k: v for k, v in record.items() if k != "step"})
-        if self._bar is not None:
-            self._bar.update(max(0, step - self._bar.n))
-            short = {}
-            for key, name in (("reward/total", "r"), ("reward/accuracy", "acc"), ("diversity/v_mean", "V"),
-                              ("synthesis/in_flight", "q"), ("pool/synthesized_fraction", "syn")):
-                if isinstance(record.get(key), (int, float)):
-                    short[name] = f"{record[key]:.3g}"
-            self._bar.set_postfix(short, refresh=False)
-        elif self._plain_progress and (step % self._plain_every == 0 or step == self._total):
-            # no terminal (CI, a log file): a plain line now and then instead of a bar
-            short = {}
-            for key in ("reward/total", "reward/accuracy", "reward/format", "diversity/v_mean", "entropy",
-                        "synthesis/in_flight", "pool/synthesized_fraction", "eval/score"):
-                if isinstance(record.get(key), (int, float)):
-                    short[key] = f"{record[key]:.3g}"
-            total = f"/{self._total}" if self._total else ""
-            print(f"step {step}{total} " + " ".join(f"{k}={v}" for k, v in short.items()), file=sys.stderr,
-                  flush=True)
+        if self.progress.plain:
+            # no terminal (CI, a log file): the count, rate and ETA with the step's main numbers
+            keys = ("reward/total", "reward/accuracy", "reward/format", "diversity/v_mean", "entropy",
+                    "synthesis/in_flight", "pool/synthesized_fraction", "eval/score")
+            short = {k: record[k] for k in keys if _number(record.get(k))}
+            due = step % self._plain_every == 0 or step == self._total
+            self.progress.update_to(step, short, force_line=due)
+        else:
+            short = {name: record[key] for key, name in (
+                ("reward/total", "r"), ("reward/accuracy", "acc"), ("diversity/v_mean", "V"),
+                ("synthesis/in_flight", "q"), ("pool/synthesized_fraction", "syn")) if _number(record.get(key))}
+            self.progress.update_to(step, short)
 
     def samples(self, step: int, records: Iterable[Mapping[str, Any]]) -> None:
         """Completions with their rewards, to read what the policy writes."""
@@ -227,8 +243,8 @@ class RunLog:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with (self.dir / "train.log").open("a", encoding="utf-8") as f:
             f.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
-        if self._bar is not None:
-            self._bar.write(text, file=sys.stderr)
+        if self._progress is not None and self._progress.bar:
+            self._progress.write(text)
         else:
             log.log(level, text)
 
@@ -304,9 +320,8 @@ class RunLog:
             self._writer.flush()
             self._writer.close()
             self._writer = None
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        if self._progress is not None:
+            self._progress.close()
 
 
 def write_plots(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
@@ -349,6 +364,10 @@ def write_plots(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _safe(text: str) -> str:

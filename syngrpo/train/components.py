@@ -212,7 +212,7 @@ def build_engine(registry: Any, cfg: TrainConfig, bundle: PolicyBundle) -> Any:
 
 def build_rewards(registry: Any, cfg: TrainConfig, *, smoother: DiversitySmoother, par: Parallel) -> RewardScorer:
     """The reward of eq. 7: the terms of ``rewards.terms``, then R_diversity in ``syn`` mode."""
-    terms = [(t, make_reward(registry, t.name, t.options)) for t in cfg.rewards.terms]
+    terms = [(t, make_reward(registry, t.name, t.options, completions=t.completions)) for t in cfg.rewards.terms]
     accuracy = None  # V(q) is the spread of R_acc, scored apart when accuracy is not a term
     if all(t.name != "accuracy" for t in cfg.rewards.terms):
         accuracy = registry.create("rewards", "accuracy")

@@ -29,6 +29,7 @@ from syngrpo.perception.response import parse_response
 from syngrpo.perception.task import Task
 from syngrpo.plugins import get_registry
 from syngrpo.rundir.checkpoint import latest_checkpoint, model_dir
+from syngrpo.rundir.progress import Progress
 from syngrpo.scale.precision import Precision
 from syngrpo.train.components import policy_load_options
 from syngrpo.train.data import load_split
@@ -69,8 +70,12 @@ def evaluate_policy(
     max_new_tokens: int = 256,
     progress: bool = False,
     desc: str = "eval",
+    progress_interval_s: float | None = None,
 ) -> EvalResult:
-    """Decode every sample greedily (one completion each) and score the split with ``task.evaluate``."""
+    """Decode every sample greedily (one completion each) and score the split with ``task.evaluate``.
+
+    ``progress``: a bar on a terminal, else a plain line (count, rate, ETA) at least every
+    ``progress_interval_s`` seconds, also while one batch decodes."""
     import torch
 
     from syngrpo.models.policy import encode_prompts
@@ -80,11 +85,7 @@ def evaluate_policy(
     predictions: list[Any] = []
     frames = []
     records: list[dict[str, Any]] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(samples), desc=desc, unit="sample", dynamic_ncols=True)
+    bar = Progress(desc, len(samples), unit="sample", enabled=progress, interval_s=progress_interval_s)
     try:
         for start in range(0, len(samples), batch_size):
             chunk = list(samples[start : start + batch_size])
@@ -105,11 +106,9 @@ def evaluate_policy(
                     "accuracy": float(accuracy),
                     "well_formed": parsed.well_formed,
                 })
-            if bar is not None:
-                bar.update(len(chunk))
+            bar.update(len(chunk))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     metrics = {k: float(v) for k, v in task.evaluate(predictions, list(samples), frames=frames).items()}
     metrics["format"] = sum(r["well_formed"] for r in records) / len(records)
     metrics["accuracy_reward"] = sum(r["accuracy"] for r in records) / len(records)

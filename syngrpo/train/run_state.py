@@ -10,15 +10,17 @@ Nothing assumes a shared disk between nodes (docs/training.md, "Memory and scale
 - **resuming** (:func:`find_checkpoint`, :func:`restore`): rank 0 finds and reads the checkpoint and
   broadcasts what the other ranks need, except a sharded checkpoint that every rank sees, of which
   each rank reads its own slices;
-- **samples** (:func:`ship_samples`): synthesized images are files on rank 0's disk; the other ranks
-  receive them as bytes and write them into their own run directory.
+- **samples** (:func:`ship_samples`, :func:`share_replacements`): synthesized images are files on rank 0's
+  disk; the other ranks receive them as bytes and write them into their own run directory.
 
 The checkpoint files themselves are :mod:`syngrpo.rundir.checkpoint`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from syngrpo.rundir.checkpoint import (
     save_sharded,
 )
 from syngrpo.scale.parallel import Parallel
+from syngrpo.types import Sample
 
 
 def ship_samples(par: Parallel, records: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
@@ -63,6 +66,31 @@ def ship_samples(par: Parallel, records: list[dict[str, Any]], run_dir: Path) ->
             record = {**record, "image": str(path)}
         out.append(record)
     return out
+
+
+@contextlib.contextmanager
+def removed_if_setup_fails(run_dir: Path, *, owner: Callable[[], bool]) -> Iterator[None]:
+    """A run whose setup fails before it writes ``config.yaml`` leaves no run directory it created (a failed
+    check, a policy that does not load, a data server that does not start): ``owner()`` (rank 0) removes it."""
+    fresh = not run_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and owner() and not (run_dir / "config.yaml").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def share_replacements(par: Parallel, replacements: list[Any], pool: Any, run_dir: Path) -> None:
+    """Rank 0's synthesized samples of this step into every other rank's pool (images as bytes, so every
+    rank's pool stays the same without a shared disk); nothing to do in one process."""
+    if not par.enabled:
+        return
+    arrived = par.broadcast([(r.job.origin_id, r.job.base_generation) for r in replacements])
+    records = ship_samples(par, [r.sample.to_dict() for r in replacements], run_dir)
+    if not par.is_main:
+        for (origin_id, base_generation), sample in zip(arrived, records, strict=True):
+            pool.replace(origin_id, Sample.from_dict(sample), base_generation=base_generation)
 
 
 def find_checkpoint(par: Parallel, resume_from: Path) -> tuple[Path | None, Path | None]:

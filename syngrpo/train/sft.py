@@ -25,6 +25,7 @@ from syngrpo.models.corpus import SCENES
 from syngrpo.perception.geometry import ImageTransform
 from syngrpo.perception.response import ResponseMode, build_instruction, render_response
 from syngrpo.perception.task import Task
+from syngrpo.rundir.progress import Progress
 from syngrpo.types import Sample
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ def run_sft(
     weight_decay: float = 0.0,
     answer_weight: float = 1.0,
     precision: Any | None = None,
+    progress_interval_s: float | None = None,
+    desc: str = "sft",
 ) -> dict[str, Any]:
     """``steps`` AdamW steps of :func:`sft_loss` on batches drawn (epoch by epoch, shuffled) from ``samples``.
 
@@ -153,6 +156,8 @@ def run_sft(
 
     Returns ``{"steps", "loss_first", "loss_last", "loss_mean_last10", "losses", "seconds"}``;
     ``log_fn(step, {"sft/loss", "sft/grad_norm", "sft/lr"})`` is called after every step.
+    ``progress``: a bar on a terminal, else a plain line (``desc``: count, rate, ETA, loss) at least
+    every ``progress_interval_s`` seconds (:class:`~syngrpo.rundir.progress.Progress`).
     The global RNGs are not touched (shuffling uses its own ``random.Random(seed)``).
     """
     import torch
@@ -173,11 +178,7 @@ def run_sft(
     order: list[int] = []
     images: dict[int, Any] = {}
     losses: list[float] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="sft", unit="step", leave=False)
+    bar = Progress(desc, steps, enabled=progress, interval_s=progress_interval_s)
     was_training = model.training
     model.train()
     start = time.perf_counter()
@@ -201,12 +202,9 @@ def run_sft(
             losses.append(value)
             if log_fn is not None:
                 log_fn(step, {"sft/loss": value, "sft/grad_norm": grad_norm, "sft/lr": lr})
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.3f}")
+            bar.update(1, {"loss": value})
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         model.train(was_training)
     seconds = time.perf_counter() - start
     stats = {
@@ -217,5 +215,6 @@ def run_sft(
         "losses": losses,
         "seconds": seconds,
     }
-    log.info("SFT: %d steps in %.1f s, loss %.3f -> %.3f", steps, seconds, stats["loss_first"], stats["loss_last"])
+    (log.debug if progress else log.info)("SFT: %d steps in %.1f s, loss %.3f -> %.3f", steps, seconds,
+                                          stats["loss_first"], stats["loss_last"])
     return stats

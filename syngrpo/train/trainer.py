@@ -45,6 +45,7 @@ from syngrpo.config.io import dump_config
 from syngrpo.data.pool import DataPool
 from syngrpo.models.resolve import resolve_policy
 from syngrpo.plugins import get_registry, load_local_plugins
+from syngrpo.rundir.progress import phase
 from syngrpo.rundir.runlog import RunLog
 from syngrpo.rundir.trackers import build_trackers
 from syngrpo.scale.memory import PhasePeaks
@@ -56,6 +57,7 @@ from syngrpo.train import run_state
 from syngrpo.train.components import lr_factor
 from syngrpo.train.data import load_split
 from syngrpo.train.evaluate import EvalResult, evaluate_policy, write_report
+from syngrpo.train.interrupt import StopAtStepEnd
 from syngrpo.train.preflight import CheckReport, check_config
 from syngrpo.train.report import MAIN_ONLY, StepRecord, eval_metrics, log_step, sample_records, step_metrics
 from syngrpo.train.rewards import select_descriptions
@@ -101,6 +103,7 @@ class Trainer:
         self.runlog: RunLog | None = None
         self._ready = False
         self._last_eval: EvalResult | None = None
+        self.saved_step: int | None = None  # the step of the latest checkpoint (``--resume`` goes back to it)
         self._sft_summary = ""
         self.par = Parallel()
         self.precision: Any = None  # syngrpo.scale.precision.Precision, set by setup()
@@ -188,13 +191,7 @@ class Trainer:
         requests = [r for part in self.par.gather(requests) for r in part]  # the global batch's choices
         if self.synthesis is not None:
             self.synthesis.exchange(step, epoch, requests, report)
-        if self.par.enabled:
-            arrived = self.par.broadcast([(r.job.origin_id, r.job.base_generation) for r in report.replacements])
-            records = run_state.ship_samples(self.par, [r.sample.to_dict() for r in report.replacements],
-                                             self.run_dir)
-            if not self.par.is_main:
-                for (origin_id, base_generation), sample in zip(arrived, records, strict=True):
-                    self.pool.replace(origin_id, Sample.from_dict(sample), base_generation=base_generation)
+        run_state.share_replacements(self.par, report.replacements, self.pool, self.run_dir)
         return report
 
     # ---- setup: the components a config names, built one concern at a time -----------------------
@@ -205,20 +202,22 @@ class Trainer:
         policy loads, the warm start before the reference copies the policy, the optimizer before its
         state is restored, the engine given the weights as RL starts.
         """
-        self._setup_parallel()  # seeds, process group and strategy, precision
-        checks = self._setup_checks()  # `syngrpo check` and the trackers, before any model loads
-        ckpt = self._setup_resume()  # the checkpoint to continue from (rank 0 reads it)
-        self._setup_data(checks)  # task, train and eval splits, the data pool
-        self._setup_policy(ckpt)  # policy, SFT warm start, reference model
-        self._setup_algorithm()  # engine, rewards, advantages, loss, optimizer and schedule, the update
-        if self.resume_from is not None:
-            self._restore(ckpt)
-        # the engine samples the policy as it is now (after the warm start, after a resume), on every rank, from
-        # the first rollout and the start-of-run evaluation on; a collective under FSDP, a no-op for `hf`
-        self.engine.sync_weights(self.bundle.model)
-        self._setup_run_dir(ckpt)  # run log and config.yaml (rank 0), the checkpoint layout
-        self._setup_synthesis()  # the data server link (rank 0)
-        self.par.wait_for_main()  # rank 0 started the trackers and the data server alone
+        # a run that fails before it starts leaves no run directory it created behind (run_state)
+        with run_state.removed_if_setup_fails(self.run_dir, owner=lambda: self.par.is_main):
+            self._setup_parallel()  # seeds, process group and strategy, precision
+            checks = self._setup_checks()  # `syngrpo check` and the trackers, before any model loads
+            ckpt = self._setup_resume()  # the checkpoint to continue from (rank 0 reads it)
+            self._setup_data(checks)  # task, train and eval splits, the data pool
+            self._setup_policy(ckpt)  # policy, SFT warm start, reference model
+            self._setup_algorithm()  # engine, rewards, advantages, loss, optimizer and schedule, the update
+            if self.resume_from is not None:
+                self._restore(ckpt)
+            # the engine samples the policy as it is now (after the warm start, after a resume), on every rank,
+            # from the first rollout and the start-of-run evaluation on; a collective under FSDP, a no-op for `hf`
+            self.engine.sync_weights(self.bundle.model)
+            self._setup_run_dir(ckpt)  # run log and config.yaml (rank 0), the checkpoint layout
+            self._setup_synthesis()  # the data server link (rank 0)
+            self.par.wait_for_main()  # rank 0 started the trackers and the data server alone
         self._ready = True
 
     def _setup_parallel(self) -> None:
@@ -316,15 +315,14 @@ class Trainer:
         self.step = run_state.restore(self.par, ckpt, dcp_resume=self._dcp_resume, run_dir=self.run_dir,
                                       model=self.bundle.model, optimizer=self.optimizer, scheduler=self.scheduler,
                                       precision=self.precision, pool=self.pool, smoother=self.smoother)
+        self.saved_step = self.step
 
     def _setup_run_dir(self, ckpt: Path | None) -> None:
         """Rank 0's run log and ``config.yaml``; what the run is, said once; the checkpoint layout."""
         cfg, par = self.cfg, self.par
         if par.is_main:
-            self.runlog = RunLog(self.run_dir, total_steps=self.total_steps, start_step=self.step,
-                                 tensorboard=cfg.logging.tensorboard_on, progress=cfg.logging.progress,
-                                 plots=cfg.logging.plots, gallery=cfg.logging.gallery,
-                                 gallery_per_epoch=cfg.logging.gallery_per_epoch, trackers=self._trackers)
+            self.runlog = RunLog.for_run(self.run_dir, cfg.logging, total_steps=self.total_steps,
+                                         start_step=self.step, trackers=self._trackers)
             self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
         if self._sft_summary:
             self._message(self._sft_summary)
@@ -389,35 +387,45 @@ class Trainer:
         main = self.par.is_main
         last_epoch = self.pool.epoch
         metrics: dict[str, Any] = {}
-        if cfg.eval.at_start and self.step == 0:
-            with self.sampling():  # every rank enters (FSDP gathers the shards); rank 0 evaluates
-                if main:
-                    rl.log(0, {"progress": 0.0, **eval_metrics(self.evaluate(0))})
-            self.par.wait_for_main()  # however long rank 0's evaluation takes (parallel.main_wait)
+        # Ctrl-C: the step in flight finishes and is checkpointed (a second Ctrl-C stops at once; interrupt.py)
+        in_flight = [False]  # whether train_step runs now (Ctrl-C then finishes step self.step + 1 first)
+        stopper = StopAtStepEnd(self._message, lambda: (self.step + in_flight[0], self.saved_step),
+                                enabled=not self.par.enabled)
         try:
-            stop = self.total_steps if until is None else min(until, self.total_steps)
-            while self.step < stop:
-                step = self.step + 1
-                metrics = self.train_step(step)
-                self.step = step
-                evaluate = (cfg.eval.every and step % cfg.eval.every == 0) or (step == self.total_steps
-                                                                               and cfg.eval.at_end)
-                if evaluate:
-                    with self.sampling():
+            with stopper:
+                if cfg.eval.at_start and self.step == 0:
+                    with self.sampling():  # every rank enters (FSDP gathers the shards); rank 0 evaluates
                         if main:
-                            metrics.update(eval_metrics(self.evaluate(step)))
-                if main:
-                    log_step(rl, step, metrics, self._step_samples, self._step_replacements, self.pool,
-                             samples_every=cfg.logging.samples_every, epoch_ended=self.pool.epoch != last_epoch)
-                self.par.wait_for_main()  # rank 0 evaluated and logged alone (trackers may upload slowly)
-                last_epoch = self.pool.epoch
-                if (cfg.logging.save_every and step % cfg.logging.save_every == 0) or step == self.total_steps:
+                            rl.log(0, {"progress": 0.0, **eval_metrics(self.evaluate(0))})
+                    self.par.wait_for_main()  # however long rank 0's evaluation takes (parallel.main_wait)
+                if rl is not None:
+                    rl.start_steps()
+                stop = self.total_steps if until is None else min(until, self.total_steps)
+                while self.step < stop and not stopper.requested:
+                    step = self.step + 1
+                    in_flight[0] = True
+                    metrics = self.train_step(step)
+                    self.step, in_flight[0] = step, False
+                    evaluate = (cfg.eval.every and step % cfg.eval.every == 0) or (step == self.total_steps
+                                                                                   and cfg.eval.at_end)
+                    if evaluate:
+                        with self.sampling():
+                            if main:
+                                metrics.update(eval_metrics(self.evaluate(step)))
+                    if main:
+                        log_step(rl, step, metrics, self._step_samples, self._step_replacements, self.pool,
+                                 samples_every=cfg.logging.samples_every, epoch_ended=self.pool.epoch != last_epoch)
+                    self.par.wait_for_main()  # rank 0 evaluated and logged alone (trackers may upload slowly)
+                    last_epoch = self.pool.epoch
+                    if (cfg.logging.save_every and step % cfg.logging.save_every == 0) or step == self.total_steps:
+                        self.save()
+                if stopper.requested and self.saved_step != self.step:
                     self.save()
         finally:
             if rl is not None:
                 rl.write_plots()
                 rl.write_gallery()
-        summary = {"run_dir": str(self.run_dir), "steps": self.step, "last": metrics}
+        summary = {"run_dir": str(self.run_dir), "steps": self.step, "last": metrics, "interrupted": stopper.requested}
         if self._last_eval is not None:
             summary["eval"] = self._last_eval.metrics
         return summary
@@ -432,7 +440,9 @@ class Trainer:
         result = evaluate_policy(self.bundle, self.task, self.eval_samples, engine=self.engine,
                                  response_mode=self.response_mode, batch_size=cfg.eval.batch_size,
                                  max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                                 progress=False)
+                                 progress=cfg.logging.progress and self.par.is_main,
+                                 desc=f"eval at step {self.step if step is None else step}",
+                                 progress_interval_s=cfg.logging.progress_interval_s)
         step = self.step if step is None else step
         write_report(result, self.run_dir / "eval", name=f"step-{step:06d}",
                      info={"task": cfg.data.task, "split": cfg.eval.split or cfg.data.eval or "toy", "step": step})
@@ -445,26 +455,29 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """The JSON part of a checkpoint: data position, pool, smoother, synthesis health."""
-        return {
-            "total_steps": self.total_steps,
-            "pool": self.pool.state_dict(),
-            "smoother": self.smoother.state_dict(),
-            "synthesis_healthy": self.synthesis.healthy if self.synthesis is not None else None,
-        }
+        return {"total_steps": self.total_steps, "pool": self.pool.state_dict(), "smoother": self.smoother.state_dict(),
+                "synthesis_healthy": self.synthesis.healthy if self.synthesis is not None else None}
 
     def save(self) -> Path:
         """Checkpoint the current step (:func:`syngrpo.train.run_state.save`: float32 masters, optimizer state by
         parameter name, sharded or gathered); every rank waits until it is on disk (``parallel.main_wait``)."""
-        path = run_state.save(self.par, self.run_dir, self.step, sharded=self._sharded_checkpoints, bundle=self.bundle,
-                              optimizer=self.optimizer, scheduler=self.scheduler, precision=self.precision,
-                              keep_last=self.cfg.logging.keep_last, state=self.state_dict)
+        shown = self.cfg.logging.progress and self.par.is_main
+        with phase(f"writing the checkpoint of step {self.step}", enabled=shown,
+                   interval_s=self.cfg.logging.progress_interval_s):
+            path = run_state.save(self.par, self.run_dir, self.step, sharded=self._sharded_checkpoints,
+                                  bundle=self.bundle, optimizer=self.optimizer, scheduler=self.scheduler,
+                                  precision=self.precision, keep_last=self.cfg.logging.keep_last,
+                                  state=self.state_dict)
         if self.par.is_main:
             self._message(f"checkpoint saved: {path}")
         self.par.wait_for_main()
+        self.saved_step = self.step
         return path
 
     def close(self) -> None:
         """Stop the data server this run started, close the transport, engine and logs."""
+        if self.server is not None:
+            self.server.hold()  # shutting down: a server that exits now is not restarted
         if self.synthesis is not None:
             self.synthesis.close()
             self.synthesis = None

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from syngrpo.rundir.progress import Progress
 from syngrpo.types import Sample
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def object_classes(samples: Sequence[Sample]) -> list[str] | None:
 
 def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps: int, lr: float = 3e-3,
                     batch_size: int = 32, seed: int = 0, progress: bool = False,
-                    object_labels: bool = False) -> dict[str, Any]:
+                    object_labels: bool = False, progress_interval_s: float | None = None) -> dict[str, Any]:
     """``steps`` AdamW steps of the dense centre-token objective on ``samples``; returns the last losses.
 
     ``object_labels``: a second head also asks each object's centre token for the object's
@@ -142,11 +143,7 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
     start = time.perf_counter()
     was_training = model.training
     model.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="vision pre-training", unit="step", leave=False)
+    bar = Progress("vision pre-training", steps, enabled=progress, interval_s=progress_interval_s)
     try:
         for _ in range(steps):
             idx = rng.sample(range(len(samples)), min(batch_size, len(samples)))
@@ -197,17 +194,15 @@ def pretrain_vision(bundle: Any, task: Any, samples: Sequence[Sample], *, steps:
             objects = labels < n
             if bool(objects.any()):
                 accuracy = float((logits.argmax(-1)[objects] == labels[objects]).float().mean())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.update(1, {"loss": losses[-1]})
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     stats = {"steps": steps, "loss_first": losses[0] if losses else float("nan"),
              "loss_last": losses[-1] if losses else float("nan"), "object_token_accuracy": accuracy,
              "seconds": time.perf_counter() - start}
-    log.info("vision pre-training: %d steps in %.1f s, loss %.3f -> %.3f, object tokens %.0f %%", steps,
-             stats["seconds"], stats["loss_first"], stats["loss_last"], 100 * accuracy)
+    (log.debug if progress else log.info)(
+        "vision pre-training: %d steps in %.1f s, loss %.3f -> %.3f, object tokens %.0f %%", steps, stats["seconds"],
+        stats["loss_first"], stats["loss_last"], 100 * accuracy)
     return stats

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from syngrpo.config import TrainConfig
+from syngrpo.rundir.progress import phase
 from syngrpo.train.sft import run_sft
 from syngrpo.train.vision_pretrain import pretrain_vision
 from syngrpo.types import Sample
@@ -97,12 +97,14 @@ class WarmStart:
 
 def run_warm_start(bundle: Any, task: Any, samples: Sequence[Sample], recipe: WarmStartRecipe, *, mode: str,
                    seed: int, pretrain: Sequence[Sample] | None = None, precision: Any | None = None,
-                   progress: bool = False) -> WarmStart:
+                   progress: bool = False, progress_interval_s: float | None = None) -> WarmStart:
     """The recipe of the module doc on ``bundle``, in place (saving is :meth:`WarmStart.save`).
 
     ``samples`` are the SFT samples, ``pretrain`` the vision pre-training's (needed when
     ``recipe.vision_steps`` > 0), ``mode`` the run's response format; ``precision`` (a
     :class:`~syngrpo.scale.precision.Precision`; default float32) is the forward's, as in RL.
+    ``progress``: each part shows a bar on a terminal, else a plain line at least every
+    ``progress_interval_s`` seconds (:mod:`syngrpo.rundir.progress`).
     """
     t0 = time.perf_counter()
     vision = None
@@ -111,11 +113,12 @@ def run_warm_start(bundle: Any, task: Any, samples: Sequence[Sample], recipe: Wa
             raise ValueError("vision pre-training needs images of its own (pretrain=...)")
         vision = pretrain_vision(bundle, task, pretrain, steps=recipe.vision_steps, lr=recipe.vision_lr,
                                  batch_size=recipe.vision_batch_size, seed=seed, object_labels=recipe.object_labels,
-                                 progress=progress)
+                                 progress=progress, progress_interval_s=progress_interval_s)
 
     def sft(fmt: str, steps: int) -> dict[str, Any]:
         return run_sft(bundle, task, samples, steps=steps, lr=recipe.lr, batch_size=recipe.batch_size, mode=fmt,
-                       seed=seed, answer_weight=recipe.answer_weight, precision=precision, progress=progress)
+                       seed=seed, answer_weight=recipe.answer_weight, precision=precision, progress=progress,
+                       progress_interval_s=progress_interval_s, desc=f"SFT ({fmt} format)")
 
     plain = sft("plain", recipe.plain_steps) if recipe.plain_steps and mode != "plain" else None
     result = sft(mode, recipe.steps)
@@ -147,10 +150,13 @@ def warm_start_run(cfg: TrainConfig, bundle: Any, task: Any, train_samples: Sequ
     before FSDP shards it), in the run's precision: autocast over the float32 masters.
     """
     sft, vp = cfg.sft, cfg.sft.vision_pretrain
-    pretrain = toy_split(cfg, task, run_dir, "pretrain", vp.n_images, vp.styles) if vp.steps else None
-    samples = toy_split(cfg, task, run_dir, "sft", sft.n_images, sft.styles) if sft.n_images else train_samples
+    shown = {"enabled": cfg.logging.progress, "interval_s": cfg.logging.progress_interval_s}
+    with phase("drawing the warm start's toy images", **shown):
+        pretrain = toy_split(cfg, task, run_dir, "pretrain", vp.n_images, vp.styles) if vp.steps else None
+        samples = toy_split(cfg, task, run_dir, "sft", sft.n_images, sft.styles) if sft.n_images else train_samples
     result = run_warm_start(bundle, task, samples, WarmStartRecipe.of(sft, vp), mode=cfg.response_mode,
                             seed=cfg.seed, pretrain=pretrain, precision=dataclasses.replace(precision, sharded=False),
-                            progress=cfg.logging.progress and sys.stderr.isatty())
-    result.save(bundle, folder)
+                            progress=cfg.logging.progress, progress_interval_s=cfg.logging.progress_interval_s)
+    with phase(f"saving the warm start to {folder}", **shown):
+        result.save(bundle, folder)
     return result

@@ -148,3 +148,19 @@ def test_qwen2_vl_scores_like_its_sampler_on_both_paths(tmp_path, two_images):
                                           rollout.completion_mask, group_size=2, shared_prefix=shared,
                                           temperature=0.7)
         assert (logp - rollout.logprobs)[mask].abs().max() < 1e-5
+
+
+def test_shared_prefix_scoring_warns_nothing_that_would_break_the_progress_bar(policy, sampled, caplog):
+    """transformers 5.2x renamed the forward's ``past_key_values`` to ``cache``: passing the old name printed a
+    FutureWarning on every training run, in the middle of the step bar (issue #25). The cache goes in under the
+    name the forward takes, and is read back under the name the output holds."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            completion_logprobs(policy.model, sampled.batch, sampled.completion_ids, sampled.completion_mask,
+                                group_size=3, shared_prefix=True, temperature=TEMPERATURE)
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "past_key_values" in m or "deprecated" in m], said

@@ -59,8 +59,103 @@ def test_synth_names_the_installed_synthesizers_for_an_unknown_one(tmp_path, cap
 
 def test_synth_reports_a_failed_synthesis_with_exit_code_1(tmp_path, capsys):
     path, _, _, _ = write_scene(tmp_path)
+    plugin = tmp_path / "failing_plugin.py"
+    plugin.write_text("from syngrpo.hookspecs import hookimpl\n\n\nclass Failing:\n    def synthesize(self, requests):\n"
+                      "        raise RuntimeError('out of paint')\n\n\n@hookimpl\ndef register_synthesizers(register):\n"
+                      "    register('failing', lambda **options: Failing())\n")
+    code = main(["synth", str(path), "--box", box_arg(RED_BOX), "-d", "x", "--synthesizer", "failing",
+                 "--set", f"plugins=[{plugin}]", "-o", str(tmp_path / "o.png")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "synthesis failed" in err and "out of paint" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_synth_refuses_job_options_out_of_the_synthesizers_bounds_before_loading_it(tmp_path, capsys):
+    """The data server answers such a job 422; the one-image command says the same, with the bound."""
+    path, _, _, _ = write_scene(tmp_path)
     code = main(["synth", str(path), "--box", box_arg(RED_BOX), "-d", "x", "--options", '{"distractors": -1}',
                  "-o", str(tmp_path / "o.png")])
-    assert code == 1
-    assert "synthesis failed" in capsys.readouterr().err
+    assert code == 2
+    assert "--options: synthesizer 'procedural': options.distractors: Input should be greater than or equal to 0" \
+        in capsys.readouterr().err
+
+
+RECORDER = '''
+import json
+from PIL import Image
+from syngrpo.hookspecs import hookimpl
+
+OUT = {out!r}
+
+
+class Recorder:
+    def __init__(self, **options):
+        with open(OUT, "w") as f:
+            json.dump(options, f)
+
+    def synthesize(self, requests):
+        return [Image.new("RGB", r.image.size, (40, 90, 40)) for r in requests]
+
+
+@hookimpl
+def register_synthesizers(register):
+    register("recorder", Recorder)
+'''
+
+
+def test_set_synthesizer_options_reach_the_synthesizer_named_by_the_flag(tmp_path, capsys):
+    """`--synthesizer X --set synthesizer_options...` used to drop the options (they went to the config's own
+    synthesizer); the sdxl one then tried the hub for 30 s and printed a traceback (issue #25)."""
+    path, _, boxes, _ = write_scene(tmp_path)
+    seen = tmp_path / "options.json"
+    plugin = tmp_path / "recorder_plugin.py"
+    plugin.write_text(RECORDER.format(out=str(seen)))
+    code = main(["synth", str(path), "--box", box_arg(boxes[0]), "-d", "a lawn", "-o", str(tmp_path / "o.png"),
+                 "--synthesizer", "recorder", "--set", f"plugins=[{plugin}]",
+                 "--set", "synthesizer_options={flavour: mint, layers: 2}", "--set", "synthesizer_options.layers=3"])
+    assert code == 0, capsys.readouterr().err
+    import json
+
+    assert json.loads(seen.read_text()) == {"flavour": "mint", "layers": 3, "device": "cpu"}
+
+
+def test_a_set_that_one_image_synth_does_not_use_is_an_error_naming_the_key(tmp_path, capsys):
+    path, _, boxes, _ = write_scene(tmp_path)
+    code = main(["synth", str(path), "--box", box_arg(boxes[0]), "-d", "x", "-o", str(tmp_path / "o.png"),
+                 "--set", "queue_size=4"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--set queue_size=4" in err and "does not use 'queue_size'" in err and "synthesizer_options" in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_synthesizer_that_does_not_load_is_one_clear_error_not_a_traceback(tmp_path, capsys):
+    path, _, boxes, _ = write_scene(tmp_path)
+    code = main(["synth", str(path), "--box", box_arg(boxes[0]), "-d", "x", "-o", str(tmp_path / "o.png"),
+                 "--synthesizer", "sdxl_controlnet", "--set",
+                 f"synthesizer_options={{model: {tmp_path / 'missing'}, controlnet: null, local_files_only: true}}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "synthesizer 'sdxl_controlnet' with options" in err and "did not load" in err
+    assert "syngrpo make-tiny --what sdxl" in err and "Traceback" not in err
+
+
+def test_sdxl_takes_a_per_job_size_and_says_what_a_cpu_run_costs(tmp_path, capsys, tiny_sdxl_dir):
+    """A per-job ``size`` was refused; on a CPU the default 1024 px x 30 steps takes minutes even for the tiny
+    model, so the command says so and how to make it seconds."""
+    path, image, boxes, _ = write_scene(tmp_path)
+    opts = f"synthesizer_options={{model: {tiny_sdxl_dir}, controlnet: null, local_files_only: true}}"
+    out = tmp_path / "o.png"
+    code = main(["synth", str(path), "--box", box_arg(boxes[0]), "-d", "a beach", "-o", str(out), "--result",
+                 str(tmp_path / "r.png"), "--synthesizer", "sdxl_controlnet", "--set", opts,
+                 "--options", '{"size": 128, "steps": 2}'])
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(tmp_path / "r.png").size == image.size
+    assert "sdxl_controlnet on cpu with size 128, 2 steps" in capsys.readouterr().err
+    code = main(["synth", str(path), "--box", box_arg(boxes[0]), "-d", "a beach", "-o", str(out),
+                 "--synthesizer", "sdxl_controlnet", "--set", opts, "--options", '{"size": 9000}'])
+    assert code == 2 and "options.size" in capsys.readouterr().err
+    from syngrpo_sdxl.outpaint import SDXLControlNetSynthesizer
+
+    assert "size" in SDXLControlNetSynthesizer.__init__.__kwdefaults__

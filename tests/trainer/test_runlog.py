@@ -104,6 +104,6 @@ def test_without_a_terminal_progress_is_plain_lines(tmp_path, capsys):
     rl.log(2, _metrics(2))
     rl.close()
     err = capsys.readouterr().err
-    assert "step 2/2 reward/total=1.2" in err
+    assert "syn-grpo: 2/2 steps (100 %)" in err and "reward/total=1.2" in err
     assert "server down: training on originals" in (tmp_path / "train.log").read_text()
     assert math.isfinite(read_jsonl(tmp_path / "metrics.jsonl")[-1]["reward/total"])

@@ -1,7 +1,7 @@
 """The job store's disk: atomic file writes, the store's lock, a full disk told apart, a folder's size.
 
-Layout under ``data_dir``: ``server.lock``, ``jobs.sqlite3`` (:mod:`.store`) and
-``jobs/<id>/{input,result,mask}.png``.  Its own module because these rules hold for every file the
+Layout under ``data_dir``: ``server.lock``, ``jobs.sqlite3`` (:mod:`.store`),
+``jobs/<id>/{input,result,mask}.png`` and, after a crash, ``last_exit.txt``.  Its own module because these rules hold for every file the
 server writes, whatever table row it belongs to: a file is absent or complete, never half written
 (a result too, written by a worker outside any transaction, :mod:`.runner` too); one server per
 store, by ``flock``; and a full disk is recognised by its errno (or SQLite's words for it), so
@@ -22,6 +22,38 @@ from syngrpo.errors import SyngrpoError
 
 class StoreError(SyngrpoError):
     """The job store cannot be opened: unwritable directory, or another server holds it."""
+
+
+#: how the previous server process on this store died (a native crash in a worker takes the whole process with
+#: it, where no Python handler can fail its job): written by the supervisor that restarts it (:mod:`.spawn`),
+#: taken by the next server, which puts it in the errors of the jobs the dead one was running
+LAST_EXIT_FILE = "last_exit.txt"
+
+
+def exit_cause(returncode: int | None, log_tail: str) -> str:
+    """How a server process ended, in words: ``exited with status -6 (SIGABRT); server.log ends with 'terminate
+    called without an active exception'`` (a negative status is the signal that ended it)."""
+    import signal
+
+    how = f"exited with status {returncode}"
+    if returncode is not None and returncode < 0:
+        try:
+            how += f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            pass
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    return how + (f"; server.log ends with {lines[-1][:300]!r}" if lines else "")
+
+
+def take_last_exit(data_dir: Path) -> str | None:
+    """The recorded death of the previous server on this store, removed once read (``None``: none recorded)."""
+    path = Path(data_dir) / LAST_EXIT_FILE
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    path.unlink(missing_ok=True)
+    return text or None
 
 
 #: errno values that mean "the disk cannot take more now" (full, over quota, read-only)

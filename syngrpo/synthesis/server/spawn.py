@@ -8,7 +8,8 @@
 The child is ``python -m syngrpo.synthesis.server``; with ``port=0`` it binds a free port and reports it in
 a ready file, and this function returns once ``GET /healthz`` answers 200.  By default the child
 is bound to this process's life (``--parent-pid``: it stops when this process dies, even by
-SIGKILL), so a killed trainer never leaves an orphan server holding its store.
+SIGKILL), so a killed trainer never leaves an orphan server holding its store.  It runs in a session of
+its own, so a terminal's Ctrl-C reaches the trainer alone, which stops it when it is done with it.
 
 :class:`SupervisedServer` (what a trainer with ``synthesis.spawn_server`` uses) restarts the child
 with back-off when it dies, on the same port and store, so synthesis resumes by itself.
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from syngrpo.errors import SyngrpoError
 from syngrpo.synthesis.server.config import TOKEN_ENV
+from syngrpo.synthesis.server.files import LAST_EXIT_FILE, exit_cause
 
 log = logging.getLogger("syngrpo.synthesis.server")
 
@@ -149,8 +151,10 @@ def start_server_subprocess(
     if token is not None:
         child_env[TOKEN_ENV] = token
     with open(log_path, "ab") as log_fh:
+        # a session of its own: a terminal's Ctrl-C goes to the whole foreground process group, and the trainer,
+        # which stops at the end of its step and checkpoints, still needs the server until it stops it itself
         proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=child_env,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     handle = ServerHandle(proc, url="", host=host, port=port, data_dir=Path(data_dir) if data_dir else None,
                           log_path=log_path, token=token, _tmp=[tmp])
     deadline = time.monotonic() + startup_timeout_s
@@ -249,8 +253,13 @@ class SupervisedServer:
                 continue
             dead = self.handle
             dead.stop(timeout=1)  # reap it and remove its ready-file folder
-            self._event(f"data server (pid {dead.pid}) exited with status {dead.process.returncode}; "
-                        f"restarting it in {delay:g} s")
+            cause = exit_cause(dead.process.returncode, dead.log_tail())
+            if dead.data_dir is not None:  # the next server fails or re-queues its jobs with this cause
+                try:
+                    (dead.data_dir / LAST_EXIT_FILE).write_text(cause, encoding="utf-8")
+                except OSError as exc:
+                    log.warning("could not record the data server's exit in %s: %s", dead.data_dir, exc)
+            self._event(f"data server (pid {dead.pid}) {cause}; restarting it in {delay:g} s")
             while not self._stopping.wait(delay):
                 try:
                     new = self._start(self.port)
@@ -268,6 +277,10 @@ class SupervisedServer:
                 self._event(f"data server restarted at {new.url} (pid {new.pid}, restart {self.restarts})")
                 delay = min(self.backoff_max_s, delay * 2)
                 break
+
+    def hold(self) -> None:
+        """Restart no more (the trainer is shutting down): a server that exits from now on stays down."""
+        self._stopping.set()
 
     def kill(self) -> None:
         """SIGKILL the current server process, as a crash would (tests); the supervisor restarts it."""

@@ -461,17 +461,21 @@ class JobStore:
                 "DELETE FROM tombstones WHERE id IN (SELECT id FROM tombstones WHERE deleted_at < ? "
                 "ORDER BY deleted_at LIMIT ?)", (older_than, limit)).rowcount
 
-    def recover(self, max_attempts: int) -> tuple[int, int]:
-        """After a crash: re-queue running jobs, or fail those the server died on ``max_attempts`` times.
+    def recover(self, max_attempts: int, cause: str | None = None) -> tuple[int, int]:
+        """After a crash: re-queue running jobs, or fail those the server died on ``max_attempts`` times
+        (their error says ``cause``, how the last server ended, when its supervisor recorded it).
 
         Returns ``(requeued, failed)``.
         """
         now = time.time()
+        error = f"the server stopped while running this job {max_attempts} times"
+        if cause:
+            error += f" (the last time: {cause})"
         with self._lock:
             failed = self._db.execute(
                 "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? "
                 "WHERE state = 'running' AND attempts >= ?",
-                (now, f"the server stopped while running this job {max_attempts} times", max_attempts)).rowcount
+                (now, error, max_attempts)).rowcount
             cancelled = self._db.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?, error = 'cancelled while running' "
                 "WHERE state = 'running' AND cancel_requested = 1", (now,)).rowcount

@@ -173,7 +173,8 @@ class ProcessRunner:
             if code is None and self._proc is not None:
                 await asyncio.to_thread(self._proc.join, 1.0)
                 code = self._proc.exitcode
-            raise DeviceLost(f"the worker process {self.pid} died (exit code {code})") from None
+            raise DeviceLost(f"the worker process {self.pid} died ({_exit_words(code)}; its last words are in "
+                             "the server's log)") from None
         finally:
             self._busy = False
 
@@ -217,6 +218,16 @@ class ProcessRunner:
 
     def health(self) -> dict[str, Any]:
         return {"isolation": self.kind, "pid": self.pid, "restarts": self.restarts}
+
+
+def _exit_words(code: int | None) -> str:
+    """``exit code -6 (SIGABRT)``: a negative code is the signal that ended the process, named as a user searches it."""
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"exit code {code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"exit code {code}"
 
 
 async def _readable(conn: Any, timeout: float) -> bool:

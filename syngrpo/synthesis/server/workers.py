@@ -40,7 +40,7 @@ from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.device_worker import Runner, Worker, make_runner
 from syngrpo.synthesis.server.disk import DiskBudget
 from syngrpo.synthesis.server.fairness import FairShare
-from syngrpo.synthesis.server.files import atomic_write, is_storage_full
+from syngrpo.synthesis.server.files import atomic_write, is_storage_full, take_last_exit
 from syngrpo.synthesis.server.metrics import metrics_text
 from syngrpo.synthesis.server.records import DeleteOutcome, JobRecord
 from syngrpo.synthesis.server.retention import retention_loop, retention_sweep, sweep_safely
@@ -132,9 +132,11 @@ class JobService:
 
     async def start(self) -> None:
         self._cond = asyncio.Condition()
-        requeued, failed = self.store.recover(self.config.max_attempts)
+        cause = take_last_exit(self.store.data_dir)  # how the previous server died (its supervisor says)
+        requeued, failed = self.store.recover(self.config.max_attempts, cause)
         if requeued or failed:
-            log.info("recovered after a restart: %d jobs re-queued, %d failed", requeued, failed)
+            log.info("recovered after a restart%s: %d jobs re-queued, %d failed",
+                     f" (the previous server: {cause})" if cause else "", requeued, failed)
         tmp_files, orphans = self.store.sweep()
         if tmp_files or orphans:
             log.info("removed %d unfinished temporary file(s) and %d job folder(s) without a job (never "
