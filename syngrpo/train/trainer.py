@@ -107,6 +107,7 @@ class Trainer:
         self.precision: Any = None  # syngrpo.scale.precision.Precision, set by setup()
         self._stream_suffix = ""
         self._dcp_resume: Path | None = None  # a sharded checkpoint every rank reads its slices of (setup)
+        self._resume_note = ""  # the damaged checkpoints the resume passed over (setup)
         self._sharded_checkpoints = False  # set by setup (parallel.checkpoint)
         self._step_samples: list[dict[str, Any]] = []
         self._step_replacements: list[Any] = []
@@ -258,7 +259,7 @@ class Trainer:
         """The checkpoint to resume from (rank 0 alone reads it: ``None`` elsewhere; :mod:`.run_state`)."""
         if self.resume_from is None:
             return None
-        ckpt, self._dcp_resume = run_state.find_checkpoint(self.par, self.resume_from)
+        ckpt, self._dcp_resume, self._resume_note = run_state.find_checkpoint(self.par, self.resume_from)
         return ckpt
 
     def _setup_data(self, checks: CheckReport) -> None:
@@ -336,8 +337,9 @@ class Trainer:
             self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
         if self._sft_summary:
             self._message(self._sft_summary)
-        if ckpt is not None:
-            self._message(f"resumed from {ckpt} at step {self.step}")
+        if ckpt is not None:  # and the newer checkpoints it passed over, with what was wrong with each
+            note = f" ({self._resume_note})" if self._resume_note else ""
+            self._message(f"resumed from {ckpt} at step {self.step}{note}")
         if par.sharded:
             self._message(f"sharded (FSDP) over {par.world} process(es)")
         elif par.enabled:
