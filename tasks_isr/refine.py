@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.data.files import image_size, read_records, resolve_image, tidy_number, write_records
+from syngrpo.data.files import build_samples, image_size, read_records, resolve_image, tidy_number, write_records
 from syngrpo.perception.answers import as_box, as_number, json_values, unwrap
 from syngrpo.perception.detection import normalize_label
 from syngrpo.perception.geometry import ImageTransform, valid_box
@@ -143,8 +143,8 @@ class IsrRefineTask(Task):
         """Read a JSON list or JSONL file of refinement records (format in docs/tasks/isr.md)."""
         path = Path(path)
         root = Path(image_root) if image_root is not None else path.parent
-        return [self._from_record(r, root, f"{path.stem}-{i}", f"{path}:{i}")
-                for i, r in enumerate(read_records(path))]
+        return build_samples(path, read_records(path),
+                             lambda i, r: self._from_record(r, root, f"{path.stem}-{i}", f"{path}:{i}"))
 
     def _from_record(self, record: dict[str, Any], root: Path, default_id: str, where: str) -> Sample:
         if "image" not in record:

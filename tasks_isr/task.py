@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from syngrpo.data.files import image_size, read_records, resolve_image, write_records
+from syngrpo.data.files import build_samples, image_size, read_records, resolve_image, write_records
 from syngrpo.perception.answers import parse_detections, to_detection
 from syngrpo.perception.detection import (
     coco_ap_dataset,
@@ -118,7 +118,7 @@ class IsrTask(Task):
         """Read a JSON list or JSONL file of records (format in docs/tasks/isr.md)."""
         path = Path(path)
         root = Path(image_root) if image_root is not None else path.parent
-        return [self._sample_from_record(r, root, f"{path.stem}-{i}") for i, r in enumerate(read_records(path))]
+        return build_samples(path, read_records(path), lambda i, r: self._sample_from_record(r, root, f"{path.stem}-{i}"))
 
     def _sample_from_record(self, record: dict[str, Any], root: Path, default_id: str) -> Sample:
         where = f"ISR record {record.get('id', default_id)!r}"

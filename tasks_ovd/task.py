@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from syngrpo.data.files import (
+    build_samples,
     pop_image_size,
     read_records,
     resolve_image,
@@ -108,8 +109,8 @@ class OvdTask(Task):
         """Read a JSON list or JSONL file of OVD records (fields in docs/tasks/ovd.md)."""
         path = Path(path)
         base = Path(image_root) if image_root is not None else path.parent
-        samples = [self._from_record(r, base, f"{path.stem}-{i}", f"{path}:{i}")
-                   for i, r in enumerate(read_records(path))]
+        samples = build_samples(path, read_records(path),
+                                lambda i, r: self._from_record(r, base, f"{path.stem}-{i}", f"{path}:{i}"))
         self._remember(samples)
         return samples
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from syngrpo.data.files import (
+    build_samples,
     pop_image_size,
     read_records,
     resolve_image,
@@ -126,8 +127,8 @@ class RecTask(Task):
         """Read a JSON list or JSONL file of REC records (fields in docs/tasks/rec.md)."""
         path = Path(path)
         base = Path(image_root) if image_root is not None else path.parent
-        return [self._from_record(r, base, f"{path.stem}-{i}", f"{path}:{i}")
-                for i, r in enumerate(read_records(path))]
+        return build_samples(path, read_records(path),
+                             lambda i, r: self._from_record(r, base, f"{path.stem}-{i}", f"{path}:{i}"))
 
     def _from_record(self, record: dict[str, Any], base: Path, default_id: str, where: str) -> Sample:
         rec = dict(record)

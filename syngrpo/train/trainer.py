@@ -83,8 +83,7 @@ class Trainer:
     stays the same).  Under ``torchrun`` each process is one rank of a
     data-parallel run (:mod:`syngrpo.scale.parallel`).
 
-    Use: ``with Trainer(cfg, run_dir) as t: summary = t.train()``; ``setup()`` and
-    ``train_step(step)`` are public for tests and notebooks.
+    Use: ``with Trainer(cfg, run_dir) as t: summary = t.train()`` (``setup()``, ``train_step(step)``: tests, notebooks).
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: str | Path | None = None,
@@ -245,9 +244,8 @@ class Trainer:
         self.precision = build.run_precision(self.cfg, self.par)
 
     def _setup_checks(self) -> CheckReport:
-        """Pre-flight (`syngrpo check`): config, plugin names and options, dataset images and boxes, before the
-        checkpoint, the model or the SFT warm start cost anything; then the trackers (a missing extra,
-        wandb or mlflow, is an error before any model loads)."""
+        """Pre-flight (`syngrpo check`: config, plugins, every dataset record) before anything costs; then the
+        trackers (a missing extra, wandb or mlflow, is an error before any model loads)."""
         checks = check_config(self.cfg, self.registry)
         checks.raise_for_errors()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -268,8 +266,9 @@ class Trainer:
         self.task = self.registry.create("tasks", cfg.data.task, **cfg.data.task_options)
         # toy data is drawn by each rank into its own folder (the same images; no two writers of a file)
         toy_sub = f"rank{par.rank}" if par.enabled and not par.is_main else ""
-        self.train_samples = checks.keep(load_split(cfg, self.task, "train", self.run_dir, subdir=toy_sub), "train")
-        self.eval_samples = checks.keep(load_split(cfg, self.task, "eval", self.run_dir, subdir=toy_sub), "eval")
+        self.train_samples = checks.load(lambda: load_split(cfg, self.task, "train", self.run_dir, subdir=toy_sub), "train")
+        self.eval_samples = checks.load(lambda: load_split(cfg, self.task, "eval", self.run_dir, subdir=toy_sub), "eval")
+        self._drops = checks.drops  # said in train.log once it exists (_setup_run_dir)
         self.pool = DataPool(self.train_samples, seed=cfg.seed, source=cfg.synthesis.source)
 
     def _setup_policy(self, ckpt: Path | None) -> None:
@@ -335,8 +334,9 @@ class Trainer:
                                  plots=cfg.logging.plots, gallery=cfg.logging.gallery,
                                  gallery_per_epoch=cfg.logging.gallery_per_epoch, trackers=self._trackers)
             self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
-        if self._sft_summary:
-            self._message(self._sft_summary)
+        for line in [*self._drops, self._sft_summary]:  # data.bad_samples: drop, one line a record; the SFT
+            if line:
+                self._message(line)
         if ckpt is not None:  # and the newer checkpoints it passed over, with what was wrong with each
             note = f" ({self._resume_note})" if self._resume_note else ""
             self._message(f"resumed from {ckpt} at step {self.step}{note}")
@@ -390,9 +390,7 @@ class Trainer:
     def train(self, until: int | None = None) -> dict[str, Any]:
         """Run (or continue) the loop to the last step, evaluate, checkpoint; returns a summary.
 
-        ``until`` stops after that step instead (as if the run were interrupted there); calling
-        ``train`` again continues.
-        """
+        ``until`` stops after that step instead (as if interrupted there); calling ``train`` again continues."""
         if not self._ready:
             self.setup()
         cfg, rl = self.cfg, self.runlog  # rl is None on ranks other than 0: they train and stay quiet
@@ -423,6 +421,8 @@ class Trainer:
                 last_epoch = self.pool.epoch
                 if (cfg.logging.save_every and step % cfg.logging.save_every == 0) or step == self.total_steps:
                     self.save()
+            if self.synthesis is not None and self.step >= self.total_steps:
+                self.synthesis.finish()  # synthesised nothing, or too little: synthesis.on_failure (after the save)
         finally:
             if rl is not None:
                 rl.write_plots()
