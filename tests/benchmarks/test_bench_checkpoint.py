@@ -47,7 +47,7 @@ class Model(torch.nn.Module):
         self.config.save_pretrained(path)
 
 
-def test_checking_a_checkpoint_whole_costs_about_what_writing_it_does(tmp_path, figures, quick):
+def test_whole_check_of_a_checkpoint_costs_about_what_writing_it_does(tmp_path, figures, quick):
     model = Model(layers=2 if quick else 8, width=256 if quick else 1024)
     opt = torch.optim.AdamW(model.parameters())
     sum(layer(torch.ones(1, layer.in_features)).sum() for layer in model.layers).backward()
