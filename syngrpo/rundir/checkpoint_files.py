@@ -17,8 +17,9 @@ A checkpoint is trusted only when all of it is as it was written (:func:`checkpo
   would load a planted ``pytorch_model.bin``); the one legacy pickle, an older version's ``optimizer.pt``,
   is read with ``torch.load(weights_only=True)`` to check it.
 
-Hashing reads every byte once (``scripts/bench -k whole_check`` measures it against the save); is remembered for the process, keyed by every file's size and mtime, so the CLI and the trainer do not hash
-one checkpoint twice.
+Hashing reads every byte once (``scripts/bench -k whole_check`` measures it against the save); a check that
+passed is remembered for the process, keyed by every file's size and mtime, so the CLI and the trainer do
+not hash one checkpoint twice.
 """
 
 from __future__ import annotations
