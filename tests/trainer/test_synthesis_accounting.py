@@ -93,19 +93,20 @@ def test_a_run_whose_policy_sent_nothing_says_so_without_failing(tmp_path, toy):
 @pytest.mark.parametrize("on_failure", ["stop", "warn"])
 def test_a_run_that_synthesised_nothing_does_not_end_as_if_it_had(sft_policy_dir, tmp_path, config_for, registry,
                                                                   on_failure):
-    """Two steps, every job refused for a misspelt option: far fewer steps than ``max_failed_steps``."""
-    cfg = config_for(sft_policy_dir, "synthesis.transport=inprocess", "synthesis.job_options={distractorz: 2}",
+    """Two steps, every job refused by the server (its pixel limit is below every image), far fewer steps than
+    ``max_failed_steps``: a misspelt job option would be caught by ``syngrpo check`` before the run."""
+    cfg = config_for(sft_policy_dir, "synthesis.transport=inprocess", "synthesis.transport_options={max_image_pixels: 16}",
                      f"synthesis.on_failure={on_failure}", "optim.max_steps=2", "rollout.max_new_tokens=80",
                      "optim.batch_size=4", mode="sync")
     run = tmp_path / "run"
     with Trainer(cfg, run, registry=registry) as t:
         if on_failure == "stop":
-            with pytest.raises(SynthesisFailure, match=r"synthesis produced 0 of \d+ jobs.*distractorz"):
+            with pytest.raises(SynthesisFailure, match=r"synthesis produced 0 of \d+ jobs.*image_too_large"):
                 t.train()
         else:
             t.train()
     log = (run / "train.log").read_text()
     assert latest_checkpoint(run).name == "step-000002", "the run's work is saved either way"
-    assert "synthesis job failed" in log and "distractorz" in log
+    assert "synthesis job failed" in log and "image_too_large" in log
     assert ("the run failed: synthesis produced 0" if on_failure == "stop"
             else "WARNING: synthesis failed in this run") in log
