@@ -78,6 +78,7 @@ EXPORTS: dict[str, str] = {
     "render_scene": "syngrpo.perception.toyshapes",
     # dataset files
     "read_records": "syngrpo.data.files",
+    "build_samples": "syngrpo.data.files",
     "write_records": "syngrpo.data.files",
     "write_jsonl": "syngrpo.data.files",
     "resolve_image": "syngrpo.data.files",
@@ -169,6 +170,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time every name loads on first use
     from syngrpo.algo.losses import AdvantageEstimator, GRPOLoss, PolicyLoss
     from syngrpo.data.files import (
+        build_samples,
         image_size,
         located_records,
         pop_image_size,

@@ -41,7 +41,7 @@ def resolve_run(args: argparse.Namespace):
     """(config, run directory, checkpoint to resume from) for the given arguments."""
     from syngrpo.config import QUICKSTART_CONFIG, load_train_config
     from syngrpo.errors import ConfigError
-    from syngrpo.rundir.checkpoint import latest_checkpoint, run_dir_of
+    from syngrpo.rundir.checkpoint import latest_checkpoint, no_checkpoint_message, run_dir_of
 
     resume = None
     if args.resume and os.environ.get("RANK", "0") != "0":
@@ -52,16 +52,17 @@ def resolve_run(args: argparse.Namespace):
         run_dir = Path(args.out) if args.out else (run_dir_of(found) if found else Path(args.resume))
         return cfg, run_dir, found or Path(args.resume)
     if args.resume:
-        resume = latest_checkpoint(args.resume)
+        resume = latest_checkpoint(args.resume)  # checked whole (and remembered: the trainer does not hash twice)
         if resume is None:
-            raise ConfigError(f"--resume {args.resume!r}: no checkpoint there (looked for checkpoints/step-*)")
+            raise ConfigError(no_checkpoint_message(args.resume))
         run_dir = run_dir_of(resume)
         config = args.config or run_dir / "config.yaml"
         cfg = load_train_config(config, args.overrides)
         if args.out and Path(args.out).resolve() != run_dir:
             raise ConfigError("--out and --resume disagree: a resumed run continues in its own directory "
                               f"({run_dir})")
-        return cfg, run_dir, resume
+        # a run directory: the trainer chooses again, and says in train.log which damaged checkpoints it passed over
+        return cfg, run_dir, (run_dir if Path(args.resume).resolve() == run_dir else resume)
     cfg = load_train_config(args.config or QUICKSTART_CONFIG, args.overrides)
     out = args.out or cfg.logging.out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     return cfg, Path(out), None

@@ -7,6 +7,7 @@ says where the value came from (which file, or which ``--set``).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from syngrpo.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class _Loader(yaml.SafeLoader):
@@ -152,6 +154,10 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: Itera
     source = "defaults"
     if path is not None:
         layered, chain = load_layered(path)
+        layered, dropped = drop_redacted(layered)
+        if dropped:
+            log.info("%s: %s redacted (a run's config.yaml holds no secrets); taken from the environment, a "
+                     "*_file key or --set instead", path, ", ".join(dropped))
         data = _merge(data, layered)
         source = f"config {str(path)!r}" + "".join(f" (extends {str(c)!r})" for c in chain[1:])
     overrides = list(overrides)
@@ -162,8 +168,63 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: Itera
 
 
 def dump_config(cfg: BaseModel) -> str:
-    """The resolved config as YAML (written into every run directory)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML (written into every run directory), its secrets redacted (:func:`redact_secrets`)."""
+    return yaml.safe_dump(redact_secrets(cfg.model_dump(mode="json")), sort_keys=False)
+
+
+# ---- secrets -----------------------------------------------------------------------------------------
+#: what a secret is replaced by wherever a config is written (config.yaml, trackers)
+REDACTED = "<redacted>"
+#: keys whose values are secrets, at any depth and in free-form options too: ``token``, ``api_key``,
+#: ``password``, ``secret``, ``credentials`` and ``<anything>_<one of those>`` (``hf_token``, ``client_secret``);
+#: not ``token_file`` or ``max_new_tokens``
+SECRET_KEY = re.compile(r"(?:^|_)(?:token|api_?key|password|passwd|secret|credentials?)$", re.IGNORECASE)
+#: the password of a URL (``postgresql://user:PASSWORD@host/db``)
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]+):[^\s/@]+@", re.IGNORECASE)
+
+
+def redact_secrets(data: Any) -> Any:
+    """A copy of plain config data with every secret replaced by :data:`REDACTED`.
+
+    Secrets are the values of :data:`SECRET_KEY` keys and passwords inside URLs.  A run directory is
+    copied, shared and uploaded (config.yaml, W&B, MLflow), so no secret is ever written in clear there;
+    a resumed run gets its secrets again from the environment, a ``*_file`` key, or ``--set``
+    (:func:`load_config` drops redacted values, so the plugin's own default applies).
+    """
+    if isinstance(data, dict):
+        return {k: (REDACTED if isinstance(k, str) and SECRET_KEY.search(k) and isinstance(v, str) and v
+                    else redact_secrets(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact_secrets(v) for v in data]
+    if isinstance(data, str):
+        return _URL_PASSWORD.sub(rf"\1:{REDACTED}@", data)
+    return data
+
+
+def drop_redacted(data: dict[str, Any], *, where: str = "") -> tuple[dict[str, Any], list[str]]:
+    """``data`` without the values :func:`redact_secrets` replaced, and their dotted keys.
+
+    A config written by a run (its config.yaml, read again by ``--resume``) holds :data:`REDACTED` where a
+    secret was: the key is dropped, so the secret comes from where it would without it (``synthesis.token``:
+    ``synthesis.token_file`` or ``$SYNGRPO_SERVER_TOKEN``; a plugin: its environment variable), or from
+    ``--set``.  A URL whose password was redacted cannot be completed that way: a :class:`ConfigError` names it.
+    """
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    for k, v in data.items():
+        key = f"{where}.{k}" if where else str(k)
+        if v == REDACTED:
+            dropped.append(key)
+        elif isinstance(v, dict):
+            out[k], more = drop_redacted(v, where=key)
+            dropped += more
+        elif (isinstance(v, str) and REDACTED in v) or (isinstance(v, list)
+                                                         and any(isinstance(i, str) and REDACTED in i for i in v)):
+            raise ConfigError(f"{key}: the password in this URL was redacted when the run wrote its config "
+                              f"(secrets are never stored in a run directory); give it again with --set {key}=...")
+        else:
+            out[k] = v
+    return out, dropped
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

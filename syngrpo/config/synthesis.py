@@ -10,11 +10,13 @@ documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from syngrpo.config.io import StrictModel
+from syngrpo.errors import ConfigError
 
 
 class SynthesisConfig(StrictModel):
@@ -33,8 +35,11 @@ class SynthesisConfig(StrictModel):
     transport_options: dict[str, Any] = Field(default_factory=dict)
     #: data-server URLs (several spread the load)
     servers: list[str] = Field(default_factory=list)
-    #: bearer token; ``null`` reads ``$SYNGRPO_SERVER_TOKEN`` when set
+    #: bearer token; ``null`` reads ``token_file``, else ``$SYNGRPO_SERVER_TOKEN`` when set.  Never written in clear
+    #: to a run directory (config.yaml and the trackers get ``<redacted>``): a resumed run needs the file or variable
     token: str | None = None
+    #: a file whose first line is the token (keep it outside the run directory, readable by you only)
+    token_file: str | None = None
     #: start a local ``syngrpo serve`` subprocess on 127.0.0.1 (the quickstart does)
     spawn_server: bool = False
     #: server config file for the spawned server (``null`` = the server's defaults)
@@ -62,6 +67,15 @@ class SynthesisConfig(StrictModel):
     on_failure: Literal["stop", "warn"] = "stop"
     max_failed_steps: int = Field(20, ge=1)
     failure_grace_s: float = Field(60.0, ge=0.0)
+    #: at the end of the run, the share of finished jobs that must have come back done; below it (or with no job
+    #: done at all) the run ends as ``on_failure`` says: exit status 2 (``stop``, after the last checkpoint) or a warning
+    min_done_share: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> SynthesisConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give synthesis.token or synthesis.token_file, not both")
+        return self
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -72,6 +86,21 @@ class SynthesisConfig(StrictModel):
     @property
     def enabled(self) -> bool:
         return self.mode != "off"
+
+    def configured_token(self) -> str | None:
+        """``token``, else the first line of ``token_file``; ``None`` when neither is given (the data server's
+        rule then reads ``$SYNGRPO_SERVER_TOKEN``)."""
+        if self.token is not None or self.token_file is None:
+            return self.token
+        path = Path(self.token_file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"synthesis.token_file: cannot read {str(path)!r} ({exc})") from exc
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ConfigError(f"synthesis.token_file: {str(path)!r} is empty; its first line must be the token")
+        return token
 
 
 class OfflineConfig(StrictModel):

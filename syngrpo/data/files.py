@@ -8,15 +8,77 @@ accepts both layouts and resolves paths the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["image_size", "located_records", "pop_image_size", "portable_image_path", "read_records", "resolve_image",
-           "tidy_number", "write_jsonl", "write_records"]
+from PIL import Image
+
+__all__ = ["BadRecord", "build_samples", "image_size", "located_records", "note_bad_record", "pop_image_size", "portable_image_path", "read_records",
+           "resolve_image", "skipping_bad_records", "tidy_number", "write_jsonl", "write_records"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A dataset record a reader could not turn into a sample: its file, its place (0-based) and why."""
+
+    path: str
+    index: int
+    why: str
+
+
+_SKIPPED: ContextVar[list[BadRecord] | None] = ContextVar("syngrpo_skipped_records", default=None)
+
+
+@contextlib.contextmanager
+def skipping_bad_records() -> Iterator[list[BadRecord]]:
+    """Inside, a reader that builds its samples with :func:`build_samples` skips each record it cannot build
+    (a missing, undecodable or huge image, a NaN box, a missing field) and lists it in the yielded list,
+    instead of refusing the whole file at the first one.
+
+    ``syngrpo check`` reads this way to name every bad record, and ``data.bad_samples: drop`` to leave them out.
+    """
+    found: list[BadRecord] = []
+    token = _SKIPPED.set(found)
+    try:
+        yield found
+    finally:
+        _SKIPPED.reset(token)
+
+
+def note_bad_record(path: str | Path, index: int, why: str) -> bool:
+    """Under :func:`skipping_bad_records`, note one record a reader could not build and return ``True`` (the
+    reader goes on); outside it return ``False`` (the reader raises as it would have)."""
+    skipped = _SKIPPED.get()
+    if skipped is None:
+        return False
+    skipped.append(BadRecord(str(path), index, why))
+    return True
+
+
+def build_samples(path: str | Path, records: Iterable[Mapping[str, Any]], build: Callable[[int, Any], T]) -> list[T]:
+    """``[build(i, record) for i, record in enumerate(records)]``; under :func:`skipping_bad_records` a record
+    whose ``build`` raises is skipped and noted (a reader's own bug, a ``TypeError``, is not: it still raises)."""
+    skipped = _SKIPPED.get()
+    out: list[T] = []
+    for i, record in enumerate(records):
+        if skipped is None:
+            out.append(build(i, record))
+            continue
+        try:
+            out.append(build(i, record))
+        except (ValueError, OSError, KeyError, ArithmeticError, Image.DecompressionBombError) as exc:
+            why = str(exc) if type(exc) in (ValueError, FileNotFoundError) else f"{type(exc).__name__}: {exc}"
+            skipped.append(BadRecord(str(path), i, why))
+    return out
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from syngrpo.data.files import portable_image_path, write_jsonl
+from PIL import Image
+
+from syngrpo.data.files import note_bad_record, portable_image_path, write_jsonl
 from syngrpo.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -96,9 +98,16 @@ def build_each(located: Sequence[tuple[str, dict[str, Any]]], build: Callable[[i
         try:
             out.append(build(i, record))
         except FileNotFoundError as exc:
-            problems.add(where, str(exc).split(";")[0], image_fix(image_base))
-        except (ValueError, TypeError, KeyError) as exc:
-            problems.add(where, str(exc))
+            problem = RecordProblem(where, str(exc).split(";")[0], image_fix(image_base))
+        except (ValueError, TypeError, KeyError, OSError, ArithmeticError, Image.DecompressionBombError) as exc:
+            why = str(exc) if type(exc) in (ValueError, TypeError) else f"{type(exc).__name__}: {exc}"
+            problem = RecordProblem(where, why)
+        else:
+            continue
+        # under skipping_bad_records (``syngrpo check``, ``data.bad_samples: drop``) the record is noted and left out
+        why = problem.problem + (f"; {problem.fix}" if problem.fix else "")
+        if not note_bad_record(where.rsplit(" ", 2)[0], i, why):
+            problems.items.append(problem)
     problems.raise_if_any(what)
     return out
 

@@ -7,7 +7,9 @@
         model/               model.save_pretrained (safetensors) + processor.save_pretrained
         trainer_state.json   step, data pool (position, replaced samples, jobs in flight),
                              diversity smoother, counters: JSON, readable
-        optimizer.pt         optimizer and scheduler state, RNG states of python / numpy / torch
+        optimizer.safetensors  optimizer and scheduler state, RNG states of python / numpy / torch:
+                             tensors + JSON, no pickle (:mod:`syngrpo.rundir.safe_state`)
+        manifest.json        every file's size and SHA-256, and whether the save found NaN (written last)
       latest                 name of the newest complete checkpoint
 
 A run sharded with FSDP writes its weights and optimizer state **sharded** instead
@@ -18,8 +20,8 @@ and nobody gathers a whole model::
         sharded/             .metadata + __<rank>_0.distcp: {"model": float32 masters, "optim": AdamW
                              state}, both keyed by parameter name, in each rank's slices
         model/               config.json, generation_config.json, processor (no weights)
-        trainer_state.json   as above
-        optimizer.pt         scheduler, RNG states, precision (the optimizer is in sharded/)
+        trainer_state.json, manifest.json   as above
+        optimizer.safetensors  scheduler, RNG states, precision (the optimizer is in sharded/)
 
 DCP re-slices on load, so such a checkpoint resumes on any number of ranks, or in one
 process; :func:`consolidated_model_state` reads the whole model from it for ``syngrpo
@@ -29,16 +31,17 @@ The ``sharded/`` directory is read and written by :mod:`syngrpo.rundir.sharded_c
 (this module re-exports its public names): the layout, ``latest`` and the checks live here.
 
 A checkpoint is written into a temporary directory and renamed when complete,
-so a crash while saving never leaves a half checkpoint behind ``latest``.  A file
-damaged later (a disk error, a copy cut short) is found by :func:`checkpoint_problem`
-without loading anything large, and :func:`latest_checkpoint` then falls back to
-the newest intact checkpoint, naming the broken file.
+so a crash while saving never leaves a half checkpoint behind ``latest``.  Damage found later
+(bit rot, a deleted or truncated file, weights that went NaN before the save) is found by
+:func:`~syngrpo.rundir.checkpoint_files.checkpoint_problem` against the manifest written with the
+checkpoint, before anything is loaded, and :func:`choose_checkpoint` then falls back to the newest
+checkpoint that is whole, naming what was wrong (:mod:`syngrpo.rundir.checkpoint_files`).
 
-Loading runs no code from the files: ``optimizer.pt`` is read with ``weights_only=True``
-(numpy's RNG array allowed), DCP's tensors likewise, and DCP's ``.metadata`` -- a pickle
-that DCP itself reads with a plain ``pickle.load`` -- through
-:class:`~syngrpo.rundir.sharded_checkpoint._MetadataUnpickler`, which admits DCP's metadata
-classes, ``torch.Size``, dtypes and paths only.
+Loading runs no code from the files: the state file is safetensors (raw tensors, a JSON header),
+an older version's ``optimizer.pt`` is read with ``weights_only=True`` (numpy's RNG array allowed),
+DCP's tensors likewise, and DCP's ``.metadata`` -- a pickle that DCP itself reads with a plain
+``pickle.load`` -- through :class:`~syngrpo.rundir.sharded_checkpoint._MetadataUnpickler`, which
+admits DCP's metadata classes, ``torch.Size``, dtypes and paths only.
 """
 
 from __future__ import annotations
@@ -46,13 +49,27 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import shutil
-import struct
-import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from syngrpo.errors import ConfigError
+from syngrpo.rundir.checkpoint_files import (
+    CHECKPOINT_DIR,
+    LATEST,
+    MANIFEST,
+    MODEL_DIR,
+    STATE_FILE,
+    STATE_TENSORS,
+    TORCH_FILE,
+    checkpoint_problem,
+    load_legacy_state,
+    nonfinite_names,
+    write_manifest,
+)
+from syngrpo.rundir.safe_state import load_tree, save_tree
 from syngrpo.rundir.sharded_checkpoint import (
     DCP_METADATA,
     SHARDED_DIR,
@@ -63,24 +80,22 @@ from syngrpo.rundir.sharded_checkpoint import (
     read_dcp_metadata,
     read_sharded,
     save_sharded,
-    sharded_problem,
 )
 
 # the sharded reader and writer moved to syngrpo.rundir.sharded_checkpoint; these paths stay importable
 __all__ = [
-    "CHECKPOINT_DIR", "DCP_METADATA", "MODEL_DIR", "SHARDED_DIR", "STATE_FILE", "TORCH_FILE", "capture_rng_state",
-    "checkpoint_name", "checkpoint_problem", "consolidated_model_state", "consolidated_optimizer_state",
-    "is_sharded", "latest_checkpoint", "list_checkpoints", "load_sharded", "load_state", "model_dir",
-    "prepare_checkpoint", "prune_checkpoints", "read_dcp_metadata", "read_sharded", "restore_rng_state",
-    "run_dir_of", "save_checkpoint", "save_sharded",
+    "CHECKPOINT_DIR", "DCP_METADATA", "MANIFEST", "MODEL_DIR", "SHARDED_DIR", "STATE_FILE", "STATE_TENSORS",
+    "TORCH_FILE", "Choice", "capture_rng_state", "checkpoint_name", "checkpoint_problem", "choose_checkpoint",
+    "consolidated_model_state", "consolidated_optimizer_state", "is_sharded", "latest_checkpoint",
+    "list_checkpoints", "load_sharded", "load_state", "model_dir", "no_checkpoint_message", "prepare_checkpoint",
+    "prune_checkpoints", "read_dcp_metadata", "read_sharded", "restore_rng_state", "run_dir_of", "save_checkpoint",
+    "save_sharded",
 ]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-STATE_FILE = "trainer_state.json"
-TORCH_FILE = "optimizer.pt"
-MODEL_DIR = "model"
+#: a checkpoint directory's name (``step-000040``); anything else under checkpoints/ is not one
+_NAME = re.compile(r"step-\d{6,}")
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -143,6 +158,8 @@ def save_checkpoint(
     model_state: dict[str, Any] | None = None,
     optimizer_state: dict[str, Any] | None = None,
     sharded: bool = False,
+    digests: dict[str, str] | None = None,
+    nonfinite: list[str] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` and point ``latest`` at it; keep only the ``keep_last`` newest.
 
@@ -150,13 +167,18 @@ def save_checkpoint(
     (a run sharded with the gathered format passes the full states it gathered on rank 0).
     ``sharded``: the weights and optimizer state are already in the temporary directory's
     ``sharded/`` (:func:`prepare_checkpoint`, :func:`save_sharded`); ``model/`` then gets the
-    config and processor only.
-    """
-    import torch
+    config and processor only, and ``digests`` / ``nonfinite`` are what the ranks found of their
+    shards (SHA-256 by relative path; names of tensors holding NaN or inf).  ``extra_torch``: more
+    entries of the state file (precision, engine state), tensors and plain data.
 
+    The manifest is written last: every file's size and SHA-256, and the tensors that are not finite
+    (a checkpoint that holds any is never resumed; :func:`choose_checkpoint`).
+    """
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
+    optim = optimizer_state if optimizer_state is not None else (optimizer.state_dict() if optimizer else None)
+    bad = list(nonfinite or [])
     if sharded:
         tmp = _tmp_dir(run_dir, step)
         if not (tmp / SHARDED_DIR / DCP_METADATA).is_file():
@@ -166,23 +188,21 @@ def save_checkpoint(
         tmp = prepare_checkpoint(run_dir, step)
         weights = {"state_dict": model_state} if model_state is not None else {}
         model.save_pretrained(str(tmp / MODEL_DIR), safe_serialization=True, **weights)
+        bad += nonfinite_names(model_state if model_state is not None else model.state_dict(), "model")
+    bad += nonfinite_names(optim or {}, "optimizer")
     if processor is not None:
         processor.save_pretrained(str(tmp / MODEL_DIR))
-    torch.save(
-        {
-            "optimizer": optimizer_state if optimizer_state is not None
-            else (optimizer.state_dict() if optimizer is not None else None),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": capture_rng_state(),
-            **(extra_torch or {}),
-        },
-        tmp / TORCH_FILE,
-    )
+    save_tree({"optimizer": optim, "scheduler": scheduler.state_dict() if scheduler is not None else None,
+               "rng": capture_rng_state(), **(extra_torch or {})}, tmp / STATE_TENSORS)
     (tmp / STATE_FILE).write_text(json.dumps({"step": int(step), **state}, indent=1), encoding="utf-8")
+    write_manifest(tmp, digests=digests, nonfinite=bad)
+    if bad:
+        log.warning("checkpoint %s holds NaN or inf (%s): the run has diverged; --resume will not use it",
+                    final.name, ", ".join(bad))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    (root / "latest").write_text(final.name + "\n", encoding="utf-8")
+    (root / LATEST).write_text(final.name + "\n", encoding="utf-8")
     if keep_last is not None:
         prune_checkpoints(run_dir, keep_last)
     return final
@@ -202,113 +222,120 @@ def _save_model_files(model: Any, directory: Path) -> None:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """The checkpoint directories of a run (``step-NNNNNN``, renamed complete), oldest first.
+
+    Whole or not: :func:`choose_checkpoint` checks them (a checkpoint whose ``trainer_state.json`` was
+    deleted is listed, so that its damage is named instead of passed over in silence).
+    """
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and not p.name.endswith(".tmp")
-             and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: p.name)
+    return sorted((p for p in root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name)), key=lambda p: p.name)
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
-    for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    """Keep the ``keep_last`` newest checkpoints, and the newest one whose save found its tensors finite
+    (a diverged run's last saves must not push out the one a resume needs)."""
+    found = list_checkpoints(run_dir)
+    keep = set(found[-keep_last:])
+    finite = next((c for c in reversed(found) if not _manifest_nonfinite(c)), None)
+    if finite is not None:
+        keep.add(finite)
+    for old in found:
+        if old not in keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
-def _safetensors_problem(path: Path) -> str | None:
-    """Why a ``.safetensors`` file is damaged (its header must describe exactly the bytes that follow)."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            return "shorter than a safetensors header"
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            return "truncated header"
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError as exc:
-            return f"unreadable header ({exc})"
-    ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
-    expected = 8 + n + max(ends, default=0)
-    if size != expected:
-        return f"{size} bytes where the header describes {expected} (truncated?)"
-    return None
-
-
-def checkpoint_problem(checkpoint: str | Path) -> str | None:
-    """The first damaged file of a checkpoint, as ``"<path>: <why>"``, or ``None`` when it looks intact.
-
-    Cheap: JSON files are parsed, ``optimizer.pt``'s zip directory (at its end) is read, and each
-    safetensors header is checked against the file's size; no tensor is loaded.
-    """
-    ckpt = Path(checkpoint)
-    state = ckpt / STATE_FILE
+def _manifest_nonfinite(ckpt: Path) -> bool:
     try:
-        json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return f"{state}: {exc}"
-    blob = ckpt / TORCH_FILE
+        return bool(json.loads((ckpt / MANIFEST).read_text(encoding="utf-8")).get("nonfinite"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@dataclass
+class Choice:
+    """The checkpoint :func:`choose_checkpoint` picked (``None``: none) and why it passed over the newer ones."""
+
+    path: Path | None
+    #: ``"<checkpoint>: <what is wrong>"`` for every newer checkpoint skipped, newest first
+    skipped: list[str] = field(default_factory=list)
+    #: what was wrong with ``checkpoints/latest`` (garbage, or naming no checkpoint), if anything
+    pointer: str | None = None
+
+    def summary(self) -> str:
+        """One line for the run log: what was skipped and why (empty when nothing was)."""
+        parts = ([self.pointer] if self.pointer else []) + [f"skipped damaged {s}" for s in self.skipped]
+        return "; ".join(parts)
+
+
+def _read_latest(root: Path) -> tuple[Path | None, str | None]:
+    """(the checkpoint ``latest`` names, what is wrong with ``latest``); ``latest`` missing is not a problem."""
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None, None
     try:
-        with zipfile.ZipFile(blob) as zf:
-            if not zf.namelist():
-                return f"{blob}: empty archive"
-    except (OSError, zipfile.BadZipFile) as exc:
-        return f"{blob}: {exc} (truncated or damaged)"
-    model = ckpt / MODEL_DIR
-    if not model.is_dir():
-        return f"{model}: missing"
-    if is_sharded(ckpt) or (ckpt / SHARDED_DIR).exists():
-        why = sharded_problem(ckpt / SHARDED_DIR)
-        if why:
-            return why
-    for path in sorted(model.iterdir()):
-        try:
-            if path.suffix == ".safetensors":
-                why = _safetensors_problem(path)
-                if why:
-                    return f"{path}: {why}"
-            elif path.suffix == ".json":
-                json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return f"{path}: {exc}"
-    return None
+        name = pointer.read_bytes().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{pointer} is unreadable ({type(exc).__name__}): ignored, the newest checkpoint by step is used"
+    if not _NAME.fullmatch(name):
+        return None, f"{pointer} holds {name[:40]!r}, not a checkpoint name: ignored, the newest by step is used"
+    if not (root / name).is_dir():
+        return None, f"{pointer} names {name}, which does not exist: ignored, the newest by step is used"
+    return root / name, None
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete and intact checkpoint of a run directory (``None`` when there is none).
+def choose_checkpoint(run_dir: str | Path) -> Choice:
+    """The newest checkpoint of a run directory that is whole (:func:`checkpoint_problem`), and what was skipped.
 
-    A damaged checkpoint is skipped with a warning that names the broken file, so ``--resume``
-    continues from the one before it.  ``run_dir`` may also be a checkpoint directory itself;
-    then a damage is a :class:`~syngrpo.errors.ConfigError` naming the file.
+    ``latest`` is tried first, then every checkpoint newest first; each one skipped, and a broken
+    ``latest``, is logged as a warning naming the file and what is wrong with it.  ``run_dir`` may be
+    a checkpoint directory itself: then any damage is a :class:`~syngrpo.errors.ConfigError` naming it.
+    When every checkpoint is damaged that is an error too; when there is none, ``Choice(None)``.
     """
     p = Path(run_dir)
-    if (p / STATE_FILE).is_file():
+    if (_NAME.fullmatch(p.name) and p.parent.name == CHECKPOINT_DIR) or (p / STATE_FILE).is_file():
         why = checkpoint_problem(p)
         if why:
             raise ConfigError(f"checkpoint {p} is damaged: {why}; resume from its run directory to fall back "
                               "to an earlier checkpoint")
-        return p
+        return Choice(p)
     root = p / CHECKPOINT_DIR
-    candidates = list(reversed(list_checkpoints(run_dir)))
-    pointer = root / "latest"
-    if pointer.is_file():
-        named = root / pointer.read_text(encoding="utf-8").strip()
-        if (named / STATE_FILE).is_file():
-            candidates = [named] + [c for c in candidates if c != named]
-    broken = []
+    named, pointer = _read_latest(root)
+    if pointer:
+        log.warning("%s", pointer)
+    candidates = list(reversed(list_checkpoints(p)))
+    if named is not None:
+        candidates = [named] + [c for c in candidates if c != named]
+    skipped: list[str] = []
     for ckpt in candidates:
         why = checkpoint_problem(ckpt)
         if why is None:
-            if broken:
-                log.warning("resuming from %s: the newer checkpoint(s) are damaged: %s", ckpt, "; ".join(broken))
-            return ckpt
+            if skipped:
+                log.warning("resuming from %s: the newer checkpoint(s) are damaged: %s", ckpt.name, "; ".join(skipped))
+            return Choice(ckpt, skipped, pointer)
         log.warning("checkpoint %s is damaged, skipped: %s", ckpt.name, why)
-        broken.append(why)
-    if broken:
-        raise ConfigError(f"every checkpoint under {root} is damaged: " + "; ".join(broken))
-    return None
+        skipped.append(f"{ckpt.name}: {why}")
+    if skipped:
+        raise ConfigError(f"every checkpoint under {root} is damaged: " + "; ".join(skipped))
+    return Choice(None, [], pointer)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest whole checkpoint of a run directory (``None`` when there is none): :func:`choose_checkpoint`."""
+    return choose_checkpoint(run_dir).path
+
+
+def no_checkpoint_message(where: str | Path) -> str:
+    """Why ``--resume WHERE`` has nothing to resume, and what to do instead."""
+    root = Path(where) / CHECKPOINT_DIR
+    torn = sorted(p.name for p in root.glob("step-*.tmp")) if root.is_dir() else []
+    if torn:
+        return (f"--resume {str(where)!r}: no checkpoint to resume: {root / torn[-1]} is a save that never "
+                "finished (the run stopped while writing its first checkpoint). Nothing was lost that a resume "
+                "could restore: start the run again without --resume (the same -c and --out start it at step 0)")
+    return (f"--resume {str(where)!r}: no checkpoint there (looked for checkpoints/step-*); the run saved none "
+            "yet (logging.save_every), or this is not a run directory: start it without --resume")
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:
@@ -317,29 +344,16 @@ def run_dir_of(checkpoint: str | Path) -> Path:
 
 
 def load_state(checkpoint: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(trainer_state.json, optimizer.pt contents)`` of a checkpoint directory.
+    """``(trainer_state.json, the state file's contents)`` of a checkpoint directory.
 
-    ``optimizer.pt`` is read with ``weights_only=True``: tensors, containers and numbers, plus the
-    numpy array of numpy's RNG state (allowed by name); nothing in it can run code.
+    The state file is safetensors (:mod:`syngrpo.rundir.safe_state`): nothing in it is unpickled.  A
+    checkpoint of an older version holds ``optimizer.pt`` instead, read with ``weights_only=True``.
     """
-    import torch
-
     ckpt = Path(checkpoint)
     state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-    with torch.serialization.safe_globals(_numpy_rng_globals()):
-        blob = torch.load(ckpt / TORCH_FILE, map_location="cpu", weights_only=True)
-    return state, blob
-
-
-def _numpy_rng_globals() -> list[Any]:
-    """What unpickling ``np.random.get_state()``'s uint32 array needs (numpy 1.x and 2.x names)."""
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    reconstruct = core.multiarray._reconstruct
-    # a checkpoint pickled under numpy 1.x names numpy.core.multiarray._reconstruct; numpy 2 moved it to _core
-    return [np.ndarray, np.dtype, reconstruct, type(np.dtype(np.uint32)),
-            (reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct")]
+    if (ckpt / STATE_TENSORS).is_file():
+        return state, load_tree(ckpt / STATE_TENSORS)
+    return state, load_legacy_state(ckpt / TORCH_FILE)
 
 
 def model_dir(checkpoint: str | Path) -> Path:

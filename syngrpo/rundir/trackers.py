@@ -5,7 +5,7 @@ written by :class:`syngrpo.rundir.runlog.RunLog` itself (a core dependency); eve
 name is a plugin registered with ``register_trackers``, built on rank 0 only, and
 fed the same numbers that go to ``metrics.jsonl``:
 
-* :meth:`Tracker.start` once, with the resolved config and where the run resumes;
+* :meth:`Tracker.start` once, with the resolved config (secrets redacted) and where the run resumes;
 * :meth:`Tracker.log_metrics` every step (numbers only; ``None``/NaN left out);
 * :meth:`Tracker.log_table` for evaluation results and sample completions;
 * :meth:`Tracker.log_images` for the gallery (original beside synthesized);
@@ -22,6 +22,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from syngrpo.config.io import redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,10 @@ class TrackerSet:
                             type(exc).__name__, exc)
                 self.trackers.pop(name, None)
 
-    def start(self, **kwargs: Any) -> None:
-        self._each("start", **kwargs)
+    def start(self, *, config: Mapping[str, Any], **kwargs: Any) -> None:
+        """Every tracker's :meth:`Tracker.start`, with the config's secrets redacted: a tracker uploads what it
+        is given (W&B's config, MLflow's params and ``config.json`` artifact), so a secret never reaches one."""
+        self._each("start", config=redact_secrets(dict(config)), **kwargs)
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         numbers = {k: float(v) for k, v in metrics.items()

@@ -24,12 +24,14 @@ the very bytes the first run saw.  A job whose file is not there was not deleted
 server answers it as before; a server also answers a deleted key sent with the same content with a
 fresh job (same seed, same image), so even a lost run directory costs time, not correctness.
 
-But synthesis that *never* works is a misconfigured run, not bad luck: when the server has been
-down, or every job that finished has failed, for ``max_failed_steps`` steps in a row (and at
-least ``failure_grace_s`` seconds), or at once when the server refuses the token, the run stops
-with :class:`SynthesisFailure` (``on_failure: stop``) or warns loudly in its log every
-``max_failed_steps`` such steps (``on_failure: warn``).  A spawned server's deaths and restarts
+Synthesis that never works is a misconfigured run: :mod:`syngrpo.synthesis.failure` stops it (or warns,
+``synthesis.on_failure``) when it keeps failing during the run, and at its end when it produced nothing or
+too little (:meth:`SynthesisClient.finish`).  A spawned server's deaths and restarts
 (:class:`~syngrpo.synthesis.server.spawn.SupervisedServer`) go into the run log as they happen.
+
+Job keys are the server's idempotency keys, so they must be what a server takes (letters, digits, ``_``
+``.`` ``:`` ``-``, at most 128): :func:`job_key` maps a dataset id that is not (``coco/train2017/1.jpg``)
+to one that is, keeping it unique with a digest of the id.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -48,9 +51,10 @@ from typing import Any
 
 from syngrpo.config import SynthesisConfig
 from syngrpo.data.pool import DataPool, PendingJob
-from syngrpo.errors import SyngrpoError
 from syngrpo.perception.geometry import ImageTransform
 from syngrpo.perception.task import Task
+from syngrpo.synthesis.failure import FailurePolicy, SynthesisFailure
+from syngrpo.synthesis.server.validation import KEY_RE
 from syngrpo.synthesis.transport import (
     JobRejected,
     SynthesisJob,
@@ -64,9 +68,8 @@ from syngrpo.types import Sample
 log = logging.getLogger(__name__)
 
 
-class SynthesisFailure(SyngrpoError):
-    """Synthesis has not worked for too long (or the token was refused) and ``on_failure`` is ``stop``."""
-
+__all__ = ["Replacement", "StepSynthesis", "SynthesisClient", "SynthesisFailure", "job_key", "job_seed",
+           "png_bytes"]  # SynthesisFailure: its import path before synthesis.failure
 
 @dataclass
 class Replacement:
@@ -90,6 +93,21 @@ class StepSynthesis:
     wait_seconds: float = 0.0
     replacements: list[Replacement] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:\-]")
+
+
+def job_key(run_tag: str, step: int, origin_id: str) -> str:
+    """The job key of (run, step, sample): ``<run tag>-<step>-<id>`` when a server takes that as it is, else
+    the same with every character a key may not hold replaced (``/`` -> ``_``, no ``..``), cut to fit, and a
+    digest of the id appended, so two ids never share a key (``coco/1.jpg`` and ``coco_1.jpg`` differ)."""
+    raw = f"{run_tag}-{step}-{origin_id}"
+    if KEY_RE.fullmatch(raw) and ".." not in raw:
+        return raw
+    safe = re.sub(r"\.(?=\.)", "_", _UNSAFE.sub("_", raw))
+    digest = hashlib.sha256(str(origin_id).encode("utf-8")).hexdigest()[:16]
+    return f"{safe[:128 - 17].rstrip('.')}-{digest}"
 
 
 def job_seed(run_seed: int, step: int, origin_id: str) -> int:
@@ -138,10 +156,8 @@ class SynthesisClient:
         self._last_probe = -float("inf")
         #: a spawned server's supervisor (``drain_events``, ``restarts``), set by the trainer
         self.server: Any = None
-        self.bad_steps = 0  # steps in a row in which synthesis was down or every finished job failed
-        self._bad_since: float | None = None
+        self.failures = FailurePolicy(cfg, self.message, clock)  # synthesis.on_failure (synthesis/failure.py)
         self._unauthorized: str | None = None
-        self._warned = False
         #: key -> digest of the job's content (names the image file; see the module doc)
         self._digests: dict[str, str] = {}
         #: jobs whose image the run directory already holds (a resumed run asked for them again)
@@ -216,7 +232,7 @@ class SynthesisClient:
                 report.skipped_busy += 1
                 continue
             base = self.pool.synthesis_base(origin)
-            pending = PendingJob(key=self.pool.job_key(origin, step), origin_id=origin, base=base.to_dict(),
+            pending = PendingJob(key=job_key(self.pool.run_tag, step, origin), origin_id=origin, base=base.to_dict(),
                                  description=description, seed=job_seed(self.run_seed, step, origin), step=step,
                                  submitted_at=self.clock(), epoch=epoch)
             try:
@@ -316,43 +332,13 @@ class SynthesisClient:
         if self.server is not None and hasattr(self.server, "drain_events"):
             for event in self.server.drain_events():
                 self.message(event)
-        if self._unauthorized is not None:
-            why, self._unauthorized = self._unauthorized, None
-            self._fail(f"the data server refused this run's token: {why}")
-            return
-        finished_bad = report.failed + report.expired
-        if report.done > 0:
-            if self._warned:
-                self.message(f"synthesis works again after {self.bad_steps} failed step(s)")
-            self.bad_steps, self._bad_since, self._warned = 0, None, False
-            return
-        down = report.skipped_down > 0 or not self.healthy
-        if not down and finished_bad == 0:
-            return  # nothing finished yet (async) or nothing was sent: neither good nor bad news
-        now = self.clock()
-        if self._bad_since is None:
-            self._bad_since = now
-        self.bad_steps += 1
-        if self.bad_steps < self.cfg.max_failed_steps or now - self._bad_since < self.cfg.failure_grace_s:
-            return
-        if down:
-            why = "the data server has been unavailable"
-        else:
-            last = "; ".join(report.errors[:3]) or "no error text"
-            why = f"every synthesis job that finished has failed (last: {last})"
-        text = f"{why} for {self.bad_steps} steps ({now - self._bad_since:.0f} s)"
-        if self.cfg.on_failure == "warn" and self.bad_steps % self.cfg.max_failed_steps:
-            return  # warn again every max_failed_steps steps, not at every step
-        self._fail(text)
+        unauthorized, self._unauthorized = self._unauthorized, None
+        self.failures.step(report, down=report.skipped_down > 0 or not self.healthy, unauthorized=unauthorized)
 
-    def _fail(self, text: str) -> None:
-        if self.cfg.on_failure == "stop":
-            self.message(f"stopping: {text}")
-            raise SynthesisFailure(f"{text}. Fix the data server or its options, or set synthesis.on_failure: "
-                                   "warn to train on without synthesis")
-        self._warned = True
-        log.warning("SYNTHESIS IS FAILING: %s; training goes on without it (synthesis.on_failure: warn)", text)
-        self.message(f"WARNING: synthesis is failing: {text}; training goes on without it")
+    def finish(self) -> None:
+        """End of the run: stop (non-zero exit) or warn when synthesis produced nothing or too little
+        (:meth:`~syngrpo.synthesis.failure.FailurePolicy.finish`; call it once the last checkpoint is saved)."""
+        self.failures.finish(self.pool.counters, len(self.pool.in_flight))
 
     def wait(self, keys: Sequence[str], report: StepSynthesis) -> None:
         """Synchronous mode (Table 5 ablation): block until this step's jobs finish or ``sync_timeout`` passes."""

@@ -3,7 +3,8 @@
 The trainer and offline generation both call :func:`connect`, and pre-flight (``syngrpo check``) asks the
 same functions what the run would connect to.  What is decided here, once:
 
-- **the token**: ``synthesis.token``, else ``$SYNGRPO_SERVER_TOKEN``, checked by the server's own rule
+- **the token**: ``synthesis.token``, else the file ``synthesis.token_file`` names, else ``$SYNGRPO_SERVER_TOKEN``,
+  checked by the server's own rule
   (:func:`~syngrpo.synthesis.server.config.resolve_token`), whatever its source;
 - **the servers**: ``synthesis.servers``, or the one server the run starts itself (``spawn_server``);
 - **in process or not**: a transport plugin whose factory declares ``in_process = True`` (the built-in
@@ -140,7 +141,7 @@ def connect(s: SynthesisConfig, registry: Any, *, server_dir: str | Path,
     options = dict(s.transport_options)
     server = None
     if (not in_process and not finds) or s.spawn_server:
-        token = resolve_token(s.token, "synthesis.token")
+        token = resolve_token(s.configured_token(), "synthesis.token_file" if s.token_file else "synthesis.token")
         urls = list(s.servers)
         if s.spawn_server:
             server = spawn_server(s, server_dir, token)

@@ -16,12 +16,19 @@ image on line 7 000 of the dataset, is an error in seconds instead of after minu
   the keyword options of the class they build, named by the factory's ``options_from``
   (``"module:Class"``) attribute; nothing loads a model;
 - ``synthesis.job_options`` against the options the synthesizer declares (bounded ranges);
-- every dataset sample: its image exists and decodes, its foreground boxes are finite, inside
-  the image, not inverted and not empty.  A bad sample is an error naming file and line, or,
-  with ``data.bad_samples: drop``, left out of training and counted.  A source in another format
-  (``data.format``) is read by its reader first, whose errors list every bad record of the original
-  files (file, record number, what to change); a sample it produced names its original record too.
-  A Hugging Face dataset's path-only images are checked row by row.
+- every dataset record: the task's reader can read it, its image exists, decodes and is within PIL's
+  decompression-bomb limit, its foreground boxes are finite, inside the image, not inverted and not
+  empty, and its texts (problem, labels, description) are at most ``data.max_text_chars`` long.
+  Every bad record is an error naming file and record (all of them, not the first), or, with
+  ``data.bad_samples: drop``, left out of training with one line naming it and a total
+  (:func:`check_dataset`; the readers skip what they cannot read through
+  :func:`~syngrpo.data.files.skipping_bad_records`).  A source in another format (``data.format``) is
+  read by its reader first, whose errors list every bad record of the original files (file, record
+  number, what to change); a sample it produced names its original record too.  A Hugging Face
+  dataset's path-only images are checked row by row.
+
+The spawned (or in-process) data server's synthesizer is looked up where that server looks it up:
+the installed plugins plus the modules its own ``plugins:`` key lists.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import importlib
 import inspect
 import math
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +47,7 @@ import torch
 
 from syngrpo.config import TrainConfig, check_runnable
 from syngrpo.config.io import validate
-from syngrpo.data.files import located_records
+from syngrpo.data.files import located_records, skipping_bad_records
 from syngrpo.data.formats import SOURCE_KEY, DatasetError, materialize_format
 from syngrpo.data.hf import HF_PREFIX, image_problems, is_dataset_source, load_rows
 from syngrpo.errors import ConfigError, SyngrpoError
@@ -54,6 +62,7 @@ from syngrpo.synthesis.connect import (
     spawned_server_config,
 )
 from syngrpo.synthesis.pipeline import job_options_model
+from syngrpo.synthesis.server.calls import load_plugin_modules
 from syngrpo.synthesis.server.config import ServerConfig
 from syngrpo.synthesis.server.validation import ApiError, check_job_options, check_synthesizer
 from syngrpo.train.components import policy_loss_options
@@ -71,6 +80,8 @@ class CheckReport:
     errors: list[str] = field(default_factory=list)
     #: split -> (sample id, image path) of samples ``data.bad_samples: drop`` leaves out
     dropped: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    #: one line per record ``data.bad_samples: drop`` leaves out (file and record), then a total per file
+    drops: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +93,12 @@ class CheckReport:
         if not bad:
             return samples
         return [s for s in samples if (s.id, s.image) not in bad]
+
+    def load(self, read: Callable[[], list[Sample]], split: str) -> list[Sample]:
+        """``read()``'s samples less those this report drops; records the reader cannot read are skipped as the
+        check skipped them (only ``data.bad_samples: drop`` lets a run start with any)."""
+        with skipping_bad_records():
+            return self.keep(read(), split)
 
     def raise_for_errors(self) -> None:
         if self.errors:
@@ -176,6 +193,13 @@ def _check_synthesis(cfg: TrainConfig, registry: Any, report: CheckReport) -> No
     except (SyngrpoError, ValueError) as exc:
         report.errors.append(f"data server config: {exc}")
         return
+    if server.plugins:  # the server's own plugins: what the server it starts will look names up in
+        try:
+            registry = get_registry(load_plugin_modules(list(server.plugins)))
+        except (SyngrpoError, ImportError) as exc:
+            report.errors.append(f"{where}.plugins: {exc}")
+            return
+        report.notes.append(f"{where}.plugins: {', '.join(server.plugins)} loaded as the data server loads them")
     if server.backend != "local":
         _check_server_backend(report, registry, server, where)
     served = server.served_synthesizers()
@@ -262,21 +286,34 @@ def _data_errors(report: CheckReport, split: str, exc: Exception) -> None:
         report.errors.append(f"{split} data: {exc}")
 
 
-def sample_problem(sample: Sample, task: Any) -> str | None:
-    """Why a sample cannot be trained on (missing or corrupt image, bad box), or ``None``."""
+def _image_problem(path: Path) -> tuple[str | None, int, int]:
+    """(why the image cannot be trained on, or ``None``; its width; its height)."""
     from PIL import Image
 
-    path = Path(sample.image)
     if not path.is_file():
-        return f"image {path} does not exist"
+        return f"image {path} does not exist", 0, 0
     try:
-        with Image.open(path) as im:
-            im.load()
-            width, height = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            with Image.open(path) as im:
+                width, height = im.size
+                if width * height > (Image.MAX_IMAGE_PIXELS or math.inf):
+                    return (f"image {path} is {width}x{height} ({width * height:,} pixels), above PIL's decompression-"
+                            f"bomb limit of {Image.MAX_IMAGE_PIXELS:,}; downscale it"), width, height
+                im.load()
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
-        return f"image {path} cannot be decoded: {type(exc).__name__}: {exc}"
+        return f"image {path} cannot be decoded: {type(exc).__name__}: {exc}", 0, 0
+    return None, width, height
+
+
+def sample_problem(sample: Sample, task: Any, max_text_chars: int | None = None) -> str | None:
+    """Why a sample cannot be trained on (missing, corrupt or huge image, bad box, a text too long), or ``None``."""
+    why, width, height = _image_problem(Path(sample.image))
+    if why is not None:
+        return why
     try:
         boxes = task.foreground_boxes(sample)
+        labels = [str(v) for v in task.foreground_labels(sample)] if max_text_chars else []
     except Exception as exc:  # noqa: BLE001
         return f"its boxes cannot be read: {type(exc).__name__}: {exc}"
     for box in boxes:
@@ -289,39 +326,62 @@ def sample_problem(sample: Sample, task: Any) -> str | None:
         t = BOX_TOLERANCE_PX
         if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
             return f"box {values} lies outside the {width}x{height} image"
+    if max_text_chars:
+        texts = [("problem", sample.problem), ("description", sample.description or "")]
+        texts += [(f"label {i}", label) for i, label in enumerate(labels)]
+        for what, text in texts:
+            if len(str(text)) > max_text_chars:
+                return (f"its {what} is {len(str(text)):,} characters, above data.max_text_chars "
+                        f"({max_text_chars:,}); shorten it or raise the bound")
     return None
 
 
 def check_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: CheckReport, *,
                   image_root: str | Path | None = None, source: str | None = None) -> None:
-    """Load a dataset file with the task and check every sample (see :func:`sample_problem`).
+    """Read a dataset file with the task and check every record (see :func:`sample_problem`).
 
+    Every bad record is found, those the task's reader cannot read too (read under
+    :func:`~syngrpo.data.files.skipping_bad_records`): ``data.bad_samples: error`` lists each as an error
+    naming file and record; ``drop`` notes one line per record it leaves out, then the total.
     ``image_root`` defaults to the split's; ``source`` names the original data of a converted file.
     """
     file = Path(path)
     try:
-        samples = task.load(file, image_root=cfg.data.image_root_of(split) if image_root is None else image_root)
+        with skipping_bad_records() as unreadable:
+            samples = task.load(file, image_root=cfg.data.image_root_of(split) if image_root is None else image_root)
     except Exception as exc:  # noqa: BLE001 - a loader's error names file and line already
         _data_errors(report, split, exc)
         return
-    where = _record_names(file, len(samples))
-    bad: list[tuple[str, Sample]] = []
-    for i, sample in enumerate(samples):
-        why = sample_problem(sample, task)
+    total = len(samples) + len(unreadable)
+    names = _record_names(file, total)
+
+    def where(i: int, sample: Sample | None = None) -> str:
+        origin = sample.meta.get(SOURCE_KEY) if sample is not None else None  # a converted record's original
+        return origin or (names[i] if i < len(names) else f"{file} record {i + 1}")
+
+    bad: list[tuple[int, str, Sample | None]] = [(r.index, r.why, None) for r in unreadable]
+    skipped = {r.index for r in unreadable}
+    place = (i for i in range(total) if i not in skipped)  # each sample's record number
+    for i, sample in zip(place, samples, strict=False):
+        why = sample_problem(sample, task, cfg.data.max_text_chars)
         if why is not None:
-            origin = sample.meta.get(SOURCE_KEY)
-            bad.append((f"{origin or where[i]}: {why}", sample))
+            bad.append((i, why, sample))
+    bad.sort(key=lambda b: b[0])
     if not bad:
-        report.notes.append(f"{split} data: {len(samples)} samples in {source or file}, every image and box ok")
+        report.notes.append(f"{split} data: {total} records in {source or file}, every image, box and text ok")
     elif cfg.data.bad_samples == "drop":
-        report.dropped.setdefault(split, set()).update((s.id, s.image) for _, s in bad)
-        report.notes.append(f"{split} data: dropped {len(bad)} of {len(samples)} samples in {file} "
-                            f"(data.bad_samples: drop), first: {bad[0][0]}")
-        if len(bad) == len(samples):
-            report.errors.append(f"{split} data: every sample of {file} is bad (first: {bad[0][0]})")
+        report.dropped.setdefault(split, set()).update((s.id, s.image) for _, _, s in bad if s is not None)
+        lines = [f"{split} data: dropped {where(i, s)}: {why}" for i, why, s in bad]
+        lines.append(f"{split} data: dropped {len(bad)} of {total} samples of {file} (data.bad_samples: drop); "
+                     f"{total - len(bad)} left")
+        report.drops.extend(lines)
+        report.notes.extend(lines)
+        if len(bad) == total:
+            report.errors.append(f"{split} data: every sample of {file} is bad (first: {where(bad[0][0], bad[0][2])}: "
+                                 f"{bad[0][1]})")
     else:
-        report.errors.extend(f"{split} data: {text}" for text, _ in bad)
-        report.errors.append(f"{split} data: {len(bad)} bad sample(s) of {len(samples)}; fix them, or set "
+        report.errors.extend(f"{split} data: {where(i, s)}: {why}" for i, why, s in bad)
+        report.errors.append(f"{split} data: {len(bad)} bad sample(s) of {total} in {file}; fix them, or set "
                              "data.bad_samples: drop to leave them out")
 
 

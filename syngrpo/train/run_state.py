@@ -29,16 +29,18 @@ from syngrpo.rundir.checkpoint import (
     DCP_METADATA,
     SHARDED_DIR,
     checkpoint_name,
+    choose_checkpoint,
     consolidated_optimizer_state,
     is_sharded,
-    latest_checkpoint,
     load_sharded,
     load_state,
+    no_checkpoint_message,
     prepare_checkpoint,
     restore_rng_state,
     save_checkpoint,
     save_sharded,
 )
+from syngrpo.rundir.checkpoint_files import checkpoint_files, hash_files, nonfinite_names
 from syngrpo.scale.parallel import Parallel
 from syngrpo.types import Sample
 
@@ -93,20 +95,24 @@ def share_replacements(par: Parallel, replacements: list[Any], pool: Any, run_di
             pool.replace(origin_id, Sample.from_dict(sample), base_generation=base_generation)
 
 
-def find_checkpoint(par: Parallel, resume_from: Path) -> tuple[Path | None, Path | None]:
-    """(the checkpoint to resume from, known on rank 0 only; the sharded checkpoint every rank reads its slices of).
+def find_checkpoint(par: Parallel, resume_from: Path) -> tuple[Path | None, Path | None, str]:
+    """(the checkpoint to resume from, known on rank 0 only; the sharded checkpoint every rank reads its slices of;
+    what was skipped on the way, for the run log).
 
-    FSDP and a sharded checkpoint that every rank sees (one filesystem): each rank reads its own slices
-    of it (on any number of ranks); otherwise rank 0 reads it whole and the others get it by broadcast.
+    Rank 0 checks every candidate whole (:func:`~syngrpo.rundir.checkpoint.choose_checkpoint`) and takes the
+    newest that is.  FSDP and a sharded checkpoint that every rank sees (one filesystem): each rank reads its
+    own slices of it (on any number of ranks); otherwise rank 0 reads it whole and the others get it by broadcast.
     """
-    ckpt = latest_checkpoint(resume_from) if par.is_main else None  # checks every candidate's files: rank 0 alone
+    choice = choose_checkpoint(resume_from) if par.is_main else None  # hashes every file it trusts: rank 0 alone
     par.wait_for_main()
+    ckpt = choice.path if choice is not None else None
     if not par.broadcast(ckpt is not None):
-        raise ConfigError(f"--resume {str(resume_from)!r}: no checkpoint found there")
+        raise ConfigError(par.broadcast(no_checkpoint_message(resume_from) if par.is_main else None))
+    skipped = choice.summary() if choice is not None else ""
     if par.sharded and par.broadcast(is_sharded(ckpt) if par.is_main else None):
         seen = par.sees_same_file(ckpt / SHARDED_DIR / DCP_METADATA if par.is_main else None)
-        return ckpt, (seen.parent if seen is not None else None)
-    return ckpt, None
+        return ckpt, (seen.parent if seen is not None else None), skipped
+    return ckpt, None, skipped
 
 
 def restore(par: Parallel, ckpt: Path | None, *, dcp_resume: Path | None, run_dir: Path, model: Any, optimizer: Any,
@@ -164,10 +170,12 @@ def save(par: Parallel, run_dir: Path, step: int, *, sharded: bool, bundle: Any,
     common = dict(model=bundle.model, processor=bundle.processor, optimizer=None, scheduler=scheduler,
                   keep_last=keep_last, extra_torch={"precision": precision.state_dict()})
     if sharded:
-        tmp = par.broadcast(str(prepare_checkpoint(run_dir, step)) if par.is_main else None)
-        save_sharded(Path(tmp) / SHARDED_DIR, bundle.model, optimizer, process_group=par.side_group)
+        tmp = Path(par.broadcast(str(prepare_checkpoint(run_dir, step)) if par.is_main else None))
+        save_sharded(tmp / SHARDED_DIR, bundle.model, optimizer, process_group=par.side_group)
+        digests, nonfinite = _shard_checks(par, tmp, bundle.model, optimizer)
         if par.is_main:
-            path = save_checkpoint(run_dir, step, state=state(), sharded=True, **common)
+            path = save_checkpoint(run_dir, step, state=state(), sharded=True, digests=digests, nonfinite=nonfinite,
+                                   **common)
     else:
         model_state = par.full_model_state(bundle.model)  # collectives: every rank takes part
         optimizer_state = par.optimizer_state(bundle.model, optimizer)
@@ -175,3 +183,13 @@ def save(par: Parallel, run_dir: Path, step: int, *, sharded: bool, bundle: Any,
             path = save_checkpoint(run_dir, step, state=state(), model_state=model_state,
                                    optimizer_state=optimizer_state, **common)
     return path
+
+
+def _shard_checks(par: Parallel, tmp: Path, model: Any, optimizer: Any) -> tuple[dict[str, str], list[str]]:
+    """What the manifest says of a sharded save, found by every rank at once: the SHA-256 of the shard files
+    (each rank hashes every world-th one) and the tensors whose local slices hold NaN or inf."""
+    files = [f"{SHARDED_DIR}/{n}" for n in checkpoint_files(tmp / SHARDED_DIR)]
+    mine = hash_files(tmp, files[par.rank::par.world] if par.enabled else files)
+    bad = nonfinite_names(model.state_dict(), "model") + nonfinite_names(optimizer.state_dict()["state"], "optimizer")
+    found = par.gather((mine, bad))
+    return {k: v for digests, _ in found for k, v in digests.items()}, sorted({n for _, b in found for n in b})

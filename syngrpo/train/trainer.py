@@ -84,8 +84,7 @@ class Trainer:
     stays the same).  Under ``torchrun`` each process is one rank of a
     data-parallel run (:mod:`syngrpo.scale.parallel`).
 
-    Use: ``with Trainer(cfg, run_dir) as t: summary = t.train()``; ``setup()`` and
-    ``train_step(step)`` are public for tests and notebooks.
+    Use: ``with Trainer(cfg, run_dir) as t: summary = t.train()`` (``setup()``, ``train_step(step)``: tests, notebooks).
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: str | Path | None = None,
@@ -109,6 +108,7 @@ class Trainer:
         self.precision: Any = None  # syngrpo.scale.precision.Precision, set by setup()
         self._stream_suffix = ""
         self._dcp_resume: Path | None = None  # a sharded checkpoint every rank reads its slices of (setup)
+        self._resume_note = ""  # the damaged checkpoints the resume passed over (setup)
         self._sharded_checkpoints = False  # set by setup (parallel.checkpoint)
         self._step_samples: list[dict[str, Any]] = []
         self._step_replacements: list[Any] = []
@@ -230,9 +230,8 @@ class Trainer:
         self.precision = build.run_precision(self.cfg, self.par)
 
     def _setup_checks(self) -> CheckReport:
-        """Pre-flight (`syngrpo check`): config, plugin names and options, dataset images and boxes, before the
-        checkpoint, the model or the SFT warm start cost anything; then the trackers (a missing extra,
-        wandb or mlflow, is an error before any model loads)."""
+        """Pre-flight (`syngrpo check`: config, plugins, every dataset record) before anything costs; then the
+        trackers (a missing extra, wandb or mlflow, is an error before any model loads)."""
         checks = check_config(self.cfg, self.registry)
         checks.raise_for_errors()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +243,7 @@ class Trainer:
         """The checkpoint to resume from (rank 0 alone reads it: ``None`` elsewhere; :mod:`.run_state`)."""
         if self.resume_from is None:
             return None
-        ckpt, self._dcp_resume = run_state.find_checkpoint(self.par, self.resume_from)
+        ckpt, self._dcp_resume, self._resume_note = run_state.find_checkpoint(self.par, self.resume_from)
         return ckpt
 
     def _setup_data(self, checks: CheckReport) -> None:
@@ -253,8 +252,9 @@ class Trainer:
         self.task = self.registry.create("tasks", cfg.data.task, **cfg.data.task_options)
         # toy data is drawn by each rank into its own folder (the same images; no two writers of a file)
         toy_sub = f"rank{par.rank}" if par.enabled and not par.is_main else ""
-        self.train_samples = checks.keep(load_split(cfg, self.task, "train", self.run_dir, subdir=toy_sub), "train")
-        self.eval_samples = checks.keep(load_split(cfg, self.task, "eval", self.run_dir, subdir=toy_sub), "eval")
+        self.train_samples = checks.load(lambda: load_split(cfg, self.task, "train", self.run_dir, subdir=toy_sub), "train")
+        self.eval_samples = checks.load(lambda: load_split(cfg, self.task, "eval", self.run_dir, subdir=toy_sub), "eval")
+        self._drops = checks.drops  # said in train.log once it exists (_setup_run_dir)
         self.pool = DataPool(self.train_samples, seed=cfg.seed, source=cfg.synthesis.source)
 
     def _setup_policy(self, ckpt: Path | None) -> None:
@@ -324,10 +324,12 @@ class Trainer:
             self.runlog = RunLog.for_run(self.run_dir, cfg.logging, total_steps=self.total_steps,
                                          start_step=self.step, trackers=self._trackers)
             self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
-        if self._sft_summary:
-            self._message(self._sft_summary)
-        if ckpt is not None:
-            self._message(f"resumed from {ckpt} at step {self.step}")
+        for line in [*self._drops, self._sft_summary]:  # data.bad_samples: drop, one line a record; the SFT
+            if line:
+                self._message(line)
+        if ckpt is not None:  # and the newer checkpoints it passed over, with what was wrong with each
+            note = f" ({self._resume_note})" if self._resume_note else ""
+            self._message(f"resumed from {ckpt} at step {self.step}{note}")
         if par.sharded:
             self._message(f"sharded (FSDP) over {par.world} process(es)")
         elif par.enabled:
@@ -378,9 +380,7 @@ class Trainer:
     def train(self, until: int | None = None) -> dict[str, Any]:
         """Run (or continue) the loop to the last step, evaluate, checkpoint; returns a summary.
 
-        ``until`` stops after that step instead (as if the run were interrupted there); calling
-        ``train`` again continues.
-        """
+        ``until`` stops after that step instead (as if interrupted there); calling ``train`` again continues."""
         if not self._ready:
             self.setup()
         cfg, rl = self.cfg, self.runlog  # rl is None on ranks other than 0: they train and stay quiet
@@ -421,6 +421,8 @@ class Trainer:
                         self.save()
                 if stopper.requested and self.saved_step != self.step:
                     self.save()
+            if self.synthesis is not None and self.step >= self.total_steps:
+                self.synthesis.finish()  # synthesised nothing, or too little: synthesis.on_failure (after the save)
         finally:
             if rl is not None:
                 rl.write_plots()
