@@ -6,7 +6,8 @@
       config.yaml          the resolved config (what actually ran)
       metrics.jsonl        one JSON object per step (reward parts, H(q), V(q), smoothed V, KL, queue ...)
       samples.jsonl        a few completions per step, with their rewards
-      train.log            what happened (server down / back, checkpoints, evaluations)
+      train.log            what happened (server down / back, checkpoints, evaluations, warnings)
+      warnings.jsonl       the run's health warnings (no completion parsed, no learning signal ...; health.py)
       events.out.tfevents* TensorBoard scalars (the same numbers as metrics.jsonl)
       plots/*.png          the curves of the paper's Fig. 2 and Fig. 7, rewards, synthesis
       gallery.html         original vs synthesized images per epoch, with descriptions (Fig. 5 / 8)
@@ -29,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from syngrpo.rundir.health import HEALTH_STEPS, HealthWarning, HealthWatch
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,10 @@ class RunLog:
     ``start_step`` is the step a resumed run continues after: records of later
     steps (written after the checkpoint, before the stop) are dropped, so the
     files read as if the run had never stopped.
+
+    Every step record also goes through a :class:`~syngrpo.rundir.health.HealthWatch`: a run where no
+    completion parses, or no group has a spread of rewards, for ``health_steps`` steps in a row gets a
+    warning naming the likely cause (``response_format`` is the format the run asks for).
     """
 
     def __init__(
@@ -132,6 +139,8 @@ class RunLog:
         gallery: bool = True,
         gallery_per_epoch: int = 12,
         trackers: Any = None,
+        response_format: str | None = None,
+        health_steps: int = HEALTH_STEPS,
     ) -> None:
         self.dir = Path(run_dir)
         #: the plugin trackers (W&B, MLflow ...) fed the same records: a :class:`syngrpo.rundir.trackers.TrackerSet`
@@ -142,12 +151,16 @@ class RunLog:
         self.samples_path = self.dir / "samples.jsonl"
         self.gallery_dir = self.dir / "gallery"
         self.gallery_index = self.gallery_dir / "gallery.jsonl"
+        self.warnings_path = self.dir / "warnings.jsonl"
         self.plots_enabled = plots
         self.gallery_enabled = gallery
         self.gallery_per_epoch = gallery_per_epoch
         keep = lambda r: int(r.get("step", 0)) <= start_step  # noqa: E731
-        for path in (self.metrics_path, self.samples_path, self.gallery_index):
+        for path in (self.metrics_path, self.samples_path, self.gallery_index, self.warnings_path):
             _truncate_jsonl(path, keep)
+        self.health = HealthWatch(steps=health_steps, total_steps=total_steps, response_format=response_format)
+        for record in read_jsonl(self.metrics_path):  # a resumed run's streaks go on where they were
+            self.health.update(record)
         self._writer = None
         if tensorboard:
             try:
@@ -186,6 +199,8 @@ class RunLog:
                     self._writer.add_scalar(key, value, step)
         if self.trackers:
             self.trackers.log_metrics(step, {k: v for k, v in record.items() if k != "step"})
+        for warning in self.health.update(record):
+            self.warn(step, warning)
         if self._bar is not None:
             self._bar.update(max(0, step - self._bar.n))
             short = {}
@@ -228,9 +243,16 @@ class RunLog:
         with (self.dir / "train.log").open("a", encoding="utf-8") as f:
             f.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
         if self._bar is not None:
-            self._bar.write(text, file=sys.stderr)
+            self._bar.write(text if level < logging.WARNING else f"{logging.getLevelName(level)}: {text}",
+                            file=sys.stderr)
         else:
             log.log(level, text)
+
+    def warn(self, step: int, warning: HealthWarning) -> None:
+        """A health warning: in ``train.log`` and on the terminal at WARNING, kept in ``warnings.jsonl`` for the summary."""
+        self.message(warning.message, level=logging.WARNING)
+        with self.warnings_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": int(step), **warning.to_dict()}) + "\n")
 
     # ---- gallery ------------------------------------------------------------------------
     def gallery_add(self, *, step: int, epoch: int, origin_id: str, original: str | Path, synthesized: str | Path,

@@ -332,7 +332,8 @@ class Trainer:
             self.runlog = RunLog(self.run_dir, total_steps=self.total_steps, start_step=self.step,
                                  tensorboard=cfg.logging.tensorboard_on, progress=cfg.logging.progress,
                                  plots=cfg.logging.plots, gallery=cfg.logging.gallery,
-                                 gallery_per_epoch=cfg.logging.gallery_per_epoch, trackers=self._trackers)
+                                 gallery_per_epoch=cfg.logging.gallery_per_epoch, trackers=self._trackers,
+                                 response_format=self.response_mode)
             self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
         if self._sft_summary:
             self._message(self._sft_summary)
