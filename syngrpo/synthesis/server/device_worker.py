@@ -111,7 +111,8 @@ class Worker:
                                 synthesizer=self._synthesizer_obj(jobs[0].synthesizer),
                                 mask_threshold=cfg.mask_threshold,
                                 min_foreground_fraction=cfg.min_foreground_fraction,
-                                min_label_coverage=cfg.min_label_coverage)
+                                min_label_coverage=cfg.min_label_coverage,
+                                max_label_edge_gap=cfg.max_label_edge_gap)
         errors: list[str | None] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             if not outcome.ok:
