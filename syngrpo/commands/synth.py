@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     item = PipelineItem(image, [tuple(b) for b in args.boxes], labels, args.description, args.seed, options)
     outcome = run_pipeline([item], segmenter=segmenter, synthesizer=synthesizer, mask_threshold=cfg.mask_threshold,
                            min_foreground_fraction=cfg.min_foreground_fraction,
-                           min_label_coverage=cfg.min_label_coverage)[0]
+                           min_label_coverage=cfg.min_label_coverage,
+                           max_label_edge_gap=cfg.max_label_edge_gap)[0]
     if not outcome.ok:
         print(f"syngrpo synth: synthesis failed: {outcome.error}", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@
       config.yaml          the resolved config (what actually ran)
       metrics.jsonl        one JSON object per step (reward parts, H(q), V(q), smoothed V, KL, queue ...)
       samples.jsonl        a few completions per step, with their rewards
-      train.log            what happened (server down / back, checkpoints, evaluations)
+      train.log            what happened (server down / back, checkpoints, evaluations, warnings)
+      warnings.jsonl       the run's health warnings (no completion parsed, no learning signal ...; health.py)
       events.out.tfevents* TensorBoard scalars (the same numbers as metrics.jsonl)
       plots/*.png          the curves of the paper's Fig. 2 and Fig. 7, rewards, synthesis
       gallery.html         original vs synthesized images per epoch, with descriptions (Fig. 5 / 8)
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from syngrpo.rundir.health import HEALTH_STEPS, HealthWarning, HealthWatch
 from syngrpo.rundir.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,10 @@ class RunLog:
     ``start_step`` is the step a resumed run continues after: records of later
     steps (written after the checkpoint, before the stop) are dropped, so the
     files read as if the run had never stopped.
+
+    Every step record also goes through a :class:`~syngrpo.rundir.health.HealthWatch`: a run where no
+    completion parses, or no group has a spread of rewards, for ``health_steps`` steps in a row gets a
+    warning naming the likely cause (``response_format`` is the format the run asks for).
     """
 
     def __init__(
@@ -134,6 +140,8 @@ class RunLog:
         gallery_per_epoch: int = 12,
         trackers: Any = None,
         progress_interval_s: float | None = None,
+        response_format: str | None = None,
+        health_steps: int = HEALTH_STEPS,
     ) -> None:
         self.dir = Path(run_dir)
         #: the plugin trackers (W&B, MLflow ...) fed the same records: a :class:`syngrpo.rundir.trackers.TrackerSet`
@@ -144,12 +152,16 @@ class RunLog:
         self.samples_path = self.dir / "samples.jsonl"
         self.gallery_dir = self.dir / "gallery"
         self.gallery_index = self.gallery_dir / "gallery.jsonl"
+        self.warnings_path = self.dir / "warnings.jsonl"
         self.plots_enabled = plots
         self.gallery_enabled = gallery
         self.gallery_per_epoch = gallery_per_epoch
         keep = lambda r: int(r.get("step", 0)) <= start_step  # noqa: E731
-        for path in (self.metrics_path, self.samples_path, self.gallery_index):
+        for path in (self.metrics_path, self.samples_path, self.gallery_index, self.warnings_path):
             _truncate_jsonl(path, keep)
+        self.health = HealthWatch(steps=health_steps, total_steps=total_steps, response_format=response_format)
+        for record in read_jsonl(self.metrics_path):  # a resumed run's streaks go on where they were
+            self.health.update(record)
         self._writer = None
         if tensorboard:
             try:
@@ -166,12 +178,13 @@ class RunLog:
 
     @classmethod
     def for_run(cls, run_dir: str | Path, logging_cfg: Any, *, total_steps: int, start_step: int = 0,
-                trackers: Any = None) -> RunLog:
-        """The run log a training config's ``logging`` section describes."""
+                trackers: Any = None, response_format: str | None = None) -> RunLog:
+        """The run log a training config's ``logging`` section describes (``response_format``: the run's, for
+        the health warnings)."""
         return cls(run_dir, total_steps=total_steps, start_step=start_step, tensorboard=logging_cfg.tensorboard_on,
                    progress=logging_cfg.progress, plots=logging_cfg.plots, gallery=logging_cfg.gallery,
                    gallery_per_epoch=logging_cfg.gallery_per_epoch, trackers=trackers,
-                   progress_interval_s=logging_cfg.progress_interval_s)
+                   progress_interval_s=logging_cfg.progress_interval_s, response_format=response_format)
 
     @property
     def progress(self) -> Progress:
@@ -208,6 +221,8 @@ class RunLog:
                     self._writer.add_scalar(key, value, step)
         if self.trackers:
             self.trackers.log_metrics(step, {k: v for k, v in record.items() if k != "step"})
+        for warning in self.health.update(record):
+            self.warn(step, warning)
         if self.progress.plain:
             # no terminal (CI, a log file): the count, rate and ETA with the step's main numbers
             keys = ("reward/total", "reward/accuracy", "reward/format", "diversity/v_mean", "entropy",
@@ -244,9 +259,15 @@ class RunLog:
         with (self.dir / "train.log").open("a", encoding="utf-8") as f:
             f.write(f"{stamp} {logging.getLevelName(level)} {text}\n")
         if self._progress is not None and self._progress.bar:
-            self._progress.write(text)
+            self._progress.write(text if level < logging.WARNING else f"{logging.getLevelName(level)}: {text}")
         else:
             log.log(level, text)
+
+    def warn(self, step: int, warning: HealthWarning) -> None:
+        """A health warning: in ``train.log`` and on the terminal at WARNING, kept in ``warnings.jsonl`` for the summary."""
+        self.message(warning.message, level=logging.WARNING)
+        with self.warnings_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": int(step), **warning.to_dict()}) + "\n")
 
     # ---- gallery ------------------------------------------------------------------------
     def gallery_add(self, *, step: int, epoch: int, origin_id: str, original: str | Path, synthesized: str | Path,

@@ -9,7 +9,10 @@ any finished run; it knows no task:
   answers that need no model, in the task's main metric; REC's toy scenes: a random object of the
   image, always the train split's commonest box, the box of a random train image), with the task's
   ``chance_baseline_labels``;
-* the reward trend: mean R_total (and its parts) over the first and the last quarter of the steps;
+* the warnings the run log raised (:mod:`syngrpo.rundir.health`: no completion parsed, no learning
+  signal ...), each over all the steps it held, first in ``summary.md`` and in the verdict;
+* the reward trend: mean R_total (and its parts) over the first and the last quarter of the steps, called a
+  trend only when the two differ at the precision shown;
 * the synthesis counts: jobs submitted, done, failed, in flight, synthesized samples in the pool;
 * the time, and where the plots and the gallery are.
 
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from syngrpo.rundir.health import HealthWarning, settle
 from syngrpo.rundir.runlog import read_jsonl
 
 
@@ -56,6 +60,8 @@ class RunSummary:
     rewards: dict[str, tuple[float, float]] = field(default_factory=dict)
     synthesis: dict[str, float] = field(default_factory=dict)
     warm_start: dict[str, Any] = field(default_factory=dict)
+    #: the run log's health warnings (``warnings.jsonl``), each over all the steps it held
+    warnings: list[HealthWarning] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -75,13 +81,21 @@ class RunSummary:
             parts.append(f"RL {'added' if delta > 0 else 'changed it by'} {delta:+.0f} points (now {a:.0f} %)")
         trend = self.rewards.get("reward/total")
         if trend is not None:
-            first, last = trend
-            text = (f"the mean reward went {first:.2f} -> {last:.2f} from the first to the last quarter of RL "
-                    f"({'up' if last >= first else 'down'}")
+            first, last = (f"{v:.2f}" for v in trend)
+            if first != last:
+                text = f"the mean reward went {first} -> {last} from the first to the last quarter of RL"
+                notes = ["up" if trend[1] > trend[0] else "down"]
+            elif trend[0] == 0.0 and trend[1] == 0.0:
+                text, notes = "the mean reward was 0 in the first and the last quarter of RL", ["no reward earned"]
+            else:  # equal at the precision shown: no trend to call
+                text = f"the mean reward stayed at {first} from the first to the last quarter of RL"
+                notes = ["no trend"]
             synth = self.rewards.get("batch/synthesized_frac")
             if synth is not None and synth[1] > synth[0]:
-                text += f"; {100 * synth[1]:.0f} % of the last quarter's images were synthesized ones"
-            parts.append(text + ")")
+                notes.append(f"{100 * synth[1]:.0f} % of the last quarter's images were synthesized ones")
+            parts.append(f"{text} ({'; '.join(notes)})")
+        if self.warnings:  # first: a run that could not learn says so before anything it measured
+            parts.insert(0, "WARNING: " + "; ".join(w.short for w in self.warnings) + " (see Warnings)")
         if not parts:
             return "No evaluation before and after RL in this run: see metrics.jsonl for the rewards."
         return "What it means: " + "; ".join(parts) + "."
@@ -97,6 +111,8 @@ class RunSummary:
     def body(self) -> str:
         """Time, warm start, evaluation with the chance rows, reward trend, synthesis counts (Markdown)."""
         lines = [f"{self.steps} RL steps, {self.seconds:.0f} s in all ({self.seconds / 60:.1f} min).", ""]
+        if self.warnings:
+            lines += ["## Warnings", "", *(f"* **WARNING** {w.message}" for w in self.warnings), ""]
         ws = self.warm_start
         if ws:
             plain = ws.get("plain") or {}
@@ -170,6 +186,7 @@ def summarize_run(run_dir: str | Path, *, seconds: float, train_samples: Sequenc
         means = quarter_means(records, key)
         if means is not None:
             summary.rewards[key] = means
+    summary.warnings = settle([HealthWarning.from_dict(w) for w in read_jsonl(run / "warnings.jsonl")], records)
     last = next((r for r in reversed(records) if "synthesis/submitted_total" in r), None)
     if last is not None:
         pool = len(train_samples)

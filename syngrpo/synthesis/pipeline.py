@@ -10,17 +10,23 @@ One job: an image, its labelled boxes and a new description.  The pipeline
 4. pastes the original foreground pixels back (a diffusion model re-encodes them through its
    VAE, so they are never exact on their own), and
 5. checks every labelled object of the result against the *original* image
-   (:func:`check_labelled_objects`): the kept mask must cover at least ``min_label_coverage`` of
-   each labelled box, and every kept pixel must equal the original's.  A result that fails the
-   check is a failed job, never a silently wrong label.
+   (:func:`check_labelled_objects`): in each labelled box the kept mask must reach every side of
+   the box (within ``max_label_edge_gap`` of its width or height, and 2 pixels), cover at least
+   ``min_label_coverage`` of it, and every kept pixel must equal the original's.  A result that
+   fails the check is a failed job, never a label the check knows to be wrong.
 
-Why a coverage share: checking only "kept pixels unchanged" passes by construction, since the
-paste-back copies exactly those pixels.  The failure it must catch is a segmenter that keeps the
-wrong object -- an occluder, a small part in front of the labelled one -- so that the labelled
-object itself is repainted.  A labelled box is drawn tightly around its object, so the object's
-own mask covers a large share of it; a mask that covers only a sliver of the box is not the
-object.  The check cannot tell a wrong object that fills the box as well as the right one would
-(e.g. a table behind a cup); docs/data-server.md says so.
+Why these rules: checking only "kept pixels unchanged" passes by construction, since the paste-back
+copies exactly those pixels.  The failure to catch is a segmenter that keeps the wrong object -- an
+occluder, a part, something beside the labelled one -- so that the labelled object itself is
+repainted under its unchanged box.  The one fact about the object the pipeline has besides the
+segmenter's word is its box, and a labelled box is drawn tightly around its object: the object
+touches each of its four sides.  So a side of the box that the kept region does not reach is a side
+where the object's own pixels were repainted -- a failure of this check is a proof, not a guess.  A
+share of the box alone was not enough: a wrong mask keeping the top 30 % of a box passed it with 75 %
+of the labelled circle repainted (issue #23; ``tests/server/test_label_check.py``).  What the check
+cannot see is a wrong mask that reaches every side as the object would (a table behind a cup, a
+frame along the box's border): telling those apart needs a second opinion on the object (another
+segmenter), which this pipeline does not ask for; docs/data-server.md states the limit.
 
 Segmenters and synthesizers are plugins (``register_segmenters`` / ``register_synthesizers``);
 this module knows none of them by name.  Server workers and the ``inprocess`` transport both call
@@ -52,6 +58,11 @@ DEFAULT_MIN_FOREGROUND_FRACTION = 0.05
 DEFAULT_MASK_THRESHOLD = 128
 #: the kept mask must cover at least this share of every labelled box, or the job fails
 DEFAULT_MIN_LABEL_COVERAGE = 0.25
+#: the kept mask must come this close to every side of a labelled box (a share of the box's width or height), or
+#: the job fails: a tight box touches its object on all four sides
+DEFAULT_MAX_LABEL_EDGE_GAP = 0.1
+#: a gap of this many pixels is always allowed (a fractional box edge, an anti-aliased or matted object border)
+LABEL_EDGE_SLACK_PIXELS = 2
 
 
 @dataclass
@@ -220,6 +231,16 @@ def verify_labelled_regions(
     return bool(np.array_equal(a[region], b[region]))
 
 
+def label_edge_gaps(kept: np.ndarray) -> tuple[int, int, int, int]:
+    """Pixels between each side of a box's region and the nearest kept pixel: (left, top, right, bottom).
+
+    ``kept`` is the box's (rows, cols) boolean keep mask, with at least one kept pixel.
+    """
+    rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
+    height, width = kept.shape
+    return int(cols[0]), int(rows[0]), int(width - 1 - cols[-1]), int(height - 1 - rows[-1])
+
+
 def check_labelled_objects(
     original: Image.Image,
     result: Image.Image,
@@ -227,13 +248,19 @@ def check_labelled_objects(
     keep: Image.Image,
     *,
     min_coverage: float = DEFAULT_MIN_LABEL_COVERAGE,
+    max_edge_gap: float = DEFAULT_MAX_LABEL_EDGE_GAP,
 ) -> str | None:
     """Why ``result`` does not preserve every labelled object of ``original``, or None when it does.
 
     For each labelled box (clipped to the image; a box with no pixel inside it is skipped):
 
     * ``keep`` must cover at least ``min_coverage`` of the box's pixels (a segmenter that kept
-      an occluder instead of the object covers a sliver of it), and
+      an occluder instead of the object covers a sliver of it);
+    * ``keep`` must reach every side of the box, to within ``max_edge_gap`` of the box's width
+      (left and right) or height (top and bottom), or :data:`LABEL_EDGE_SLACK_PIXELS`, whichever is
+      larger: the labelled object touches every side of its tight box, so a side the kept pixels do
+      not reach had object pixels that were repainted (``max_edge_gap=1`` turns this rule off, for boxes
+      drawn loosely); and
     * every kept pixel of the box must be the original's, compared on the images themselves.
     """
     if original.size != result.size:
@@ -250,9 +277,18 @@ def check_labelled_objects(
             continue
         region = kept[r1:r2, c1:c2]
         coverage = float(region.mean())
-        if coverage < min_coverage:
+        if coverage < min_coverage or not region.any():
             return (f"label check failed: box {n} {tuple(box)} keeps {coverage:.0%} of its pixels, "
                     f"under min_label_coverage {min_coverage:.0%} (did the segmenter keep another object?)")
+        across = max(LABEL_EDGE_SLACK_PIXELS, max_edge_gap * (c2 - c1))  # allowed gap at the left and right
+        down = max(LABEL_EDGE_SLACK_PIXELS, max_edge_gap * (r2 - r1))  # at the top and bottom
+        for side, gap, limit in zip(("left", "top", "right", "bottom"), label_edge_gaps(region),
+                                    (across, down, across, down), strict=True):
+            if gap > limit:
+                return (f"label check failed: box {n} {tuple(box)} keeps nothing within {gap} px of its {side} side "
+                        f"(max_label_edge_gap {max_edge_gap:.0%} of the box allows {limit:.0f}): the labelled object "
+                        "touches every side of its box, so its pixels on that side would be repainted (did the "
+                        "segmenter keep another object, or part of this one?)")
         changed = int((region & ~same[r1:r2, c1:c2]).sum())
         if changed:
             return f"label check failed: {changed} kept pixels of box {n} {tuple(box)} differ from the original"
@@ -388,6 +424,7 @@ def run_pipeline(
     mask_threshold: int = DEFAULT_MASK_THRESHOLD,
     min_foreground_fraction: float = DEFAULT_MIN_FOREGROUND_FRACTION,
     min_label_coverage: float = DEFAULT_MIN_LABEL_COVERAGE,
+    max_label_edge_gap: float = DEFAULT_MAX_LABEL_EDGE_GAP,
 ) -> list[PipelineOutcome]:
     """Segment → keep-mask → outpaint → paste back → check the labels, for a batch of jobs.
 
@@ -430,7 +467,8 @@ def run_pipeline(
         except Exception as exc:  # noqa: BLE001 - e.g. a synthesizer returned something that is no image
             outcomes[i].error = _describe("paste-back", exc).reason
             continue
-        failure = check_labelled_objects(it.image, result, it.boxes, km, min_coverage=min_label_coverage)
+        failure = check_labelled_objects(it.image, result, it.boxes, km, min_coverage=min_label_coverage,
+                                         max_edge_gap=max_label_edge_gap)
         if failure is not None:
             outcomes[i].error = failure
             continue

@@ -76,6 +76,8 @@ def step_metrics(rec: StepRecord, *, lr: float, pool: DataPool, smoother: Divers
         "grad_norm": u.grad_norm,
         "completion/mean_length": float(lengths.mean()),
         "completion/max_length": float(lengths.max()),
+        # completions with the <answer> the prompt asks for: 0 for steps on end is the run log's loudest warning
+        "completion/parsed_frac": sum(1 for p in rec.parsed if p.answer is not None) / n,
         "completion/truncated_frac": float(truncated.float().mean()) if truncated is not None else 0.0,
         "batch/synthesized_frac": sum(1 for s in rec.samples if s.generation > 0) / B,
         "time/rollout": rec.seconds["rollout"],

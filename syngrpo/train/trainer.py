@@ -322,7 +322,8 @@ class Trainer:
         cfg, par = self.cfg, self.par
         if par.is_main:
             self.runlog = RunLog.for_run(self.run_dir, cfg.logging, total_steps=self.total_steps,
-                                         start_step=self.step, trackers=self._trackers)
+                                         start_step=self.step, trackers=self._trackers,
+                                         response_format=self.response_mode)
             self.runlog.write_config(dump_config(cfg), data=cfg.model_dump(mode="json"))
         for line in [*self._drops, self._sft_summary]:  # data.bad_samples: drop, one line a record; the SFT
             if line:

@@ -5,14 +5,21 @@ The scene has a labelled red circle and, in front of it, a small unlabelled occl
 occluder's mask instead of the circle's, so the keep mask holds the occluder only and the circle
 would be repainted under its unchanged label.  The check compares the result with the original
 and must fail that job -- through the pipeline, and through the real server.
+
+Issue #23's counterexample: a wrong mask that keeps the top 30 % of a circle's box passed the
+coverage rule (30 % >= 25 %) with 75 % of the circle repainted; the box's sides catch it (a tight
+box touches its object on every side).  The toy shapes' own masks say how much of the object a
+keep mask holds, so every number here is measured, not assumed.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from syngrpo.hookspecs import hookimpl
+from syngrpo.perception import toyshapes
 from syngrpo.plugins import get_registry
 from syngrpo.synthesis.pipeline import PipelineItem, boxes_mask, check_labelled_objects, paste_back, run_pipeline
 from syngrpo.synthesis.server.app import create_app
@@ -79,10 +86,14 @@ def test_the_right_object_passes_and_the_share_is_configurable():
     (ok,) = run_pipeline([PipelineItem(image, boxes, labels, "a beach")], segmenter=right,
                          synthesizer=FlatSynthesizer())
     assert ok.ok, ok.error
-    # a user who accepts 5 % coverage lets the occluder through: the share is what decides
+    # a user who accepts 5 % coverage and any distance from the box's sides lets the occluder through
     (lenient,) = run_pipeline([PipelineItem(image, boxes, labels, "a beach")], segmenter=OccluderSegmenter(),
-                              synthesizer=FlatSynthesizer(), min_label_coverage=0.05)
+                              synthesizer=FlatSynthesizer(), min_label_coverage=0.05, max_label_edge_gap=1.0)
     assert lenient.ok
+    # 5 % coverage alone no longer does: the occluder reaches no side of the circle's box
+    (sides,) = run_pipeline([PipelineItem(image, boxes, labels, "a beach")], segmenter=OccluderSegmenter(),
+                            synthesizer=FlatSynthesizer(), min_label_coverage=0.05)
+    assert not sides.ok and "keeps nothing within 4 px of its left side" in sides.error
 
 
 def test_kept_pixels_are_compared_with_the_original_not_with_the_mask():
@@ -97,6 +108,69 @@ def test_kept_pixels_are_compared_with_the_original_not_with_the_mask():
     assert check_labelled_objects(image, paste_back(image, image, keep), [(500, 500, 600, 600)], keep) is None
 
 
+class MaskSegmenter:
+    """Returns the masks it was given, whatever the image: the segmentation a test chooses."""
+
+    def __init__(self, *masks: np.ndarray) -> None:
+        self.masks = list(masks)
+
+    def segment(self, images, boxes):
+        return [Image.fromarray(np.where(m, 255, 0).astype(np.uint8), "L") for m in self.masks[:len(images)]]
+
+
+def circle_scene() -> tuple[Image.Image, tuple[int, int, int, int], np.ndarray]:
+    """A red circle whose tight box is (10, 10, 50, 50), and the circle's own pixels."""
+    image = Image.new("RGB", (64, 64), (200, 200, 200))
+    box = toyshapes.draw_shape(image, "circle", (10, 10, 50, 50), "red")
+    return image, box, np.asarray(toyshapes.shape_mask("circle", (10, 10, 50, 50), image.size)) > 0
+
+
+def test_a_wrong_mask_keeping_30_percent_of_the_box_and_a_quarter_of_the_object_fails():
+    image, box, circle = circle_scene()
+    x1, y1, x2, y2 = box
+    wrong = np.zeros(circle.shape, dtype=bool)
+    wrong[y1:y1 + 12, x1:x2] = True  # the top 12 of the box's 40 rows: another object's mask, say
+    # the issue's numbers, measured: 30 % of the box kept, 75 % of the labelled circle repainted
+    assert wrong[y1:y2, x1:x2].mean() == pytest.approx(0.30)
+    assert 1 - (wrong & circle).sum() / circle.sum() == pytest.approx(0.75, abs=0.01)
+    item = PipelineItem(image, [box], ["red circle"], "a beach")
+    (outcome,) = run_pipeline([item], segmenter=MaskSegmenter(wrong), synthesizer=FlatSynthesizer())
+    assert not outcome.ok and outcome.image is None
+    assert "box 0 (10, 10, 50, 50) keeps nothing within 28 px of its bottom side" in outcome.error
+    # the coverage share alone (the rule before issue #23) passed it
+    (before,) = run_pipeline([item], segmenter=MaskSegmenter(wrong), synthesizer=FlatSynthesizer(),
+                             max_label_edge_gap=1.0)
+    assert before.ok
+
+
+@pytest.mark.parametrize("shape", toyshapes.SHAPES)
+def test_every_toy_shape_segmented_right_passes_the_check(shape):
+    """A triangle's apex or a star's points are a pixel wide: the object's own mask reaches every side."""
+    image = Image.new("RGB", (64, 64), (200, 200, 200))
+    box = toyshapes.draw_shape(image, shape, (9, 11, 47, 41), "blue")
+    own = np.asarray(toyshapes.shape_mask(shape, (9, 11, 47, 41), image.size)) > 0
+    (outcome,) = run_pipeline([PipelineItem(image, [box], [shape], "a beach")], segmenter=MaskSegmenter(own),
+                              synthesizer=FlatSynthesizer())
+    assert outcome.ok, outcome.error
+
+
+def test_a_gap_of_up_to_a_tenth_of_the_box_passes_and_one_beyond_it_fails():
+    image, box, circle = circle_scene()
+    x1, y1, x2, y2 = box  # 40 x 40: a tenth is 4 px
+    for rows, ok in ((4, True), (5, False)):
+        eroded = circle.copy()
+        eroded[y2 - rows:y2, :] = False  # the bottom rows lost (a soft matte's edge, a shadow cut off)
+        (outcome,) = run_pipeline([PipelineItem(image, [box], ["red circle"], "a beach")],
+                                  segmenter=MaskSegmenter(eroded), synthesizer=FlatSynthesizer())
+        assert outcome.ok is ok, (rows, outcome.error)
+    # a small box keeps a 2-pixel slack whatever the share: a fractional box edge, an anti-aliased border
+    small = np.zeros(circle.shape, dtype=bool)
+    small[12:18, 12:18] = True
+    (outcome,) = run_pipeline([PipelineItem(image, [(10.5, 10.5, 18.0, 18.0)], ["dot"], "a beach")],
+                              segmenter=MaskSegmenter(small), synthesizer=FlatSynthesizer())
+    assert outcome.ok, outcome.error
+
+
 async def test_a_segmenter_that_keeps_the_occluder_fails_the_job_on_the_server(aiohttp_client, config_for):
     registry = get_registry([WrongObjectPlugin()])
     client = await aiohttp_client(create_app(config_for(segmenter="occluder", synthesizer="flat"), registry=registry))
@@ -108,3 +182,22 @@ async def test_a_segmenter_that_keeps_the_occluder_fails_the_job_on_the_server(a
     job = await wait_for_state(client, (await resp.json())["id"])
     assert job["state"] == "failed"
     assert "label check failed: box 0" in job["error"]
+
+
+@pytest.mark.parametrize("task_name, size, options", [
+    ("rec", 84, dict(grid=3, position_code=True, n_shapes=(1, 1), relational_prob=0.0)),  # the quickstart's scenes
+    ("rec", 112, {}), ("ovd", 112, {}), ("isr", 112, {}),
+], ids=["rec-quickstart", "rec", "ovd", "isr"])
+def test_good_toy_jobs_pass_the_label_check(task_name, size, options, tmp_path):
+    """The `object` segmenter on the toy tasks' own scenes: no job the rule could wrongly fail (docs/data-server.md)."""
+    from syngrpo.data.images import load_rgb
+
+    registry = get_registry()
+    task = registry.create("tasks", task_name)
+    samples = task.make_toy_dataset(tmp_path, n=50, seed=1, split="train", image_size=size, **options)
+    items = [PipelineItem(load_rgb(s.image), [tuple(b) for b in task.foreground_boxes(s)],
+                          [str(n) for n in range(len(task.foreground_boxes(s)))], "a red room", i)
+             for i, s in enumerate(samples)]
+    outcomes = run_pipeline(items, segmenter=registry.create("segmenters", "object"),
+                            synthesizer=registry.create("synthesizers", "procedural"))
+    assert [o.error for o in outcomes if not o.ok] == []

@@ -6,9 +6,9 @@ smoothing carries over from one step to the next, the description chosen for a p
 prompt's argmax of R_diversity (eq. 8), the job goes out for the right sample, and
 ``diversity/zero_variance_groups`` is measured on R_acc.
 
-The rollout engine is a stand-in (``scripted``) registered through the plugin registry: it
-returns fixed completions instead of sampling, so that R_acc and every ``<score>`` are known in
-advance.  It is a legitimate test engine -- the trainer still tokenises nothing itself, scores
+The rollout engine is a stand-in (``scripted``, :mod:`scripted_engine`) registered through the plugin
+registry: it returns fixed completions instead of sampling, so that R_acc and every ``<score>`` are
+known in advance.  It is a legitimate test engine -- the trainer still tokenises nothing itself, scores
 the scripted token ids with the real tiny Qwen2.5-VL policy and takes a real optimizer step --
 not a mock of a GPU library.  The transport is the real ``inprocess`` data server, recording
 every job it is sent.  Every expected number is computed by hand in the comments; the values
@@ -21,12 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
+from scripted_engine import bind_samples, completion, scripted_registry
 
-from syngrpo.hookspecs import hookimpl
-from syngrpo.models.rollout import Rollout
 from syngrpo.synthesis.server.inprocess import InProcessTransport
-from syngrpo.testing import registry_with
 from syngrpo.train.trainer import Trainer
 
 G = 4
@@ -62,70 +59,11 @@ def _description(step: int, b: int, i: int) -> str:
     return f"a scene for step {step} prompt {b} rollout {i}"
 
 
-class ScriptedRollouts:
-    """Stand-in rollout engine: the completions of :data:`SCRIPT`, written for the sample at each position.
-
-    It finds each prompt's sample by its image (the test hands it the dataset after ``setup``),
-    writes the label's box in the model-input frame (``batch.frames``), and tokenises the texts
-    with the policy's own tokenizer so the trainer can score them.
-    """
-
-    name = "scripted"
-
-    def __init__(self, bundle: Any = None) -> None:
-        self.bundle = bundle
-        self.by_image: dict[bytes, Any] = {}
-        self.calls = 0
-        self.seen: list[list[str]] = []  # sample ids per call, in batch order
-
-    def generate(self, bundle, batch, *, num_generations, temperature, top_p, max_new_tokens, generator_seed=None):
-        assert num_generations == G
-        self.calls += 1
-        step = self.calls
-        texts, ids = [], []
-        seen = []
-        for b in range(batch.num_prompts):
-            sample = self.by_image[batch.images[b * batch.group_size].tobytes()]
-            seen.append(sample.id)
-            x1, y1, x2, y2 = batch.frames[b * batch.group_size].box(sample.solution)
-            answers = {1: [x1, y1, x2, y2], 0.5: [x1, y1, (x1 + x2) / 2, y2], 0: [0, 0, 0, 0]}
-            accs, scores = SCRIPT[step][b]
-            for i in range(G):
-                box = ", ".join(repr(float(v)) for v in answers[accs[i]])
-                text = (f"<think>look</think><score>{scores[i]}</score>"
-                        f"<description>{_description(step, b, i)}</description><answer>[{box}]</answer>")
-                texts.append(text)
-                ids.append(bundle.tokenizer(text, add_special_tokens=False)["input_ids"] + [bundle.eos_token_ids[0]])
-        self.seen.append(seen)
-        T = max(len(row) for row in ids)
-        completion_ids = torch.full((len(ids), T), bundle.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), T), dtype=torch.long)
-        for r, row in enumerate(ids):
-            completion_ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
-        prompts = batch.collapse()
-        return Rollout(completion_ids=completion_ids, completion_mask=mask, texts=texts,
-                       prompt_index=torch.arange(prompts.num_rows).repeat_interleave(G), batch=prompts.expand(G),
-                       group_size=G)
-
-    def sync_weights(self, model: Any) -> None:
-        """Nothing: the script does not depend on the weights."""
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class ScriptedPlugin:
-    def __init__(self) -> None:
-        self.engine: ScriptedRollouts | None = None
-
-    @hookimpl
-    def register_rollout_engines(self, register):
-        def make(bundle=None, **options):
-            self.engine = ScriptedRollouts(bundle)
-            return self.engine
-
-        register("scripted", make, description="scripted completions (eq. 5-8 wiring test)")
+def _script(call: int, b: int, sample: Any, frame: Any) -> list[str]:
+    """The completions of :data:`SCRIPT` for step ``call``, written for the sample at batch position ``b``."""
+    accs, scores = SCRIPT[call][b]
+    return [completion(frame, sample.solution, acc=accs[i], written=0, score=scores[i],
+                       description=_description(call, b, i)) for i in range(G)]
 
 
 class RecordingTransport(InProcessTransport):
@@ -141,8 +79,7 @@ class RecordingTransport(InProcessTransport):
 
 
 def test_eqs_5_to_8_are_wired_to_the_right_groups_samples_and_jobs(tiny_policy_dir, tmp_path, config_for):
-    plugin = ScriptedPlugin()
-    registry = registry_with(plugin, autoload=True)
+    registry, plugin = scripted_registry(_script)
     cfg = config_for(tiny_policy_dir, "rollout.engine=scripted", f"rollout.num_generations={G}",
                      "rewards.terms=[{name: accuracy}, {name: format}]", "rewards.diversity_weight=1.0",
                      "synthesis.gamma=0.7", "synthesis.transport=inprocess", "data.toy.n_train=4",
@@ -153,10 +90,7 @@ def test_eqs_5_to_8_are_wired_to_the_right_groups_samples_and_jobs(tiny_policy_d
         trainer.setup()
         engine = plugin.engine
         assert engine is not None and trainer.engine is engine
-        from syngrpo.data.images import load_rgb
-
-        by_id = {s.id: s for s in trainer.pool.samples()}
-        engine.by_image = {load_rgb(s.image).tobytes(): s for s in by_id.values()}
+        by_id = bind_samples(trainer, engine)
 
         for step in (1, 2):
             n_jobs = len(transport.jobs)

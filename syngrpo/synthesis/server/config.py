@@ -100,6 +100,9 @@ class ServerConfig(StrictModel):
     mask_threshold: int = Field(128, ge=1, le=255)
     min_label_coverage: float = Field(0.25, ge=0.0, le=1.0,
                                       description="a result whose kept mask covers less of a labelled box fails")
+    max_label_edge_gap: float = Field(0.1, ge=0.0, le=1.0,
+                                      description="a result whose kept mask stays farther from a side of a labelled "
+                                                  "box (share of its width / height) fails; 1 turns the rule off")
     metrics_window: int = Field(1000, ge=1, description="finished jobs the mean/p95 job time is computed over")
     max_options_bytes: int = Field(16 * 1024, ge=64, description="a job's options as JSON, in bytes (422); every "
                                    "string in them is bounded by max_description_chars too")

@@ -69,6 +69,7 @@ class DeviceSpec:
     mask_threshold: int = 128
     min_foreground_fraction: float = 0.05
     min_label_coverage: float = 0.25
+    max_label_edge_gap: float = 0.1
     #: extra plugin modules (the server config's ``plugins:``) a fresh process imports
     plugins: tuple[str, ...] = ()
 
@@ -78,7 +79,8 @@ class DeviceSpec:
         return cls(device=device, segmenter=config.segmenter, segmenter_options=dict(config.segmenter_options),
                    synthesizers=config.served_synthesizers(), default_synthesizer=config.synthesizer,
                    mask_threshold=config.mask_threshold, min_foreground_fraction=config.min_foreground_fraction,
-                   min_label_coverage=config.min_label_coverage, plugins=tuple(config.plugins))
+                   min_label_coverage=config.min_label_coverage, max_label_edge_gap=config.max_label_edge_gap,
+                   plugins=tuple(config.plugins))
 
 
 class DeviceModels:
@@ -127,7 +129,7 @@ class DeviceModels:
         s = self.spec
         outcomes = run_pipeline(items, segmenter=self.segmenter(), synthesizer=self.synthesizer(jobs[0].synthesizer),
                                 mask_threshold=s.mask_threshold, min_foreground_fraction=s.min_foreground_fraction,
-                                min_label_coverage=s.min_label_coverage)
+                                min_label_coverage=s.min_label_coverage, max_label_edge_gap=s.max_label_edge_gap)
         out = []
         for outcome in outcomes:
             if not outcome.ok:
