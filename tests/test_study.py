@@ -95,12 +95,12 @@ def test_arms_differ_only_in_what_the_ablation_names(tmp_path):
     made = {arm: arm_config(cfg, arm, 0, tmp_path / "sft", data, tmp_path / arm) for arm in ARMS}
     assert made["grpo"].synthesis.mode == "off" and made["grpo_entropy"].synthesis.mode == "off"
     # plain GRPO rewards neither <score> nor <description>, though it writes them (one warm start for all arms)
-    assert made["grpo"].rewards.diversity_weight == 0.0 and made["grpo_entropy"].rewards.diversity_weight == 0.0
+    assert made["grpo"].diversity_weight == 0.0 and made["grpo_entropy"].diversity_weight == 0.0
     assert made["grpo_entropy"].algorithm.policy_loss.name == "entropy_loss"
-    assert made["syn_grpo"].synthesis.mode == "sync" and made["syn_grpo"].rewards.diversity_weight == 1.0
+    assert made["syn_grpo"].synthesis.mode == "sync" and made["syn_grpo"].diversity_weight == 1.0
     assert made["syn_grpo"].synthesis.description_selection == "diversity"
     assert made["syn_grpo_no_div"].synthesis.description_selection == "random"
-    assert made["syn_grpo_no_div"].rewards.diversity_weight == 0.0
+    assert made["syn_grpo_no_div"].diversity_weight == 0.0
     assert made["syn_grpo"].synthesis.transport == "inprocess"  # deterministic: no HTTP, sync waits
     # the offline arm: plain GRPO, its data written first by the template describer through the in-process server
     assert made["grpo_offline"].synthesis.mode == "off" and made["grpo_offline"].synthesis.transport == "inprocess"
