@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", action="store_true",
                    help="instead of running: regenerate docs/study.md's generated blocks and figures from "
                         "docs/study/data (the kept run data)")
+    p.add_argument("--keep", action="append", default=[], metavar="DIR",
+                   help="with --report: first copy the kept data of a finished experiment (DIR/kept/) into "
+                        "docs/study/data/<its experiment>/ (repeatable)")
     p.set_defaults(func=run)
 
 
@@ -64,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
     from syngrpo.errors import ConfigError
 
     if args.report:
-        from syngrpo.experiments.regenerate import regenerate
+        from syngrpo.experiments.regenerate import keep, regenerate
 
+        for where in args.keep:
+            print(f"kept {where} -> {keep(where)}")
         for path in regenerate():
             print(f"wrote {path}")
         return 0
+    if args.keep:
+        raise ConfigError("--keep copies a finished experiment's kept data for --report: add --report")
     if args.merge:
         from syngrpo.experiments.merge import merge_studies
 
