@@ -219,7 +219,8 @@ def mechanism_predictions(exp: dict[str, Any], rows: list[dict[str, Any]]) -> st
     t1 = reached.get(1.0)
     lower = [(T, r["step"]) for T, r in reached.items() if T < 1.0 and r is not None]
     row(1, "T = 1.0 does not collapse in 300 steps; 0.7 or 0.5 does within 150",
-        "; ".join(f"T {T:g}: {'collapsed at step ' + str(r['step']) if r else 'no collapse'}" for T, r in reached.items()),
+        "; ".join(f"T {T:g}: {'collapsed at step ' + str(r['step']) if r else 'no collapse'}" for T, r in reached.items())
+        + ("" if 1.0 in reached else "; T 1: not tried (so the prediction is untested)"),
         (t1 is None and any(s <= 150 for _, s in lower)) if 1.0 in reached else None)
     d = ph.get("difficulty")
     row(2, "the kept level is L2, L3 or L4", d["chosen"] if d else "—", d["chosen"] in ("L2", "L3", "L4") if d else None)
@@ -296,6 +297,8 @@ def figures(data: Path = DATA, out: Path | None = None) -> list[Path]:
     import matplotlib.pyplot as plt
 
     exp, rows = got
+    if not rows:  # the phases ran, no arm yet: nothing to draw
+        return []
     fig, ax = plt.subplots(figsize=(7, 4))
     for arm in exp["config"]["arms"]:
         curves = [r["curves"].get("diversity/zero_variance_groups") for r in rows if r["arm"] == arm]
