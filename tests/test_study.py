@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from syngrpo.errors import ConfigError
@@ -95,12 +96,12 @@ def test_arms_differ_only_in_what_the_ablation_names(tmp_path):
     made = {arm: arm_config(cfg, arm, 0, tmp_path / "sft", data, tmp_path / arm) for arm in ARMS}
     assert made["grpo"].synthesis.mode == "off" and made["grpo_entropy"].synthesis.mode == "off"
     # plain GRPO rewards neither <score> nor <description>, though it writes them (one warm start for all arms)
-    assert made["grpo"].rewards.diversity_weight == 0.0 and made["grpo_entropy"].rewards.diversity_weight == 0.0
+    assert made["grpo"].diversity_weight == 0.0 and made["grpo_entropy"].diversity_weight == 0.0
     assert made["grpo_entropy"].algorithm.policy_loss.name == "entropy_loss"
-    assert made["syn_grpo"].synthesis.mode == "sync" and made["syn_grpo"].rewards.diversity_weight == 1.0
+    assert made["syn_grpo"].synthesis.mode == "sync" and made["syn_grpo"].diversity_weight == 1.0
     assert made["syn_grpo"].synthesis.description_selection == "diversity"
     assert made["syn_grpo_no_div"].synthesis.description_selection == "random"
-    assert made["syn_grpo_no_div"].rewards.diversity_weight == 0.0
+    assert made["syn_grpo_no_div"].diversity_weight == 0.0
     assert made["syn_grpo"].synthesis.transport == "inprocess"  # deterministic: no HTTP, sync waits
     # the offline arm: plain GRPO, its data written first by the template describer through the in-process server
     assert made["grpo_offline"].synthesis.mode == "off" and made["grpo_offline"].synthesis.transport == "inprocess"
@@ -194,6 +195,9 @@ def test_quick_study_runs_end_to_end_and_writes_table_and_figures(tmp_path):
 
     for arm in ARMS:
         assert curve(out, arm) == curve(again, arm)
+    # the kept data docs/study.md is regenerated from: one line per run, the same from the same command
+    kept = (out / "kept" / "runs.jsonl").read_text()
+    assert len(kept.splitlines()) == len(ARMS) and kept == (again / "kept" / "runs.jsonl").read_text()
 
 
 def test_a_warm_start_that_is_not_a_finished_one_is_refused_with_the_fix(tmp_path):
@@ -340,3 +344,172 @@ def test_merge_knows_a_reused_warm_start_by_its_original_stamp_not_its_scores(tm
     (b / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ConfigError, match="another warm start"):
         merge_studies([a, b], tmp_path / "other")
+
+
+# ---- evidence: statistics, kept data, generated docs (issue #23) ----------------------------------------------
+
+
+def test_t_quantile_matches_published_tables():
+    """Student t quantiles (no scipy here): the 97.5 % points of any printed t table."""
+    from syngrpo.experiments.stats import t_quantile
+
+    for df, value in ((1, 12.706), (4, 2.776), (7, 2.365), (9, 2.262), (30, 2.042)):
+        assert t_quantile(0.975, df) == pytest.approx(value, abs=5e-4)
+
+
+def test_paired_t_reproduces_r_on_students_sleep_data():
+    """R's ``t.test(extra[11:20], extra[1:10], paired = TRUE)`` on the ``sleep`` data set (Cushny & Peebles, the
+    example of Student 1908): mean difference 1.58, 95 % CI 0.7001142 .. 2.4598858, p = 0.002833."""
+    from syngrpo.experiments.stats import paired_t
+
+    g1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+    g2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+    got = paired_t(g1, g2)
+    assert got.mean == pytest.approx(1.58)
+    assert (got.lo, got.hi) == (pytest.approx(0.7001142, abs=1e-6), pytest.approx(2.4598858, abs=1e-6))
+    assert got.p == pytest.approx(0.002833, abs=5e-6)
+
+
+def test_paired_bootstrap_counts_the_test_set_not_only_the_seeds():
+    """Two seeds whose per-seed accuracies differ by exactly the same amount: resampling seeds alone would call the
+    difference exact (a zero-width interval); 200 images leave real uncertainty, which the interval must show."""
+    from syngrpo.experiments.stats import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    a = np.repeat(rng.integers(0, 2, size=(1, 200)).astype(float), 2, axis=0)
+    b = a.copy()
+    flip = rng.choice(200, size=30, replace=False)
+    b[:, flip] = 1 - b[:, flip]  # the same 30 images change in both seeds: per-seed differences are equal
+    per_seed = (b - a).mean(axis=1)
+    assert per_seed[0] == per_seed[1]
+    got = paired_bootstrap(a, b, n_boot=2000)
+    assert got.hi - got.lo > 0.05 and got.lo <= got.mean <= got.hi
+    seeds_only = paired_bootstrap(a, b, n_boot=2000, images=False)
+    assert seeds_only.hi - seeds_only.lo == pytest.approx(0.0)
+    # a difference on every image of every seed is certain
+    assert paired_bootstrap(np.zeros((3, 50)), np.ones((3, 50)), n_boot=500).lo == 1.0
+
+
+def test_kept_hits_round_trip_and_agree_with_the_tasks_acc_at_0_5(tmp_path):
+    """The per-image hits the kept data stores must be the task's own Acc@0.5 (IoU strictly above 0.5, VLM-R1's
+    rule), checked on a real greedy evaluation of the shipped warm start."""
+    from syngrpo.config import SHIPPED_POLICIES
+    from syngrpo.experiments.kept import eval_entry, hex_hits, hits_hex
+    from syngrpo.models.policy import load_policy
+    from syngrpo.plugins import get_registry
+    from syngrpo.train.evaluate import EvalResult, evaluate_policy
+
+    bits = [1, 0, 0, 1, 1, 1, 0]
+    assert hex_hits(hits_hex(bits), len(bits)) == bits
+    registry = get_registry()
+    task = registry.create("tasks", "rec")
+    samples = task.make_toy_dataset(tmp_path, n=24, seed=3, split="eval", image_size=84, grid=3, position_code=True,
+                                    n_shapes=(1, 1), relational_prob=0.0)
+    bundle = load_policy(str(SHIPPED_POLICIES["tiny-warm-start"]), device="cpu", dtype="float32")
+    result = evaluate_policy(bundle, task, samples, engine=registry.create("rollout_engines", "hf", bundle=bundle),
+                             response_mode="syn", batch_size=24, max_new_tokens=80)
+    entry = eval_entry(result)
+    hits = hex_hits(entry["hits"], entry["n"])
+    assert sum(hits) / len(hits) == pytest.approx(result.metrics["acc@0.5"])
+    # at the boundary: an IoU of exactly 0.5 is a miss, as in the task's metric
+    edge = EvalResult(metrics={}, records=[{"accuracy": 0.5}, {"accuracy": 0.5000001}])
+    assert hex_hits(eval_entry(edge)["hits"], 2) == [0, 1]
+
+
+def test_the_docs_generated_blocks_are_what_the_kept_data_gives():
+    """No hand-typed number in a generated block of docs/study.md, docs/quickstart.md or README.md: each is what
+    ``syngrpo study --report`` writes from docs/study/data."""
+    from syngrpo.experiments.regenerate import BLOCK, DOCS, fill
+
+    seen = set()
+    for doc in DOCS:
+        text = doc.read_text()
+        seen |= {m["name"] for m in BLOCK.finditer(text)}
+        assert fill(text) == text, f"{doc} differs from its kept data: run `syngrpo study --report` and commit"
+    assert {"control-table", "control-claim", "mechanism-predictions"} <= seen
+
+
+def test_fixed_difficulty_draws_what_the_options_say_whatever_the_description(tmp_path):
+    """The mechanism experiment's synthesizer: a "busy" description adds a distractor and clutter under
+    `procedural`; under `fixed_difficulty` it draws exactly what `procedural` draws for the description without
+    those words. Its word list must stay the plugin's."""
+    import syngrpo_procedural.background as procedural
+    from PIL import Image
+
+    from syngrpo.experiments.difficulty import DIFFICULTY_WORDS, FixedDifficulty, neutral
+    from syngrpo.synthesis.pipeline import SynthesisRequest
+
+    assert DIFFICULTY_WORDS == procedural._BUSY | procedural._CALM
+    image = Image.new("RGB", (84, 84), (230, 230, 230))
+    keep = Image.new("L", (84, 84), 0)
+
+    def request(text):
+        return SynthesisRequest(image=image, keep_mask=keep, boxes=[(28, 28, 56, 56)], labels=["red circle"],
+                                description=text, seed=7)
+
+    busy = "a crowded market, full of stalls, with stripes"
+    options = {"distractors": 1, "clutter": 4, "tones": "vivid"}
+    fixed = FixedDifficulty(**options).synthesize([request(busy)])[0]
+    plain_proc = procedural.ProceduralSynthesizer(**options)
+    assert fixed.tobytes() == plain_proc.synthesize([request(neutral(busy))])[0].tobytes()
+    assert fixed.tobytes() != plain_proc.synthesize([request(busy)])[0].tobytes()  # the busy words did matter
+    flat = np.asarray(FixedDifficulty(plain=True, tones="muted", distractors=0, clutter=0)
+                      .synthesize([request(busy)])[0]).astype(int)
+    assert (flat.max(axis=2) - flat.min(axis=2)).max() <= 30  # a muted, untextured background, nothing drawn on it
+
+
+def test_mechanism_arms_differ_only_in_their_images(tmp_path):
+    """From the collapsed checkpoint every arm keeps its temperature, format, steps and seed; only the data
+    (and, with synthesis, R_diversity) differ."""
+    from syngrpo.experiments.mechanism import ARMS as MECH_ARMS
+    from syngrpo.experiments.mechanism import arm_keys, load_mechanism_config, train_config
+
+    cfg = load_mechanism_config(REPO / "configs" / "mechanism_rec_toy.yaml")
+    collapsed = {"checkpoint": str(tmp_path / "ckpt"), "temperature": 0.7}
+    level = {"options": {"tones": "vivid", "distractors": 2, "clutter": 4}}
+    data = {"train": tmp_path / "train.jsonl", "val": tmp_path / "val.jsonl"}
+    made = {arm: train_config(cfg, arm_keys(cfg, arm, 3, collapsed, level, data, tmp_path / arm)) for arm in MECH_ARMS}
+    for c in made.values():
+        assert c.rollout.temperature == 0.7 and c.response_mode == "syn" and c.optim.max_steps == cfg.steps
+        assert c.seed == 3 and c.model.policy.startswith(str(tmp_path / "ckpt")) and not c.synthesis.spawn_server
+        assert c.synthesis.job_options == {}  # the quickstart's muted job options would override every level
+    assert made["grpo"].synthesis.mode == made["offline"].synthesis.mode == "off"
+    assert made["grpo"].diversity_weight == made["offline"].diversity_weight == 0.0
+    t = {a: made[a].synthesis.transport_options for a in ("syn_grpo", "syn_grpo_fixed", "fresh_plain")}
+    assert t["syn_grpo"]["synthesizer"] == "procedural" and "clutter" not in t["syn_grpo"]["synthesizer_options"]
+    assert t["syn_grpo_fixed"]["synthesizer_options"] == {**level["options"], "plain": False}
+    assert t["fresh_plain"]["synthesizer_options"]["plain"] is True
+    assert all(made[a].diversity_weight == 1.0 and made[a].synthesis.mode == "sync" for a in t)
+
+
+def test_quickstart_control_is_the_main_job_and_its_one_switch(tmp_path):
+    from syngrpo.config import QUICKSTART_CONFIG, load_train_config
+    from syngrpo.experiments.control import load_control_config, train_config
+
+    cfg = load_control_config(REPO / "configs" / "quickstart_control.yaml")
+    assert cfg.seeds >= 8 and cfg.n_heldout >= 500 and set(cfg.arms) == {"grpo", "syn_grpo"}
+    syn, grpo = (train_config(cfg, arm, 5, tmp_path / arm) for arm in ("syn_grpo", "grpo"))
+    shipped = load_train_config(QUICKSTART_CONFIG)
+    assert syn.synthesis == shipped.synthesis and syn.optim == shipped.optim and syn.rollout == shipped.rollout
+    assert grpo.synthesis.mode == "off" and grpo.optim == shipped.optim and grpo.rollout == shipped.rollout
+    assert syn.response_mode == grpo.response_mode == "syn"  # the answers held equal
+    assert (syn.diversity_weight, grpo.diversity_weight) == (1.0, 0.0)
+
+
+def test_report_keep_copies_a_finished_experiments_kept_data_and_refuses_an_unfinished_one(tmp_path):
+    """``syngrpo study --report --keep DIR``: the docs are regenerated from docs/study/data/<experiment>/, so the
+    copy goes by the experiment's own name; a folder with no kept data is refused with what to run."""
+    from syngrpo.experiments.regenerate import keep
+
+    with pytest.raises(ConfigError, match=r"no kept data .*syngrpo study --preset"):
+        keep(tmp_path / "unfinished", data=tmp_path / "data")
+    src = tmp_path / "qs" / "kept"
+    src.mkdir(parents=True)
+    (src / "experiment.json").write_text(json.dumps({"experiment": "quickstart-control"}))
+    (src / "runs.jsonl").write_text('{"arm": "grpo"}\n')
+    dest = keep(tmp_path / "qs", data=tmp_path / "data")
+    assert dest == tmp_path / "data" / "quickstart-control"
+    assert (dest / "runs.jsonl").read_text() == '{"arm": "grpo"}\n'
+    (src / "experiment.json").write_text(json.dumps({"experiment": "elsewhere"}))
+    with pytest.raises(ConfigError, match="no generated blocks"):
+        keep(tmp_path / "qs", data=tmp_path / "data")

@@ -9,6 +9,7 @@ sections it is used with; every key is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -95,6 +96,33 @@ class ModelConfig(StrictModel):
     def tiny_family(self) -> str:
         """The family ``policy: tiny`` builds: ``family``, or Qwen2.5-VL for ``auto``."""
         return DEFAULT_TINY_FAMILY if self.family == AUTO else self.family
+
+    def warm_start_format(self) -> Literal["syn", "plain"] | None:
+        """The response format the policy was warm-started in, when its folder records one.
+
+        A warm start (``syngrpo.train.warm_start``) writes ``response_format`` into its ``sft_stats.json``; the
+        shipped ``tiny-warm-start`` carries it too. A hub id, ``tiny`` or a folder without the file records
+        nothing (``None``): ``rollout.response_format: auto`` then falls back to the synthesis mode.
+        """
+        if self.policy == "tiny":
+            return None
+        stats = Path(SHIPPED_POLICIES.get(self.policy, Path(self.policy).expanduser())) / "sft_stats.json"
+        try:
+            stamp = stats.stat().st_mtime_ns
+        except OSError:  # a hub id, or a folder without a warm start's stats
+            return None
+        return _recorded_format(str(stats), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _recorded_format(stats: str, mtime_ns: int) -> Literal["syn", "plain"] | None:
+    """``response_format`` of a warm start's ``sft_stats.json``, read once per version of the file (the config
+    is asked every step)."""
+    try:
+        fmt = json.loads(Path(stats).read_text(encoding="utf-8")).get("response_format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fmt if fmt in ("syn", "plain") else None
 
 
 class ToyDataConfig(StrictModel):
@@ -211,8 +239,10 @@ class RolloutConfig(StrictModel):
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)
-    #: ``syn`` asks for <think><score><description><answer>; ``plain`` for <think><answer>;
-    #: ``auto`` = ``syn`` when synthesis is on, else ``plain``
+    #: ``syn`` asks for <think><score><description><answer>; ``plain`` for <think><answer>; ``auto`` = the format
+    #: the policy was warm-started in when its folder records it (``sft_stats.json``: the shipped warm start, a
+    #: run's ``sft/``), so switching synthesis off keeps the answers a warm start writes; else ``syn`` when
+    #: synthesis is on, ``plain`` when it is off (a hub model, the paper's prompts)
     response_format: Literal["auto", "syn", "plain"] = "auto"
     #: passed to the engine factory
     engine_options: dict[str, Any] = Field(default_factory=dict)
@@ -305,13 +335,14 @@ class RewardTerm(StrictModel):
 
 
 class RewardsConfig(StrictModel):
-    """r_i = sum of weighted terms (+ diversity reward in synthesis modes): eq. 7."""
+    """r_i = sum of weighted terms (+ R_diversity for ``syn`` responses, by default in synthesis modes): eq. 7."""
 
     terms: list[RewardTerm] = Field(
         default_factory=lambda: [RewardTerm(name="accuracy"), RewardTerm(name="format")]
     )
-    #: weight of R_diversity (eq. 6); 0 is the paper's "w/o R_diversity" ablation
-    diversity_weight: float = Field(1.0, ge=0.0)
+    #: weight of R_diversity (eq. 6) on ``syn`` responses; 0 is the paper's "w/o R_diversity" ablation; ``null`` =
+    #: 1 with synthesis on (Syn-GRPO), 0 with it off (plain GRPO, Table 1's first row, has no diversity reward)
+    diversity_weight: float | None = Field(None, ge=0.0)
 
     @field_validator("terms")
     @classmethod

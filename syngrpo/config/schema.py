@@ -93,11 +93,25 @@ class TrainConfig(StrictModel):
 
     @property
     def response_mode(self) -> Literal["syn", "plain"]:
-        """The response format the prompt asks for (see ``rollout.response_format``)."""
+        """The response format the prompt asks for (see ``rollout.response_format``).
+
+        ``auto`` follows the policy's warm start where it records its format, so ``synthesis.mode: off`` on a
+        warm start that answers in ``syn`` stays a run whose answers parse (plain GRPO with the format held
+        equal, issue #23); otherwise ``syn`` with synthesis on, ``plain`` with it off.
+        """
         fmt = self.rollout.response_format
         if fmt == "auto":
-            return "syn" if self.synthesis.enabled else "plain"
+            return self.model.warm_start_format() or ("syn" if self.synthesis.enabled else "plain")
         return fmt
+
+    @property
+    def diversity_weight(self) -> float:
+        """The weight of R_diversity this run uses: ``rewards.diversity_weight``, or for ``null`` 1 with synthesis
+        on and 0 with it off (so the synthesis switch alone turns Syn-GRPO into plain GRPO)."""
+        w = self.rewards.diversity_weight
+        if w is None:
+            return 1.0 if self.synthesis.enabled else 0.0
+        return w
 
 
 def check_runnable(cfg: TrainConfig) -> None:
@@ -116,9 +130,12 @@ def check_runnable(cfg: TrainConfig) -> None:
         raise ConfigError("invalid config:\n  sft.n_images: an SFT split of its own is drawn from toy data only; "
                           "with data.train set the warm start trains on it (sft.n_images: null)")
     if s.enabled and cfg.response_mode == "plain":
+        why = ("the policy was warm-started in the plain format (its sft_stats.json) and " if
+               cfg.rollout.response_format == "auto" else "")
         raise ConfigError(
-            "invalid config:\n  rollout.response_format: 'plain' responses have no <description> to synthesize "
-            f"from, but synthesis.mode is {s.mode!r}; use response_format: syn (or auto), or synthesis.mode: off"
+            f"invalid config:\n  rollout.response_format: {why}'plain' responses have no <description> to "
+            f"synthesize from, but synthesis.mode is {s.mode!r}; use response_format: syn (a policy warm-started "
+            "in syn), or synthesis.mode: off"
         )
 
 

@@ -216,7 +216,7 @@ def build_rewards(registry: Any, cfg: TrainConfig, *, smoother: DiversitySmoothe
     accuracy = None  # V(q) is the spread of R_acc, scored apart when accuracy is not a term
     if all(t.name != "accuracy" for t in cfg.rewards.terms):
         accuracy = registry.create("rewards", "accuracy")
-    return RewardScorer(terms, accuracy, diversity_weight=cfg.rewards.diversity_weight,
+    return RewardScorer(terms, accuracy, diversity_weight=cfg.diversity_weight,
                         syn_mode=cfg.response_mode == "syn", smoother=smoother, par=par)
 
 

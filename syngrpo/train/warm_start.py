@@ -66,6 +66,8 @@ class WarmStart:
     plain: dict[str, Any] | None = None
     vision: dict[str, Any] | None = None
     seconds: float = 0.0
+    #: the format the policy answers in now (the last SFT's): ``rollout.response_format: auto`` reads it back
+    response_format: str | None = None
 
     @property
     def sft_seconds(self) -> float:
@@ -74,7 +76,8 @@ class WarmStart:
 
     def stats(self) -> dict[str, Any]:
         """What ``sft_stats.json`` holds (:mod:`syngrpo.rundir.summary` reads it)."""
-        return {**self.sft, "vision_pretrain": self.vision, "plain": self.plain}
+        return {**self.sft, "vision_pretrain": self.vision, "plain": self.plain,
+                "response_format": self.response_format}
 
     def save(self, bundle: Any, folder: str | Path) -> Path:
         """The warm-started model (``save_pretrained``), its processor and ``sft_stats.json`` in ``folder``."""
@@ -122,7 +125,7 @@ def run_warm_start(bundle: Any, task: Any, samples: Sequence[Sample], recipe: Wa
 
     plain = sft("plain", recipe.plain_steps) if recipe.plain_steps and mode != "plain" else None
     result = sft(mode, recipe.steps)
-    return WarmStart(sft=result, plain=plain, vision=vision, seconds=time.perf_counter() - t0)
+    return WarmStart(sft=result, plain=plain, vision=vision, seconds=time.perf_counter() - t0, response_format=mode)
 
 
 def toy_split(cfg: TrainConfig, task: Any, run_dir: str | Path, split: str, n: int,
