@@ -16,7 +16,7 @@ from syngrpo.train.evaluate import build_prompts
 from syngrpo.train.sft import sft_targets
 from syngrpo.train.trainer import Trainer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v", "internvl")
 
 
 @pytest.fixture(autouse=True, scope="module")
