@@ -227,3 +227,12 @@ def test_remote_reward_bad_options_are_config_errors(options, message):
 def test_remote_and_reward_model_are_installed_rewards():
     registry = build_registry(make_plugin_manager())
     assert {"remote", "reward_model"} <= set(registry.names("rewards"))
+
+
+def test_remote_reward_sends_a_sample_whose_meta_json_cannot_hold_as_text(service):
+    from pathlib import Path
+
+    responses, samples = batch(1)
+    samples[0].meta["source"] = Path("/data/raw/0.jpg")  # not JSON: a dataset reader's path object
+    assert remote(service.url)(responses, samples, task=Task()) == [0.0]
+    assert service.bodies[0]["items"][0]["sample"]["meta"]["source"] == "/data/raw/0.jpg"

@@ -169,11 +169,11 @@ class RemoteReward:
         async with aiohttp.ClientSession(timeout=timeout, headers=self._headers()) as session:
             async def one(body: dict[str, Any]) -> list[float] | _Failed:
                 async with gate:
-                    return await self._post_one(session, body)
+                    return await self._post_one(session, body, _encode(body))
 
             return list(await asyncio.gather(*(one(b) for b in bodies)))
 
-    async def _post_one(self, session: Any, body: dict[str, Any]) -> list[float] | _Failed:
+    async def _post_one(self, session: Any, body: dict[str, Any], data: bytes) -> list[float] | _Failed:
         import aiohttp
 
         last, retry_after = "", None
@@ -182,7 +182,7 @@ class RemoteReward:
                 await asyncio.sleep(self._delay(attempt, retry_after))
             retry_after = None
             try:
-                async with session.post(self.url, json=body) as resp:
+                async with session.post(self.url, data=data) as resp:
                     text = await resp.text()
                     if resp.status in RETRY_STATUS:
                         last, retry_after = f"HTTP {resp.status}: {text[:200]}", resp.headers.get("Retry-After")
@@ -204,6 +204,13 @@ class RemoteReward:
             except ValueError:
                 pass
         return self.backoff_s * 2 ** (attempt - 1)
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """The JSON of a request; a value JSON cannot hold (a numpy number in a sample's ``meta``) is sent as text."""
+    import json
+
+    return json.dumps(body, default=str).encode("utf-8")
 
 
 def _read_rewards(text: str, n: int) -> list[float] | _Failed:
