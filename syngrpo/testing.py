@@ -374,12 +374,11 @@ def check_family_contract(family: Any, tmp_dir: str | Path, *, model_dir: str | 
     questions = ["Locate the red circle.", "Where is the blue square?"]
     batch = encode_prompts(bundle, images, questions)
     image_token = bundle.image_token_id
-    merge = bundle.merge_size
     for i, (q, g) in enumerate(zip(questions, batch.image_grid_thw.tolist(), strict=True)):
         if q not in batch.prompts[i]:
             _family_fail(family, "render_prompt", f"the question is not in the prompt {batch.prompts[i]!r}")
         n = int((batch.input_ids[i] == image_token).sum())
-        want = g[0] * g[1] * g[2] // (merge * merge)
+        want = family.image_token_count(g, bundle)
         if n != want:
             _family_fail(family, "encode", f"prompt {i} has {n} image placeholders for a grid {g} ({want} expected)")
         f = batch.input_frames[i]

@@ -17,6 +17,8 @@ FAMILIES = {
                  "Qwen3-VL; boxes 0-1000 relative to the image"),
     "glm4v": ("syngrpo_families.glm4v", "Glm4vFamily",
               "GLM-4.1V-Thinking (zai-org); boxes 0-1000 relative to the image"),
+    "internvl": ("syngrpo_families.internvl", "InternVLFamily",
+                 "InternVL3 / 3.5 (-hf checkpoints); boxes 0-1000 relative to the image"),
 }
 
 

@@ -107,6 +107,10 @@ def world_size() -> tuple[int, int]:
 
 def image_token_budget(bundle: PolicyBundle) -> int:
     """The most image tokens one prompt can hold: the processor's ``longest_edge`` pixels in merged patches."""
+    family = bundle.family
+    counted = family.max_image_tokens(bundle) if family is not None else None
+    if counted is not None:
+        return int(counted)
     return tokens_for_pixels(pixel_budget(bundle)["longest_edge"], bundle.patch_size, bundle.merge_size)
 
 
@@ -196,8 +200,9 @@ class VLLMRolloutEngine:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             kwargs = dict(self.llm_kwargs)
             # the trainer's pixel budget, whatever the user put beside it: one resolution for sampling and scoring
-            kwargs["mm_processor_kwargs"] = {**dict(kwargs.get("mm_processor_kwargs") or {}),
-                                             "size": pixel_budget(bundle)}
+            own = (bundle.family.image_kwargs(bundle, always=True) if bundle.family is not None
+                   else {"size": pixel_budget(bundle)})
+            kwargs["mm_processor_kwargs"] = {**dict(kwargs.get("mm_processor_kwargs") or {}), **own}
             budget = self.sequence_budget(bundle, max_new_tokens)
             if budget is not None:
                 kwargs["max_model_len"] = budget

@@ -87,6 +87,8 @@ class ModelFamily:
     token_type_keys: ClassVar[tuple[str, ...]] = ("mm_token_type_ids",)
     #: the KV-cache prefix path of :mod:`syngrpo.models.scoring` applies (needs ``model.model.get_rope_index``)
     shared_prefix: ClassVar[bool] = True
+    #: the dense vision pre-training of the warm start applies (:mod:`syngrpo.train.vision_pretrain`: patch grids)
+    dense_vision_pretrain: ClassVar[bool] = True
     #: a real checkpoint of the family, for docs and errors
     example_checkpoint: ClassVar[str] = ""
     #: ``model.family: auto`` may pick this family; a variant of another family's checkpoints (say, a
@@ -134,6 +136,45 @@ class ModelFamily:
                 if isinstance(v, int) and v >= 0 and v not in found:
                     found.append(v)
         return found
+
+    # ---- images: the processor's output, per prompt ------------------------------------------------------
+    #: the keys of :meth:`syngrpo.models.policy.PromptBatch.model_inputs` this family's forward takes
+    model_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
+                                                   "mm_token_type_ids")
+
+    def vision_sizes(self, image_processor: Any) -> tuple[int, int]:
+        """``(patch_size, merge_size)`` of the image processor: the pixels of one grid cell, cells merged per token."""
+        return int(image_processor.patch_size), int(image_processor.merge_size)
+
+    def image_grid(self, encoding: Any, images: Sequence[Any], bundle: Any, image_kwargs: dict[str, Any]) -> Any:
+        """The ``(B, 3)`` grid of each prompt's image (``image_kwargs``: what the processor was called with):
+        ``image_grid_thw`` for the patch-grid families."""
+        return encoding["image_grid_thw"]
+
+    def pixel_rows(self, grid: Any) -> list[int]:
+        """How many rows of ``pixel_values`` each image has, given the grid (patch-grid families: t * h * w)."""
+        return [int(n) for n in grid.prod(-1).tolist()]
+
+    def image_token_count(self, grid_row: Sequence[int], bundle: Any) -> int:
+        """Image placeholder tokens the processor writes for one image of this grid."""
+        t, h, w = (int(v) for v in grid_row)
+        return t * h * w // (bundle.merge_size * bundle.merge_size)
+
+    def image_kwargs(self, bundle: Any, *, max_pixels: int | None = None, min_pixels: int | None = None,
+                     always: bool = False) -> dict[str, Any]:
+        """Keyword arguments of the image processor that fix the resolution, for the trainer's processor and
+        vLLM's alike (``mm_processor_kwargs``), so that an image is sampled and scored at one resolution.
+
+        Patch-grid families: ``{"size": pixel_budget(...)}`` when a budget is set (or ``always``)."""
+        from syngrpo.models.budget import pixel_budget
+
+        if always or any(v is not None for v in (max_pixels, min_pixels, bundle.max_pixels, bundle.min_pixels)):
+            return {"size": pixel_budget(bundle, max_pixels=max_pixels, min_pixels=min_pixels)}
+        return {}
+
+    def max_image_tokens(self, bundle: Any) -> int | None:
+        """Placeholder tokens of the largest image the processor makes (``None``: count the pixel budget's patches)."""
+        return None
 
     # ---- frames ------------------------------------------------------------------------------------
     def input_frame(self, image_width: int, image_height: int, grid_thw: Sequence[int], patch_size: int) -> ImageTransform:

@@ -62,12 +62,13 @@ def resolve_dtype(dtype: DType | torch.dtype, device: torch.device) -> torch.dty
 
 
 def vision_tower(model: Any) -> torch.nn.Module:
-    """The vision encoder (patch embed, blocks, merger) of a patch-grid VLM (``visual``)."""
+    """The vision encoder of a VLM: ``visual`` (patch embed, blocks, merger) of the patch-grid families,
+    ``vision_tower`` of InternVL (its projector, ``multi_modal_projector``, is not part of it)."""
     base = unwrap_model(model)
     inner = getattr(base, "model", base)
-    tower = getattr(inner, "visual", None) or getattr(base, "visual", None)
+    tower = getattr(inner, "visual", None) or getattr(base, "visual", None) or getattr(inner, "vision_tower", None)
     if tower is None:
-        raise ValueError(f"{type(base).__name__} has no vision tower named 'visual'")
+        raise ValueError(f"{type(base).__name__} has no vision tower named 'visual' or 'vision_tower'")
     return tower
 
 
@@ -222,7 +223,7 @@ def load_policy(
     if pad is None:
         pad = eos[-1]
     suppress = fam.suppress_token_ids(tokenizer)
-    image_processor = processor.image_processor
+    patch_size, merge_size = fam.vision_sizes(processor.image_processor)
     return PolicyBundle(
         model=model,
         processor=processor,
@@ -234,8 +235,8 @@ def load_policy(
         model_type=model_type,
         device=dev,
         dtype=torch_dtype,
-        patch_size=int(image_processor.patch_size),
-        merge_size=int(image_processor.merge_size),
+        patch_size=patch_size,
+        merge_size=merge_size,
         max_pixels=max_pixels,
         min_pixels=min_pixels,
         lora=bool(lora),

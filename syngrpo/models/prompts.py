@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from syngrpo.models.budget import pixel_budget  # noqa: F401 (re-exported: its old home)
 from syngrpo.models.family import family_for_model_type
 from syngrpo.models.modules import unwrap_model
 from syngrpo.perception.geometry import ImageTransform
@@ -126,17 +127,23 @@ class PromptBatch:
         return self.input_ids.device
 
     def patches_per_row(self) -> list[int]:
+        """Rows of ``pixel_values`` of each row's image (its family says how the grid counts them)."""
+        if self.family is not None:
+            return self.family.pixel_rows(self.image_grid_thw)
         return [int(n) for n in self.image_grid_thw.prod(-1).tolist()]
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        """Keyword arguments of the model's forward / ``generate`` (``mm_token_type_ids`` always included)."""
-        return {
+        """Keyword arguments of the model's forward / ``generate``: the family's ``model_input_keys`` (the
+        patch-grid families: ``mm_token_type_ids`` always included)."""
+        inputs = {
             "input_ids": self.input_ids,
             "attention_mask": self.attention_mask,
             "pixel_values": self.pixel_values,
             "image_grid_thw": self.image_grid_thw,
             "mm_token_type_ids": self.mm_token_type_ids,
         }
+        keys = getattr(self.family, "model_input_keys", None)
+        return inputs if keys is None else {k: v for k, v in inputs.items() if k in keys}
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptBatch:
         """Tensors on ``device``; ``dtype`` (if given) applies to the pixel values only."""
@@ -208,31 +215,6 @@ def _family(bundle: PolicyBundle) -> Any:
     return bundle.family
 
 
-def pixel_budget(bundle: PolicyBundle, *, max_pixels: int | None = None,
-                 min_pixels: int | None = None) -> dict[str, int]:
-    """The image processor's ``size`` for this bundle: ``{"shortest_edge": min pixels, "longest_edge": max pixels}``.
-
-    ``max_pixels`` / ``min_pixels`` override the bundle's (``model.max_pixels`` / ``min_pixels``), which
-    override the processor's own.  :func:`encode_prompts` passes it to the processor, and the vLLM engine
-    passes the same dict to vLLM's (``mm_processor_kwargs={"size": ...}``): ``size`` is the key every
-    patch-grid family's image processor reads (GLM-4.1V's ignores ``max_pixels``), so an image is
-    sampled and scored at one resolution.
-    """
-    max_pixels = max_pixels if max_pixels is not None else bundle.max_pixels
-    min_pixels = min_pixels if min_pixels is not None else bundle.min_pixels
-    own = bundle.processor.image_processor.size
-    get = own.get if isinstance(own, dict) else lambda k: getattr(own, k, None)  # dict or transformers' SizeDict
-    low = min_pixels if min_pixels is not None else get("shortest_edge")
-    high = max_pixels if max_pixels is not None else get("longest_edge")
-    if low is None or high is None:
-        raise ValueError(f"{type(bundle.processor.image_processor).__name__} has no pixel budget "
-                         "(size.shortest_edge / size.longest_edge): set model.min_pixels and model.max_pixels")
-    size = {"shortest_edge": int(low), "longest_edge": int(high)}
-    if size["shortest_edge"] > size["longest_edge"]:
-        raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
-    return size
-
-
 def encode_prompts(
     bundle: PolicyBundle,
     images: Sequence[Any],
@@ -257,12 +239,10 @@ def encode_prompts(
     processor = bundle.processor
     prompts = [render_prompt(bundle, t) for t in texts]
     rgb = [im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im for im in images]
-    kwargs: dict[str, Any] = {}
-    if any(v is not None for v in (max_pixels, min_pixels, bundle.max_pixels, bundle.min_pixels)):
-        kwargs["size"] = pixel_budget(bundle, max_pixels=max_pixels, min_pixels=min_pixels)
-    enc = processor(text=prompts, images=rgb, padding=True, padding_side="left", return_tensors="pt", **kwargs)
-    grid = enc["image_grid_thw"]
     family = _family(bundle)
+    kwargs = family.image_kwargs(bundle, max_pixels=max_pixels, min_pixels=min_pixels)
+    enc = processor(text=prompts, images=rgb, padding=True, padding_side="left", return_tensors="pt", **kwargs)
+    grid = family.image_grid(enc, rgb, bundle, kwargs)
     input_frames = [family.input_frame(im.width, im.height, g, bundle.patch_size)
                     for im, g in zip(rgb, grid.tolist(), strict=True)]
     frames = [family.answer_frame(f) for f in input_frames]

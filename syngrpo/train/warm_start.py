@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,7 +112,12 @@ def run_warm_start(bundle: Any, task: Any, samples: Sequence[Sample], recipe: Wa
     """
     t0 = time.perf_counter()
     vision = None
-    if recipe.vision_steps:
+    family = getattr(bundle, "family", None)
+    if recipe.vision_steps and not getattr(family, "dense_vision_pretrain", True):
+        logging.getLogger(__name__).warning(
+            "sft.vision_pretrain skipped: it trains a patch grid's tokens, and the %s family's images are not one "
+            "(set sft.vision_pretrain.steps=0 to silence this)", family.name)
+    elif recipe.vision_steps:
         if not pretrain:
             raise ValueError("vision pre-training needs images of its own (pretrain=...)")
         vision = pretrain_vision(bundle, task, pretrain, steps=recipe.vision_steps, lr=recipe.vision_lr,

@@ -21,7 +21,8 @@ from tests.data import fixtures
 from tests.data.scripted import ScriptedAnswers
 
 #: how each family writes boxes, as documented by its makers (REFERENCE.md, "Tiny models of other VLM families")
-DOCUMENTED = {"qwen2_5_vl": "pixels", "qwen2_vl": "relative", "qwen3_vl": "relative", "glm4v": "relative"}
+DOCUMENTED = {"qwen2_5_vl": "pixels", "qwen2_vl": "relative", "qwen3_vl": "relative", "glm4v": "relative",
+              "internvl": "relative"}
 REGISTRY = get_registry()
 FAMILIES = REGISTRY.names("model_families")
 #: images the processors resize (none of these sides is a multiple of a patch grid), and a box in each

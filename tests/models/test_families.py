@@ -16,7 +16,9 @@ from syngrpo.models.policy import encode_prompts, load_policy
 from syngrpo.perception.geometry import iou
 from syngrpo.testing import ContractError, check_family_contract
 
-BUILTIN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v")
+BUILTIN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v", "internvl")
+#: the patch-grid families (3-D positions: shared-prefix scoring applies)
+PATCH_GRID = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -46,7 +48,8 @@ def test_every_builtin_family_keeps_the_family_contract(name, family_dirs, tmp_p
     report = check_family_contract(get_family(name), tmp_path, model_dir=family_dirs[name])
     assert report.checked[-1] == "save/load" and len(report.checked) == 6
     assert max(report.logprob_error.values()) < 1e-5
-    assert "shared-prefix" in report.logprob_error  # all four are patch-grid VLMs with 3-D positions
+    # the patch-grid VLMs (3-D positions) score through the shared prefix too; InternVL (1-D) does not
+    assert ("shared-prefix" in report.logprob_error) == (name in PATCH_GRID)
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -61,14 +64,14 @@ def test_a_family_that_does_not_read_the_checkpoint_is_a_config_error(family_dir
 
 
 def test_relative_and_pixel_answers_all_map_to_the_same_original_box(family_bundles):
-    """Qwen2-VL and Qwen3-VL write 0-1000 of the image, Qwen2.5-VL pixels of its resized image: one label."""
+    """Qwen2-VL, Qwen3-VL and InternVL write 0-1000 of the image, Qwen2.5-VL pixels of its resized image: one label."""
     from PIL import Image
 
     w, h = 200, 100
     label = (50.0, 20.0, 150.0, 80.0)
     image = Image.new("RGB", (w, h), (200, 200, 200))
     relative = [label[0] / w * 1000, label[1] / h * 1000, label[2] / w * 1000, label[3] / h * 1000]  # 250,200,750,800
-    answers = {"qwen2_vl": relative, "qwen3_vl": relative}
+    answers = {"qwen2_vl": relative, "qwen3_vl": relative, "internvl": relative}
     b25 = encode_prompts(family_bundles["qwen2_5_vl"], [image], ["Locate it."])
     grid = b25.image_grid_thw[0].tolist()
     rw, rh = grid[2] * 14, grid[1] * 14  # the processor's resize: 196 x 112, not 200 x 100
@@ -161,3 +164,47 @@ def test_glm_tiny_answers_end_at_its_own_end_of_turn(family_bundles):
     head_dim = text.hidden_size // text.num_attention_heads
     # GLM rotates only part of each head: the mrope sections split the rotary half of that part
     assert math.isclose(sum(rope["mrope_section"]), head_dim * rope["partial_rotary_factor"] / 2)
+
+
+def test_an_internvl_grounding_answer_scores_one_on_the_original_image(family_bundles):
+    """InternVL writes ``<ref>..</ref><box>[[x1,y1,x2,y2]]</box>`` in 0-1000 of the image (its RefCOCO evaluation
+    divides by 1000 and multiplies by W, H); through the prompt's frame the REC reward reads it as the label."""
+    from PIL import Image
+
+    from syngrpo.plugins import get_registry
+    from syngrpo.types import Sample
+
+    w, h = 200, 100
+    image = Image.new("RGB", (w, h), (90, 90, 90))
+    frame = encode_prompts(family_bundles["internvl"], [image], ["Locate the cat."]).frames[0]
+    task = get_registry().create("tasks", "rec")
+    sample = Sample(id="s", task="rec", image="x.jpg", problem="Locate the cat.", solution=[50.0, 20.0, 150.0, 80.0],
+                    width=w, height=h)
+    answer = "<ref>the cat</ref><box>[[250, 200, 750, 800]]</box>"
+    assert task.accuracy(task.parse_answer(answer), sample, frame=frame) == pytest.approx(1.0)
+    assert task.accuracy(task.parse_answer("<box>[[50, 20, 150, 80]]</box>"), sample, frame=frame) < 0.2  # pixels
+
+
+def test_internvl_tiles_follow_the_pixel_budget_and_their_prompt(family_dirs):
+    """``model.max_pixels`` is a tile count (pixels / 32²) for InternVL; each prompt's pixel rows stay with it."""
+    from PIL import Image
+
+    wide, square = Image.new("RGB", (400, 100), (200, 0, 0)), Image.new("RGB", (40, 40), (0, 200, 0))
+    own = encode_prompts(load_policy(family_dirs["internvl"]), [wide, square], ["a", "b"])
+    assert own.image_grid_thw.tolist() == [[5, 1, 4], [1, 1, 1]]  # 4 x 1 tiles + the thumbnail; one tile
+    assert own.pixel_values.shape[0] == 6
+    small = encode_prompts(load_policy(family_dirs["internvl"], max_pixels=2 * 32 * 32), [wide, square], ["a", "b"])
+    assert small.image_grid_thw.tolist() == [[3, 1, 2], [1, 1, 1]]
+    assert (small.input_frames[0].width, small.input_frames[0].height) == (64, 32)
+    override = encode_prompts(load_policy(family_dirs["internvl"]), [wide], ["a"], max_pixels=2 * 32 * 32)
+    assert override.image_grid_thw.tolist() == [[3, 1, 2]] and override.input_frames[0].width == 64
+    second = own.select([1, 0])
+    assert second.image_grid_thw.tolist() == [[1, 1, 1], [5, 1, 4]]
+    assert torch_equal(second.pixel_values[0], own.pixel_values[5]) and torch_equal(second.pixel_values[1:],
+                                                                                     own.pixel_values[:5])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

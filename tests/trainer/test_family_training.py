@@ -16,7 +16,7 @@ from syngrpo.train.evaluate import build_prompts
 from syngrpo.train.sft import sft_targets
 from syngrpo.train.trainer import Trainer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v", "internvl")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -66,3 +66,21 @@ def test_family_trains_end_to_end_and_its_reference_answers_score_one(family, tm
     rounded = [parse_response(sft_targets(task, s, "syn", frame=f), "syn")
                for s, f in zip(samples, prompts.frames, strict=True)]
     assert min(accuracy(rounded, samples, task=task, frames=prompts.frames)) > 0.9
+
+
+def test_internvl_warm_start_skips_the_patch_grid_vision_pretraining_with_a_warning(tmp_path, registry, overrides_for,
+                                                                                    caplog):
+    """The dense vision pre-training trains a patch grid's tokens; InternVL's tiles are not one, so the quickstart's
+    warm start (which turns it on) skips it and says so instead of failing on the missing ``visual`` tower."""
+    import logging
+
+    from syngrpo.config import TrainConfig
+    from syngrpo.config.io import load_config
+
+    sets = overrides_for("tiny", "model.family=internvl", f"model.tiny_dir={tmp_path / 'tiny'}", "sft.enabled=true",
+                         "sft.steps=4", "sft.vision_pretrain.steps=2", "optim.max_steps=1")
+    cfg = load_config(TrainConfig, None, sets)
+    with caplog.at_level(logging.WARNING, logger="syngrpo.train.warm_start"):
+        with Trainer(cfg, tmp_path / "run", registry=registry) as trainer:
+            trainer.train()
+    assert any("sft.vision_pretrain skipped" in r.getMessage() and "internvl" in r.getMessage() for r in caplog.records)
