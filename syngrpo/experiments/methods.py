@@ -24,7 +24,7 @@ ARMS: dict[str, dict[str, Any]] = {
     # plain GRPO on originals + images synthesized before training (syngrpo.train.offline), described by the
     # study's ``describer`` (default ``template``: no hosted model here, so a model-free one stands in for GPT-4o)
     "grpo_offline": {"synthesis": {"mode": "off"}, "offline": {"variants": 1}},
-    # not in the paper: DAPO's answer to the same zero-variance groups (docs/algorithm.md#dynamic-sampling);
+    # not in the paper: DAPO's answer to the same zero-variance groups (docs/algorithm.md#dynamic-sampling-dapo);
     # max_tries 4 keeps a CPU study's sampling within ~4x GRPO's (dynamic/prompts_drawn says what it cost)
     "grpo_dynamic": {"synthesis": {"mode": "off"},
                      "algorithm": {"dynamic_sampling": {"enabled": True, "metric": "accuracy", "max_tries": 4,
