@@ -122,21 +122,25 @@ def test_cli_7b_with_ddp_on_one_gpu_does_not_fit_and_says_why(capsys):
 
 
 def _config_kind(path: Path) -> str:
-    """Which schema a file under configs/ is written for: ``train``, ``server`` or ``study`` (exactly one)."""
+    """Which schema a file under configs/ is written for: ``train``, ``server``, ``study``, ``control`` or
+    ``mechanism`` (exactly one)."""
     from syngrpo.config import TrainConfig
     from syngrpo.config.io import load_config
     from syngrpo.errors import ConfigError
+    from syngrpo.experiments.control import ControlConfig
+    from syngrpo.experiments.mechanism import MechanismConfig
     from syngrpo.experiments.study import StudyConfig
     from syngrpo.synthesis.server.config import ServerConfig
 
     kinds = []
-    for kind, schema in (("train", TrainConfig), ("server", ServerConfig), ("study", StudyConfig)):
+    for kind, schema in (("train", TrainConfig), ("server", ServerConfig), ("study", StudyConfig),
+                         ("control", ControlConfig), ("mechanism", MechanismConfig)):
         try:
             load_config(schema, path)
         except ConfigError:
             continue
         kinds.append(kind)
-    assert len(kinds) == 1, f"{path}: validates as {kinds or 'none'} of train/server/study configs"
+    assert len(kinds) == 1, f"{path}: validates as {kinds or 'none'} of train/server/study/control/mechanism configs"
     return kinds[0]
 
 
