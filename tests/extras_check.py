@@ -184,9 +184,33 @@ def check_docs(work: Path) -> str:
     return f"mkdocs {importlib.metadata.version('mkdocs')}: site built"
 
 
+def check_ray(work: Path) -> str:
+    """The ``ray`` server backend finds Ray and a task runs on a local 127.0.0.1 cluster joined by address."""
+    from syngrpo_ray.address import keep_loopback
+    from syngrpo_ray.cluster import LocalCluster
+
+    cluster = LocalCluster(num_cpus=1)
+    address = cluster.start()
+    try:
+        keep_loopback(address)
+        import ray
+
+        ray.init(address=address, logging_level="ERROR")
+        try:
+            assert ray.get(ray.remote(lambda x: x + 1).remote(41)) == 42
+        finally:
+            ray.shutdown()
+    finally:
+        cluster.stop()
+    from syngrpo.plugins import get_registry
+
+    assert "ray" in get_registry().names("server_backends")
+    return f"ray {importlib.metadata.version('ray')}: a task ran on a local cluster"
+
+
 CHECKS: dict[str, Callable[[Path], str]] = {
     "sdxl": check_sdxl, "sam": check_sam, "ben2": check_ben2, "lora": check_lora, "wandb": check_wandb,
-    "mlflow": check_mlflow, "datasets": check_datasets, "docs": check_docs,
+    "mlflow": check_mlflow, "datasets": check_datasets, "docs": check_docs, "ray": check_ray,
 }
 
 #: extras without a check here, and why (tests/test_extras.py keeps this and pyproject.toml in step)

@@ -28,7 +28,7 @@ def write_config(tmp_path: Path, policy: Path, task: str, data: dict, **sections
 def check_train_eval(cli, tmp_path: Path, config: Path, benchmark: str, *eval_args) -> dict:
     code, out, err = cli("check", "-c", config)
     assert code == 0, err
-    assert "every image and box ok" in out or "every path-only image found" in out
+    assert "every image, box and text ok" in out or "every path-only image found" in out
     code, out, err = cli("train", "-c", config, "--out", tmp_path / "run")
     assert code == 0, err
     code, out, err = cli("eval", "--checkpoint", tmp_path / "run", "--benchmark", benchmark, *eval_args,
@@ -50,6 +50,7 @@ def test_a_vlmr1_rec_json_list(tmp_path, tiny_policy_dir, cli):
     check_train_eval(cli, tmp_path, config, "refcoco_val", "--split", conv)
 
 
+@pytest.mark.slow  # ~30 s each; the default suite keeps the REC JSON and refer cases, CI step 1e runs all
 def test_a_vlmr1_ovd_jsonl(tmp_path, tiny_policy_dir, cli):
     path, images = fixtures.write_vlmr1_ovd(tmp_path)
     assert cli("data", "convert", "--from", "vlmr1_ovd", path, "--out", tmp_path / "conv", "--image-root", images)[0] == 0
@@ -59,6 +60,7 @@ def test_a_vlmr1_ovd_jsonl(tmp_path, tiny_policy_dir, cli):
     check_train_eval(cli, tmp_path, config, "d3", "--split", conv)
 
 
+@pytest.mark.slow  # ~30 s each; the default suite keeps the REC JSON and refer cases, CI step 1e runs all
 def test_a_coco_instances_file_read_in_place_as_coco_filter(tmp_path, tiny_policy_dir, cli):
     fixtures.write_coco(tmp_path / "coco")
     code, out, err = cli("data", "prepare", "coco_filter", "--from", tmp_path / "coco", "--out", tmp_path / "data")
@@ -83,6 +85,7 @@ def test_a_refer_refcoco_pair_read_in_place(tmp_path, tiny_policy_dir, cli):
     check_train_eval(cli, tmp_path, config, "refcoco_val", "--data", tmp_path / "data")
 
 
+@pytest.mark.slow  # ~30 s each; the default suite keeps the REC JSON and refer cases, CI step 1e runs all
 def test_a_d3_copy_read_in_place(tmp_path, tiny_policy_dir, cli):
     root = fixtures.write_d3(tmp_path / "d3")
     assert cli("data", "prepare", "d3", "--from", root, "--out", tmp_path / "data")[0] == 0
@@ -91,6 +94,7 @@ def test_a_d3_copy_read_in_place(tmp_path, tiny_policy_dir, cli):
     check_train_eval(cli, tmp_path, config, "d3", "--data", tmp_path / "data")
 
 
+@pytest.mark.slow  # ~30 s each; the default suite keeps the REC JSON and refer cases, CI step 1e runs all
 def test_a_3dfront_scene_set_with_schematic_top_views(tmp_path, tiny_policy_dir, cli):
     scenes = fixtures.write_3dfront(tmp_path / "front")
     code, out, err = cli("data", "prepare", "3dfront", "--from", scenes, "--out", tmp_path / "data",
@@ -104,6 +108,7 @@ def test_a_3dfront_scene_set_with_schematic_top_views(tmp_path, tiny_policy_dir,
     assert report["task_options"] == {"drop_unknown_labels": True}
 
 
+@pytest.mark.slow  # ~30 s each; the default suite keeps the REC JSON and refer cases, CI step 1e runs all
 def test_a_reasonseg_copy_as_lisa_grounding(tmp_path, tiny_policy_dir, cli):
     root = fixtures.write_reasonseg(tmp_path)
     assert cli("data", "prepare", "lisa", "--from", root, "--out", tmp_path / "data")[0] == 0
@@ -112,6 +117,7 @@ def test_a_reasonseg_copy_as_lisa_grounding(tmp_path, tiny_policy_dir, cli):
     check_train_eval(cli, tmp_path, config, "lisa_test", "--data", tmp_path / "data")
 
 
+@pytest.mark.slow  # ~30 s each; the default suite keeps the REC JSON and refer cases, CI step 1e runs all
 def test_a_parquet_dataset_with_path_only_images(tmp_path, tiny_policy_dir, cli):
     pytest.importorskip("datasets")
     from tests.data.test_hf_paths import path_only_parquet

@@ -66,6 +66,8 @@ def test_a_server_that_never_answers_leaves_the_originals(sft_policy_dir, tmp_pa
         "synthesis.servers=[http://127.0.0.1:9]",  # discard port: nothing listens there
         "synthesis.health_interval=60",
         "synthesis.transport_options={retries: 0, submit_timeout_s: 1, connect_timeout_s: 0.5}",
+        # train on without synthesis; the default (stop) is tests/trainer/test_synthesis_accounting.py's business
+        "synthesis.on_failure=warn",
         "optim.max_steps=2", "data.toy.n_train=4", "rollout.max_new_tokens=80", "rollout.temperature=0.8",
         mode="async",
     )
