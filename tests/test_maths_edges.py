@@ -69,6 +69,14 @@ def test_raw_diversities_are_clipped_before_averaging():
     assert s.last["batch_avg"] == pytest.approx(0.5)
 
 
+def test_disabled_smoothing_logs_a_ratio_of_one():
+    s = DiversitySmoother(gamma=0.5, enabled=False)
+    s.update([0.2, 0.6])
+    s.update([0.1, 0.3])  # G_2 = 0.3, V̄ = 0.2: the smoothing would scale by 1.5, the ablation by 1
+    assert s.last["ratio"] == 1.0
+    assert s.last["global_avg"] == pytest.approx(0.3)
+
+
 def test_zero_batch_logs_a_ratio_of_one():
     s = DiversitySmoother(gamma=0.7)
     s.update([0.4])
@@ -216,6 +224,15 @@ def test_group_advantages_shape_error_names_the_shape():
         grpo.group_advantages(torch.zeros(4))
     with pytest.raises(ValueError, match=r"rewards must be \(B, G\), got shape \(4,\)"):
         grpo.median_pivot_mask(torch.zeros(4))
+
+
+def test_agreement_is_judged_per_group_not_over_the_batch():
+    # float32 0.9 * 3 has a mean 6e-8 off 0.9: without the per-row test that group's advantages would be
+    # ±6e-8 / 1e-4, not 0; the other group spans [0, 1], so batch-wide max/min never call the first one agreed
+    adv = grpo.group_advantages(torch.tensor([[0.9, 0.9, 0.9], [0.0, 0.5, 1.0]]))
+    assert adv[0].tolist() == [0.0, 0.0, 0.0]
+    # [0, 0.5, 1]: deviations ±0.5, sample std sqrt(0.5 / 2) = 0.5
+    assert adv[1].tolist() == pytest.approx([-0.5 / (0.5 + 1e-4), 0.0, 0.5 / (0.5 + 1e-4)], rel=1e-6)
 
 
 def test_group_advantages_default_eps_is_1e_4_and_integers_become_floats():
