@@ -13,6 +13,10 @@ def test_a_group_trains_when_its_values_are_not_all_equal():
     assert groups_with_signal([0.5, 0.5000001], 2) == [True]  # any spread counts (verl: std > 0)
 
 
+def test_a_group_of_one_never_trains_and_is_not_an_error():
+    assert groups_with_signal([1, 0, 0.5], 1) == [False, False, False]
+
+
 def test_values_that_do_not_split_into_groups_are_refused():
     with pytest.raises(ValueError, match="groups of 4"):
         groups_with_signal([1, 0, 1], 4)

@@ -198,6 +198,14 @@ def test_select_description_rng_draws_only_among_the_best():
     assert all(select_description(["a", "b", "c"], [0.2, 0.1, 0.9], random.Random(s)) == 2 for s in range(20))
 
 
+def test_select_description_leaves_the_rng_alone_without_a_tie():
+    # a draw only where there is a tie: the run's other draws from the same rng stay where a seed put them
+    rng = random.Random(0)
+    state = rng.getstate()
+    assert select_description(["a", "b"], [0.2, 0.9], rng) == 1
+    assert rng.getstate() == state
+
+
 def test_select_description_length_mismatch_names_both_counts():
     with pytest.raises(ValueError, match=r"2 descriptions but 3 diversity rewards"):
         select_description(["a", "b"], [0.1, 0.2, 0.3])
@@ -399,6 +407,14 @@ def test_grpo_loss_reports_kl_without_adding_it_when_beta_is_zero():
     loss, stats = _call(GRPOLoss(beta=0.0), logp=logp, ref_logp=ref, mask=mask, advantages=torch.tensor([0.0, 0.0]))
     assert stats["kl"] == pytest.approx(0.193147, abs=1e-6)
     assert loss.item() == pytest.approx(0.0)
+
+
+def test_kl_statistic_of_one_unmasked_token_is_that_token_s_kl():
+    logp = torch.full((1, 2), math.log(0.5))
+    ref = torch.full((1, 2), math.log(0.25))
+    _, stats = _call(GRPOLoss(beta=0.0), logp=logp, ref_logp=ref, mask=torch.tensor([[1.0, 0.0]]),
+                     advantages=torch.tensor([0.0]))
+    assert stats["kl"] == pytest.approx(0.193147, abs=1e-6)
 
 
 def test_kl_statistic_of_an_all_masked_batch_is_zero_not_nan():
