@@ -6,7 +6,10 @@
 Reads mutmut's own records (``mutants/<module>.py.meta``: each mutant's pytest exit code) for the files
 ``[tool.mutmut] only_mutate`` names in pyproject.toml (what ``scripts/mutate`` runs).  A mutant is *killed* when a selected test failed on it (a time-out counts: the mutant
 made the tests hang); it *survived* when they all passed; *no tests* when no selected test ran its function.
-The kill rate is killed / (killed + survived + no tests): a mutant no test reaches counts against it.
+The kill rate is killed / (killed + survived + no tests): a mutant no test reaches counts against it.  The time-outs
+are also counted on their own ("timed out", included in "killed"): mutmut stops a mutant at a CPU-time limit set
+from the unmutated tests' duration, so on a loaded machine every mutant of a function whose tests are slow to start
+can "time out", a kill that says nothing about the tests; a column of them is a reason to rerun that module.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def subset(root: Path) -> list[str]:
 
 
 #: mutmut's exit codes, by what they mean here (mutmut/stats.py)
-KILLED = {1, 3, 36, 24, -24, 152, 255}  # a failing test, pytest's internal error, a time-out
+TIMED_OUT = {36, 24, -24, 152, 255}  # mutmut's time-outs (SIGXCPU and its own)
+KILLED = {1, 3} | TIMED_OUT  # a failing test, pytest's internal error, a time-out
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 
@@ -80,19 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     if not by_module:
         print("no mutation results: run scripts/mutate first", file=sys.stderr)
         return 1
-    lines = ["| module | mutants | killed | survived | no tests | not run | kill rate |", "|---|---|---|---|---|---|---|"]
+    lines = ["| module | mutants | killed | timed out | survived | no tests | not run | kill rate |",
+             "|---|---|---|---|---|---|---|---|"]
     survivors: list[tuple[str, str]] = []
     total: Counter[str] = Counter()
     for module, codes in by_module.items():
         counts = Counter(status(c) for c in codes.values())
+        counts["timed out"] = sum(c in TIMED_OUT for c in codes.values())
         total.update(counts)
         judged = counts["killed"] + counts["survived"] + counts["no tests"]
         rate = f"{100 * counts['killed'] / judged:.1f} %" if judged else "-"
-        lines.append(f"| `{module}` | {len(codes)} | {counts['killed']} | {counts['survived']} | {counts['no tests']} "
+        lines.append(f"| `{module}` | {len(codes)} | {counts['killed']} | {counts['timed out']} | {counts['survived']} "
+                     f"| {counts['no tests']} "
                      f"| {counts['not run']} | {rate} |")
         survivors += [(module, name) for name, code in sorted(codes.items()) if status(code) in ("survived", "no tests")]
     judged = total["killed"] + total["survived"] + total["no tests"]
-    lines.append(f"| all | {sum(total.values())} | {total['killed']} | {total['survived']} | {total['no tests']} "
+    lines.append(f"| all | {len(set().union(*by_module.values()))} | {total['killed']} | {total['timed out']} "
+                 f"| {total['survived']} | {total['no tests']} "
                  f"| {total['not run']} | {100 * total['killed'] / max(judged, 1):.1f} % |")
     if survivors:
         lines += ["", f"Surviving mutants ({len(survivors)}):"]
