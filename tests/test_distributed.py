@@ -249,8 +249,8 @@ def _trainer_config(model_dir: str, *extra: str):
     return load_config(TrainConfig, None, sets)
 
 
-def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
-    """One Trainer step on a 4-prompt global batch (this process's share of it under torchrun).
+def trainer_step(model_dir: str, run_dir: str, *extra: str, steps: int = 1) -> dict:
+    """``steps`` Trainer steps on 4-prompt global batches (this process's share of each under torchrun).
 
     ``extra`` are more ``--set`` overrides (the FSDP test: the strategy, gradient accumulation, KL).
     """
@@ -265,12 +265,16 @@ def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
     registry = registry_with(DistributedTestPlugins(), autoload=True)
     with Trainer(cfg, run_dir, registry=registry) as trainer:
         trainer.setup()
-        metrics = trainer.train_step(1)
+
+        def full(p):  # FSDP parameters are shards (DTensors): the full tensor, a collective on every rank
+            return (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+
+        lora_a_init = {n: full(p) for n, p in trainer.bundle.base_model.named_parameters() if "lora_A" in n}
+        for step in range(1, steps + 1):
+            metrics = trainer.train_step(step)
         nbytes = state_bytes(trainer.bundle.model, trainer.optimizer)  # this rank's, before any gathering
-        # FSDP parameters are shards (DTensors): gather the full tensors (a collective on every rank)
-        params = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
-                  for n, p in trainer.bundle.base_model.named_parameters()}
-        return {"params": params, "rank": trainer.par.rank, "world": trainer.par.world,
+        params = {n: full(p) for n, p in trainer.bundle.base_model.named_parameters()}
+        return {"params": params, "lora_a_init": lora_a_init, "rank": trainer.par.rank, "world": trainer.par.world,
                 "strategy": trainer.par.strategy, "bytes": nbytes,
                 "reward": metrics["reward/total"], "grad_norm": metrics["grad_norm"]}
 
@@ -396,6 +400,56 @@ def test_two_rank_fsdp_step_equals_the_single_process_step_with_half_the_state_p
         per_rank = sum(report[rank].values())
         assert per_rank <= 0.55 * sum(report["single"].values()), (rank, report)
         assert report[rank]["params"] <= 0.55 * report["single"]["params"], (rank, report)
+
+
+#: LoRA under FSDP: rank-4 adapters without dropout (each rank would draw its own mask), the KL term against the
+#: base (the reference carries no adapters), shared-prefix scoring, two micro-batches per rank, two steps (the
+#: first moves only B, which starts at zero; the second moves A too)
+LORA_SETS = ("model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0", "optim.lr=0.05", *FSDP_SETS)
+
+
+@pytest.mark.slow
+def test_two_rank_fsdp_lora_steps_equal_the_single_process_lora_steps(model_dir, tmp_path):
+    """LoRA adapters sharded with the policy (issue 27 item 1): two steps on two ranks = two in one process.
+
+    Before, ``parallel.strategy: fsdp`` with ``model.lora.enabled`` was refused by the preflight checks.
+    """
+    pytest.importorskip("peft")
+    import torch
+
+    out = tmp_path / "fsdp-lora.pt"
+    sets = [f"--set={s}" for s in (*LORA_SETS, "parallel.strategy=fsdp")]
+    _torchrun("--trainer", "--steps", "2", "--model", str(model_dir), "--workdir", str(tmp_path / "fsdp-run"),
+              "--out", str(out), *sets)
+    fsdp = torch.load(out)
+    single = trainer_step(str(model_dir), str(tmp_path / "single-run"), *LORA_SETS, steps=2)
+    assert (fsdp["world"], fsdp["strategy"], single["world"], single["strategy"]) == (2, "fsdp", 1, "single")
+    assert fsdp["params"].keys() == single["params"].keys()
+    adapters = [n for n in single["params"] if "lora_" in n]
+    assert adapters and all("language_model" in n for n in adapters)
+    initial = _initial_params(model_dir)
+    for name, p in single["params"].items():  # the base is frozen in both
+        if name not in adapters:
+            base = name.replace(".base_layer", "")
+            assert torch.equal(p.float(), initial[base].float()) and torch.equal(fsdp["params"][name].float(),
+                                                                                 p.float()), name
+    moved_a = max(float((single["params"][n] - p).abs().max()) for n, p in _lora_init(single).items())
+    assert moved_a > 1e-6  # the second step moved A, not only B
+    rel, where = _max_rel({n: single["params"][n] for n in adapters}, fsdp["params"])
+    print(f"LoRA adapters after 2 steps, 2 FSDP ranks vs 1 process: max relative difference {rel:.2e} ({where}); "
+          f"A moved by up to {moved_a:.2e}; grad norms {fsdp['grad_norm']:.6g} vs {single['grad_norm']:.6g}")
+    assert abs(fsdp["reward"] - single["reward"]) < 1e-6 and single["grad_norm"] > 0
+    assert abs(fsdp["grad_norm"] - single["grad_norm"]) <= 1e-4 * single["grad_norm"]
+    assert rel <= 1e-4, (rel, where)
+    # A's update is ~1e-4 of A itself: compare the updates, not the weights
+    gap_a = max(float((single["params"][n] - fsdp["params"][n]).abs().max()) for n in _lora_init(single))
+    print(f"A: largest update {moved_a:.2e}, largest gap between the runs {gap_a:.2e}")
+    assert gap_a <= 1e-3 * moved_a, (gap_a, moved_a)
+
+
+def _lora_init(result: dict) -> dict:
+    """The A matrices as LoRA initialised them (the trainer's seed): what the second step moved."""
+    return result["lora_a_init"]
 
 
 @pytest.mark.slow
@@ -549,10 +603,10 @@ def test_a_sharded_checkpoint_of_two_ranks_resumes_on_three_then_in_one_process_
     assert json.loads(one.read_text())["steps"] == 5
 
 
-def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str) -> None:
+def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str, steps: int = 1) -> None:
     import torch
 
-    result = trainer_step(model_dir, run_dir, *extra)
+    result = trainer_step(model_dir, run_dir, *extra, steps=steps)
     if result["rank"] == 0:
         torch.save(result, out)
     else:  # rank 1 reports its own state bytes
@@ -568,10 +622,11 @@ if __name__ == "__main__":
     ap.add_argument("--resume")
     ap.add_argument("--workdir")
     ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--steps", type=int, default=1)
     args = ap.parse_args()
     if args.train:
         train_worker(args.model, args.workdir, args.out, *args.sets, resume=args.resume)
     elif args.trainer:
-        trainer_worker(args.model, args.workdir, args.out, *args.sets)
+        trainer_worker(args.model, args.workdir, args.out, *args.sets, steps=args.steps)
     else:
         ddp_worker(args.model, args.out)

@@ -81,9 +81,9 @@ def knobs(inp: PlanInputs, arch: Architecture) -> list[Knob]:
 
 
 def runnable(inp: PlanInputs) -> bool:
-    """Whether the trainer accepts this setting: ``fsdp`` shards full fine-tuning in float32 or bfloat16 only
-    (no LoRA, no float16), so a knob or a GPU count that needs such a combination is no advice."""
-    return not (inp.resolved_strategy == "fsdp" and (inp.lora or inp.dtype == "float16"))
+    """Whether the trainer accepts this setting: ``fsdp`` trains (full or LoRA) in float32 or bfloat16 only,
+    so a knob or a GPU count that needs it in float16 is no advice."""
+    return not (inp.resolved_strategy == "fsdp" and inp.dtype == "float16")
 
 
 def advice(arch: Architecture, inp: PlanInputs) -> list[tuple[str, float, bool]]:

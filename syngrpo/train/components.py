@@ -164,12 +164,15 @@ def load_sharded_policy_and_reference(cfg: TrainConfig, par: Parallel, precision
     trainer restores).  The reference as RL starts is the policy's shards cast to the compute dtype,
     on each rank.  ``ckpt`` is known on rank 0 only; every rank decides by ``resuming``.
     """
-    if not par.is_main or dcp_resume is not None:
-        bundle = load_policy(policy_path, empty=True, **load_kwargs)
-    elif ckpt is not None:
+    lora = cfg.model.lora.model_dump() if cfg.model.lora.enabled else None
+    if not par.is_main or dcp_resume is not None:  # LoRA too: its adapters built on meta, filled from rank 0
+        bundle = load_policy(policy_path, empty=True, lora=lora, **load_kwargs)
+    elif ckpt is not None and not lora:
         bundle = _from_checkpoint(ckpt, policy_path, load_kwargs)
     else:
-        bundle = load_policy(policy_path, **load_kwargs)
+        bundle = load_policy(policy_path, lora=lora, **load_kwargs)
+        if ckpt is not None:  # a gathered LoRA checkpoint holds the adapters only: base weights + saved adapters
+            load_adapters(bundle.model, model_dir(ckpt))
     precision.upcast_trainable(bundle.model)
     if not resuming and cfg.sft.enabled and par.is_main:
         warm_start(bundle)  # on rank 0's whole policy, before it is sharded
@@ -183,7 +186,7 @@ def load_sharded_policy_and_reference(cfg: TrainConfig, par: Parallel, precision
         return bundle, None
     compute = precision.compute  # the reference is never updated: no float32 master
     ref_kwargs = {**load_kwargs, "dtype": compute, "gradient_checkpointing": False}
-    if not resuming and cfg.model.reference is None:  # the policy as RL starts
+    if not resuming and cfg.model.reference is None:  # the policy as RL starts (with LoRA: its base, no adapters)
         ref = frozen(load_policy(policy_path, empty=True, **ref_kwargs).model, compute)
         par.shard_empty(ref, mp_policy=None, device=device)
         copy_shards(bundle.model, ref)
