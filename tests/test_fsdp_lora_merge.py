@@ -58,9 +58,9 @@ def merge_worker(model_dir: str, out: str, dtype: str) -> None:
 
     import torch
     import torch.distributed as dist
+    from syngrpo_vllm.engine import module_weights
 
     from syngrpo.scale.fsdp import shard
-    from syngrpo_vllm.engine import module_weights
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
