@@ -603,6 +603,40 @@ def test_a_sharded_checkpoint_of_two_ranks_resumes_on_three_then_in_one_process_
     assert json.loads(one.read_text())["steps"] == 5
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("layout", ["sharded", "full"])
+def test_an_fsdp_lora_checkpoint_resumes_on_two_ranks_exactly(model_dir, tmp_path, layout):
+    """LoRA under FSDP (issue 27 item 1): a checkpoint written sharded (DCP, peft names) or gathered on rank 0
+    (the adapters only, ``adapter_model.safetensors``) restores the adapters, the frozen base and AdamW's
+    state exactly as the two ranks had them, in bf16 (fp32 adapters on a bf16 base)."""
+    pytest.importorskip("peft")
+    import torch
+
+    from syngrpo.rundir.checkpoint import latest_checkpoint
+
+    sets = (*RESHARD_SETS, "model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0",
+            "model.dtype=bfloat16", f"parallel.checkpoint={layout}")
+    run, first = tmp_path / "run", tmp_path / "first.json"
+    _torchrun("--train", "--model", str(model_dir), "--workdir", str(run), "--out", str(first),
+              *(f"--set={s}" for s in (*sets, "optim.max_steps=2")))
+    ckpt = latest_checkpoint(run)
+    assert ckpt.name == "step-000002"
+    if layout == "sharded":
+        assert len(list((ckpt / "sharded").glob("*.distcp"))) == 2
+    else:
+        assert (ckpt / "model" / "adapter_model.safetensors").is_file()
+    again = tmp_path / "again.json"
+    _torchrun("--train", "--resume", str(run), "--model", str(model_dir), "--workdir", str(run), "--out", str(again),
+              *(f"--set={s}" for s in (*sets, "optim.max_steps=3")))
+    restored = torch.load(str(again) + ".restored.pt")
+    assert (restored["world"], restored["step"]) == (2, 2)
+    before = torch.load(str(first) + ".final.pt")
+    assert any("lora_A" in n for n in before["optim"]) and not any("base_layer" in n for n in before["optim"])
+    _assert_same_state(before, restored)
+    assert json.loads(again.read_text())["steps"] == 3
+
+
 def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str, steps: int = 1) -> None:
     import torch
 
