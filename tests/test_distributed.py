@@ -635,6 +635,26 @@ def test_an_fsdp_lora_checkpoint_resumes_on_two_ranks_exactly(model_dir, tmp_pat
     assert any("lora_A" in n for n in before["optim"]) and not any("base_layer" in n for n in before["optim"])
     _assert_same_state(before, restored)
     assert json.loads(again.read_text())["steps"] == 3
+    final = torch.load(str(again) + ".final.pt")["model"]
+    last = latest_checkpoint(run)
+    assert last.name == "step-000003"
+    if layout == "sharded":  # eval and export read its model/ as a plain model: W + (alpha / r) B @ A, peft's merge
+        from syngrpo.models.policy import load_policy
+
+        served = dict(load_policy(str(last / "model"), dtype="bfloat16").model.named_parameters())
+        layer = next(n.rsplit(".lora_A", 1)[0] for n in final if ".lora_A." in n)
+        delta = final[f"{layer}.lora_B.default.weight"].float() @ final[f"{layer}.lora_A.default.weight"].float()
+        base = final[f"{layer}.base_layer.weight"]
+        want = (base.float() + delta * (32 / 4)).to(base.dtype)
+        plain = layer.removeprefix("base_model.model.") + ".weight"
+        assert delta.abs().max() > 0 and torch.equal(served[plain], want), plain
+    # and one plain process resumes the FSDP checkpoint exactly (LoRA replicated, not sharded)
+    one = tmp_path / "one.json"
+    train_worker(str(model_dir), str(run), str(one), *(s for s in sets if "strategy" not in s),
+                 "optim.max_steps=4", resume=str(run))
+    single = torch.load(str(one) + ".restored.pt")
+    assert (single["world"], single["step"]) == (1, 3)
+    _assert_same_state(torch.load(str(again) + ".final.pt"), single)
 
 
 def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str, steps: int = 1) -> None:

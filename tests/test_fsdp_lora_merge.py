@@ -118,5 +118,30 @@ def test_fsdp_lora_weights_for_vllm_equal_the_non_sharded_merge(tmp_path, dtype)
     assert r["whole_untouched"] and r["sharded_untouched"]
 
 
+def test_a_sharded_lora_checkpoint_state_merges_as_peft_merges(tmp_path):
+    """What eval and export read from a sharded FSDP + LoRA checkpoint (the peft model's full state and its
+    ``adapter_config.json``) is peft's own ``merge_and_unload`` of that model, in transformers names."""
+    pytest.importorskip("peft")
+    import copy
+
+    import torch
+
+    from syngrpo.models.policy import merged_lora_state
+    from syngrpo.models.tiny_policy import build_tiny_policy
+
+    model = _policy(str(build_tiny_policy(tmp_path / "tiny", seed=0)), "float32")
+    model.peft_config["default"].save_pretrained(str(tmp_path))
+    state = {n: t.clone() for n, t in model.state_dict().items()}
+    want = copy.deepcopy(model).merge_and_unload().state_dict()
+    got = merged_lora_state(state, tmp_path)
+    assert got.keys() == want.keys()
+    q = next(n for n in want if "language_model" in n and n.endswith("q_proj.weight"))
+    assert not torch.equal(want[q], state["base_model.model." + q.replace(".weight", ".base_layer.weight")])
+    for name, tensor in want.items():
+        assert torch.allclose(got[name], tensor, rtol=0, atol=1e-6), name
+    plain = {n: t for n, t in want.items()}
+    assert merged_lora_state(plain, tmp_path) is plain  # a state without adapters passes through
+
+
 if __name__ == "__main__":
     merge_worker(sys.argv[1], sys.argv[2], sys.argv[3])

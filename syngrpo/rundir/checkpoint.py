@@ -220,6 +220,9 @@ def _save_model_files(model: Any, directory: Path) -> None:
     for part in (getattr(base, "config", None), getattr(base, "generation_config", None)):
         if part is not None and hasattr(part, "save_pretrained"):
             part.save_pretrained(str(directory))
+    if hasattr(model, "get_base_model") and not (directory / "adapter_config.json").is_file():
+        # a sharded LoRA checkpoint: the adapters' r and alpha, which merging them for eval and export needs
+        model.peft_config["default"].save_pretrained(str(directory))
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
