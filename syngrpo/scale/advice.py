@@ -60,12 +60,8 @@ def knobs(inp: PlanInputs, arch: Architecture) -> list[Knob]:
         out.append(("--set model.gradient_checkpointing=true", replace(inp, gradient_checkpointing=True)))
     if not inp.freeze_vision and not inp.lora:
         out.append(("--set model.freeze_vision=true", replace(inp, freeze_vision=True)))
-    if not inp.lora:
-        if inp.resolved_strategy == "fsdp":  # the trainer shards full fine-tuning only
-            out.append(("--set model.lora.enabled=true --set parallel.strategy=ddp (LoRA runs replicated)",
-                        replace(inp, lora=True, strategy="ddp")))
-        else:
-            out.append(("--set model.lora.enabled=true", replace(inp, lora=True)))
+    if not inp.lora:  # under fsdp too: the adapters are sharded with the frozen base
+        out.append(("--set model.lora.enabled=true", replace(inp, lora=True)))
     per_rank = math.ceil(inp.batch_size / (inp.gpus if inp.resolved_strategy != "single" else 1))
     if inp.grad_accum < per_rank:
         out.append((f"--set optim.grad_accum={per_rank} (one prompt per micro-batch)",
