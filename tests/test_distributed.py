@@ -249,8 +249,8 @@ def _trainer_config(model_dir: str, *extra: str):
     return load_config(TrainConfig, None, sets)
 
 
-def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
-    """One Trainer step on a 4-prompt global batch (this process's share of it under torchrun).
+def trainer_step(model_dir: str, run_dir: str, *extra: str, steps: int = 1) -> dict:
+    """``steps`` Trainer steps on 4-prompt global batches (this process's share of each under torchrun).
 
     ``extra`` are more ``--set`` overrides (the FSDP test: the strategy, gradient accumulation, KL).
     """
@@ -265,12 +265,16 @@ def trainer_step(model_dir: str, run_dir: str, *extra: str) -> dict:
     registry = registry_with(DistributedTestPlugins(), autoload=True)
     with Trainer(cfg, run_dir, registry=registry) as trainer:
         trainer.setup()
-        metrics = trainer.train_step(1)
+
+        def full(p):  # FSDP parameters are shards (DTensors): the full tensor, a collective on every rank
+            return (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+
+        lora_a_init = {n: full(p) for n, p in trainer.bundle.base_model.named_parameters() if "lora_A" in n}
+        for step in range(1, steps + 1):
+            metrics = trainer.train_step(step)
         nbytes = state_bytes(trainer.bundle.model, trainer.optimizer)  # this rank's, before any gathering
-        # FSDP parameters are shards (DTensors): gather the full tensors (a collective on every rank)
-        params = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
-                  for n, p in trainer.bundle.base_model.named_parameters()}
-        return {"params": params, "rank": trainer.par.rank, "world": trainer.par.world,
+        params = {n: full(p) for n, p in trainer.bundle.base_model.named_parameters()}
+        return {"params": params, "lora_a_init": lora_a_init, "rank": trainer.par.rank, "world": trainer.par.world,
                 "strategy": trainer.par.strategy, "bytes": nbytes,
                 "reward": metrics["reward/total"], "grad_norm": metrics["grad_norm"]}
 
@@ -396,6 +400,56 @@ def test_two_rank_fsdp_step_equals_the_single_process_step_with_half_the_state_p
         per_rank = sum(report[rank].values())
         assert per_rank <= 0.55 * sum(report["single"].values()), (rank, report)
         assert report[rank]["params"] <= 0.55 * report["single"]["params"], (rank, report)
+
+
+#: LoRA under FSDP: rank-4 adapters without dropout (each rank would draw its own mask), the KL term against the
+#: base (the reference carries no adapters), shared-prefix scoring, two micro-batches per rank, two steps (the
+#: first moves only B, which starts at zero; the second moves A too)
+LORA_SETS = ("model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0", "optim.lr=0.05", *FSDP_SETS)
+
+
+@pytest.mark.slow
+def test_two_rank_fsdp_lora_steps_equal_the_single_process_lora_steps(model_dir, tmp_path):
+    """LoRA adapters sharded with the policy (issue 27 item 1): two steps on two ranks = two in one process.
+
+    Before, ``parallel.strategy: fsdp`` with ``model.lora.enabled`` was refused by the preflight checks.
+    """
+    pytest.importorskip("peft")
+    import torch
+
+    out = tmp_path / "fsdp-lora.pt"
+    sets = [f"--set={s}" for s in (*LORA_SETS, "parallel.strategy=fsdp")]
+    _torchrun("--trainer", "--steps", "2", "--model", str(model_dir), "--workdir", str(tmp_path / "fsdp-run"),
+              "--out", str(out), *sets)
+    fsdp = torch.load(out)
+    single = trainer_step(str(model_dir), str(tmp_path / "single-run"), *LORA_SETS, steps=2)
+    assert (fsdp["world"], fsdp["strategy"], single["world"], single["strategy"]) == (2, "fsdp", 1, "single")
+    assert fsdp["params"].keys() == single["params"].keys()
+    adapters = [n for n in single["params"] if "lora_" in n]
+    assert adapters and all("language_model" in n for n in adapters)
+    initial = _initial_params(model_dir)
+    for name, p in single["params"].items():  # the base is frozen in both
+        if name not in adapters:
+            base = name.replace(".base_layer", "")
+            assert torch.equal(p.float(), initial[base].float()) and torch.equal(fsdp["params"][name].float(),
+                                                                                 p.float()), name
+    moved_a = max(float((single["params"][n] - p).abs().max()) for n, p in _lora_init(single).items())
+    assert moved_a > 1e-6  # the second step moved A, not only B
+    rel, where = _max_rel({n: single["params"][n] for n in adapters}, fsdp["params"])
+    print(f"LoRA adapters after 2 steps, 2 FSDP ranks vs 1 process: max relative difference {rel:.2e} ({where}); "
+          f"A moved by up to {moved_a:.2e}; grad norms {fsdp['grad_norm']:.6g} vs {single['grad_norm']:.6g}")
+    assert abs(fsdp["reward"] - single["reward"]) < 1e-6 and single["grad_norm"] > 0
+    assert abs(fsdp["grad_norm"] - single["grad_norm"]) <= 1e-4 * single["grad_norm"]
+    assert rel <= 1e-4, (rel, where)
+    # A's update is ~1e-4 of A itself: compare the updates, not the weights
+    gap_a = max(float((single["params"][n] - fsdp["params"][n]).abs().max()) for n in _lora_init(single))
+    print(f"A: largest update {moved_a:.2e}, largest gap between the runs {gap_a:.2e}")
+    assert gap_a <= 1e-3 * moved_a, (gap_a, moved_a)
+
+
+def _lora_init(result: dict) -> dict:
+    """The A matrices as LoRA initialised them (the trainer's seed): what the second step moved."""
+    return result["lora_a_init"]
 
 
 @pytest.mark.slow
@@ -549,10 +603,64 @@ def test_a_sharded_checkpoint_of_two_ranks_resumes_on_three_then_in_one_process_
     assert json.loads(one.read_text())["steps"] == 5
 
 
-def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str) -> None:
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("layout", ["sharded", "full"])
+def test_an_fsdp_lora_checkpoint_resumes_on_two_ranks_exactly(model_dir, tmp_path, layout):
+    """LoRA under FSDP (issue 27 item 1): a checkpoint written sharded (DCP, peft names) or gathered on rank 0
+    (the adapters only, ``adapter_model.safetensors``) restores the adapters, the frozen base and AdamW's
+    state exactly as the two ranks had them, in bf16 (fp32 adapters on a bf16 base)."""
+    pytest.importorskip("peft")
     import torch
 
-    result = trainer_step(model_dir, run_dir, *extra)
+    from syngrpo.rundir.checkpoint import latest_checkpoint
+
+    sets = (*RESHARD_SETS, "model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0",
+            "model.dtype=bfloat16", f"parallel.checkpoint={layout}")
+    run, first = tmp_path / "run", tmp_path / "first.json"
+    _torchrun("--train", "--model", str(model_dir), "--workdir", str(run), "--out", str(first),
+              *(f"--set={s}" for s in (*sets, "optim.max_steps=2")))
+    ckpt = latest_checkpoint(run)
+    assert ckpt.name == "step-000002"
+    if layout == "sharded":
+        assert len(list((ckpt / "sharded").glob("*.distcp"))) == 2
+    else:
+        assert (ckpt / "model" / "adapter_model.safetensors").is_file()
+    again = tmp_path / "again.json"
+    _torchrun("--train", "--resume", str(run), "--model", str(model_dir), "--workdir", str(run), "--out", str(again),
+              *(f"--set={s}" for s in (*sets, "optim.max_steps=3")))
+    restored = torch.load(str(again) + ".restored.pt")
+    assert (restored["world"], restored["step"]) == (2, 2)
+    before = torch.load(str(first) + ".final.pt")
+    assert any("lora_A" in n for n in before["optim"]) and not any("base_layer" in n for n in before["optim"])
+    _assert_same_state(before, restored)
+    assert json.loads(again.read_text())["steps"] == 3
+    final = torch.load(str(again) + ".final.pt")["model"]
+    last = latest_checkpoint(run)
+    assert last.name == "step-000003"
+    if layout == "sharded":  # eval and export read its model/ as a plain model: W + (alpha / r) B @ A, peft's merge
+        from syngrpo.models.policy import load_policy
+
+        served = dict(load_policy(str(last / "model"), dtype="bfloat16").model.named_parameters())
+        layer = next(n.rsplit(".lora_A", 1)[0] for n in final if ".lora_A." in n)
+        delta = final[f"{layer}.lora_B.default.weight"].float() @ final[f"{layer}.lora_A.default.weight"].float()
+        base = final[f"{layer}.base_layer.weight"]
+        want = (base.float() + delta * (32 / 4)).to(base.dtype)
+        plain = layer.removeprefix("base_model.model.") + ".weight"
+        assert delta.abs().max() > 0 and torch.equal(served[plain], want), plain
+    # and one plain process resumes the FSDP checkpoint exactly (LoRA replicated, not sharded)
+    one = tmp_path / "one.json"
+    train_worker(str(model_dir), str(run), str(one), *(s for s in sets if "strategy" not in s),
+                 "optim.max_steps=4", resume=str(run))
+    single = torch.load(str(one) + ".restored.pt")
+    assert (single["world"], single["step"]) == (1, 3)
+    _assert_same_state(torch.load(str(again) + ".final.pt"), single)
+
+
+def trainer_worker(model_dir: str, run_dir: str, out: str, *extra: str, steps: int = 1) -> None:
+    import torch
+
+    result = trainer_step(model_dir, run_dir, *extra, steps=steps)
     if result["rank"] == 0:
         torch.save(result, out)
     else:  # rank 1 reports its own state bytes
@@ -568,10 +676,11 @@ if __name__ == "__main__":
     ap.add_argument("--resume")
     ap.add_argument("--workdir")
     ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--steps", type=int, default=1)
     args = ap.parse_args()
     if args.train:
         train_worker(args.model, args.workdir, args.out, *args.sets, resume=args.resume)
     elif args.trainer:
-        trainer_worker(args.model, args.workdir, args.out, *args.sets)
+        trainer_worker(args.model, args.workdir, args.out, *args.sets, steps=args.steps)
     else:
         ddp_worker(args.model, args.out)

@@ -376,20 +376,24 @@ def module_weights(model: Any):
 
     The order and names are the ``state_dict``'s (tied weights appear under each name). FSDP2
     ``DTensor`` shards are gathered with ``.full_tensor()`` only when their module's batch is
-    produced; a peft model's LoRA adapters are merged in (names without ``base_layer``).
+    produced; a peft model's LoRA adapters are merged in (names without ``base_layer``): each
+    adapted layer's weight is sent as ``W + scaling * B @ A`` computed aside (:func:`_merged_lora`), never
+    by peft's ``merge_adapter`` / ``unmerge_adapter`` in place, which would leave the rounding of the
+    add and the subtract in the frozen base (a bf16 base drifts with every sync) and cannot run on
+    FSDP's shards.
     """
-    if hasattr(model, "merge_adapter") and hasattr(model, "unmerge_adapter"):
-        model.merge_adapter()
-        try:
-            yield from _module_batches(unwrap_model(model), skip_lora=True)
-        finally:
-            model.unmerge_adapter()
-        return
-    yield from _module_batches(unwrap_model(model), skip_lora=False)
+    yield from _module_batches(unwrap_model(model))
 
 
-def _module_batches(root: Any, *, skip_lora: bool):
+def _module_batches(root: Any):
+    lora_layers: list[str] = []  # prefixes of LoRA layers sent merged: their submodules are not sent again
     for prefix, module in root.named_modules():
+        if any(prefix.startswith(p + ".") for p in lora_layers):
+            continue
+        if hasattr(module, "base_layer") and hasattr(module, "lora_A"):
+            lora_layers.append(prefix)
+            yield _merged_lora(prefix, module)
+            continue
         batch = []
         for name, tensor in module.named_parameters(recurse=False, remove_duplicate=False):
             batch.append((_clean(f"{prefix}.{name}" if prefix else name), _full(tensor)))
@@ -397,10 +401,32 @@ def _module_batches(root: Any, *, skip_lora: bool):
             if name in getattr(module, "_non_persistent_buffers_set", ()) or buf is None:
                 continue
             batch.append((_clean(f"{prefix}.{name}" if prefix else name), _full(buf)))
-        if skip_lora:
-            batch = [(n.replace(".base_layer", ""), t) for n, t in batch if "lora_" not in n]
         if batch:
             yield batch
+
+
+def _merged_lora(prefix: str, layer: Any) -> list[tuple[str, Any]]:
+    """A peft LoRA ``Linear``'s base parameters under the base layer's names, its active adapters added to the
+    weight out of place: ``W + sum_a scaling_a * (B_a @ A_a)`` in float32, rounded once to ``W``'s dtype (what
+    peft's ``get_delta_weight`` computes; gathered first under FSDP, a collective)."""
+    base = layer.base_layer
+    if not isinstance(base, torch.nn.Linear):
+        raise NotImplementedError(f"{prefix}: LoRA on a {type(base).__name__} cannot be merged for vLLM; "
+                                  "target Linear projections only (model.lora.target_modules)")
+    batch = [(_clean(f"{prefix}.{name}"), _full(t)) for name, t in base.named_parameters(recurse=False)]
+    adapters = [] if layer.disable_adapters or layer.merged else [a for a in layer.active_adapters if a in layer.lora_A]
+    for adapter in adapters:
+        if adapter in getattr(layer, "lora_variant", {}) or getattr(layer, "lora_bias", {}).get(adapter):
+            raise NotImplementedError(f"{prefix}: adapter {adapter!r} is a LoRA variant (DoRA, lora_bias) "
+                                      "that cannot be merged for vLLM here; use plain LoRA")
+    for i, (name, tensor) in enumerate(batch):
+        if name.endswith(".weight") and adapters:
+            merged = tensor.float()
+            for adapter in adapters:
+                delta = _full(layer.lora_B[adapter].weight).float() @ _full(layer.lora_A[adapter].weight).float()
+                merged = merged + (delta.T if layer.fan_in_fan_out else delta) * layer.scaling[adapter]
+            batch[i] = (name, merged.to(tensor.dtype))
+    return batch
 
 
 def _full(tensor: Any) -> Any:

@@ -33,7 +33,8 @@ from syngrpo.rundir.sharded_checkpoint import consolidated_model_state, is_shard
 
 # the records and prompt encoding live in syngrpo.models.prompts; the documented import is this module
 __all__ = [
-    "DType", "PolicyBundle", "PromptBatch", "empty_weights", "encode_prompts", "frozen", "load_policy", "pixel_budget",
+    "DType", "PolicyBundle", "PromptBatch", "empty_weights", "encode_prompts", "frozen", "load_policy",
+    "merged_lora_state", "pixel_budget",
     "reference_model", "render_prompt", "resolve_device", "resolve_dtype", "vision_tower",
 ]
 
@@ -135,11 +136,46 @@ def _empty_model(fam: Any, path: str, config: Any, device: torch.device, **kwarg
 
 
 def _sharded_checkpoint_weights(path: str) -> dict[str, torch.Tensor] | None:
-    """The consolidated weights when ``path`` is a sharded checkpoint's ``model/`` directory (no weight files)."""
+    """The consolidated weights when ``path`` is a sharded checkpoint's ``model/`` directory (no weight files);
+    a LoRA run's with its adapters merged in (:func:`merged_lora_state`)."""
     folder = Path(path)
     if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
         return None
-    return consolidated_model_state(folder.parent) if is_sharded(folder.parent) else None
+    if not is_sharded(folder.parent):
+        return None
+    return merged_lora_state(consolidated_model_state(folder.parent), folder)
+
+
+def merged_lora_state(state: dict[str, torch.Tensor], folder: Path) -> dict[str, torch.Tensor]:
+    """A peft model's full state (a sharded FSDP + LoRA checkpoint) as the plain model's: ``W + scaling * B @ A``.
+
+    Names lose peft's ``base_model.model.`` and ``.base_layer``; ``scaling`` is ``lora_alpha / r`` (``/ sqrt(r)``
+    with ``use_rslora``) from the ``adapter_config.json`` the checkpoint wrote beside its config.  A state without
+    adapters is returned as it is.
+    """
+    import json
+
+    if not any(".lora_A." in k for k in state):
+        return state
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{folder}: the sharded checkpoint holds LoRA adapters but no adapter_config.json "
+                          "(their r and alpha); it was written before FSDP trained LoRA -- resume it instead")
+    cfg = json.loads(config_file.read_text(encoding="utf-8"))
+    r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+    scaling = alpha / (r ** 0.5 if cfg.get("use_rslora") else r)
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if ".lora_" in name:
+            continue
+        plain = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        layer = name.rsplit(".base_layer.", 1)[0] if ".base_layer." in name else None
+        if layer is not None and name.endswith(".base_layer.weight") and f"{layer}.lora_A.default.weight" in state:
+            a, b = state[f"{layer}.lora_A.default.weight"].float(), state[f"{layer}.lora_B.default.weight"].float()
+            delta = b @ a
+            tensor = (tensor.float() + (delta.T if cfg.get("fan_in_fan_out") else delta) * scaling).to(tensor.dtype)
+        out[plain] = tensor
+    return out
 
 
 def load_policy(

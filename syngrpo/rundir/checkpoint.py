@@ -188,6 +188,8 @@ def save_checkpoint(
         tmp = prepare_checkpoint(run_dir, step)
         weights = {"state_dict": model_state} if model_state is not None else {}
         model.save_pretrained(str(tmp / MODEL_DIR), safe_serialization=True, **weights)
+        if hasattr(model, "get_base_model"):  # peft writes the adapters only: the base's config beside them
+            _save_model_files(model, tmp / MODEL_DIR)
         bad += nonfinite_names(model_state if model_state is not None else model.state_dict(), "model")
     bad += nonfinite_names(optim or {}, "optimizer")
     if processor is not None:
@@ -211,14 +213,16 @@ def save_checkpoint(
 def _save_model_files(model: Any, directory: Path) -> None:
     """What ``save_pretrained`` writes besides the weights (config, generation config): the weights are sharded.
 
-    ``model`` is the transformers model itself: FSDP2 shards a model in place, so a sharded run's model is
-    never under a wrapper (and LoRA, which would wrap it, is refused with FSDP).
+    FSDP2 shards a model in place, so the only wrapper is peft's (LoRA), whose base holds the config.
     """
-    base = model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     directory.mkdir(parents=True, exist_ok=True)
     for part in (getattr(base, "config", None), getattr(base, "generation_config", None)):
         if part is not None and hasattr(part, "save_pretrained"):
             part.save_pretrained(str(directory))
+    if hasattr(model, "get_base_model") and not (directory / "adapter_config.json").is_file():
+        # a sharded LoRA checkpoint: the adapters' r and alpha, which merging them for eval and export needs
+        model.peft_config["default"].save_pretrained(str(directory))
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

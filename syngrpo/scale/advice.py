@@ -60,12 +60,8 @@ def knobs(inp: PlanInputs, arch: Architecture) -> list[Knob]:
         out.append(("--set model.gradient_checkpointing=true", replace(inp, gradient_checkpointing=True)))
     if not inp.freeze_vision and not inp.lora:
         out.append(("--set model.freeze_vision=true", replace(inp, freeze_vision=True)))
-    if not inp.lora:
-        if inp.resolved_strategy == "fsdp":  # the trainer shards full fine-tuning only
-            out.append(("--set model.lora.enabled=true --set parallel.strategy=ddp (LoRA runs replicated)",
-                        replace(inp, lora=True, strategy="ddp")))
-        else:
-            out.append(("--set model.lora.enabled=true", replace(inp, lora=True)))
+    if not inp.lora:  # under fsdp too: the adapters are sharded with the frozen base
+        out.append(("--set model.lora.enabled=true", replace(inp, lora=True)))
     per_rank = math.ceil(inp.batch_size / (inp.gpus if inp.resolved_strategy != "single" else 1))
     if inp.grad_accum < per_rank:
         out.append((f"--set optim.grad_accum={per_rank} (one prompt per micro-batch)",
@@ -81,9 +77,9 @@ def knobs(inp: PlanInputs, arch: Architecture) -> list[Knob]:
 
 
 def runnable(inp: PlanInputs) -> bool:
-    """Whether the trainer accepts this setting: ``fsdp`` shards full fine-tuning in float32 or bfloat16 only
-    (no LoRA, no float16), so a knob or a GPU count that needs such a combination is no advice."""
-    return not (inp.resolved_strategy == "fsdp" and (inp.lora or inp.dtype == "float16"))
+    """Whether the trainer accepts this setting: ``fsdp`` trains (full or LoRA) in float32 or bfloat16 only,
+    so a knob or a GPU count that needs it in float16 is no advice."""
+    return not (inp.resolved_strategy == "fsdp" and inp.dtype == "float16")
 
 
 def advice(arch: Architecture, inp: PlanInputs) -> list[tuple[str, float, bool]]:

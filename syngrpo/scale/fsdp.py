@@ -82,14 +82,31 @@ def copy_shards(source: Any, target: Any) -> None:
 
     Both models sharded alike (same architecture, same ranks): the sharded twin of ``deepcopy``
     followed by ``.to(dtype)``, which makes the reference model from the policy as RL starts.
+    A peft ``source`` gives its base weights to a plain ``target`` (:func:`base_parameters`): the
+    reference of a LoRA run is the frozen base, and FSDP2 shards each parameter on its own (dim 0
+    over the ranks), so a base weight's shard is the same with or without adapters beside it.
     """
     import torch
 
     with torch.no_grad():
-        for (name, p), (other, q) in zip(source.named_parameters(), target.named_parameters(), strict=True):
+        for (name, p), (other, q) in zip(base_parameters(source), target.named_parameters(), strict=True):
             if name != other:
                 raise ValueError(f"copy_shards: {name} vs {other}: the models differ")
             q.to_local().copy_(p.to_local())
+
+
+def base_parameters(model: Any) -> Iterator[tuple[str, Any]]:
+    """``model``'s named parameters without LoRA adapters, named as in the model peft wrapped.
+
+    peft renames a wrapped model's ``x.q_proj.weight`` to ``base_model.model.x.q_proj.base_layer.weight``
+    and adds ``...q_proj.lora_A.default.weight``; a model without adapters is passed through.
+    """
+    wrapped = hasattr(model, "peft_config")
+    for name, p in model.named_parameters():
+        if not wrapped:
+            yield name, p
+        elif "lora_" not in name:
+            yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), p
 
 
 def fsdp_units(model: Any) -> list[Any]:

@@ -302,7 +302,7 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
     # which parameters train
     if inp.lora:
         trainable_full = arch.lora_params(inp.lora_r, list(inp.lora_targets))
-        # adapters are small, replicated whole (ceil(r / N) rows would be the shard; counted whole)
+        # FSDP2 shards the adapters like any parameter: ceil(r / N) rows of each A, ceil(out / N) rows of each B
         trainable = trainable_full if not sharded else sum(
             math.ceil(inp.lora_r / world) * i + math.ceil(o / world) * inp.lora_r
             for name, (i, o) in arch.linears.items() if name.rsplit(".", 1)[-1] in inp.lora_targets)
@@ -316,12 +316,18 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
     shard_note = f", sharded over {world} (ceil(dim0 / {world}) rows per tensor)" if sharded else ""
 
     parts: list[MemoryPart] = []
-    if mixed:
+    if inp.lora:  # the frozen base is loaded in the compute dtype, the adapters are the float32 masters
+        base_bytes = 2 if mixed else 4
+        parts.append(MemoryPart(f"frozen base ({half if mixed else 'fp32'})", base_bytes * stored, "both",
+                                f"{base_bytes} B x {P:,} params{shard_note}"))
+        parts.append(MemoryPart("LoRA adapters (fp32)", 4 * trainable, "both",
+                                f"4 B x {trainable_full:,} ({train_what}){shard_note}"))
+    elif mixed:
         parts.append(MemoryPart("master weights (fp32)", 4 * stored, "both", f"4 B x {P:,} params{shard_note}"))
     else:
         parts.append(MemoryPart("weights (fp32)", 4 * stored, "both", f"4 B x {P:,} params{shard_note}"))
 
-    if mixed:
+    if mixed and not (inp.lora and not sharded):  # a LoRA base in bf16 is its own compute copy
         if sharded and world == 1:
             # FSDP2 on one rank skips the all-gather and keeps each unit's bf16 copy built from the shard: on an
             # H100 the update phase held a whole copy (measured 77.18 GiB against 71.86 planned per unit)

@@ -97,6 +97,15 @@ def load_adapters(model: Any, directory: Path) -> None:
     peft.set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
 
 
+def lora_from_checkpoint(model: Any, ckpt: Path) -> None:
+    """Put a LoRA run's checkpoint into a peft ``model`` built on the base: the saved adapters of a gathered
+    checkpoint, or the whole peft state of a sharded one (FSDP), consolidated here."""
+    if is_sharded(ckpt):
+        model.load_state_dict(consolidated_model_state(ckpt))
+    else:
+        load_adapters(model, model_dir(ckpt))
+
+
 def _from_checkpoint(ckpt: Path, policy_path: str, load_kwargs: dict[str, Any]) -> PolicyBundle:
     """A checkpoint's whole policy; one an FSDP run wrote sharded is consolidated here, in memory."""
     weights = consolidated_model_state(ckpt) if is_sharded(ckpt) else None
@@ -121,8 +130,8 @@ def load_policy_and_reference(cfg: TrainConfig, par: Parallel, precision: Precis
         bundle = _from_checkpoint(ckpt, policy_path, load_kwargs)
     else:  # other ranks of a resumed run: the architecture here, the weights from rank 0 below
         bundle = load_policy(policy_path, lora=lora, **load_kwargs)
-        if ckpt is not None:  # a LoRA checkpoint holds the adapters only: base weights + saved adapters
-            load_adapters(bundle.model, model_dir(ckpt))
+        if ckpt is not None:  # a LoRA checkpoint: base weights + saved adapters (or its sharded peft state)
+            lora_from_checkpoint(bundle.model, ckpt)
     precision.upcast_trainable(bundle.model)
     if resuming:
         par.wait_for_main()  # rank 0 read the checkpoint's weights alone
@@ -164,12 +173,15 @@ def load_sharded_policy_and_reference(cfg: TrainConfig, par: Parallel, precision
     trainer restores).  The reference as RL starts is the policy's shards cast to the compute dtype,
     on each rank.  ``ckpt`` is known on rank 0 only; every rank decides by ``resuming``.
     """
-    if not par.is_main or dcp_resume is not None:
-        bundle = load_policy(policy_path, empty=True, **load_kwargs)
-    elif ckpt is not None:
+    lora = cfg.model.lora.model_dump() if cfg.model.lora.enabled else None
+    if not par.is_main or dcp_resume is not None:  # LoRA too: its adapters built on meta, filled from rank 0
+        bundle = load_policy(policy_path, empty=True, lora=lora, **load_kwargs)
+    elif ckpt is not None and not lora:
         bundle = _from_checkpoint(ckpt, policy_path, load_kwargs)
     else:
-        bundle = load_policy(policy_path, **load_kwargs)
+        bundle = load_policy(policy_path, lora=lora, **load_kwargs)
+        if ckpt is not None:  # a LoRA checkpoint rank 0 alone reads: base weights + its adapters
+            lora_from_checkpoint(bundle.model, ckpt)
     precision.upcast_trainable(bundle.model)
     if not resuming and cfg.sft.enabled and par.is_main:
         warm_start(bundle)  # on rank 0's whole policy, before it is sharded
@@ -183,7 +195,7 @@ def load_sharded_policy_and_reference(cfg: TrainConfig, par: Parallel, precision
         return bundle, None
     compute = precision.compute  # the reference is never updated: no float32 master
     ref_kwargs = {**load_kwargs, "dtype": compute, "gradient_checkpointing": False}
-    if not resuming and cfg.model.reference is None:  # the policy as RL starts
+    if not resuming and cfg.model.reference is None:  # the policy as RL starts (with LoRA: its base, no adapters)
         ref = frozen(load_policy(policy_path, empty=True, **ref_kwargs).model, compute)
         par.shard_empty(ref, mp_policy=None, device=device)
         copy_shards(bundle.model, ref)

@@ -7,7 +7,7 @@ image on line 7 000 of the dataset, is an error in seconds instead of after minu
 - the config itself (pydantic) and the cross-section checks of :func:`syngrpo.config.check_runnable`;
 - the rules that need the plugins or the machine: synthesis has somewhere to send its jobs (URLs, a
   spawned server, or a transport that declares itself in-process; :mod:`syngrpo.synthesis.connect`),
-  and ``parallel.strategy: fsdp`` trains neither LoRA nor float16 (the rule needing the number of
+  and ``parallel.strategy: fsdp`` does not train in float16 (the rule needing the number of
   processes, ``optim.batch_size`` a multiple of it, is :func:`syngrpo.train.components.join_run`'s);
 - every plugin name the config names (task, rewards, advantage estimator, policy loss, rollout
   engine, transport, and the synthesizer/segmenter of the spawned or in-process data server, whose
@@ -252,12 +252,12 @@ def _check_server_backend(report: CheckReport, registry: Any, server: ServerConf
 
 
 def _check_parallel(cfg: TrainConfig, report: CheckReport) -> None:
-    """FSDP shards full fine-tuning in float32 or bfloat16 (its float16 would need a sharded gradient scaler)."""
+    """FSDP shards training in float32 or bfloat16, full or LoRA (its float16 would need a sharded gradient scaler)."""
     if cfg.parallel.strategy != "fsdp":
         return
-    if cfg.model.lora.enabled or _compute_dtype_here(cfg) == "float16":
-        report.errors.append("parallel.strategy fsdp supports full fine-tuning in float32 or bfloat16; "
-                             "turn model.lora off or use model.dtype: bfloat16 (or parallel.strategy: ddp)")
+    if _compute_dtype_here(cfg) == "float16":
+        report.errors.append("parallel.strategy fsdp trains in float32 or bfloat16; "
+                             "use model.dtype: bfloat16 (or parallel.strategy: ddp)")
 
 
 def _compute_dtype_here(cfg: TrainConfig) -> str:

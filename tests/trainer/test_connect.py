@@ -90,12 +90,12 @@ def test_the_spawned_servers_config_is_one_validated_object_on_loopback(tmp_path
     assert any("workerz" in e for e in check_config(bad, data=False).errors)
 
 
-def test_fsdp_with_lora_or_fp16_is_a_check_error_before_any_process_group(tmp_path):
-    for sets in (["model.lora.enabled=true"], ["model.dtype=float16"]):
-        cfg = load_train_config(None, ["synthesis.mode=off", "parallel.strategy=fsdp", *sets])
-        assert any("fsdp" in e and "lora" in e for e in check_config(cfg, data=False).errors), sets
-    fine = load_train_config(None, ["synthesis.mode=off", "parallel.strategy=fsdp", "model.dtype=bfloat16"])
-    assert not any("fsdp" in e for e in check_config(fine, data=False).errors)
+def test_fsdp_with_fp16_is_a_check_error_before_any_process_group_and_lora_is_not(tmp_path):
+    cfg = load_train_config(None, ["synthesis.mode=off", "parallel.strategy=fsdp", "model.dtype=float16"])
+    assert any("fsdp" in e and "float16" in e for e in check_config(cfg, data=False).errors)
+    for sets in (["model.dtype=bfloat16"], ["model.dtype=bfloat16", "model.lora.enabled=true"]):
+        fine = load_train_config(None, ["synthesis.mode=off", "parallel.strategy=fsdp", *sets])
+        assert not any("fsdp" in e for e in check_config(fine, data=False).errors), sets
 
 
 def test_the_trainer_and_the_study_read_one_warm_start_recipe():

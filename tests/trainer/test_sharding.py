@@ -154,14 +154,6 @@ def test_an_unknown_parallel_strategy_is_a_config_error():
         load_train_config(None, ["parallel.strategy=deepspeed", "synthesis.mode=off"])
 
 
-def test_fsdp_with_lora_is_refused_before_any_model_loads(tiny_policy_dir, tmp_path, registry, config_for):
-    from syngrpo.errors import ConfigError
-
-    cfg = config_for(tiny_policy_dir, "parallel.strategy=fsdp", "model.lora.enabled=true", "parallel.timeout=60")
-    with Trainer(cfg, tmp_path, registry=registry) as trainer, pytest.raises(ConfigError, match="fsdp .*lora"):
-        trainer.setup()
-
-
 def test_optimizer_state_is_saved_by_name_and_an_older_positional_state_still_loads():
     from syngrpo.scale.optimizer_state import load_optimizer_state_by_name, optimizer_state_by_name
 
