@@ -147,13 +147,18 @@ def _trl_vs_syngrpo(tmp_path, *, group: int, image_size: int, new_tokens: int, b
     policy_dir = build_tiny_policy(tmp_path / "tiny")
     syn = syngrpo_trainer(tmp_path / "syn", policy_dir, group=group, image_size=image_size, new_tokens=new_tokens,
                           batch=batch)
+    # padding-free scoring (issue 26 item 4), stepped beside the default (shared-prefix) one every round
+    packed = syngrpo_trainer(tmp_path / "packed", policy_dir, group=group, image_size=image_size,
+                             new_tokens=new_tokens, batch=batch, algorithm={"packed": True})
     syn_rows: list[dict[str, float]] = []
+    packed_rows: list[dict[str, float]] = []
     trl_rows: list[dict[str, float]] = []
 
     class Interleave(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
             if state.global_step % 2 == 1:
                 syn_rows.append(syngrpo_step(syn, state.global_step + 1))
+                packed_rows.append(syngrpo_step(packed, state.global_step + 1))
             timer.reset()
             self.t0 = time.perf_counter()
 
@@ -164,6 +169,7 @@ def _trl_vs_syngrpo(tmp_path, *, group: int, image_size: int, new_tokens: int, b
                              "update": total - timer.parts["generate_and_score"],
                              "tokens": timer.tokens(batch * group)})
             if state.global_step % 2 == 1:  # global_step is already counted here: this was an even round
+                packed_rows.append(syngrpo_step(packed, state.global_step))
                 syn_rows.append(syngrpo_step(syn, state.global_step))
 
     try:
@@ -173,9 +179,10 @@ def _trl_vs_syngrpo(tmp_path, *, group: int, image_size: int, new_tokens: int, b
         tr.train()
     finally:
         syn.close()
-    assert len(trl_rows) == len(syn_rows) == rounds + warmup
+        packed.close()
+    assert len(trl_rows) == len(syn_rows) == len(packed_rows) == rounds + warmup
     out: dict[str, Any] = {}
-    for name, rows in (("syngrpo", syn_rows[warmup:]), ("trl", trl_rows[warmup:])):
+    for name, rows in (("syngrpo", syn_rows[warmup:]), ("packed", packed_rows[warmup:]), ("trl", trl_rows[warmup:])):
         out[name] = {k: median([r[k] for r in rows]) for k in rows[0]}
         out[name]["tokens_per_s"] = out[name]["tokens"] / out[name]["step"]
     return out
@@ -219,6 +226,9 @@ def test_peers_one_grpo_step_against_trl(tmp_path, figures, quick, group, image_
             syngrpo=syn, trl=ref)
     figures(f"peers: syngrpo rollout / TRL generate ({label})", syn["rollout"] / ref["rollout"])
     figures(f"peers: syngrpo update / TRL rest of step ({label})", syn["update"] / ref["update"])
+    pk = res["packed"]
+    figures(f"peers: syngrpo packed step / TRL step ({label})", pk["step"] / ref["step"], packed=pk)
+    figures(f"peers: syngrpo packed update / TRL rest of step ({label})", pk["update"] / ref["update"])
     figures(f"peers: syngrpo tokens/s / TRL tokens/s ({label})", syn["tokens_per_s"] / ref["tokens_per_s"])
     if not quick:
         mem = {v: _peak_growth(tmp_path, v, group=group, image_size=image_size, new_tokens=new_tokens, batch=batch)
