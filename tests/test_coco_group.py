@@ -8,7 +8,13 @@ import random
 import pytest
 
 from syngrpo.perception import vlmr1
-from syngrpo.perception.coco_group import coco_ap_group, ovd_reward_group
+from syngrpo.perception.coco_group import (
+    _group_arrays,
+    coco_ap_batch_arrays,
+    coco_ap_group,
+    ovd_reward_batch,
+    ovd_reward_group,
+)
 from syngrpo.perception.detection import coco_ap, ovd_reward
 from syngrpo.perception.geometry import ImageTransform
 from syngrpo.perception.response import parse_response
@@ -95,6 +101,7 @@ def test_accuracy_reward_scores_each_group_in_one_call_with_the_same_values(prof
     calls = []
     real = task.accuracy_group
     monkeypatch.setattr(task, "accuracy_group", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(task, "accuracy_batch", None)  # a task with the group hook only
     grouped = reward(responses, samples, task=task)
     assert len(calls) == 4  # one call per sample's run of responses
     assert grouped == pytest.approx(one_by_one, abs=1e-12)
@@ -127,3 +134,99 @@ def test_a_subclass_overriding_accuracy_keeps_its_accuracy_in_the_group_path():
     task = Halved()
     expected = [task.accuracy(task.parse_answer(task.answer_text(r)), sample) for r in responses]
     assert AccuracyReward()(responses, [sample] * len(responses), task=task) == pytest.approx(expected, abs=1e-12)
+
+
+# ---- a whole batch in one AP pass (issue 26 item 6) -------------------------------------------
+
+
+def _batch(rng: random.Random, n_groups: int = 12) -> list[tuple[list[dict], list[list[dict]]]]:
+    """Groups that differ in every way a batch's samples do: labels, counts, ignored boxes, sizes."""
+    batch = []
+    for k in range(n_groups):
+        labels = rng.sample(LABELS, rng.randint(1, 4))
+        gts = [{"bbox_2d": _box(rng), "label": rng.choice(labels)} for _ in range(rng.randint(0 if k % 5 == 4 else 1, 9))]
+        if gts and rng.random() < 0.3:
+            gts.insert(rng.randrange(len(gts)), {"bbox_2d": [0.0, 0.0, 2e5, 2e5], "label": gts[0]["label"]})  # ignored
+        group = _group(rng, gts, g=rng.choice([1, 4, 6])) if gts else [[], [{"bbox_2d": _box(rng), "label": "star"}]]
+        if k % 7 == 3:
+            group = []  # a group with no completions
+        batch.append((gts, group))
+    return batch
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_batch_in_one_pass_equals_group_by_group(drop):
+    """Each completion meets only its own sample's ground truth and categories, though they share one pass."""
+    rng = random.Random(11)
+    for _ in range(15):
+        batch = _batch(rng)
+        expected = [ovd_reward_group(gts, group, drop_unknown_labels=drop) for gts, group in batch]
+        got = ovd_reward_batch(batch, drop_unknown_labels=drop)
+        assert [len(g) for g in got] == [len(g) for g in expected]
+        for g, e in zip(got, expected, strict=True):
+            assert g == pytest.approx(e, abs=1e-12)
+        # the same, in chunks of a few detections each (the pass is cut where a batch grows large)
+        arrays = [_group_arrays(gts, group, drop) for gts, group in batch if gts]
+        whole = coco_ap_batch_arrays(arrays)
+        chunked = coco_ap_batch_arrays(arrays, max_pass_detections=7)
+        assert [len(g) for g in chunked] == [len(g) for g in whole]
+        assert _flat(chunked) == pytest.approx(_flat(whole), abs=1e-12)
+        assert _flat(whole) == pytest.approx(_flat([[coco_ap(gts, p, drop_unknown_labels=drop) for p in group]
+                                                    for gts, group in batch if gts]), abs=1e-12)
+
+
+def _flat(rows):
+    return [v for row in rows for v in row]
+
+
+def test_batch_with_more_detections_than_max_dets():
+    rng = random.Random(4)
+    batch = [([{"bbox_2d": _box(rng), "label": "circle"} for _ in range(n)],
+              [[{"bbox_2d": _box(rng), "label": "circle", "score": rng.random()} for _ in range(d)] for d in (3, 40)])
+             for n in (2, 6)]
+    arrays = [_group_arrays(gts, group, False) for gts, group in batch]
+    assert _flat(coco_ap_batch_arrays(arrays, max_dets=7)) == pytest.approx(
+        [coco_ap(gts, p, max_dets=7) for gts, group in batch for p in group], abs=1e-12)
+
+
+def test_a_malformed_completion_in_a_batch_is_named():
+    good = [{"bbox_2d": [0, 0, 5, 5], "label": "a"}]
+    with pytest.raises(ValueError, match=r"completion 1 \(group 1\)"):
+        ovd_reward_batch([(good, [good]), (good, [good, [{"bbox_2d": [0, 0, 5], "label": "a"}]])])
+
+
+@pytest.mark.parametrize("profile", ["default", "vlmr1"])
+def test_accuracy_reward_scores_the_whole_batch_in_one_call_with_the_same_values(profile, monkeypatch):
+    rng = random.Random(7)
+    task = OvdTask(profile=profile)
+    samples, responses, frames = [], [], []
+    for k, (gts, group) in enumerate(_batch(rng, 10)):
+        sample = Sample(id=f"s{k}", task="ovd", image="x.png", problem="", solution=gts, width=256, height=256)
+        texts = [_text(p) for p in group] + ["no answer", _text([{"label": "circle", "bbox_2d": [1, "x", 2, 3]}])]
+        frame = ImageTransform(0.5, 0.5, 0.0, 0.0, 128, 128) if k % 2 else None  # the model saw a resized image
+        samples += [sample] * len(texts)
+        responses += [parse_response(t, "plain") for t in texts]
+        frames += [frame] * len(texts)
+    reward = AccuracyReward()
+    one_by_one = PerResponseReward.__call__(reward, responses, samples, task=task, frames=frames)
+    calls = []
+    real = task.accuracy_batch
+    monkeypatch.setattr(task, "accuracy_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(task, "accuracy_group", lambda *a, **k: pytest.fail("a group scored on its own"))
+    batched = reward(responses, samples, task=task, frames=frames)
+    assert len(calls) == 1  # one call for the whole batch
+    assert batched == pytest.approx(one_by_one, abs=1e-12)
+    assert len({round(v, 6) for v in batched}) > 10  # not degenerate
+
+
+def test_vlmr1_batch_matches_vlmr1_reward_per_group_with_its_own_frame():
+    rng = random.Random(9)
+    groups = []
+    for k, (gts, group) in enumerate(_batch(rng, 8)):
+        items = [p + (["text", 3] if j % 3 == 0 else []) for j, p in enumerate(group)] + [None]
+        frame = ImageTransform(2.0, 0.5, 3.0, -1.0, 300, 300) if k % 2 else None
+        groups.append((items, gts, frame))
+    got = vlmr1.ovd_reward_batch(groups)
+    assert [len(g) for g in got] == [len(items) for items, _, _ in groups]
+    assert _flat(got) == pytest.approx([vlmr1.ovd_reward(p, gts, frame) for items, gts, frame in groups
+                                        for p in items], abs=1e-12)

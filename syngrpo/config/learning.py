@@ -299,6 +299,10 @@ class AlgorithmConfig(StrictModel):
     aggregation: Literal["sequence_mean", "token_mean", "constant"] = "sequence_mean"
     #: score G completions against one forward of their shared prompt (faster); ``auto`` = when the engine allows
     shared_prefix: Literal["auto", "true", "false"] = "auto"
+    #: padding-free scoring: every row's prompt + completion packed into one sequence without padding (verl
+    #: ``use_remove_padding``, EasyR1 ``padding_free``); Qwen2-VL-style models; not with the shared prefix yet
+    #: (``auto`` then resolves to off, ``true`` is an error)
+    packed: bool = False
     #: optimisation passes over each batch of rollouts (mu); with 1 the old policy is the current one
     updates_per_batch: int = Field(1, ge=1)
     #: DAPO's dynamic sampling (drop groups without signal, refill from further prompts); off by default

@@ -30,6 +30,10 @@ class OptimConfig(StrictModel):
     max_steps: int | None = Field(None, ge=1)
     #: split each step's batch into this many micro-batches for forward/backward (memory), one optimizer step
     grad_accum: int = Field(1, ge=1)
+    #: micro-batches by tokens instead (verl ``use_dynamic_bsz``, EasyR1 ``dynamic_batching``): consecutive prompts
+    #: (a prompt's G rows together) while the tokens a micro-batch scores stay within this budget; ``grad_accum``
+    #: is then unused.  Tokens counted as scored: real ones with ``algorithm.packed``, else rows x padded length
+    token_budget: int | None = Field(None, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)

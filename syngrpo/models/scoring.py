@@ -15,7 +15,15 @@ from ``REFERENCE.md`` are built in:
   times, then one forward of the completions on that cache with explicit 3-D
   rotary positions (Prefix Grouper, issue 5 item 3).  Log-probs and gradients
   equal the naive pass's (concatenate prompt and completion, one forward per
-  row) to float rounding.
+  row) to float rounding;
+* with ``packed=True`` the rows are packed, padding removed, into one sequence
+  (padding-free scoring, verl's ``use_remove_padding``, EasyR1's ``padding_free``):
+  transformers 5's Qwen2.5-VL takes (4, 1, L) positions, the first row the
+  per-sequence text positions from which it builds a block-diagonal causal mask
+  (sdpa and eager too, when ``attention_mask`` is None), the other three each
+  row's own 3-D rotary positions.  Equal to the padded pass to float rounding
+  (4.8e-7 in float32 on CPU sdpa in a probe; ``tests/models/test_packed_scoring.py``
+  asserts 1e-5 relative, gradients included).
 """
 
 from __future__ import annotations
@@ -55,6 +63,12 @@ def supports_shared_prefix(model: Any, family: Any = None) -> bool:
     if checkpointing and base.training:
         return False
     return True
+
+
+def supports_packed(model: Any) -> bool:
+    """True when :func:`completion_logprobs` can score with ``packed=True``: a model with 3-D rotary
+    positions from ``get_rope_index`` (Qwen2-VL / Qwen2.5-VL), whose forward reads packed positions."""
+    return hasattr(getattr(unwrap_model(model), "model", None), "get_rope_index")
 
 
 def token_logprobs(
@@ -115,6 +129,7 @@ def completion_logprobs(
     *,
     group_size: int,
     shared_prefix: bool = False,
+    packed: bool = False,
     with_entropy: bool = False,
     temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -126,7 +141,8 @@ def completion_logprobs(
     distributions that were sampled).  Positions where ``completion_mask`` is 0
     get 0.  Gradients flow to ``model``'s parameters unless called under
     ``torch.no_grad()``.  ``shared_prefix=True`` (see :func:`supports_shared_prefix`)
-    runs each prompt once per group instead of once per completion.
+    runs each prompt once per group instead of once per completion; ``packed=True``
+    (see :func:`supports_packed`) drops the padding of every row, prompt and completion.
     """
     if completion_ids.ndim != 2 or completion_ids.shape != completion_mask.shape:
         raise ValueError("completion_ids and completion_mask must both be (N, T)")
@@ -136,8 +152,12 @@ def completion_logprobs(
         return empty, (empty.clone() if with_entropy else None)
     completion_ids = completion_ids.to(batch.device)
     completion_mask = completion_mask.to(batch.device)
+    if shared_prefix and packed:
+        raise ValueError("shared_prefix and packed scoring do not compose yet: pick one")
     if shared_prefix:
         logits = _shared_prefix_logits(model, batch, completion_ids, completion_mask, group_size)
+    elif packed:
+        logits = _packed_logits(model, batch, completion_ids, completion_mask, group_size)
     else:
         logits = _naive_logits(model, batch, completion_ids, completion_mask, group_size)
     logp, entropy = token_logprobs(logits, completion_ids, temperature=temperature, with_entropy=with_entropy)
@@ -232,3 +252,43 @@ def _shared_prefix_logits(model: Any, batch: PromptBatch, completion_ids: torch.
         **types,
     )
     return torch.cat([first, out.logits[:, :-1]], dim=1)
+
+
+def _packed_logits(model: Any, batch: PromptBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                   group_size: int) -> torch.Tensor:
+    """Every row's prompt + completion without padding, one after the other in one forward; (N, T, V) logits.
+
+    Positions: each row's own 3-D rotary positions (``get_rope_index`` on the padded rows, then the
+    real tokens' columns), under a first row of text positions that restart at 0 for each row, which
+    is how transformers tells the packed sequences apart (its block-diagonal causal mask).  Images stay
+    in row order, so ``pixel_values`` go in as they are.  Logits of padding positions are 0.
+    """
+    full = _expanded(batch, completion_ids.shape[0], group_size)
+    n_rows, T = completion_ids.shape
+    inputs = full.model_inputs()
+    ids = torch.cat([full.input_ids, completion_ids], dim=1)  # (N, P + T)
+    mask = torch.cat([full.attention_mask, completion_mask.to(full.attention_mask.dtype)], 1).bool()
+    types = {key: torch.cat([inputs[key], torch.zeros_like(completion_ids, dtype=inputs[key].dtype)], 1)
+             for key in _token_type_keys(full)}
+    pos, _ = unwrap_model(model).model.get_rope_index(
+        ids, mm_token_type_ids=types.get("mm_token_type_ids"), image_grid_thw=full.image_grid_thw,
+        attention_mask=mask.long())  # (3, N, P + T)
+    lengths = mask.sum(1)  # (N,)
+    flat = mask.reshape(-1)
+    text_pos = torch.cumsum(mask, 1) - 1  # 0, 1, ... over each row's real tokens (its padding is dropped)
+    position_ids = torch.cat([text_pos.reshape(1, -1)[:, flat], pos.reshape(3, -1)[:, flat]], 0)[:, None]  # (4, 1, L)
+    extra = {key: value.reshape(1, -1)[:, flat] for key, value in types.items()}
+    for key in ("pixel_values", "image_grid_thw"):
+        if key in inputs:
+            extra[key] = inputs[key]
+    out = model(input_ids=ids.reshape(1, -1)[:, flat], position_ids=position_ids, attention_mask=None,
+                use_cache=False, **extra)
+    logits = out.logits[0]  # (L, V)
+    # completion token t of row r is predicted by the position before it: its row's start + prompt length - 1 + t
+    n_completion = completion_mask.sum(1)
+    ends = torch.cumsum(lengths, 0)
+    first = ends - n_completion - 1  # (N,) the prompt's last token
+    steps = torch.arange(T, device=ids.device)
+    index = (first[:, None] + steps[None, :]).clamp(max=logits.shape[0] - 1)  # (N, T)
+    picked = logits[index.reshape(-1)].reshape(n_rows, T, -1)
+    return picked * (steps[None, :] < n_completion[:, None]).to(picked.dtype)[..., None]

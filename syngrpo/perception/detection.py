@@ -165,15 +165,18 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Same arithmetic as pycocotools' ``bbIou`` (union = area_a + area_b - intersection),
     so the results agree to the last bit on integer boxes.
     """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])  # (n, m)
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return _iou(np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`iou_matrix` over leading axes that broadcast: a (..., n, 4), b (..., m, 4) -> (..., n, m)."""
+    iw = np.minimum(a[..., :, None, 2], b[..., None, :, 2]) - np.maximum(a[..., :, None, 0], b[..., None, :, 0])
+    ih = np.minimum(a[..., :, None, 3], b[..., None, :, 3]) - np.maximum(a[..., :, None, 1], b[..., None, :, 1])
     overlap = (iw > 0) & (ih > 0)
     inter = np.where(overlap, iw * ih, 0.0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a[..., :, None] + area_b[..., None, :] - inter
     out = np.zeros_like(inter)
     np.divide(inter, union, out=out, where=overlap & (union > 0))
     return out
@@ -206,20 +209,26 @@ def _match(gt_boxes: np.ndarray, gt_cats: np.ndarray, dets: Sequence[tuple[np.nd
     """COCOeval.evaluateImg for every category of one image, for one or several detection lists at once.
 
     ``dets``: (boxes (d, 4), categories) per list, each in score order: one list for an image's
-    predictions (:func:`coco_ap_dataset`), or the G completions of a GRPO group, which share the
-    ground truth (:mod:`syngrpo.perception.coco_group`).  A detection may only match a ground truth of
-    its own category (the IoU of other pairs is set to -1), and categories never compete, so one pass
-    in global score order gives each category's own greedy matching; the lists never see one another
-    (a leading list axis: the greedy pass steps through the k-th detection of every list together).
-    Returns ``tp`` and ``fp`` (T, all detections, list after list) and the per-ground-truth "not
-    ignored" flags.
+    predictions (:func:`coco_ap_dataset`), or the completions of GRPO groups
+    (:mod:`syngrpo.perception.coco_group`).  The ground truth is one image's, (n, 4) boxes and (n,)
+    categories shared by every list, or one per list, (L, n, 4) and (L, n) (a batch of groups, each
+    list against its own sample's; rows padded with category -2, which nothing matches).  A detection
+    may only match a ground truth of its own category (the IoU of other pairs is set to -1), and
+    categories never compete, so one pass in global score order gives each category's own greedy
+    matching; the lists never see one another (a leading list axis: the greedy pass steps through the
+    k-th detection of every list together).  Returns ``tp`` and ``fp`` (T, all detections, list after
+    list) and the "not ignored" flags of the ground truth, shaped as it was given.
     """
     lo, hi = _AREA_RANGE
-    g_area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
-    g_ignored = (g_area < lo) | (g_area > hi)
-    order = np.argsort(g_ignored, kind="mergesort")  # ignored ground truths last, as pycocotools
-    gt_boxes, gt_cats, g_ignored = gt_boxes[order], gt_cats[order], g_ignored[order]
-    n_t, n_l, n_g = len(thresholds), len(dets), len(gt_boxes)
+    per_list = gt_boxes.ndim == 3
+    if not per_list:  # one ground truth for every list: a leading axis of 1 that broadcasts
+        gt_boxes, gt_cats = gt_boxes.reshape(1, -1, 4), gt_cats.reshape(1, -1)
+    g_area = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
+    g_ignored = (g_area < lo) | (g_area > hi)  # (1 or L, G)
+    order = np.argsort(g_ignored, axis=1, kind="mergesort")  # ignored ground truths last, as pycocotools
+    gt_boxes = np.take_along_axis(gt_boxes, order[:, :, None], axis=1)
+    gt_cats, g_ignored = np.take_along_axis(gt_cats, order, axis=1), np.take_along_axis(g_ignored, order, axis=1)
+    n_t, n_l, n_g = len(thresholds), len(dets), gt_boxes.shape[1]
     lengths = [len(c) for _, c in dets]
     n_d = max(lengths, default=0)
     padded = any(n != n_d for n in lengths)
@@ -237,16 +246,17 @@ def _match(gt_boxes: np.ndarray, gt_cats: np.ndarray, dets: Sequence[tuple[np.nd
     matched = np.zeros((n_l, n_t, n_d), dtype=bool)
     d_ignored = np.zeros((n_l, n_t, n_d), dtype=bool)
     if n_d and n_g:
-        ious = iou_matrix(boxes.reshape(-1, 4), gt_boxes).reshape(n_l, n_d, n_g)
-        other = cats[:, :, None] != gt_cats[None, None, :]
+        ious = _iou(boxes, gt_boxes)  # (L, D, G)
+        other = cats[:, :, None] != gt_cats[:, None, :]
         ious[other | ~valid[:, :, None] if valid is not None else other] = -1.0
+        g_ign = np.broadcast_to(g_ignored, (n_l, n_g))
         limit = np.minimum(thresholds, 1 - 1e-10)  # (T,)
         cand = ious >= limit.min()  # (L, D, G) pairs that can match at some threshold
         if (cand.sum(axis=2) <= 1).all() and (cand.sum(axis=1) <= 1).all():
             # no detection or ground truth has two candidates: nothing competes, at any threshold
             best = ious.argmax(axis=2)  # (L, D)
             matched = ious.max(axis=2)[:, None, :] >= limit[None, :, None]  # (L, T, D)
-            d_ignored = matched & g_ignored[best][:, None, :]
+            d_ignored = matched & np.take_along_axis(g_ign, best, axis=1)[:, None, :]
         else:
             passes = ious[:, :, None, :] >= limit[None, None, :, None]  # (L, D, T, G): every threshold test, once
             taken = np.zeros((n_l, n_t, n_g), dtype=bool)
@@ -256,11 +266,12 @@ def _match(gt_boxes: np.ndarray, gt_cats: np.ndarray, dets: Sequence[tuple[np.nd
                 iou_k = ious[:, k, None, :]  # (L, 1, G)
                 ok = passes[:, k] & ~taken  # (L, T, G)
                 if any_ignored:  # a regular ground truth always wins over an ignored one
-                    found, pick = _last_best(ok & ~g_ignored, iou_k)
-                    found_ig, pick_ig = _last_best(ok & g_ignored, iou_k)
+                    ign = g_ign[:, None, :]
+                    found, pick = _last_best(ok & ~ign, iou_k)
+                    found_ig, pick_ig = _last_best(ok & ign, iou_k)
                     pick = np.where(found, pick, pick_ig)
                     found = found | found_ig
-                    d_ignored[:, :, k] = found & g_ignored[pick]
+                    d_ignored[:, :, k] = found & np.take_along_axis(g_ign, pick, axis=1)
                 else:
                     found, pick = _last_best(ok, iou_k)
                 taken |= (g_index == pick[:, :, None]) & found[:, :, None]
@@ -273,7 +284,8 @@ def _match(gt_boxes: np.ndarray, gt_cats: np.ndarray, dets: Sequence[tuple[np.nd
         keep = valid if valid is not None else np.ones((n_l, n_d), dtype=bool)
         tp = (matched & ~d_ignored).transpose(1, 0, 2)[:, keep]
         fp = (~matched & ~d_ignored).transpose(1, 0, 2)[:, keep]
-    return tp, fp, ~g_ignored[np.argsort(order, kind="mergesort")]
+    regular = ~np.take_along_axis(g_ignored, np.argsort(order, axis=1, kind="mergesort"), axis=1)
+    return tp, fp, regular if per_list else regular[0]
 
 
 def _average_precision(tp: np.ndarray, fp: np.ndarray, n_gt: int) -> float:
@@ -336,17 +348,15 @@ def _category_aps(scores: np.ndarray, cats: np.ndarray, tp: np.ndarray, fp: np.n
     # running max of the reversed array from leaking across a segment boundary (precision is in [0, 1])
     offset = 2.0 * (n_seg - 1 - seg)[None, :]
     precision = np.maximum.accumulate((precision + offset)[:, ::-1], axis=1)[:, ::-1] - offset
-    # below[t, s, i]: detections of segment s with recall < R[i] (searchsorted, side="left", per
-    # segment): a detection is below R[i] exactly when i >= m, m = number of recall points <= its recall
+    # recall point R[i] reads the first detection of its segment whose recall reaches it (searchsorted,
+    # side="left"), so detection d is read by the points in (recall[d - 1], recall[d]]: m[d] - m[d - 1] of
+    # them, m = number of recall points <= the recall (0 before a segment's first detection); points never
+    # reached read 0.  O(T x D), where reading all 101 points of every segment was O(T x segments x 101)
     n_r = len(COCO_RECALL_THRESHOLDS)
     m = np.searchsorted(COCO_RECALL_THRESHOLDS, recall, side="right")  # (T, D)
-    key = (np.arange(n_t)[:, None] * n_seg + seg[None, :]) * (n_r + 1) + m
-    below = np.bincount(key.ravel(), minlength=n_t * n_seg * (n_r + 1)).reshape(n_t, n_seg, n_r + 1)
-    below = np.cumsum(below, axis=2)[:, :, :n_r]  # (T, S, R)
-    length = np.diff(np.append(starts, n_d))[None, :, None]
-    q = precision[np.arange(n_t)[:, None, None], starts[None, :, None] + np.minimum(below, length - 1)]
-    q[below >= length] = 0.0  # recall points never reached have precision 0
-    aps[c[starts]] = q.mean(axis=(0, 2))
+    reads = np.diff(m, axis=1, prepend=0)
+    reads[:, starts] = m[:, starts]
+    aps[c[starts]] = np.bincount(seg, weights=(precision * reads).sum(axis=0), minlength=n_seg) / (n_t * n_r)
     return aps[valid]
 
 

@@ -108,7 +108,11 @@ class AccuracyReward(PerResponseReward):
     the accuracy of several predictions of one sample at once (OVD: one COCO AP pass for a
     whole GRPO group, which shares the ground truth).  Runs of consecutive responses to the
     same sample object with equal frames then go through it in one call; the values must
-    equal ``accuracy``'s, and if the call raises, the run is scored one by one.
+    equal ``accuracy``'s, and if the call raises, the run is scored one by one.  A task may further
+    offer ``accuracy_batch(groups) -> list[list[float]]``, ``groups`` being ``(predictions, sample,
+    frame)`` per run: every run of the batch in one call (OVD: one AP pass per batch); a run it
+    scores badly (wrong length, non-finite) goes through ``accuracy_group``, and so does every run
+    if the call raises.
     """
 
     name = "accuracy"
@@ -119,16 +123,39 @@ class AccuracyReward(PerResponseReward):
         if group_fn is None or len(responses) != len(samples) or (frames is not None and len(frames) != len(responses)):
             return super().__call__(responses, samples, task=task, frames=frames)
         each_frame = list(frames) if frames is not None else [None] * len(responses)
-        values: list[float] = []
+        runs = []  # (start, end) of each run of responses to one sample with one frame
         start = 0
         while start < len(responses):
             end = start + 1
             while end < len(responses) and samples[end] is samples[start] and each_frame[end] == each_frame[start]:
                 end += 1
-            values.extend(self._score_run(group_fn, responses[start:end], samples[start], each_frame[start],
-                                          task=task))
+            runs.append((start, end))
             start = end
+        batch = self._score_batch(getattr(task, "accuracy_batch", None), runs, responses, samples, each_frame,
+                                  task=task)
+        values: list[float] = []
+        for (start, end), done in zip(runs, batch, strict=True):
+            values.extend(done if done is not None else self._score_run(
+                group_fn, responses[start:end], samples[start], each_frame[start], task=task))
         return values
+
+    def _score_batch(self, batch_fn: Callable[..., Sequence[Sequence[float]]] | None, runs: list[tuple[int, int]],
+                     responses: Sequence[ParsedResponse], samples: Sequence[Sample],
+                     frames: list[ImageTransform | None], *, task: Task) -> list[list[float] | None]:
+        """Every run's values from one ``accuracy_batch`` call; None for a run it did not score well."""
+        if batch_fn is None or len(runs) < 2:
+            return [None] * len(runs)
+        try:
+            groups = [([task.parse_answer(task.answer_text(r)) for r in responses[a:b]], samples[a], frames[a])
+                      for a, b in runs]
+            raw = [[float(v) for v in row] for row in batch_fn(groups)]
+        except Exception:  # noqa: BLE001 - scored run by run below, where each failure is warned about
+            return [None] * len(runs)
+        if len(raw) != len(runs):
+            return [None] * len(runs)
+        return [[min(1.0, max(0.0, v)) for v in row]
+                if len(row) == b - a and all(math.isfinite(v) for v in row) else None
+                for (a, b), row in zip(runs, raw, strict=True)]
 
     def _score_run(self, group_fn: Callable[..., Sequence[float]], responses: Sequence[ParsedResponse],
                    sample: Sample, frame: ImageTransform | None, *, task: Task) -> list[float]:

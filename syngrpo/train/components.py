@@ -31,7 +31,7 @@ from syngrpo.algo.diversity import DiversitySmoother
 from syngrpo.config import ModelConfig, TrainConfig
 from syngrpo.errors import ConfigError, require
 from syngrpo.models.policy import PolicyBundle, frozen, load_policy, reference_model
-from syngrpo.models.scoring import supports_shared_prefix
+from syngrpo.models.scoring import supports_packed, supports_shared_prefix
 from syngrpo.perception.rewards import make_reward
 from syngrpo.rundir.checkpoint import consolidated_model_state, is_sharded, model_dir
 from syngrpo.scale.parallel import Parallel, copy_shards
@@ -252,6 +252,14 @@ def build_policy_loss(registry: Any, cfg: TrainConfig) -> Any:
 def use_shared_prefix(cfg: TrainConfig, bundle: PolicyBundle) -> bool:
     """Whether completions are scored with each prompt encoded once (``algorithm.shared_prefix``)."""
     choice = cfg.algorithm.shared_prefix
+    if cfg.algorithm.packed:
+        if choice == "true":
+            raise ConfigError("algorithm.packed and algorithm.shared_prefix=true do not compose yet: set "
+                              "algorithm.shared_prefix to auto or false, or algorithm.packed to false")
+        if not supports_packed(bundle.model):
+            raise ConfigError(f"algorithm.packed needs a model with 3-D rotary positions (Qwen2-VL, Qwen2.5-VL); "
+                              f"{type(bundle.model).__name__} has none: set algorithm.packed to false")
+        return False
     if choice == "auto":
         return supports_shared_prefix(bundle.model, bundle.family) and not cfg.model.gradient_checkpointing
     return choice == "true"
@@ -289,7 +297,8 @@ def build_update(cfg: TrainConfig, *, model: Any, policy: Any, ref_model: Any | 
     """Step 6 of the trainer (:mod:`syngrpo.train.update`) over these components and ``optim``/``algorithm``."""
     return PolicyUpdate(model=model, policy=policy, ref_model=ref_model, optimizer=optimizer, scheduler=scheduler,
                         trainable=trainable, policy_loss=policy_loss, precision=precision, par=par,
-                        shared_prefix=shared_prefix, grad_accum=cfg.optim.grad_accum,
+                        shared_prefix=shared_prefix, packed=cfg.algorithm.packed, grad_accum=cfg.optim.grad_accum,
+                        token_budget=cfg.optim.token_budget,
                         updates_per_batch=cfg.algorithm.updates_per_batch, aggregation=cfg.algorithm.aggregation,
                         max_grad_norm=cfg.optim.max_grad_norm, temperature=cfg.rollout.temperature,
                         correction=cfg.rollout.importance_correction)

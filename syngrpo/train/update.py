@@ -2,8 +2,9 @@
 
 For the B prompts x G completions of a step:
 
-1. the prompts are split into ``optim.grad_accum`` micro-batches (a prompt's G rows stay together, so
-   shared-prefix scoring encodes each prompt once);
+1. the prompts are split into ``optim.grad_accum`` micro-batches, or by ``optim.token_budget`` (the tokens a
+   micro-batch scores; verl's ``use_dynamic_bsz``) (a prompt's G rows stay together, so shared-prefix
+   scoring encodes each prompt once); scoring is padded, shared-prefix or packed (``algorithm.packed``);
 2. without gradients: the completions' log-probs under the policy as sampled (the "old" policy, only
    when ``algorithm.updates_per_batch`` > 1; else the ratio is exactly 1) and under the reference model
    (the KL term, when ``algorithm.beta`` > 0);
@@ -57,6 +58,21 @@ class UpdateStats:
     correction: dict[str, float] = field(default_factory=dict)
 
 
+def split_by_tokens(n_items: int, cost: Any, budget: int) -> list[list[int]]:
+    """``range(n_items)`` in contiguous chunks, each grown while ``cost(chunk)`` stays within ``budget``.
+
+    An item whose cost alone is over the budget is a chunk of its own (it cannot be split: a prompt's G
+    rows share the prompt).  ``cost`` takes a list of items, so it may be a padded size, not a sum.
+    """
+    out: list[list[int]] = []
+    for i in range(n_items):
+        if out and cost(out[-1] + [i]) <= budget:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def split_contiguous(items: list[int], parts: int) -> list[list[int]]:
     """``items`` in ``parts`` contiguous chunks of near-equal size (the first ones one longer)."""
     k, r = divmod(len(items), parts)
@@ -78,7 +94,8 @@ class PolicyUpdate:
     def __init__(self, *, model: Any, policy: Any, ref_model: Any | None, optimizer: Any, scheduler: Any,
                  trainable: Sequence[Any], policy_loss: Any, precision: Precision, par: Parallel, shared_prefix: bool,
                  grad_accum: int, updates_per_batch: int, aggregation: str, max_grad_norm: float | None,
-                 temperature: float, correction: Any | None = None) -> None:
+                 temperature: float, correction: Any | None = None, packed: bool = False,
+                 token_budget: int | None = None) -> None:
         self.model = model
         self.policy = policy
         self.ref_model = ref_model
@@ -89,6 +106,12 @@ class PolicyUpdate:
         self.precision = precision
         self.par = par
         self.shared_prefix = shared_prefix
+        self.packed = packed
+        if token_budget is not None and par.world > 1:
+            raise ConfigError("optim.token_budget runs on one process only for now (ranks would run different "
+                              "numbers of micro-batches and their collectives would not meet): unset it, or use "
+                              "optim.grad_accum")
+        self.token_budget = token_budget
         self.grad_accum = grad_accum
         self.updates_per_batch = updates_per_batch
         self.aggregation = aggregation
@@ -107,9 +130,25 @@ class PolicyUpdate:
         ids, cmask = rollout.completion_ids[rows][:, :T], cmask[:, :T]
         with self.precision.autocast():  # bf16 compute on float32 masters (precision.py)
             logp, ent = completion_logprobs(model, rollout.batch.select_prompts(prompt_ids), ids, cmask, group_size=G,
-                                            shared_prefix=self.shared_prefix, with_entropy=entropy,
+                                            shared_prefix=self.shared_prefix, packed=self.packed, with_entropy=entropy,
                                             temperature=self.temperature)
         return logp, ent, rows, T
+
+    def _micro_batches(self, rollout: Rollout, B: int, G: int) -> list[list[int]]:
+        """The prompts of each micro-batch: ``grad_accum`` near-equal chunks, or by ``token_budget``."""
+        if self.token_budget is None:
+            return [c for c in split_contiguous(list(range(B)), self.grad_accum) if c]
+        prompt_len = rollout.batch.attention_mask.sum(1).tolist()
+        if len(prompt_len) == B * G:  # expanded: one row per completion
+            prompt_len = prompt_len[::G]
+        completion_len = rollout.completion_mask.sum(1).view(B, G).tolist()
+        if self.packed:  # the real tokens the packed pass scores
+            return split_by_tokens(B, lambda c: sum(G * prompt_len[p] + sum(completion_len[p]) for p in c),
+                                   self.token_budget)
+        # padded: every row as long as the chunk's longest prompt plus its longest completion
+        return split_by_tokens(B, lambda c: len(c) * G * (max(prompt_len[p] for p in c)
+                                                          + max(max(completion_len[p]) for p in c)),
+                               self.token_budget)
 
     def _is_weights(self, trainer_logp: torch.Tensor, rollout: Rollout, rows: list[int], T: int,
                     stats: CorrectionStats) -> torch.Tensor:
@@ -133,7 +172,7 @@ class PolicyUpdate:
         completion_mask = rollout.completion_mask  # (N, T)
         loss_mask = completion_mask * keep.to(completion_mask.device, completion_mask.dtype).unsqueeze(1)  # (N, T)
         self.model.train()
-        chunks = [c for c in split_contiguous(list(range(B)), self.grad_accum) if c]
+        chunks = self._micro_batches(rollout, B, G)
         total_rows, total_tokens = B * G, float(loss_mask.sum().clamp(min=1))
 
         old_logps: list[Any] = [None] * len(chunks)

@@ -30,7 +30,8 @@ TRL_VERSION = "1.16.0"
 
 
 def syngrpo_trainer(root: Path, policy_dir: Path, *, group: int, image_size: int, new_tokens: int, batch: int,
-                    lr: float = 1e-5, beta: float = 0.04, temperature: float = 1.0):
+                    lr: float = 1e-5, beta: float = 0.04, temperature: float = 1.0,
+                    algorithm: dict[str, Any] | None = None):
     """A set-up syngrpo Trainer for plain GRPO on the toy REC data under ``root``."""
     from syngrpo.config import TrainConfig
     from syngrpo.train.trainer import Trainer
@@ -42,7 +43,7 @@ def syngrpo_trainer(root: Path, policy_dir: Path, *, group: int, image_size: int
                  "toy_dir": str(root / "data")},
         "rollout": {"num_generations": group, "max_new_tokens": new_tokens, "temperature": temperature,
                     "response_format": "plain"},
-        "algorithm": {"beta": beta},
+        "algorithm": {"beta": beta, **(algorithm or {})},
         "synthesis": {"mode": "off"},
         "optim": {"lr": lr, "batch_size": batch, "max_steps": 1000},
         "sft": {"enabled": False},
@@ -80,7 +81,7 @@ def trl_trainer(root: Path, policy_dir: Path, syn: Any, *, group: int, new_token
         reward.__name__ = term_key
         return reward
 
-    rewards = [make_reward(term.key, fn, term.weight) for term, fn in syn.reward_fns]
+    rewards = [make_reward(term.key, fn, term.weight) for term, fn in syn.rewards.terms]
     model = AutoModelForImageTextToText.from_pretrained(str(policy_dir), dtype=torch.float32)
     args = GRPOConfig(output_dir=str(root / "trl-run"), per_device_train_batch_size=batch * group,
                       num_generations=group, max_completion_length=new_tokens, temperature=temperature, beta=beta,
