@@ -177,10 +177,6 @@ class DataPool:
         return True
 
     # ---- jobs in flight ---------------------------------------------------------------
-    def job_key(self, origin_id: str, step: int) -> str:
-        """A key unique to this run, sample and step: resubmitting it is idempotent on the server."""
-        return f"{self.run_tag}-{step}-{origin_id}"
-
     def can_submit(self, origin_id: str, max_in_flight: int) -> bool:
         """One job per sample at a time, and never more than ``max_in_flight`` overall."""
         if len(self.in_flight) >= max_in_flight:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from syngrpo.data.pool import DataPool, PendingJob
+from syngrpo.synthesis.client import job_key
 from syngrpo.types import Sample
 
 
@@ -25,7 +26,7 @@ def _synth(origin: Sample, generation: int = 1, tag: str = "a") -> Sample:
 
 def _job(pool: DataPool, origin_id: str, step: int, t: float = 0.0) -> PendingJob:
     base = pool.synthesis_base(origin_id)
-    return PendingJob(key=pool.job_key(origin_id, step), origin_id=origin_id, base=base.to_dict(),
+    return PendingJob(key=job_key(pool.run_tag, step, origin_id), origin_id=origin_id, base=base.to_dict(),
                       description="a beach", seed=step, step=step, submitted_at=t)
 
 
@@ -117,7 +118,7 @@ def test_late_jobs_expire_and_leave_the_original_in_place():
     pool.track(_job(pool, "s1", 2, t=190.0))
     late = pool.expire(now=250.0, timeout=100.0)
     assert [j.origin_id for j in late] == ["s0"]
-    assert list(pool.in_flight) == [pool.job_key("s1", 2)]
+    assert list(pool.in_flight) == [job_key(pool.run_tag, 2, "s1")]
     assert pool.current("s0") is pool.original("s0")
     assert pool.counters.expired == 1
 
@@ -134,7 +135,7 @@ def test_state_round_trips_through_json_and_continues_the_same_draws():
     assert [s.id for s in restored.draw(12)] == [s.id for s in pool.draw(12)]
     assert restored.current("s3").id == "s3~a"
     assert restored.source == "latest" and restored.run_tag == pool.run_tag
-    job = restored.in_flight[pool.job_key("s2", 4)]
+    job = restored.in_flight[job_key(pool.run_tag, 4, "s2")]
     assert job.origin_id == "s2" and job.submitted_at == 12.5 and job.base_sample().id == "s2"
     assert restored.counters.as_dict() == pool.counters.as_dict()
 
@@ -152,5 +153,5 @@ def test_duplicate_sample_ids_are_refused():
 
 def test_job_keys_differ_between_runs_and_steps():
     a, b = DataPool(_samples(1)), DataPool(_samples(1))
-    assert a.job_key("s0", 1) != b.job_key("s0", 1)
-    assert a.job_key("s0", 1) != a.job_key("s0", 2)
+    assert job_key(a.run_tag, 1, "s0") != job_key(b.run_tag, 1, "s0")
+    assert job_key(a.run_tag, 1, "s0") != job_key(a.run_tag, 2, "s0")
