@@ -1,5 +1,5 @@
-"""The example plugins of docs/hooks/{synthesizers,segmenters,transports,rewards,trackers,describers,tiny_models}.md run
-as written."""
+"""The example plugins of docs/hooks/{synthesizers,segmenters,transports,rewards,trackers,describers,tiny_models,
+dataset_formats,benchmarks}.md run as written."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def python_blocks(page: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("page", ["synthesizers.md", "segmenters.md", "transports.md", "rewards.md", "trackers.md",
-                                  "describers.md", "tiny_models.md"])
+                                  "describers.md", "tiny_models.md", "dataset_formats.md", "benchmarks.md"])
 def test_the_example_plugin_of_the_page_works(page, tmp_path, monkeypatch):
     blocks = python_blocks(DOCS / page)
     module = next(b for b in blocks if re.match(r"# (\w+)\.py\n", b))
