@@ -335,6 +335,9 @@ def check_family_contract(family: Any, tmp_dir: str | Path, *, model_dir: str | 
        image the processor resized to another size maps back to the labelled box (IoU 1.0), and is
        where the convention says (pixels of the resized image, or 0..scale of each axis).
     6. ``save_pretrained`` + ``load_policy`` give the same prompt ids and logits.
+    7. Several images per prompt (unless the family's ``max_images`` is 1): one placeholder run per
+       image, in order, each as long as its grid says; the frames are those of each prompt's box image;
+       scoring equals the sampler as in 4.  A family with ``max_images == 1`` must refuse two images.
     """
     import time
 
@@ -464,5 +467,58 @@ def check_family_contract(family: Any, tmp_dir: str | Path, *, model_dir: str | 
     if not torch.allclose(a, b, atol=1e-6, rtol=0):
         _family_fail(family, "save/load", f"logits changed by {float((a - b).abs().max()):.2e} after reloading")
     report.checked.append("save/load")
+
+    # 7. several images per prompt
+    _check_several_images(family, bundle, engine, images, tolerance, report)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _check_several_images(family: Any, bundle: Any, engine: Any, images: list[Any], tolerance: float,
+                          report: FamilyContractReport) -> None:
+    """Clause 7 of :func:`check_family_contract`."""
+    import torch
+
+    from syngrpo.errors import ConfigError
+    from syngrpo.models.policy import encode_prompts
+    from syngrpo.models.scoring import completion_logprobs
+
+    rows = [[images[0], images[1]], [images[1]]]
+    questions = ["Locate the circle in the second image.", "Where is the blue square?"]
+    if family.max_images is not None and family.max_images < 2:
+        try:
+            encode_prompts(bundle, rows, questions, box_images=[1, 0])
+        except ConfigError:
+            report.checked.append("refuses several images (max_images 1)")
+            return
+        _family_fail(family, "max_images", "max_images is 1 but encode_prompts took a prompt of two images")
+    batch = encode_prompts(bundle, rows, questions, box_images=[1, 0])
+    if batch.counts() != [2, 1] or int(batch.image_grid_thw.shape[0]) != 3:
+        _family_fail(family, "several images", f"two prompts of 2 and 1 images gave counts {batch.counts()} and "
+                     f"{int(batch.image_grid_thw.shape[0])} grids (3 expected)")
+    grids = batch.image_grid_thw.tolist()
+    per_row = [grids[0:2], grids[2:3]]
+    image_token = bundle.image_token_id
+    for i, row in enumerate(per_row):
+        n = int((batch.input_ids[i] == image_token).sum())
+        want = sum(family.image_token_count(g, bundle) for g in row)
+        if n != want:
+            _family_fail(family, "several images", f"prompt {i} has {n} image placeholders for grids {row} "
+                         f"({want} expected)")
+    box = batch.input_frames[0]
+    want_box = family.input_frame(images[1].width, images[1].height, grids[1], bundle.patch_size)
+    if (box.width, box.height) != (want_box.width, want_box.height):
+        _family_fail(family, "several images", f"prompt 0's frame {box} is not its box image's ({want_box})")
+    G, temperature = 2, 0.7
+    rollout = engine.generate(bundle, batch, num_generations=G, temperature=temperature, top_p=1.0,
+                              max_new_tokens=8, generator_seed=2)
+    with torch.no_grad():
+        for label, shared in {"naive": False, **({"shared-prefix": True} if family.shared_prefix else {})}.items():
+            logp, _ = completion_logprobs(bundle.model, rollout.batch, rollout.completion_ids, rollout.completion_mask,
+                                          group_size=G, shared_prefix=shared, temperature=temperature)
+            err = float((logp - rollout.logprobs).abs().max())
+            report.logprob_error[f"two images, {label}"] = err
+            if not err <= tolerance:
+                _family_fail(family, f"several images, scoring ({label})", f"log-probs differ from the sampler's by "
+                             f"{err:.2e} (tolerance {tolerance:.0e}) on prompts of two images")
+    report.checked.append("several images: placeholders, box frame, scoring = sampler")

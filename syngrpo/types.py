@@ -22,6 +22,15 @@ class Sample:
     box ``[x1, y1, x2, y2]``; OVD/ISR: a list of ``{"bbox_2d", "label", ...}``
     objects).  ``meta`` keeps every other field of the dataset record, so a
     custom reward can read anything the dataset had.
+
+    **Several images.**  A sample may show the model more than one image
+    (:attr:`images`, in prompt order).  ``image``, ``width`` and ``height`` are
+    always those of the *box image*, the one image whose pixel frame the label is
+    in (a REC answer's box is in one image's frame); it sits at index
+    ``box_image`` of :attr:`images`.  ``other_images`` holds the rest, in prompt
+    order, unlabelled.  One image (``other_images == ()``, ``box_image == 0``) is
+    the common case, and everything that reads ``image`` (synthesis, transforms,
+    preflight) works on the box image unchanged; the other images travel as they are.
     """
 
     id: str
@@ -35,6 +44,36 @@ class Sample:
     generation: int = 0
     description: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the images shown besides ``image``, in prompt order (``images`` puts ``image`` at ``box_image``)
+    other_images: tuple[str, ...] = ()
+    #: index of ``image`` (the image the label's boxes are in) among :attr:`images`
+    box_image: int = 0
+
+    def __post_init__(self) -> None:
+        others = self.other_images
+        if isinstance(others, str) or not isinstance(others, (list, tuple)):
+            raise ValueError(f"sample {self.id!r}: other_images must be a list of paths, got {others!r}")
+        self.other_images = tuple(str(p) for p in others)
+        if (
+            isinstance(self.box_image, bool)
+            or not isinstance(self.box_image, int)
+            or not 0 <= self.box_image <= len(self.other_images)
+        ):
+            raise ValueError(
+                f"sample {self.id!r}: box_image must be an index into its "
+                f"{len(self.other_images) + 1} images (0..{len(self.other_images)}), "
+                f"got {self.box_image!r}"
+            )
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Every image of the prompt, in order; ``images[box_image] == image``."""
+        others = self.other_images
+        return (*others[: self.box_image], self.image, *others[self.box_image :])
+
+    @property
+    def num_images(self) -> int:
+        return len(self.other_images) + 1
 
     @property
     def origin_id(self) -> str:
@@ -46,6 +85,9 @@ class Sample:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Sample:
+        d = dict(d)
+        if "other_images" in d:
+            d["other_images"] = tuple(d["other_images"] or ())
         return cls(**d)
 
     def evolve(self, **changes: Any) -> Sample:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from syngrpo.data.files import (
     located_records,
     pop_image_size,
-    resolve_image,
+    resolve_images,
     tidy_number,
     write_records,
 )
@@ -30,7 +30,7 @@ from syngrpo.perception.toyshapes import SHAPES
 from syngrpo.perception.vlmr1 import answer_blocks, check_profile, rec_box, rec_iou, unclipped_box
 from syngrpo.types import Box, Sample
 from tasks_rec.chance import CHANCE_LABELS, chance_baselines
-from tasks_rec.toy import make_rec_toy
+from tasks_rec.toy import make_rec_multi_image_toy, make_rec_toy
 
 #: record keys holding a referring expression, in order of preference
 EXPRESSION_KEYS = ("normal_caption", "expression", "referring_expression", "ref", "sentence", "caption")
@@ -96,6 +96,22 @@ def format_box(box: Sequence[float]) -> str:
     return "[" + ", ".join(str(tidy_number(float(v))) for v in box) + "]"
 
 
+def _box_image(images: list[str], index: Any) -> tuple[str, tuple[str, ...], int]:
+    """``(box image, the other images, its index)`` of a record's images and its ``box_image`` field.
+
+    One image needs no index; several need ``box_image``, the 0-based index of the image the box is in
+    (a box is in one image's pixels, and guessing which would train on wrong labels)."""
+    if len(images) == 1:
+        if index not in (None, 0):
+            raise ValueError(f"box_image is {index!r} but the record has one image; drop box_image or list the images")
+        return images[0], (), 0
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(images):
+        what = "no box_image field" if index is None else f"box_image {index!r}"
+        raise ValueError(f"the record lists {len(images)} images and has {what}; add 'box_image': the 0-based "
+                         f"index (0..{len(images) - 1}) of the image whose pixels the box is in")
+    return images[index], (*images[:index], *images[index + 1 :]), index
+
+
 def _box_problem(key: str | None, turns: list[Any], raw: Any, box_format: str) -> str:
     """Why a record's box cannot be read, and how to write it."""
     how = ("write it as [x1, y1, x2, y2] in pixels of the image" if box_format == "xyxy" else
@@ -149,7 +165,7 @@ class RecTask(Task):
         image_key = next((k for k in IMAGE_KEYS if k in rec), None)
         if image_key is None:
             raise ValueError(f"no image field; add one of {', '.join(IMAGE_KEYS)} (a path, or a list of paths)")
-        image = resolve_image(rec.pop(image_key), base)
+        image, others, box_image = _box_image(resolve_images(rec.pop(image_key), base), rec.pop("box_image", None))
 
         sol_key = next((k for k in SOLUTION_KEYS if k in rec), None)
         turns = [t for t in conversations if isinstance(t, dict)] if conversations else []
@@ -183,7 +199,7 @@ class RecTask(Task):
             id=sample_id, task=self.name, image=image, problem=problem,
             solution=[float(v) for v in box], width=width, height=height,
             source_id=rec.pop("source_id", None), generation=int(rec.pop("generation", 0) or 0),
-            description=rec.pop("description", None), meta=rec,
+            description=rec.pop("description", None), meta=rec, other_images=others, box_image=box_image,
         )
 
     def _label_box(self, raw: Any) -> Box | None:
@@ -206,8 +222,14 @@ class RecTask(Task):
 
     def make_toy_dataset(self, out_dir: str | Path, *, n: int, seed: int, split: str = "train",
                          image_size: int = 112, **options: Any) -> list[Sample]:
-        """Coloured shapes with one referring expression each (see :func:`tasks_rec.toy.make_rec_toy`)."""
-        samples = make_rec_toy(out_dir, n=n, seed=seed, split=split, image_size=image_size, **options)
+        """Coloured shapes with one referring expression each (see :func:`tasks_rec.toy.make_rec_toy`);
+        ``images_per_sample=2`` (to 4) shows that many scenes per sample and names the target's image
+        (:func:`tasks_rec.toy.make_rec_multi_image_toy`, the worked example of several images)."""
+        if int(options.get("images_per_sample", 1)) > 1:
+            samples = make_rec_multi_image_toy(out_dir, n=n, seed=seed, split=split, image_size=image_size, **options)
+        else:
+            options.pop("images_per_sample", None)
+            samples = make_rec_toy(out_dir, n=n, seed=seed, split=split, image_size=image_size, **options)
         samples = [s.evolve(task=self.name) for s in samples]  # a subclass may rename the task
         self.save(samples, Path(out_dir) / f"{split}.jsonl")
         return samples

@@ -170,3 +170,34 @@ def make_rec_toy(out_dir: str | Path, *, n: int, seed: int, split: str = "train"
             meta={"objects": objects, "target": target, "style": style, "split": split},
         ))
     return samples
+
+
+#: how an expression names the image its target is in, by index (the worked example of several images)
+IMAGE_ORDINALS = ("first", "second", "third", "fourth")
+
+
+def make_rec_multi_image_toy(out_dir: str | Path, *, n: int, seed: int, split: str = "train", image_size: int = 112,
+                             images_per_sample: int = 2, **options: Any) -> list[Sample]:
+    """``n`` REC samples of ``images_per_sample`` toy scenes each; the expression names the target's image.
+
+    The scenes are :func:`make_rec_toy`'s (scene ``k`` of the split, ``images_per_sample * n`` of them, so
+    the pixels of each are the one-image generator's); sample ``i`` shows scenes ``i*m .. i*m+m-1`` in
+    order, one of them (drawn from ``(seed, split, i)``) is its box image, and the expression is that
+    scene's with the image named: "the red circle in the second image".  The box is in the box image's
+    pixels (``Sample.box_image``); the other scenes travel as ``Sample.other_images``.
+    """
+    m = int(images_per_sample)
+    if not 2 <= m <= len(IMAGE_ORDINALS):
+        raise ValueError(f"images_per_sample must be 2..{len(IMAGE_ORDINALS)} for the toy data, got {m}")
+    scenes = make_rec_toy(out_dir, n=n * m, seed=seed, split=split, image_size=image_size, **options)
+    samples = []
+    for i in range(n):
+        group = scenes[i * m : (i + 1) * m]
+        box = int(scene_rng(seed, "rec-multi", split, i).integers(0, m))
+        target = group[box]
+        others = tuple(s.image for j, s in enumerate(group) if j != box)
+        samples.append(target.evolve(
+            id=f"rec{m}-{split}-{i:05d}", problem=f"{target.problem} in the {IMAGE_ORDINALS[box]} image",
+            other_images=others, box_image=box, meta={**target.meta, "scenes": [s.id for s in group]},
+        ))
+    return samples

@@ -144,13 +144,14 @@ class InternVLFamily(TinyFamily):
         return {}
 
     def image_grid(self, encoding: Any, images: Sequence[Any], bundle: Any, image_kwargs: dict[str, Any]) -> Any:
-        """``(tiles, rows, cols)`` per image: tiles from the placeholders, the canvas from the processor's rule."""
+        """``(tiles, rows, cols)`` per image: tiles from the placeholders (each image's run of ``<IMG_CONTEXT>``,
+        between its ``<img>`` and ``</img>``), the canvas from the processor's rule."""
         import torch
         from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
         processor = bundle.processor
         per_tile = int(processor.image_seq_length)
-        counts = (encoding["input_ids"] == processor.image_token_id).sum(-1).tolist()
+        counts = [n for row in (encoding["input_ids"] == processor.image_token_id).tolist() for n in _runs(row)]
         tiling = {**self.tiling(bundle), **image_kwargs}
         side = _tile_side(processor.image_processor)
         rows = []
@@ -225,6 +226,20 @@ class InternVLFamily(TinyFamily):
             processor.image_seq_length = 4
             processor.save_pretrained(out)
         return out
+
+
+def _runs(flags: list[bool]) -> list[int]:
+    """Lengths of the runs of true values: one per image of a prompt (``<img>`` and ``</img>`` part them)."""
+    runs, n = [], 0
+    for flag in flags:
+        if flag:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    if n:
+        runs.append(n)
+    return runs
 
 
 def _tile_side(image_processor: Any) -> int:

@@ -91,8 +91,12 @@ class HFRolloutEngine:
                 if generator_seed is not None:
                     torch.manual_seed(int(generator_seed))
                 inputs = prompts.model_inputs()
-                if cfg.num_return_sequences > 1 and not _expands_pixels(model):
-                    # generate's generic expansion would interleave patches, not images: expand ourselves
+                if cfg.num_return_sequences > 1 and (not _expands_pixels(model) or prompts.max_images > 1):
+                    # generate's generic expansion would interleave patches, not images: expand ourselves.  With
+                    # several images per prompt it also repeat_interleaves image_grid_thw image by image ([A, B] ->
+                    # [A, A, B, B] where the expanded rows need [A, B, A, B]), and a family that recomputes its 3-D
+                    # positions from that grid in the forward (GLM-4.1V, transformers 5.25) samples at wrong
+                    # positions (log-probs off by ~0.1 against the scorer on the tiny model): expand ourselves too
                     inputs = prompts.expand(G).model_inputs()
                     cfg.num_return_sequences = 1
                 # an FSDP policy arrives with its shards gathered (Parallel.full_weights): no per-token sync

@@ -36,6 +36,15 @@ longest completion the run asks for (the trainer passes ``max(rollout, eval) max
 through :meth:`set_max_new_tokens`).  A prompt over the allowance is refused before vLLM sees
 it, with the option to raise.  ``limit_mm_per_prompt`` defaults to one image and no video.
 
+**Several images per prompt.**  A prompt that shows several images goes in as
+``{"multi_modal_data": {"image": [PIL, PIL, ...]}}``, the images in the order of the prompt's
+placeholders (vLLM's multi-image input: ``MultiModalDataDict`` maps a modality to one item or a
+list, ``vllm/multimodal/inputs.py``; vLLM refuses a prompt with more items than
+``limit_mm_per_prompt`` allows and budgets memory for that many).  The trainer tells the engine
+the most images a sample of the run shows (:meth:`VLLMRolloutEngine.set_max_images`, from the
+data), which raises the image limit to it and counts that many images in ``max_model_len``; a
+batch with more is refused before vLLM sees it.
+
 Under ``torchrun`` (world size above one) every rank creates its own engine on its own GPU with
 vLLM's ``distributed_executor_backend="external_launcher"``: vLLM then joins the process group
 torchrun set up instead of spawning workers, and each rank samples its own share of the prompts
@@ -183,14 +192,31 @@ class VLLMRolloutEngine:
         """The longest completion the run will ask for (rollouts and evaluation); call before the first use."""
         self.max_new_tokens = int(max_new_tokens)
 
+    @property
+    def image_limit(self) -> int:
+        """The most images one prompt may show (``limit_mm_per_prompt["image"]``)."""
+        return int(self.llm_kwargs["limit_mm_per_prompt"].get("image", 1))
+
+    def set_max_images(self, max_images: int) -> None:
+        """The most images a prompt of the run shows (from its data); call before the first use.  Raises the
+        image limit to it (never lowers one the options set) and counts that many images in ``max_model_len``."""
+        n = int(max_images)
+        if n <= self.image_limit:
+            return
+        if self._llm is not None:
+            raise RuntimeError(f"set_max_images({n}) after the vLLM engine was created with an image limit of "
+                               f"{self.image_limit}; call it before the first rollout")
+        self.llm_kwargs["limit_mm_per_prompt"] = {**self.llm_kwargs["limit_mm_per_prompt"], "image": n}
+
     def sequence_budget(self, bundle: PolicyBundle, max_new_tokens: int | None = None) -> int | None:
-        """``max_model_len``: the option when given, else image tokens + text allowance + completion, else None."""
+        """``max_model_len``: the option when given, else image tokens (of ``image_limit`` images) + text
+        allowance + completion, else None."""
         if self.max_model_len is not None:
             return self.max_model_len
         new = max(self.max_new_tokens or 0, max_new_tokens or 0)
         if not new:
             return None
-        return vllm_max_model_len(image_token_budget(bundle), self.prompt_text_tokens, new)
+        return vllm_max_model_len(image_token_budget(bundle) * self.image_limit, self.prompt_text_tokens, new)
 
     def llm(self, bundle: PolicyBundle, max_new_tokens: int | None = None) -> Any:
         """The ``vllm.LLM`` (created on first call, in this process so weights can be handed over)."""
@@ -240,13 +266,19 @@ class VLLMRolloutEngine:
         prompts = batch.collapse()
         if not prompts.images or not prompts.prompts:
             raise ValueError("the vllm engine needs PromptBatch.images and .prompts (use encode_prompts)")
+        if prompts.max_images > self.image_limit:
+            raise ConfigError(
+                f"a prompt shows {prompts.max_images} images but the vLLM engine takes {self.image_limit} per prompt; "
+                f"set rollout.engine_options.limit_mm_per_prompt: {{image: {prompts.max_images}}} (a training run "
+                "sets it from its data)")
         G = int(num_generations)
         params = self.sampling_params(bundle, num_generations=G, temperature=temperature, top_p=top_p,
                                       max_new_tokens=max_new_tokens, seed=generator_seed)
         family = bundle.family or prompts.family  # the family knows its request shape
-        requests = [family.vllm_request(text, image) if family is not None
-                    else {"prompt": text, "multi_modal_data": {"image": image}}
-                    for text, image in zip(prompts.prompts, prompts.images, strict=True)]
+        rows = [prompts.row_images(r) for r in range(prompts.num_rows)]  # each prompt's images, placeholder order
+        requests = [family.vllm_request(text, images if len(images) > 1 else images[0]) if family is not None
+                    else {"prompt": text, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
+                    for text, images in zip(prompts.prompts, rows, strict=True)]
         llm = self.llm(bundle, max_new_tokens)
         budget = self.sequence_budget(bundle, max_new_tokens)
         longest = int(prompts.attention_mask.sum(-1).max())  # image placeholders expanded, as vLLM counts them

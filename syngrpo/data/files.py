@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 __all__ = ["BadRecord", "build_samples", "image_size", "located_records", "note_bad_record", "pop_image_size", "portable_image_path", "read_records",
-           "resolve_image", "skipping_bad_records", "tidy_number", "write_jsonl", "write_records"]
+           "resolve_image", "resolve_images", "skipping_bad_records", "tidy_number", "write_jsonl", "write_records"]
 
 T = TypeVar("T")
 
@@ -159,13 +159,28 @@ def write_records(records: Iterable[Mapping[str, Any]], path: str | Path) -> Non
 
 
 def resolve_image(value: Any, base: str | Path) -> str:
-    """An absolute image path from a record's image field (a path, or a list whose first item is one)."""
-    if isinstance(value, (list, tuple)) and value:
-        value = value[0]
+    """An absolute image path from a record's image field (a path, or a one-item list of one).
+
+    A list of several paths is refused (a task that reads one image per record would silently drop the
+    rest); a task that takes several reads them with :func:`resolve_images`.
+    """
+    if isinstance(value, (list, tuple)):
+        if len(value) > 1:
+            raise ValueError(f"the image field lists {len(value)} images, but this task reads one image per "
+                             "record; give one path (REC reads several: docs/tasks/rec.md, 'Several images')")
+        value = value[0] if value else value
     if not isinstance(value, str) or not value:
         raise ValueError(f"an image field must be a path string, got {value!r}")
     p = Path(value).expanduser()
     return os.path.abspath(p if p.is_absolute() else Path(base) / p)
+
+
+def resolve_images(value: Any, base: str | Path) -> list[str]:
+    """Absolute image paths from a record's image field: a path, or a non-empty list of paths, in prompt order."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ValueError("the image field is an empty list; give a path or a list of paths")
+    return [resolve_image(v, base) for v in values]
 
 
 def portable_image_path(image: str, data_file: str | Path) -> str:

@@ -206,7 +206,7 @@ def group_signal(bundle: Any, engine: Any, task: Any, samples: Sequence[Any], *,
     """
     import torch
 
-    from syngrpo.data.images import load_rgb
+    from syngrpo.data.images import load_sample_images
     from syngrpo.models.policy import encode_prompts
     from syngrpo.perception.response import parse_response
     from syngrpo.train.evaluate import build_prompts
@@ -215,7 +215,8 @@ def group_signal(bundle: Any, engine: Any, task: Any, samples: Sequence[Any], *,
     flat, zero, formed, groups = [], 0, 0, 0
     for start in range(0, len(samples), batch):
         chunk = list(samples[start:start + batch])
-        prompts = encode_prompts(bundle, [load_rgb(s.image) for s in chunk], build_prompts(task, chunk, "syn"))
+        prompts = encode_prompts(bundle, [load_sample_images(s) for s in chunk], build_prompts(task, chunk, "syn"),
+                                 box_images=[s.box_image for s in chunk])
         with torch.no_grad():
             rollout = engine.generate(bundle, prompts, num_generations=G, temperature=temperature, top_p=1.0,
                                       max_new_tokens=max_new_tokens, generator_seed=seed + start)

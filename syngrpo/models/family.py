@@ -7,7 +7,8 @@ VLM-R1's per-family questions behind one small interface:
 * which checkpoints it reads (``model_types``: the ``model_type`` of their
   ``config.json``), and how to load model and processor (an image-only processor
   where torchvision is absent);
-* how the chat prompt with one image and the task's question is written;
+* how the chat prompt with its image(s) and the task's question is written, and how many
+  images one prompt may show (``max_images``);
 * which token ids must never be sampled (vision placeholders) and which end a turn;
 * **its coordinate convention**: the frame its boxes and points are written in,
   as an :class:`~syngrpo.perception.geometry.ImageTransform` from the original image.  The
@@ -117,10 +118,24 @@ class ModelFamily:
         return processor
 
     # ---- prompts and tokens -------------------------------------------------------------------------
-    def render_prompt(self, processor: Any, text: str) -> str:
-        """The chat-formatted prompt for one image followed by ``text``, ending where the answer starts."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    #: the most images one prompt may show (``None``: any number).  A family whose processor or model takes one
+    #: image sets 1, and ``syngrpo check`` refuses data with more before any model loads
+    max_images: ClassVar[int | None] = None
+
+    def render_prompt(self, processor: Any, text: str, num_images: int = 1) -> str:
+        """The chat-formatted prompt: ``num_images`` images (one placeholder each, in order), then ``text``,
+        ending where the answer starts.  (A family that overrides it with the one-image signature
+        ``(processor, text)`` keeps working for one image; several images need ``num_images``.)"""
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in range(num_images)]
+        messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
         return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def check_image_count(self, num_images: int, where: str = "") -> None:
+        """Refuse a prompt of ``num_images`` images this family cannot take (a :class:`ConfigError`)."""
+        if self.max_images is not None and num_images > self.max_images:
+            raise ConfigError(f"{where or 'a sample'} shows {num_images} images, but model family {self.name!r} "
+                              f"takes at most {self.max_images} per prompt; use a family that takes several "
+                              "(docs/models.md, 'Several images per sample') or one image per record")
 
     def suppress_token_ids(self, tokenizer: Any) -> list[int]:
         vocab = tokenizer.get_vocab()
@@ -188,7 +203,11 @@ class ModelFamily:
 
     # ---- engines ------------------------------------------------------------------------------------
     def vllm_request(self, prompt: str, image: Any) -> dict[str, Any]:
-        """One vLLM request: the chat-formatted text (one image placeholder, vLLM expands it) + the image."""
+        """One vLLM request: the chat-formatted text (one image placeholder per image, vLLM expands each) + the
+        image, or the list of images in placeholder order (vLLM's multi-image input; the engine sets
+        ``limit_mm_per_prompt`` to the most images a prompt of the run shows)."""
+        if isinstance(image, (list, tuple)):
+            image = list(image) if len(image) > 1 else image[0]
         return {"prompt": prompt, "multi_modal_data": {"image": image}}
 
     # ---- tiny models --------------------------------------------------------------------------------

@@ -84,16 +84,22 @@ class PolicyBundle:
 
 @dataclass
 class PromptBatch:
-    """Processor outputs for a batch of one-image prompts, plus the image frames.
+    """Processor outputs for a batch of prompts, plus the image frames.
 
     Rows are prompts.  After :meth:`expand` each prompt appears ``group_size``
     times in a row (p0 x G, p1 x G, ...), the order ``generate`` returns.
+
+    A prompt may show several images (``image_counts``): ``image_grid_thw`` and
+    ``pixel_values`` then hold every image of every row, row by row and in prompt
+    order, while the per-row lists (``frames``, ``input_frames``, ``images``) are
+    those of each row's *box image*, the one its answer's boxes are in
+    (:attr:`syngrpo.types.Sample.box_image`); ``image_lists`` holds all of a row's images.
     """
 
     input_ids: torch.Tensor  # (B, P) left-padded
     attention_mask: torch.Tensor  # (B, P)
     pixel_values: torch.Tensor  # (sum of patches, C * temporal * patch * patch)
-    image_grid_thw: torch.Tensor  # (B, 3)
+    image_grid_thw: torch.Tensor  # (number of images, 3): row by row, each row's images in prompt order
     mm_token_type_ids: torch.Tensor  # (B, P) 0 text, 1 image
     #: per row: original image -> the frame the model writes boxes in (the processor's resize composed with
     #: the family's coordinate convention); tasks map answers back with ``frame.inverse()``
@@ -102,13 +108,18 @@ class PromptBatch:
     group_size: int = 1
     #: the rendered prompt text of each row (chat template applied), for logs and engines that tokenize
     prompts: list[str] = field(default_factory=list)
-    #: the original (RGB) image of each row, for engines that process images themselves (vLLM)
+    #: the original (RGB) box image of each row, for engines that process images themselves (vLLM)
     images: list[Any] = field(default_factory=list)
     #: per row: original image -> model-input pixels (width = grid_w * patch); equals ``frames`` for
     #: families that answer in pixels (dense vision targets use it)
     input_frames: list[ImageTransform] = field(default_factory=list)
     #: the policy's :class:`~syngrpo.models.family.ModelFamily` (scoring asks it how to run the forward)
     family: Any = None
+    #: images of each row (empty: one each, the common case); rows of ``image_grid_thw`` follow these counts
+    image_counts: list[int] = field(default_factory=list)
+    #: every original (RGB) image of each row in prompt order, where a row shows several (else empty:
+    #: ``images`` is all); :meth:`row_images` reads either
+    image_lists: list[list[Any]] = field(default_factory=list)
 
     @property
     def num_rows(self) -> int:
@@ -126,11 +137,32 @@ class PromptBatch:
     def device(self) -> torch.device:
         return self.input_ids.device
 
-    def patches_per_row(self) -> list[int]:
-        """Rows of ``pixel_values`` of each row's image (its family says how the grid counts them)."""
+    def counts(self) -> list[int]:
+        """Images of each row (1 each unless ``image_counts`` says otherwise)."""
+        return list(self.image_counts) if self.image_counts else [1] * self.num_rows
+
+    @property
+    def max_images(self) -> int:
+        """The most images one row shows."""
+        return max(self.counts(), default=1)
+
+    def row_images(self, row: int) -> list[Any]:
+        """Every original image of ``row``, in prompt order."""
+        return list(self.image_lists[row]) if self.image_lists else [self.images[row]]
+
+    def patches_per_image(self) -> list[int]:
+        """Rows of ``pixel_values`` of each image (its family says how the grid counts them)."""
         if self.family is not None:
             return self.family.pixel_rows(self.image_grid_thw)
         return [int(n) for n in self.image_grid_thw.prod(-1).tolist()]
+
+    def patches_per_row(self) -> list[int]:
+        """Rows of ``pixel_values`` of each row's images together."""
+        per_image, out, i = self.patches_per_image(), [], 0
+        for n in self.counts():
+            out.append(sum(per_image[i : i + n]))
+            i += n
+        return out
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments of the model's forward / ``generate``: the family's ``model_input_keys`` (the
@@ -166,11 +198,17 @@ class PromptBatch:
             starts.append(starts[-1] + c)
         idx = torch.tensor(rows, dtype=torch.long, device=self.device)
         pixel_chunks = [self.pixel_values[starts[r] : starts[r + 1]] for r in rows]
+        n_images = self.counts()
+        first = [0]
+        for n in n_images:
+            first.append(first[-1] + n)
+        grid_idx = torch.tensor([i for r in rows for i in range(first[r], first[r + 1])], dtype=torch.long,
+                                device=self.image_grid_thw.device)
         return PromptBatch(
             input_ids=self.input_ids[idx],
             attention_mask=self.attention_mask[idx],
             pixel_values=torch.cat(pixel_chunks, 0) if pixel_chunks else self.pixel_values[:0],
-            image_grid_thw=self.image_grid_thw[idx],
+            image_grid_thw=self.image_grid_thw[grid_idx],
             mm_token_type_ids=self.mm_token_type_ids[idx],
             frames=[self.frames[r] for r in rows],
             group_size=group_size or 1,
@@ -178,6 +216,8 @@ class PromptBatch:
             images=[self.images[r] for r in rows] if self.images else [],
             input_frames=[self.input_frames[r] for r in rows] if self.input_frames else [],
             family=self.family,
+            image_counts=[n_images[r] for r in rows] if self.image_counts else [],
+            image_lists=[self.image_lists[r] for r in rows] if self.image_lists else [],
         )
 
     def expand(self, group_size: int) -> PromptBatch:
@@ -202,10 +242,13 @@ class PromptBatch:
         return self.select(rows, group_size=g)
 
 
-def render_prompt(bundle: PolicyBundle, text: str) -> str:
-    """The chat-formatted prompt for one image followed by ``text``, ending where the answer starts."""
+def render_prompt(bundle: PolicyBundle, text: str, num_images: int = 1) -> str:
+    """The chat-formatted prompt for ``num_images`` images followed by ``text``, ending where the answer starts."""
     family = _family(bundle)
-    return family.render_prompt(bundle.processor, text)
+    if num_images == 1:  # the one-image call a family written before several images overrides
+        return family.render_prompt(bundle.processor, text)
+    family.check_image_count(num_images)
+    return family.render_prompt(bundle.processor, text, num_images=num_images)
 
 
 def _family(bundle: PolicyBundle) -> Any:
@@ -222,30 +265,48 @@ def encode_prompts(
     *,
     max_pixels: int | None = None,
     min_pixels: int | None = None,
+    box_images: Sequence[int] | None = None,
 ) -> PromptBatch:
-    """Tokenize one-image prompts (left padded) and record each image's frames.
+    """Tokenize prompts (left padded) and record the frames of each prompt's box image.
 
-    ``frames[i]`` maps image ``i`` to the frame the family answers in;
-    ``input_frames[i]`` to the model-input pixels (the processor's resize).
+    ``images[i]`` is prompt ``i``'s image, or the list of its images in prompt order
+    (one placeholder each, before the text); ``box_images[i]`` (default 0) is the index
+    of the one its answer's boxes are in.  ``frames[i]`` maps that image to the frame
+    the family answers in; ``input_frames[i]`` to the model-input pixels (the processor's resize).
 
-    ``images`` are PIL images (any mode; converted to RGB).  ``max_pixels`` /
+    Images are PIL images (any mode; converted to RGB).  ``max_pixels`` /
     ``min_pixels`` override the processor's pixel budget (default: the bundle's,
-    then the processor's).
+    then the processor's), per image.
     """
     if len(images) != len(texts):
-        raise ValueError(f"got {len(images)} images for {len(texts)} texts; one image per prompt")
+        raise ValueError(f"got {len(images)} images for {len(texts)} texts; one image (or list of images) per prompt")
     if not texts:
         raise ValueError("encode_prompts needs at least one prompt")
+    per_row = [list(im) if isinstance(im, (list, tuple)) else [im] for im in images]
+    counts = [len(row) for row in per_row]
+    if min(counts) < 1:
+        raise ValueError("a prompt's list of images is empty")
+    boxes = [0] * len(per_row) if box_images is None else [int(b) for b in box_images]
+    if len(boxes) != len(per_row) or any(not 0 <= b < n for b, n in zip(boxes, counts, strict=True)):
+        raise ValueError(f"box_images {list(boxes)} do not index the prompts' images (counts {counts})")
     processor = bundle.processor
-    prompts = [render_prompt(bundle, t) for t in texts]
-    rgb = [im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im for im in images]
+    prompts = [render_prompt(bundle, t, n) for t, n in zip(texts, counts, strict=True)]
+    rgb_rows = [[im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im for im in row] for row in per_row]
+    rgb = [im for row in rgb_rows for im in row]  # every image, row by row: the order of the placeholders
     family = _family(bundle)
     kwargs = family.image_kwargs(bundle, max_pixels=max_pixels, min_pixels=min_pixels)
     enc = processor(text=prompts, images=rgb, padding=True, padding_side="left", return_tensors="pt", **kwargs)
     grid = family.image_grid(enc, rgb, bundle, kwargs)
+    if int(grid.shape[0]) != len(rgb):
+        raise RuntimeError(f"model family {family.name!r} reported {int(grid.shape[0])} image grids for {len(rgb)} "
+                           "images; its image_grid must give one row per image")
+    firsts = [sum(counts[:i]) for i in range(len(counts))]
+    box_rgb = [rgb[f + b] for f, b in zip(firsts, boxes, strict=True)]
+    box_grid = grid[[f + b for f, b in zip(firsts, boxes, strict=True)]]
     input_frames = [family.input_frame(im.width, im.height, g, bundle.patch_size)
-                    for im, g in zip(rgb, grid.tolist(), strict=True)]
+                    for im, g in zip(box_rgb, box_grid.tolist(), strict=True)]
     frames = [family.answer_frame(f) for f in input_frames]
+    several = max(counts) > 1
     mm = enc.get("mm_token_type_ids")
     if mm is None:  # older processors: derive it (image placeholders are type 1)
         mm = (enc["input_ids"] == bundle.image_token_id).long()
@@ -257,8 +318,10 @@ def encode_prompts(
         mm_token_type_ids=mm,
         frames=frames,
         prompts=prompts,
-        images=list(rgb),
+        images=box_rgb,
         input_frames=input_frames,
         family=family,
+        image_counts=counts if several else [],
+        image_lists=rgb_rows if several else [],
     )
     return batch.to(bundle.device, dtype=bundle.dtype)

@@ -190,14 +190,20 @@ def sample_record(sample: Sample, data_file: str | Path, fields: Mapping[str, An
     """The record :meth:`Task.save` writes for ``sample`` into ``data_file``.
 
     ``id``, the image path (relative to the data file where it can be,
-    :func:`syngrpo.data.files.portable_image_path`), the task's own ``fields``
+    :func:`syngrpo.data.files.portable_image_path`; a sample with several images writes the list of them
+    in prompt order and ``box_image``, the index of the one its label is in), the task's own ``fields``
     (question, label), ``width``/``height``, the provenance of a synthesized sample
     (``source_id``, ``generation``, ``description``, only when set), then the keys of
     ``meta`` that none of these already uses, so a loader that sends unknown keys to
     ``meta`` reads the record back unchanged.
     """
-    record: dict[str, Any] = {"id": sample.id, "image": portable_image_path(sample.image, data_file), **fields,
+    image: Any = portable_image_path(sample.image, data_file)
+    if sample.other_images:  # several images: the list in prompt order, and which one the label is in
+        image = [portable_image_path(p, data_file) for p in sample.images]
+    record: dict[str, Any] = {"id": sample.id, "image": image, **fields,
                               "width": sample.width, "height": sample.height}
+    if sample.other_images:
+        record["box_image"] = sample.box_image
     if sample.source_id is not None:
         record["source_id"] = sample.source_id
     if sample.generation:

@@ -214,11 +214,14 @@ def load_sharded_policy_and_reference(cfg: TrainConfig, par: Parallel, precision
 # ---- rollout, rewards, algorithm -----------------------------------------------------------------------
 
 
-def build_engine(registry: Any, cfg: TrainConfig, bundle: PolicyBundle) -> Any:
-    """The rollout engine ``rollout.engine`` names, sized for the longer of rollout and evaluation."""
+def build_engine(registry: Any, cfg: TrainConfig, bundle: PolicyBundle, *, max_images: int = 1) -> Any:
+    """The rollout engine ``rollout.engine`` names, sized for the longer of rollout and evaluation and for
+    ``max_images`` images per prompt (the most a sample of the run shows)."""
     engine = registry.create("rollout_engines", cfg.rollout.engine, bundle=bundle, **cfg.rollout.engine_options)
     if hasattr(engine, "set_max_new_tokens"):  # an engine that sizes its sequences up front (vLLM)
         engine.set_max_new_tokens(max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens or 0))
+    if max_images > 1 and hasattr(engine, "set_max_images"):  # an engine that budgets images up front (vLLM)
+        engine.set_max_images(max_images)
     return engine
 
 

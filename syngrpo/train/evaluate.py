@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syngrpo.data.images import load_rgb
+from syngrpo.data.images import load_sample_images
 from syngrpo.errors import ConfigError
 from syngrpo.models.policy import load_policy
 from syngrpo.perception.response import parse_response
@@ -89,7 +89,8 @@ def evaluate_policy(
     try:
         for start in range(0, len(samples), batch_size):
             chunk = list(samples[start : start + batch_size])
-            prompts = encode_prompts(bundle, [load_rgb(s.image) for s in chunk], build_prompts(task, chunk, response_mode))
+            prompts = encode_prompts(bundle, [load_sample_images(s) for s in chunk],
+                                     build_prompts(task, chunk, response_mode), box_images=[s.box_image for s in chunk])
             with torch.no_grad():
                 rollout = engine.generate(bundle, prompts, num_generations=1, temperature=0.0, top_p=1.0,
                                           max_new_tokens=max_new_tokens)
@@ -193,6 +194,9 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str | Path, *, split: str | None =
     engine = registry.create("rollout_engines", cfg.rollout.engine, bundle=bundle, **cfg.rollout.engine_options)
     if hasattr(engine, "set_max_new_tokens"):  # an engine that sizes its sequences up front (vLLM)
         engine.set_max_new_tokens(cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)
+    most = max((s.num_images for s in samples), default=1)
+    if most > 1 and hasattr(engine, "set_max_images"):  # an engine that budgets images up front (vLLM)
+        engine.set_max_images(most)
     try:
         result = evaluate_policy(bundle, task, samples, engine=engine, response_mode=cfg.response_mode,
                                  batch_size=batch_size or cfg.eval.batch_size,

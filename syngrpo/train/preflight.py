@@ -82,6 +82,8 @@ class CheckReport:
     dropped: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     #: one line per record ``data.bad_samples: drop`` leaves out (file and record), then a total per file
     drops: list[str] = field(default_factory=list)
+    #: split -> the most images one of its samples shows (the model family must take that many)
+    max_images: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -311,6 +313,10 @@ def sample_problem(sample: Sample, task: Any, max_text_chars: int | None = None)
     why, width, height = _image_problem(Path(sample.image))
     if why is not None:
         return why
+    for other in sample.other_images:  # the unlabelled images of a several-image sample must load too
+        why = _image_problem(Path(other))[0]
+        if why is not None:
+            return why
     try:
         boxes = task.foreground_boxes(sample)
         labels = [str(v) for v in task.foreground_labels(sample)] if max_text_chars else []
@@ -362,6 +368,8 @@ def check_dataset(cfg: TrainConfig, task: Any, split: str, path: str, report: Ch
     bad: list[tuple[int, str, Sample | None]] = [(r.index, r.why, None) for r in unreadable]
     skipped = {r.index for r in unreadable}
     place = (i for i in range(total) if i not in skipped)  # each sample's record number
+    if samples:
+        report.max_images[split] = max(report.max_images.get(split, 1), max(s.num_images for s in samples))
     for i, sample in zip(place, samples, strict=False):
         why = sample_problem(sample, task, cfg.data.max_text_chars)
         if why is not None:
@@ -482,4 +490,39 @@ def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -
                 check_hf_dataset(cfg, split, path, report)
             elif path:
                 check_dataset(cfg, task, split, path, report)
+        _check_image_count(cfg, registry, report)
     return report
+
+
+def _check_image_count(cfg: TrainConfig, registry: Any, report: CheckReport) -> None:
+    """Data with several images per sample needs a family that takes them: refused here, before any model loads.
+
+    The family is ``model.family``, else the one of the policy's ``config.json`` ``model_type`` (a
+    directory or ``policy: tiny``); a hub id's family is known only when it loads (where
+    :func:`syngrpo.models.prompts.encode_prompts` refuses the same way)."""
+    most = max(report.max_images.values(), default=1)
+    if most <= 1:
+        return
+    import json
+
+    from syngrpo.config.learning import DEFAULT_TINY_FAMILY
+    from syngrpo.models.family import family_for_model_type, get_family
+
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(report.max_images.items()) if v > 1)
+    try:
+        if cfg.model.family != "auto":
+            family = get_family(cfg.model.family, registry)
+        elif cfg.model.policy == "tiny":
+            family = get_family(DEFAULT_TINY_FAMILY, registry)
+        elif (Path(cfg.model.policy) / "config.json").is_file():
+            model_type = json.loads((Path(cfg.model.policy) / "config.json").read_text()).get("model_type", "")
+            family = family_for_model_type(model_type, registry)
+        else:
+            report.notes.append(f"data: up to {most} images per sample ({splits}); the model family of "
+                                f"{cfg.model.policy} is checked to take them when it loads")
+            return
+        family.check_image_count(most, f"the data (the most images per sample: {splits})")
+    except (ConfigError, OSError, ValueError) as exc:
+        report.errors.append(f"model.family: {exc}")
+        return
+    report.notes.append(f"data: up to {most} images per sample ({splits}); model family {family.name} takes them")

@@ -25,7 +25,7 @@ import torch
 
 from syngrpo.algo.dynamic_sampling import SamplingReport, groups_with_signal, refill_size
 from syngrpo.config import TrainConfig
-from syngrpo.data.images import load_rgb
+from syngrpo.data.images import load_sample_images
 from syngrpo.data.pool import DataPool
 from syngrpo.errors import SyngrpoError
 from syngrpo.models.policy import encode_prompts
@@ -83,6 +83,9 @@ def concat_prompts(batches: Sequence[PromptBatch], pad_token_id: int) -> PromptB
         mm_token_type_ids=torch.cat([_pad_left(b.mm_token_type_ids, P, 0) for b in batches]),
         group_size=first.group_size, family=first.family,
         **{name: [x for b in batches for x in getattr(b, name)] for name in lists},
+        **({"image_counts": [n for b in batches for n in b.counts()],
+            "image_lists": [b.row_images(r) for b in batches for r in range(b.num_rows)]}
+           if any(b.image_counts for b in batches) else {}),
     )
 
 
@@ -150,8 +153,9 @@ class RolloutCollector:
         cfg, bundle = self.cfg, self.bundle
         epoch = self.pool.epoch
         samples = self.par.my_slice(self.pool.draw(n))
-        prompts = encode_prompts(bundle, [load_rgb(s.image) for s in samples],
-                                 build_prompts(self.task, samples, self.response_mode))
+        prompts = encode_prompts(bundle, [load_sample_images(s) for s in samples],
+                                 build_prompts(self.task, samples, self.response_mode),
+                                 box_images=[s.box_image for s in samples])
         t0 = time.perf_counter()
         with self.sampling():  # the bf16 compute weights of a mixed-precision or sharded run
             rollout = self.engine.generate(bundle, prompts, num_generations=self.group_size,

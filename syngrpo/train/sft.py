@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from syngrpo.data.images import load_rgb
+from syngrpo.data.images import load_sample_images
 from syngrpo.models.corpus import SCENES
 from syngrpo.perception.geometry import ImageTransform
 from syngrpo.perception.response import ResponseMode, build_instruction, render_response
@@ -120,9 +120,9 @@ def sft_loss(bundle: Any, task: Task, samples: Sequence[Sample], mode: ResponseM
     from syngrpo.models.policy import encode_prompts
     from syngrpo.models.scoring import completion_logprobs
 
-    images = list(images) if images is not None else [load_rgb(s.image) for s in samples]
+    images = list(images) if images is not None else [load_sample_images(s) for s in samples]
     texts = [build_instruction(task.question(s), mode) for s in samples]
-    batch = encode_prompts(bundle, images, texts)
+    batch = encode_prompts(bundle, images, texts, box_images=[s.box_image for s in samples])
     targets = [sft_targets(task, s, mode, frame=f) for s, f in zip(samples, batch.frames, strict=True)]
     ids, mask, answer = _target_tokens_and_answer(bundle, targets)
     logp, _ = completion_logprobs(bundle.model, batch, ids, mask, group_size=1)
@@ -191,7 +191,7 @@ def run_sft(
             idx, order = order[:batch_size], order[batch_size:]
             for i in idx:
                 if i not in images:
-                    images[i] = load_rgb(samples[i].image)
+                    images[i] = load_sample_images(samples[i])
             with precision.autocast():
                 loss = sft_loss(bundle, task, [samples[i] for i in idx], mode, images=[images[i] for i in idx],
                                 answer_weight=answer_weight)

@@ -288,7 +288,8 @@ class Trainer:
     def _setup_algorithm(self) -> None:
         """The plugins a step calls (engine, rewards, estimator, policy loss) and the optimisation around them."""
         cfg, registry = self.cfg, self.registry
-        self.engine = build.build_engine(registry, cfg, self.bundle)
+        most = max((s.num_images for s in (*self.train_samples, *self.eval_samples)), default=1)
+        self.engine = build.build_engine(registry, cfg, self.bundle, max_images=most)
         self.smoother = DiversitySmoother(cfg.synthesis.gamma, enabled=cfg.synthesis.smoothing)
         self.rewards = build.build_rewards(registry, cfg, smoother=self.smoother, par=self.par)
         self.estimator = build.build_estimator(registry, cfg)

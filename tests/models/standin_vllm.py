@@ -13,8 +13,9 @@ cross, so it does two jobs:
   ``EngineArgs(**kwargs)``); ``SamplingParams`` rejects unknown fields and greedy sampling with
   ``n > 1``; ``sleep`` / ``wake_up`` take only vLLM's levels and tags, and sleeping needs
   ``enable_sleep_mode=True``; ``generate`` refuses to run while any memory is asleep, after a
-  level-2 sleep before weights were reloaded, or with more images or videos than
-  ``limit_mm_per_prompt`` allows.
+  level-2 sleep before weights were reloaded, with more images or videos than
+  ``limit_mm_per_prompt`` allows, or with a number of image placeholders in the prompt other than the
+  number of images (``BaseMultiModalProcessor._validate_mm_placeholders``).
 * **It models the state a weight sync must invalidate**: a prefix cache and a multimodal encoder
   cache keyed by prompt and image, each entry stamped with the weights' version.  A request
   served from an entry computed with older weights lands in ``LLM.stale`` (what real vLLM would
@@ -232,6 +233,8 @@ class LLM:
         self.kwargs = kwargs
         self.llm_engine = _LLMEngine(self)
         self.calls: list[tuple[str, Any]] = [("init", kwargs)]
+        #: the requests of every ``generate`` call, in order
+        self.requests: list[list[dict[str, Any]]] = []
         self.loaded: list[list[tuple[str, Any]]] = []
         self.on_load = None
         self.on_call = None
@@ -263,6 +266,7 @@ class LLM:
         if self.discarded:
             raise RuntimeError("generate() after a level-2 sleep before the weights were reloaded")
         requests = prompts if isinstance(prompts, (list, tuple)) else [prompts]
+        self.requests.append(list(requests))
         limits = self.kwargs.get("limit_mm_per_prompt", {})
         vocab = self.vocab_size
         bias = getattr(params, "logit_bias", None) or {}
@@ -278,6 +282,7 @@ class LLM:
                 if modality in limits and count > limits[modality]:
                     raise ValueError(f"At most {limits[modality]} {modality}(s) may be provided in one prompt")
             images = mm.get("image")
+            _check_placeholders(request.get("prompt", ""), images)
             image_keys = [_image_key(im) for im in (images if isinstance(images, (list, tuple)) else [images])
                           if im is not None]
             for key in image_keys:
@@ -357,6 +362,24 @@ class LLM:
         """``LLM.reset_mm_cache()`` (0.32-0.34): the multimodal *processor* cache (preprocessed inputs, which do not
         depend on the weights); the encoder outputs are ``llm_engine.reset_encoder_cache()``'s."""
         self._note("reset_mm_cache")
+
+
+#: the one-per-image placeholder each family's chat template writes (vLLM expands each into the image's tokens)
+IMAGE_PLACEHOLDERS = ("<|vision_start|><|image_pad|><|vision_end|>", "<|begin_of_image|><|image|><|end_of_image|>",
+                      "<IMG_CONTEXT>")
+
+
+def _check_placeholders(prompt: str, images: Any) -> None:
+    """vLLM's ``BaseMultiModalProcessor._validate_mm_placeholders`` (vllm/multimodal/processing/processor.py):
+    a prompt needs one placeholder per image item, or it raises ``RuntimeError("Expected there to be N prompt
+    updates corresponding to N image items, but instead found M prompt updates! ...")``."""
+    if images is None:
+        return
+    count = len(images) if isinstance(images, (list, tuple)) else 1
+    found = max(prompt.count(p) for p in IMAGE_PLACEHOLDERS)
+    if found and found != count:
+        raise RuntimeError(f"Expected there to be {count} prompt updates corresponding to {count} image items, "
+                           f"but instead found {found} prompt updates!")
 
 
 def _image_key(image: Any) -> str:

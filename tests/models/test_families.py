@@ -46,10 +46,15 @@ def test_syngrpo_plugins_json_lists_the_model_families(capsys):
 @pytest.mark.parametrize("name", BUILTIN)
 def test_every_builtin_family_keeps_the_family_contract(name, family_dirs, tmp_path):
     report = check_family_contract(get_family(name), tmp_path, model_dir=family_dirs[name])
-    assert report.checked[-1] == "save/load" and len(report.checked) == 6
+    assert report.checked[-2] == "save/load" and len(report.checked) == 7
+    # every built-in family takes several images per prompt (each processor's replace_image_token counts images
+    # across the batch), and scores a two-image prompt as it samples it
+    assert report.checked[-1].startswith("several images")
+    assert "two images, naive" in report.logprob_error
     assert max(report.logprob_error.values()) < 1e-5
     # the patch-grid VLMs (3-D positions) score through the shared prefix too; InternVL (1-D) does not
     assert ("shared-prefix" in report.logprob_error) == (name in PATCH_GRID)
+    assert ("two images, shared-prefix" in report.logprob_error) == (name in PATCH_GRID)
 
 
 @pytest.mark.parametrize("name", BUILTIN)
