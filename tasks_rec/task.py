@@ -45,6 +45,8 @@ BOX_KEYS = ("bbox_2d", "bbox", "box", "bounding_box")
 
 ANSWER_SENTENCE = "Output the bounding box as [x1, y1, x2, y2] in pixels."
 DEFAULT_TEMPLATE = "Locate {expression} in the image. " + ANSWER_SENTENCE
+#: the default question of a sample of several images: the expression names the image ("... in the second image")
+MULTI_IMAGE_TEMPLATE = "Locate {expression}. Output the bounding box as [x1, y1, x2, y2] in pixels of that image."
 
 #: meta flag: ``problem`` is a whole question from the dataset, not an expression
 VERBATIM_FLAG = "problem_is_question"
@@ -242,6 +244,8 @@ class RecTask(Task):
     def question(self, sample: Sample) -> str:
         if sample.meta.get(VERBATIM_FLAG):
             return f"{sample.problem.strip()} {ANSWER_SENTENCE}"
+        if sample.other_images and self.question_template == DEFAULT_TEMPLATE:  # "in the image" would be ambiguous
+            return MULTI_IMAGE_TEMPLATE.format(expression=sample.problem.strip())
         return self.question_template.format(expression=sample.problem.strip())
 
     def answer_text(self, response: Any, *, whole_text_fallback: bool = False) -> str | None:

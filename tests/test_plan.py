@@ -80,6 +80,35 @@ def test_plan_of_the_7b_paper_config_on_4_gpus_equals_hand_arithmetic():
     assert plan.state_bytes == 4 * P  # (4 + 4 + 8) B x P / 4 ranks: what part A's FSDP test compares with tensors
 
 
+def test_image_tokens_add_up_over_the_images_of_a_prompt_by_hand_arithmetic():
+    """Two images per prompt (issue 27 item 2): the 7B config's rows hold 2 x 1,280 image tokens, the vision
+    tower runs on both images, and vLLM's max_model_len budgets both."""
+    from syngrpo.config import TrainConfig
+    from syngrpo.config.io import load_config
+
+    cfg = load_config(TrainConfig, CONFIG_7B)
+    one = plan_memory(load_architecture(cfg.model.policy), PlanInputs.from_config(cfg, gpus=4, gpu_memory_gib=80))
+    inp = PlanInputs.from_config(cfg, gpus=4, gpu_memory_gib=80, images_per_sample=2)
+    two = plan_memory(load_architecture(cfg.model.policy), inp)
+    assert (one.image_tokens, two.image_tokens) == (1280, 2 * 1280)
+    assert two.sequence_tokens == one.sequence_tokens + 1280 == 2 * 1280 + 256 + 512
+    rows, tokens = 6, 6 * (2 * 1280 + 256 + 512)  # the hand arithmetic of the test above, with both images
+    text = tokens * L * 2 * H + tokens * 2 * (6 * H + 2 * KV + 4 * I)
+    patches = rows * 2 * 1280 * 4
+    vision = patches * D * 2 * HV + patches * 2 * (8 * HV + 4 * IV)
+    part = {p.name: p for p in two.parts}
+    assert part["activations"].bytes == text + vision
+    assert "12 image(s) x 5,120 patches" in part["activations"].how
+    assert "max_model_len 3,328 " in part["vLLM reservation"].how  # 2 x 1,280 + 256 text + 512 new
+
+
+def test_cli_plan_takes_the_images_per_prompt_from_the_flag_or_the_toy_data(capsys):
+    assert main(["plan", "-c", str(CONFIG_7B), "--images", "2"]) in (0, 1)
+    assert "(2,560 image tokens at most, 2 images per prompt)" in capsys.readouterr().out
+    assert main(["plan", "--set", "data.toy.options={images_per_sample: 3}", "--set", "model.max_pixels=200704"]) in (0, 1)
+    assert "(768 image tokens at most, 3 images per prompt)" in capsys.readouterr().out
+
+
 def test_fsdp_on_one_rank_plans_a_whole_bf16_copy_as_measured_on_an_h100():
     """FSDP2 with one rank keeps each unit's unsharded bf16 copy: the H100 check measured 77.18 GiB in the 3B
     update phase, 71.86 planned per unit before (docs/performance.md); on two ranks units gather one at a time."""

@@ -57,8 +57,7 @@ def test_two_image_records_load_with_their_box_image_and_save_back(tmp_path, tas
 
 
 def test_one_image_records_are_written_as_before(tmp_path, task):
-    s = Sample(id="a", task="rec", image=str(tmp_path / "a.png"), problem="x", solution=[1, 1, 5, 5], width=9,
-               height=9)
+    s = Sample(id="a", task="rec", image=str(tmp_path / "a.png"), problem="x", solution=[1, 1, 5, 5], width=9, height=9)
     task.save([s], tmp_path / "one.jsonl")
     record = json.loads((tmp_path / "one.jsonl").read_text())
     assert record["image"] == "a.png" and "box_image" not in record
@@ -93,10 +92,30 @@ def test_a_one_image_task_refuses_a_list_of_several_images_instead_of_dropping_t
 
 def test_box_image_must_index_the_images():
     with pytest.raises(ValueError, match=r"box_image must be an index into its 2 images \(0..1\), got 2"):
-        Sample(id="a", task="rec", image="b.png", problem="", solution=[], width=1, height=1,
-               other_images=("a.png",), box_image=2)
-    s = Sample.from_dict({"id": "a", "task": "rec", "image": "b.png", "problem": "", "solution": [], "width": 1,
-                          "height": 1, "other_images": ["a.png", "c.png"], "box_image": 1})
+        Sample(
+            id="a",
+            task="rec",
+            image="b.png",
+            problem="",
+            solution=[],
+            width=1,
+            height=1,
+            other_images=("a.png",),
+            box_image=2,
+        )
+    s = Sample.from_dict(
+        {
+            "id": "a",
+            "task": "rec",
+            "image": "b.png",
+            "problem": "",
+            "solution": [],
+            "width": 1,
+            "height": 1,
+            "other_images": ["a.png", "c.png"],
+            "box_image": 1,
+        }
+    )
     assert s.images == ("a.png", "b.png", "c.png") and s.other_images == ("a.png", "c.png")
     assert Sample.from_dict(json.loads(json.dumps(s.to_dict()))) == s  # through JSON (the data server, checkpoints)
 
@@ -118,8 +137,9 @@ def _config(tmp_path: Path, *extra: str) -> str:
 
 
 def test_check_passes_the_worked_example_and_says_the_family_takes_two_images(tmp_path, capsys):
-    code = main(["check", "-c", _config(tmp_path), "--set", f"data.train={FIXTURE / 'train.jsonl'}",
-                 "--set", "data.eval=null"])
+    code = main(
+        ["check", "-c", _config(tmp_path), "--set", f"data.train={FIXTURE / 'train.jsonl'}", "--set", "data.eval=null"]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "up to 2 images per sample (train 2); model family qwen2_5_vl takes them" in out
@@ -142,7 +162,26 @@ class OneImagePlugin:
 
 def test_check_refuses_several_images_for_a_family_that_takes_one_before_any_model_loads(tmp_path):
     registry = registry_with(OneImagePlugin(), autoload=True)
-    cfg = load_train_config(_config(tmp_path), [f"data.train={FIXTURE / 'train.jsonl'}", "data.eval=null",
-                                                "model.family=one_image", "model.policy=/nonexistent/policy"])
+    cfg = load_train_config(
+        _config(tmp_path),
+        [
+            f"data.train={FIXTURE / 'train.jsonl'}",
+            "data.eval=null",
+            "model.family=one_image",
+            "model.policy=/nonexistent/policy",
+        ],
+    )
     report = check_config(cfg, registry)
-    assert any("shows 2 images, but model family 'one_image' takes at most 1" in e for e in report.errors), report.errors
+    assert any("shows 2 images, but model family 'one_image' takes at most 1" in e for e in report.errors), (
+        report.errors
+    )
+
+
+def test_the_default_question_of_a_two_image_sample_does_not_say_the_image(task):
+    s = task.load(FIXTURE / "train.jsonl")[0]
+    assert task.question(s) == (
+        "Locate the green circle in the second image. Output the bounding box as "
+        "[x1, y1, x2, y2] in pixels of that image."
+    )
+    custom = RecTask(question_template="Find {expression}.")
+    assert custom.question(s) == "Find the green circle in the second image."

@@ -55,7 +55,9 @@ def vllm_kv_cache(arch: Architecture, inp: PlanInputs) -> tuple[str, str | None]
     """
     utilization, _, max_len, text = _options(inp)
     max_new = max(inp.max_new_tokens, inp.eval_max_new_tokens)
-    img = image_tokens(arch, inp.max_pixels)
+    limit = dict(dict(inp.engine_options).get("limit_mm_per_prompt") or {}).get("image", 1)
+    images = max(int(limit), inp.images_per_sample)  # the engine budgets its image limit, raised to the data's
+    img = image_tokens(arch, inp.max_pixels) * images
     seq = max_len or vllm_max_model_len(img, text, max_new)
     per_token = 2 * 2 * arch.layers * arch.kv_dim
     weights = 2 * arch.params

@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="memory of one GPU in GiB (default: the config's hardware.gpu_memory_gib, else 80)")
     p.add_argument("--prompt-tokens", type=int, default=None,
                    help="text tokens of a prompt besides the image (default 256)")
+    p.add_argument("--images", type=int, default=None, metavar="N",
+                   help="images one prompt shows (samples of several images: their image tokens add up; default: "
+                        "the toy data's images_per_sample, else 1)")
     p.add_argument("--json", action="store_true", help="print the plans as JSON")
     p.set_defaults(func=run)
 
@@ -45,7 +48,8 @@ def _plan_one(path: str | Path, args: argparse.Namespace) -> dict[str, Any]:
     arch = config_architecture(cfg)
     target = target_hardware(cfg, gpus=args.gpus, gpu_memory_gib=args.gpu_memory)
     inp = PlanInputs.from_config(cfg, gpus=target.gpus, gpu_memory_gib=target.gpu_memory_gib,
-                                 prompt_tokens=args.prompt_tokens or DEFAULT_PROMPT_TOKENS)
+                                 prompt_tokens=args.prompt_tokens or DEFAULT_PROMPT_TOKENS,
+                                 images_per_sample=getattr(args, "images", None))
     chosen = plan_memory(arch, inp)
     others = ["ddp", "fsdp"] if target.gpus > 1 else ["single", "fsdp"]
     plans = [chosen if s == chosen.strategy else plan_memory(arch, inp, strategy=s) for s in others]
@@ -78,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.gpus is not None and args.gpus < 1:
         raise ConfigError(f"--gpus must be at least 1, got {args.gpus}")
+    if getattr(args, "images", None) is not None and args.images < 1:
+        raise ConfigError(f"--images must be at least 1, got {args.images}")
     if args.gpu_memory is not None and args.gpu_memory <= 0:
         raise ConfigError(f"--gpu-memory must be positive, got {args.gpu_memory}")
     configs = args.config or [QUICKSTART_CONFIG]
@@ -100,7 +106,8 @@ def _print_one(r: dict[str, Any]) -> None:
     print(f"{target.gpus} GPU(s) x {target.gpu_memory_gib:g} GiB ({target.source}); "
           f"parallel.strategy {inp.strategy} -> {chosen.strategy}; "
           f"micro-batch {chosen.micro_batch_rows} rows x {chosen.sequence_tokens:,} tokens "
-          f"({chosen.image_tokens:,} image tokens at most)")
+          f"({chosen.image_tokens:,} image tokens at most"
+          + (f", {inp.images_per_sample} images per prompt)" if inp.images_per_sample > 1 else ")"))
     if inp.batch_size % target.gpus:
         print(f"note: optim.batch_size {inp.batch_size} does not split over {target.gpus} GPUs and the trainer "
               f"refuses it; GPU counts it splits over: {', '.join(map(str, gpu_counts(inp.batch_size)))}")

@@ -80,11 +80,19 @@ class PlanInputs:
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS
     #: ``eval.max_new_tokens`` (0: the rollout's): an engine that sizes its sequences covers the longer of the two
     eval_max_new_tokens: int = 0
+    #: images one prompt shows (several-image samples: ``Sample.images``); the image tokens are summed over them
+    images_per_sample: int = 1
 
     @classmethod
     def from_config(cls, cfg: Any, *, gpus: int, gpu_memory_gib: float,
-                    prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> PlanInputs:
-        """Read a :class:`~syngrpo.config.TrainConfig`."""
+                    prompt_tokens: int = DEFAULT_PROMPT_TOKENS, images_per_sample: int | None = None) -> PlanInputs:
+        """Read a :class:`~syngrpo.config.TrainConfig`.  ``images_per_sample`` defaults to the toy data's
+        ``images_per_sample`` option when the run draws toy data, else 1 (a dataset's count is read by
+        ``syngrpo check``, not here: give it with ``syngrpo plan --images``)."""
+        if images_per_sample is None:
+            data = getattr(cfg, "data", None)
+            toy = getattr(getattr(data, "toy", None), "options", None) or {}
+            images_per_sample = int(toy.get("images_per_sample", 1)) if data is not None and not data.train else 1
         parallel = getattr(cfg, "parallel", None)
         return cls(
             dtype=compute_dtype(cfg.model.dtype, "cuda"),  # the plan is for a GPU that has bf16
@@ -97,6 +105,7 @@ class PlanInputs:
             strategy=getattr(parallel, "strategy", "auto"), gpus=gpus, gpu_memory_gib=gpu_memory_gib,
             prompt_tokens=prompt_tokens,
             eval_max_new_tokens=int(getattr(getattr(cfg, "eval", None), "max_new_tokens", None) or 0),
+            images_per_sample=max(1, int(images_per_sample)),
         )
 
     @property
@@ -235,6 +244,11 @@ def image_tokens(arch: Architecture, max_pixels: int | None) -> int:
     return tokens_for_pixels(max_pixels or arch.default_max_pixels, arch.patch_size, arch.merge_size)
 
 
+def prompt_image_tokens(arch: Architecture, inp: PlanInputs) -> int:
+    """Image tokens of one prompt: the largest image's (:func:`image_tokens`) times the images it shows."""
+    return image_tokens(arch, inp.max_pixels) * inp.images_per_sample
+
+
 def micro_batch_rows(inp: PlanInputs, world: int) -> tuple[int, int]:
     """(prompts, rows) of the largest micro-batch on one GPU: the rank's ceil(batch / world) prompts split in
     ``grad_accum`` near-equal chunks, each prompt rolled out G times."""
@@ -262,7 +276,7 @@ def activation_bytes(arch: Architecture, inp: PlanInputs, *, prompts: int, rows:
     keeps activations only when it trains (not ``freeze_vision``, not LoRA); it runs once per
     prompt with shared-prefix scoring, else once per row, on merge^2 patches per image token.
     """
-    img = image_tokens(arch, inp.max_pixels)
+    img = prompt_image_tokens(arch, inp)  # summed over the prompt's images
     prompt_len = img + inp.prompt_tokens
     if shared_prefix_on(inp):
         tokens = prompts * prompt_len + rows * (inp.max_new_tokens + 1)
@@ -285,7 +299,8 @@ def activation_bytes(arch: Architecture, inp: PlanInputs, *, prompts: int, rows:
             vision = patches * arch.vision_layers * per_patch_block
     how = (f"{tokens:,} text tokens x {arch.layers} layers"
            + (" (checkpointed)" if inp.gradient_checkpointing else "")
-           + (f" + {vision_images} image(s) x {img * arch.merge_size ** 2:,} patches x {arch.vision_layers} "
+           + (f" + {vision_images * inp.images_per_sample} image(s) x "
+              f"{img // inp.images_per_sample * arch.merge_size ** 2:,} patches x {arch.vision_layers} "
               "vision blocks" if vision else ""))
     return text + vision, how
 
@@ -356,7 +371,7 @@ def plan_memory(arch: Architecture, inp: PlanInputs, *, strategy: Strategy | Non
                                 f"2 B x {P:,} params (algorithm.beta = {inp.beta}){shard_note}"))
 
     prompts, rows = micro_batch_rows(inp, world)
-    img = image_tokens(arch, inp.max_pixels)
+    img = prompt_image_tokens(arch, inp)
     seq = img + inp.prompt_tokens + inp.max_new_tokens
     problems: list[str] = []
     declared = engine_memory(arch, replace(inp, strategy=strategy))

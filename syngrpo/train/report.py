@@ -134,6 +134,7 @@ def sample_records(rec: StepRecord, limit: int) -> list[dict[str, Any]]:
         out.append({
             "sample_id": s.id,
             "image": s.image,
+            **({"images": list(s.images), "box_image": s.box_image} if s.other_images else {}),
             "generation": s.generation,
             "problem": s.problem,
             "v": r.v[b],
