@@ -143,5 +143,74 @@ def test_a_sharded_lora_checkpoint_state_merges_as_peft_merges(tmp_path):
     assert merged_lora_state(plain, tmp_path) is plain  # a state without adapters passes through
 
 
+
+def test_a_gathered_lora_checkpoint_is_read_by_eval_and_export_as_the_merged_model(tmp_path):
+    """A LoRA run that is not sharded saves peft's adapters only in ``model/`` (the base never changes under
+    LoRA); ``syngrpo eval`` / ``export`` read it as the base (``base_model_name_or_path`` of its
+    ``adapter_config.json``, where resuming reads it from ``model.policy``) with the adapters merged: the policy's
+    logits, and no ``lora_`` tensor in the export."""
+    pytest.importorskip("peft")
+    import torch
+    from safetensors import safe_open
+
+    from syngrpo.commands.export import export_policy
+    from syngrpo.models.policy import encode_prompts, load_policy
+    from syngrpo.models.tiny_policy import build_tiny_policy
+    from syngrpo.rundir.checkpoint import model_dir, save_checkpoint
+    from syngrpo.train.evaluate import load_checkpoint_policy
+
+    tiny = str(build_tiny_policy(tmp_path / "tiny", seed=0))
+    bundle = load_policy(tiny, dtype="float32", lora=LORA)
+    with torch.no_grad():  # as after training: B away from its zero init (the merge is then not the base)
+        for name, p in bundle.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
+    ckpt = save_checkpoint(tmp_path / "run", 1, model=bundle.model, processor=bundle.processor, optimizer=None,
+                           scheduler=None, state={})
+    assert (model_dir(ckpt) / "adapter_model.safetensors").is_file()
+    assert not (model_dir(ckpt) / "model.safetensors").exists()  # adapters only, as before
+
+    from PIL import Image
+
+    image = Image.new("RGB", (112, 84), (200, 30, 30))
+    batch = encode_prompts(bundle, [image], ["Locate the red square."])
+    with torch.no_grad():
+        want = bundle.model(**batch.model_inputs()).logits
+        base = load_policy(tiny, dtype="float32").model(**batch.model_inputs()).logits
+    assert (want - base).abs().max() > 1e-3  # the adapters matter
+
+    read = load_checkpoint_policy(tmp_path / "run", dtype="float32", device="cpu")
+    assert not read.lora and read.name_or_path == tiny  # vLLM reads the base from there, then gets merged weights
+    with torch.no_grad():
+        got = read.model(**batch.model_inputs()).logits
+    assert torch.allclose(got, want, rtol=0, atol=1e-5), float((got - want).abs().max())
+
+    out = export_policy(tmp_path / "run", tmp_path / "export", dtype="float32")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert not any("lora_" in k for k in f.keys())
+    with torch.no_grad():
+        exported = load_policy(out, dtype="float32").model(**batch.model_inputs()).logits
+    assert torch.allclose(exported, want, rtol=0, atol=1e-5)
+
+
+def test_a_gathered_lora_checkpoint_whose_base_is_gone_names_the_field_to_fix(tmp_path):
+    pytest.importorskip("peft")
+    import json
+
+    from syngrpo.errors import ConfigError
+    from syngrpo.models.policy import load_policy
+    from syngrpo.models.tiny_policy import build_tiny_policy
+    from syngrpo.rundir.checkpoint import model_dir, save_checkpoint
+
+    bundle = load_policy(str(build_tiny_policy(tmp_path / "tiny", seed=0)), dtype="float32", lora=LORA)
+    ckpt = save_checkpoint(tmp_path / "run", 1, model=bundle.model, processor=bundle.processor, optimizer=None,
+                           scheduler=None, state={})
+    config = model_dir(ckpt) / "adapter_config.json"
+    data = json.loads(config.read_text())
+    data["base_model_name_or_path"] = str(tmp_path / "moved-away")
+    config.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="base_model_name_or_path"):
+        load_policy(model_dir(ckpt), dtype="float32")
+
 if __name__ == "__main__":
     merge_worker(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -37,9 +37,7 @@ def export_policy(checkpoint: str | Path, out: str | Path, *, dtype: str = "bflo
     from syngrpo.scale.precision import Precision
     from syngrpo.train.evaluate import load_checkpoint_policy, resolve_model_dir
 
-    source = resolve_model_dir(checkpoint)
-    if not any(source.glob("*.safetensors")) and (source / "adapter_config.json").is_file():
-        raise ConfigError(f"{source} holds LoRA adapters only; merge them into the base model to export")
+    source = resolve_model_dir(checkpoint)  # a LoRA checkpoint of adapters only is read merged into its base
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"--out {str(target)!r} exists and is not empty")

@@ -146,6 +146,39 @@ def _sharded_checkpoint_weights(path: str) -> dict[str, torch.Tensor] | None:
     return merged_lora_state(consolidated_model_state(folder.parent), folder)
 
 
+def _gathered_lora_model(fam: Any, path: str, kwargs: dict[str, Any]) -> tuple[Any, str] | None:
+    """``(the merged model, its base's path)`` when ``path`` is a gathered LoRA checkpoint's ``model/`` (peft's
+    ``adapter_config.json`` and ``adapter_model.safetensors``, no model weights), else ``None``.
+
+    Under LoRA the base never changes, so a non-sharded LoRA run saves the adapters only; the base is the
+    policy the run started from, which peft records as ``base_model_name_or_path`` (what resuming reads
+    from ``model.policy``).  Loaded, the adapters are merged in (peft's ``merge_and_unload``): ``syngrpo eval``
+    and ``export`` read the trained policy as a plain model, as they read a sharded LoRA checkpoint."""
+    import json
+
+    folder = Path(path)
+    if not (folder / "adapter_config.json").is_file() or not (folder / "adapter_model.safetensors").is_file():
+        return None
+    if any(p.name != "adapter_model.safetensors" for p in folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
+        return None  # the model's own weights are here: read them
+    try:
+        base = str(json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] or "")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{folder / 'adapter_config.json'}: unreadable ({exc}); the LoRA checkpoint's adapters "
+                          "need it to name their base model (base_model_name_or_path)") from None
+    fix = (f"{folder} holds LoRA adapters only, to be merged into their base model; set base_model_name_or_path "
+           f"in {folder / 'adapter_config.json'} to the policy the run trained from (its model.policy)")
+    if not base:
+        raise ConfigError(f"{fix}: it names none")
+    peft = require("peft", extra="lora", what="reading a LoRA checkpoint (its adapters merged into the base)",
+                   hint="pip install peft")
+    try:
+        model = fam.load_model(base, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{fix}: {base!r} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return peft.PeftModel.from_pretrained(model, str(folder)).merge_and_unload(), base
+
+
 def merged_lora_state(state: dict[str, torch.Tensor], folder: Path) -> dict[str, torch.Tensor]:
     """A peft model's full state (a sharded FSDP + LoRA checkpoint) as the plain model's: ``W + scaling * B @ A``.
 
@@ -225,10 +258,15 @@ def load_policy(
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    gathered_lora = None
     if state_dict is None and not empty:
         state_dict = _sharded_checkpoint_weights(path)
+        if state_dict is None:
+            gathered_lora = _gathered_lora_model(fam, path, kwargs)
     if empty:
         model = _empty_model(fam, path, config, dev, **kwargs)
+    elif gathered_lora is not None:  # a LoRA checkpoint of adapters only: its base with them merged
+        model = _with_generation_config(gathered_lora[0], path).to(dev)
     elif state_dict is not None:  # transformers takes a state dict with a config, not with a directory
         model = fam.model_class().from_pretrained(None, config=config, state_dict=dict(state_dict), **kwargs)
         model = _with_generation_config(model, path).to(dev)
@@ -267,7 +305,7 @@ def load_policy(
         suppress_token_ids=suppress,
         eos_token_ids=eos,
         pad_token_id=int(pad),
-        name_or_path=path,
+        name_or_path=gathered_lora[1] if gathered_lora is not None else path,  # vLLM reads the base's files
         model_type=model_type,
         device=dev,
         dtype=torch_dtype,
