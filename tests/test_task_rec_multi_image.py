@@ -185,3 +185,12 @@ def test_the_default_question_of_a_two_image_sample_does_not_say_the_image(task)
     )
     custom = RecTask(question_template="Find {expression}.")
     assert custom.question(s) == "Find the green circle in the second image."
+
+
+def test_check_refuses_toy_data_of_two_images_for_a_family_that_takes_one(tmp_path):
+    registry = registry_with(OneImagePlugin(), autoload=True)
+    cfg = load_train_config(_config(tmp_path), ["data.toy.options={images_per_sample: 2}", "model.family=one_image"])
+    report = check_config(cfg, registry)
+    assert any("takes at most 1" in e for e in report.errors), report.errors
+    fine = check_config(load_train_config(_config(tmp_path), ["data.toy.options={images_per_sample: 2}"]), registry)
+    assert fine.ok and any("model family qwen2_5_vl takes them" in n for n in fine.notes)

@@ -490,6 +490,8 @@ def check_config(cfg: TrainConfig, registry: Any = None, *, data: bool = True) -
                 check_hf_dataset(cfg, split, path, report)
             elif path:
                 check_dataset(cfg, task, split, path, report)
+        if not cfg.data.train:  # toy data, drawn when the run starts: its images per sample are an option
+            report.max_images.setdefault("train", int(cfg.data.toy.options.get("images_per_sample", 1) or 1))
         _check_image_count(cfg, registry, report)
     return report
 
