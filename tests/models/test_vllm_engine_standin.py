@@ -277,6 +277,19 @@ def test_vllm_is_told_the_resolution_the_trainer_scores_at_in_every_family_with_
         assert sampled["image_grid_thw"].tolist() == scored.image_grid_thw.tolist()
     assert sampled["input_ids"].tolist() == scored.input_ids.tolist()
     assert tuple(sampled["pixel_values"].shape) == tuple(scored.pixel_values.shape)
+    # two images in one prompt: the request's image list, processed as vLLM does, gives the trainer's ids and grids
+    second = Image.new("RGB", (120, 260), (40, 120, 200))
+    scored = encode_prompts(bundle, [[image, second]], ["Where is it in the second image?"], box_images=[1])
+    request = bundle.family.vllm_request(scored.prompts[0], scored.row_images(0))
+    assert [im.size for im in request["multi_modal_data"]["image"]] == [(400, 300), (120, 260)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sampled = processor(text=[request["prompt"]], images=request["multi_modal_data"]["image"], return_tensors="pt",
+                            **mm)
+    if "image_grid_thw" in sampled:
+        assert sampled["image_grid_thw"].tolist() == scored.image_grid_thw.tolist()
+    assert sampled["input_ids"].tolist() == scored.input_ids.tolist()
+    assert tuple(sampled["pixel_values"].shape) == tuple(scored.pixel_values.shape)
 
 
 # ---- through the trainer --------------------------------------------------------------------------------
