@@ -207,3 +207,27 @@ def test_a_resumed_run_takes_the_jobs_it_collected_before_the_crash_from_its_run
         assert {s.id: Path(pool.current(s.id).image).read_bytes() for s in samples} == first
     finally:
         client.close()
+
+
+def test_a_two_image_sample_gets_its_box_image_synthesized_and_keeps_the_other(tmp_path):
+    """Several images per sample (issue 27 item 2): the job is the box image with its boxes; the sample that comes
+    back into the pool has the synthesized box image at the same index and the other image unchanged."""
+    from PIL import Image
+
+    task = get_registry().create("tasks", "rec")
+    samples = task.make_toy_dataset(tmp_path / "data", n=2, split="train", seed=0, image_size=56, images_per_sample=2)
+    client = _client(tmp_path, task, samples, "sync")
+    report = StepSynthesis()
+    try:
+        keys = client.submit(1, 0, [(s, "a red brick wall") for s in samples], report)
+        client.wait(keys, report)
+    finally:
+        client.close()
+    assert report.done == 2 and len(report.replacements) == 2
+    for rep in report.replacements:
+        old, new = next(s for s in samples if s.id == rep.job.origin_id), rep.sample
+        assert new.box_image == old.box_image and new.other_images == old.other_images
+        assert new.image != old.image and new.images[new.box_image] == new.image
+        assert new.solution == old.solution and new.problem == old.problem
+        with Image.open(new.image) as a, Image.open(old.image) as b:
+            assert a.size == b.size and a.tobytes() != b.tobytes()  # repainted outside the kept box
