@@ -125,17 +125,22 @@ def image_problems(source: str, *, columns: Mapping[str, str] | None = None, ima
     base = image_base(source, image_root)
     problems = []
     for i, row in enumerate(rows.select_columns([column])):  # row by row: embedded bytes never all in memory
-        value = row[column]
         where = f"{source} row {i} (ds[{i}])"
-        path = _path_of(value)
-        if path is not None:
-            full = Path(path).expanduser() if Path(path).is_absolute() else base / path
-            if not full.is_file():
-                problems.append(RecordProblem(where, f"image {path!r} does not exist (looked in {base})",
-                                              "set data.image_root to the folder the image paths start from"))
-        elif not (isinstance(value, Mapping) and value.get("bytes")) and not isinstance(value, (bytes, bytearray)):
-            problems.append(RecordProblem(where, f"the image column {column!r} holds {type(value).__name__}",
-                                          "give a path, bytes or a datasets.Image value"))
+        values = row[column] if isinstance(row[column], (list, tuple)) else [row[column]]  # a list: several images
+        if not values:
+            problems.append(RecordProblem(where, f"the image column {column!r} holds an empty list",
+                                          "give at least one image"))
+        for value in values:
+            path = _path_of(value)
+            if path is not None:
+                full = Path(path).expanduser() if Path(path).is_absolute() else base / path
+                if not full.is_file():
+                    problems.append(RecordProblem(where, f"image {path!r} does not exist (looked in {base})",
+                                                  "set data.image_root to the folder the image paths start from"))
+            elif not (isinstance(value, Mapping) and value.get("bytes")) and not isinstance(value, (bytes, bytearray)) \
+                    and not (hasattr(value, "save") and hasattr(value, "mode")):  # a list of images stays decoded
+                problems.append(RecordProblem(where, f"the image column {column!r} holds {type(value).__name__}",
+                                              "give a path, bytes or a datasets.Image value"))
     return len(rows), problems
 
 
@@ -172,7 +177,12 @@ def materialize(source: str, out_dir: str | Path, *, columns: Mapping[str, str] 
     with tmp.open("w", encoding="utf-8") as f:
         for i, row in enumerate(rows):
             record = {rename.get(k, k): v for k, v in row.items()}
-            record[image_field] = _image_path(record[image_field], out / "images" / f"{i:07d}.png", source, i, base)
+            value = record[image_field]
+            if isinstance(value, (list, tuple)):  # several images (a Sequence(Image) column): one file each, in order
+                record[image_field] = [_image_path(v, out / "images" / f"{i:07d}-{k}.png", source, i, base)
+                                       for k, v in enumerate(value)]
+            else:
+                record[image_field] = _image_path(value, out / "images" / f"{i:07d}.png", source, i, base)
             f.write(json.dumps(_plain(record)) + "\n")
     tmp.replace(target)
     (out / "source.json").write_text(stamp)

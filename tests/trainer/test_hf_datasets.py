@@ -82,3 +82,40 @@ def test_syngrpo_check_reads_a_parquet_source_and_its_column_mapping(parquet_fil
     assert check_config(good).errors == []
     bad = config_for(tiny_policy_dir, f"data.train={path}", "data.columns={image: picture}")
     assert any("does not have" in e for e in check_config(bad).errors)
+
+
+def test_a_column_of_image_lists_becomes_samples_of_several_images(tmp_path):
+    """Several images per sample (issue 27 item 2; TRL's multi-image datasets keep an ``images`` list column):
+    each image is written in order, and the REC record's ``box_image`` says which one the box is in."""
+    from PIL import Image
+
+    task = get_registry().create("tasks", "rec")
+    pairs = task.make_toy_dataset(tmp_path / "toy", n=3, seed=0, split="train", image_size=56, images_per_sample=2)
+    rows = {"images": [], "normal_caption": [], "solution": [], "box_image": []}
+    for s in pairs:
+        encoded = []
+        for p in s.images:
+            buf = io.BytesIO()
+            Image.open(p).save(buf, format="PNG")
+            encoded.append({"bytes": buf.getvalue(), "path": None})
+        rows["images"].append(encoded)
+        rows["normal_caption"].append(s.problem)
+        rows["solution"].append([float(v) for v in s.solution])
+        rows["box_image"].append(s.box_image)
+    features = datasets.Features({"images": datasets.Sequence(datasets.Image()),
+                                  "normal_caption": datasets.Value("string"),
+                                  "solution": datasets.Sequence(datasets.Value("float32")),
+                                  "box_image": datasets.Value("int64")})
+    path = tmp_path / "pairs.parquet"
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+    from syngrpo.data.hf import image_problems
+
+    assert image_problems(str(path), columns={"image": "images"}) == (3, [])
+    records = materialize(str(path), tmp_path / "out", columns={"image": "images"})
+    loaded = task.load(records)
+    assert [s.num_images for s in loaded] == [2, 2, 2]
+    for got, want in zip(loaded, pairs, strict=True):
+        assert got.box_image == want.box_image and got.problem == want.problem and got.solution == want.solution
+        for a, b in zip(got.images, want.images, strict=True):
+            with Image.open(a) as x, Image.open(b) as y:
+                assert x.convert("RGB").tobytes() == y.convert("RGB").tobytes()
