@@ -214,10 +214,10 @@ class _SuppressTokens:
         return scores.masked_fill(self.mask, -float("inf"))
 
 
-def _logits_processors(cfg: Any, prompts: PromptBatch, rows_per_prompt: int) -> Any:
+def _logits_processors(cfg: Any, prompts: PromptBatch, rows_per_prompt: int) -> tuple[Any, bool]:
     """transformers' own processors for the settings the engine sets, in ``generate``'s order
     (``GenerationMixin._get_logits_processor``): repetition penalty, suppressed tokens, then, when sampling,
-    temperature, top-k, top-p."""
+    temperature, top-k, top-p; and whether they read the token ids (the repetition penalty does)."""
     from transformers import (
         LogitsProcessorList,
         RepetitionPenaltyLogitsProcessor,
@@ -241,7 +241,18 @@ def _logits_processors(cfg: Any, prompts: PromptBatch, rows_per_prompt: int) -> 
             processors.append(TopKLogitsWarper(top_k=cfg.top_k, min_tokens_to_keep=1))
         if cfg.top_p is not None and cfg.top_p < 1.0:
             processors.append(TopPLogitsWarper(top_p=cfg.top_p, min_tokens_to_keep=1))
-    return processors
+    return processors, bool(processors) and isinstance(processors[0], RepetitionPenaltyLogitsProcessor)
+
+
+def _flag_in_flight(unfinished: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """``unfinished.any()`` copied to the host without waiting for the device, and the event that says it landed."""
+    if unfinished.device.type != "cuda":
+        return unfinished.any(), None
+    flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+    flag.copy_(unfinished.any(), non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return flag, event
 
 
 def sample_tokens(probs: torch.Tensor) -> torch.Tensor:
@@ -262,7 +273,7 @@ def sample_tokens(probs: torch.Tensor) -> torch.Tensor:
 
 
 def sample_shared_prefix(
-    model: Any, prompts: PromptBatch, cfg: Any, *, choose: Any = sample_tokens
+    model: Any, prompts: PromptBatch, cfg: Any, *, choose: Any = sample_tokens, defer_stop: bool | None = None
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``generate``'s sampling loop with each prompt's vision tower and prefill run once (module doc).
 
@@ -272,7 +283,12 @@ def sample_shared_prefix(
     the T raw (B * G, V) float32 logits of each step.  Decoding steps feed the model explicit 3-D rotary
     positions (:func:`syngrpo.models.scoring.completion_position_ids`, the positions ``generate`` derives
     from its cached rope deltas) and the grown attention mask; rows that ended get the pad token and keep
-    attending, as in ``generate``.
+    attending, as in ``generate``.  ``choose`` draws the tokens from the processed probabilities
+    (:func:`sample_tokens`; tests replay given tokens through it).
+
+    ``defer_stop`` (default: on a GPU) reads "has every row ended?" one step late, as ``generate`` does
+    (its ``DeferredStopCheck``), so the host queues the next step instead of waiting for the device every
+    step; the one step too many it may run is dropped, so the result is the same either way.
     """
     from syngrpo.models.scoring import (
         _cache_argument,
@@ -302,9 +318,10 @@ def sample_shared_prefix(
         key: torch.zeros((N, 1), dtype=getattr(prompts, key).dtype, device=device) for key in _token_type_keys(prompts)
     }
     cache_kw = _cache_argument(model)
-    processors = _logits_processors(cfg, prompts, G)
-    penalised = bool(processors) and any(type(p).__name__.startswith("Repetition") for p in processors)
-    sequences = prompts.input_ids.repeat_interleave(G, dim=0) if penalised else None
+    processors, reads_ids = _logits_processors(cfg, prompts, G)
+    sequences = prompts.input_ids.repeat_interleave(G, dim=0) if reads_ids else None  # prompt + sampled ids
+    defer = device.type == "cuda" if defer_stop is None else bool(defer_stop)
+    pending: tuple[int, torch.Tensor, Any] | None = None  # a step's "any row unfinished" flag, in flight
     eos = torch.tensor(list(cfg.eos_token_id), device=device)
     pad = torch.tensor(int(cfg.pad_token_id), device=device)
     unfinished = torch.ones(N, dtype=torch.bool, device=device)
@@ -323,8 +340,21 @@ def sample_shared_prefix(
         if sequences is not None:
             sequences = torch.cat([sequences, next_tokens[:, None]], dim=-1)
         unfinished &= ~torch.isin(next_tokens, eos)
-        if t == T - 1 or not bool(unfinished.any()):
+        if t == T - 1:
             break
+        if not defer:
+            if not bool(unfinished.any()):
+                break
+        else:
+            if pending is not None:
+                step, flag, event = pending
+                if event is not None:
+                    event.synchronize()
+                if not bool(flag):  # every row had ended at that step: what came after it is padding
+                    del tokens[step + 1 :], raw[step + 1 :]
+                    break
+            pending = _flag_in_flight(unfinished)
+            pending = (t, *pending)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((N, 1))], dim=-1)
         out = model(
             input_ids=next_tokens[:, None],

@@ -168,3 +168,36 @@ def test_sample_tokens_draws_each_token_with_its_probability_and_never_a_zero_on
     assert sample_tokens(q).tolist() == [2]
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(*a[0], dtype=k.get("dtype"), device=k.get("device")))
     assert sample_tokens(q).tolist() == [0]
+
+
+def test_the_deferred_stop_check_of_a_gpu_gives_the_same_rollout(bundles, two_images):
+    """On a GPU the loop reads "every row ended" one step late (no host wait per step) and drops the extra
+    step; forced on here, the rollout equals the one that checks every step, shape included."""
+    from syngrpo_hf.engine import sample_shared_prefix
+
+    bundle = bundles["qwen2_5_vl"]
+    prompts = _prompts(bundle, two_images)
+    engine = _engine(bundle=bundle, return_logprobs=True)
+    # EOS made likely so that every row ends well before the cap (the early exit is what is checked)
+    eos = bundle.eos_token_ids[0]
+    head = bundle.model.get_output_embeddings()
+
+    def favour_eos(module, args, output):
+        output = output.clone()
+        output[..., eos] += 6.0
+        return output
+
+    handle = head.register_forward_hook(favour_eos)
+    runs = {}
+    try:
+        for defer in (False, True):
+            cfg = engine.generation_config(bundle, num_generations=3, temperature=1.0, top_p=1.0, max_new_tokens=40)
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(3)
+                runs[defer] = sample_shared_prefix(bundle.model.eval(), prompts, cfg, defer_stop=defer)
+    finally:
+        handle.remove()
+    (ids, raw), (ids_d, raw_d) = runs[False], runs[True]
+    assert ids.shape[1] < 40 and (ids[:, -1] == eos).any()  # stopped early, at the step the last row ended
+    assert torch.equal(ids, ids_d) and len(raw) == len(raw_d) == ids.shape[1]
+    assert all(torch.equal(a, b) for a, b in zip(raw, raw_d, strict=True))
