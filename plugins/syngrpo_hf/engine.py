@@ -312,7 +312,7 @@ def sample_shared_prefix(
     logits = out.logits[:, -1].to(dtype=torch.float32).repeat_interleave(G, dim=0)  # (N, V)
     del out
     device = logits.device
-    positions = completion_position_ids(model, prompts, G, T)  # (3, N, T)
+    positions = completion_position_ids(model, prompts, G, T).contiguous()  # (3, N, T)
     attention_mask = prompts.attention_mask.repeat_interleave(G, dim=0)
     types = {
         key: torch.zeros((N, 1), dtype=getattr(prompts, key).dtype, device=device) for key in _token_type_keys(prompts)
