@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     bundle = trainer.bundle
     samples = list(trainer.train_samples)[:2]
-    prompts = encode_prompts(bundle, [load_rgb(s.image) for s in samples], build_prompts(trainer.task, samples, "plain"))
+    prompts = encode_prompts(
+        bundle, [load_rgb(s.image) for s in samples], build_prompts(trainer.task, samples, "plain")
+    )
     model = bundle.model
     clock = {"depth": 0, "t0": 0.0, "vision": 0.0, "prefill": 0.0, "decode": 0.0, "vision_in_forward": 0.0}
 
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---|" * len(engines))
     med = {name: {p: statistics.median(v) * 1e3 for p, v in rows[name].items()} for name in engines}
     for p in parts:
-        cells = [f"{med[n][p]:.1f}" + ("" if p == "total" else f" ({med[n][p] / med[n]['total']:.0%})") for n in engines]
+        cells = [
+            f"{med[n][p]:.1f}" + ("" if p == "total" else f" ({med[n][p] / med[n]['total']:.0%})") for n in engines
+        ]
         print(f"| {p} | " + " | ".join(cells) + " |")
     ratio = med["shared prefix"]["total"] / med["generate"]["total"]
     print(f"\nshared prefix / generate: {ratio:.3f}; decoding steps per rollout: "
