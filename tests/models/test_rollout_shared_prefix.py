@@ -9,6 +9,7 @@ prompts of different lengths (one left-padded).  The counting test hooks the vis
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,19 @@ PATCH_GRID = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v")
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("shared-prefix-families")
-    return {
+    out = {
         name: load_policy(Path(get_family(name).build_tiny(root / name, seed=0)), dtype="float32", device="cpu")
         for name in (*PATCH_GRID, "internvl")
     }
+    if importlib.util.find_spec("peft") is not None:  # the lora extra: adapters on, their B matrices non-zero
+        lora = load_policy(root / "qwen2_5_vl", dtype="float32", device="cpu", lora={"r": 4, "alpha": 8})
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for name, param in lora.model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, 0.5)
+        out["qwen2_5_vl+lora"] = lora
+    return out
 
 
 def _prompts(bundle, two_images):
@@ -40,10 +50,12 @@ def _engine(**options):
     return get_registry().create("rollout_engines", "hf", **options)
 
 
-@pytest.mark.parametrize("name", PATCH_GRID)
+@pytest.mark.parametrize("name", [*PATCH_GRID, "qwen2_5_vl+lora"])
 def test_each_step_sees_the_logits_generate_computes_for_the_same_prefix(name, bundles, two_images):
     from syngrpo_hf.engine import _expands_pixels, sample_shared_prefix
 
+    if name not in bundles:
+        pytest.skip("peft is not installed (the lora extra)")
     bundle = bundles[name]
     prompts = _prompts(bundle, two_images)
     assert prompts.attention_mask[:, 0].tolist().count(0) == 1  # one prompt is left-padded
