@@ -229,9 +229,14 @@ def _logits_processors(cfg: Any, prompts: PromptBatch, rows_per_prompt: int) -> 
     device = prompts.input_ids.device
     processors = LogitsProcessorList()
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
-        # generate skips each row's left padding (the first position its attention mask is 1)
+        # generate (transformers >= 5.2x) skips each row's left padding (the first position its attention mask
+        # is 1); older versions take an int only, and their generate penalises the whole row, padding included
         padding = (prompts.attention_mask != 0).int().argmax(dim=1).repeat_interleave(rows_per_prompt)
-        processors.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, prompt_ignore_length=padding))
+        try:
+            penalty = RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty, prompt_ignore_length=padding)
+        except ValueError:
+            penalty = RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty)
+        processors.append(penalty)
     if cfg.suppress_tokens is not None:
         processors.append(_SuppressTokens(cfg.suppress_tokens, device=device))
     if cfg.do_sample:
