@@ -322,7 +322,7 @@ def sample_shared_prefix(
     types = {
         key: torch.zeros((N, 1), dtype=getattr(prompts, key).dtype, device=device) for key in _token_type_keys(prompts)
     }
-    cache_kw = _cache_argument(model)
+    decode_step = _decoding_step(model, types, _cache_argument(model))
     processors, reads_ids = _logits_processors(cfg, prompts, G)
     sequences = prompts.input_ids.repeat_interleave(G, dim=0) if reads_ids else None  # prompt + sampled ids
     defer = device.type == "cuda" if defer_stop is None else bool(defer_stop)
@@ -361,14 +361,37 @@ def sample_shared_prefix(
             pending = _flag_in_flight(unfinished)
             pending = (t, *pending)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((N, 1))], dim=-1)
-        out = model(
-            input_ids=next_tokens[:, None],
-            attention_mask=attention_mask,
-            position_ids=positions[:, :, t : t + 1],
-            use_cache=True,
-            **{cache_kw: cache},
-            **types,
-        )
-        logits = out.logits[:, -1].to(dtype=torch.float32)
-        del out
+        logits = decode_step(next_tokens[:, None], attention_mask, positions[:, :, t : t + 1], cache)
     return torch.stack(tokens, dim=1), raw
+
+
+def _decoding_step(model: Any, types: dict[str, torch.Tensor], cache_kw: str) -> Any:
+    """``step(ids, attention_mask, position_ids, cache) -> (N, V)`` float32 logits of one decoding step.
+
+    The language model and the output head are called directly (``model.model.language_model``, then the
+    output embeddings on the last hidden state): the multimodal wrappers around them only pass a text
+    step through, and on a small model their Python is ~10 % of a decoding forward.  The whole model's
+    forward where that layout is missing or under FSDP (whose root module's hooks must run).
+    """
+    from syngrpo.models.modules import unwrap_model
+    from syngrpo.models.scoring import _cache_argument
+
+    base = unwrap_model(model)
+    text = getattr(getattr(base, "model", None), "language_model", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if text is None or head is None or _fsdp_managed(model):
+
+        def whole(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+            out = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kw: cache}, **types
+            )
+            return out.logits[:, -1].to(dtype=torch.float32)
+
+        return whole
+    text_cache_kw = _cache_argument(text)
+
+    def direct(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+        out = text(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{text_cache_kw: cache})
+        return head(out.last_hidden_state[:, -1]).to(dtype=torch.float32)
+
+    return direct
