@@ -5,9 +5,9 @@
 Steps the first two prompts of the one-GRPO-step benchmark's toy REC data (tests/benchmarks/peers_grpo.py:
 2 prompts, 48 new tokens, temperature 1) through the engine as transformers ``generate`` samples them
 (``shared_prefix: false``) and as the shared-prefix loop does (issue 26 item 5), interleaved, and splits each
-rollout's wall time with forward hooks: the vision tower, the prompt's prefill forward (the first forward of
-more than one token, vision excluded), the decoding forwards (one token each), and everything else (token
-sampling, logits processors, ``generate``'s own bookkeeping, the engine's post-processing).  Medians over the
+rollout's wall time with forward hooks: the vision tower, the language model's prefill (its forward over more
+than one token), its decoding forwards (one token each), and everything else (the multimodal wrappers and the
+output head, token sampling, logits processors, ``generate``'s own bookkeeping, the engine's post-processing).  Medians over the
 rounds; prints a markdown table (docs/performance.md).
 """
 
@@ -53,19 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         bundle, [load_rgb(s.image) for s in samples], build_prompts(trainer.task, samples, "plain")
     )
     model = bundle.model
-    clock = {"depth": 0, "t0": 0.0, "vision": 0.0, "prefill": 0.0, "decode": 0.0, "vision_in_forward": 0.0}
+    clock = {"t0": 0.0, "vision": 0.0, "prefill": 0.0, "decode": 0.0}
 
     def forward_pre(module, a, kw):
-        clock["depth"] += 1
         clock["t0"] = time.perf_counter()
-        clock["vision_at_start"] = clock["vision"]
-        ids = kw.get("input_ids")
-        clock["kind"] = "prefill" if ids is None or ids.shape[1] > 1 else "decode"
+        x = kw.get("inputs_embeds")
+        x = x if x is not None else kw.get("input_ids")
+        clock["kind"] = "prefill" if x is None or x.shape[1] > 1 else "decode"
 
     def forward_post(module, a, kw, out):
-        clock["depth"] -= 1
-        spent = time.perf_counter() - clock["t0"] - (clock["vision"] - clock["vision_at_start"])
-        clock[clock["kind"]] += spent
+        clock[clock["kind"]] += time.perf_counter() - clock["t0"]
 
     def vision_pre(module, a, kw):
         clock["v0"] = time.perf_counter()
@@ -74,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         clock["vision"] += time.perf_counter() - clock["v0"]
 
     hooks = [
-        model.register_forward_pre_hook(forward_pre, with_kwargs=True),
-        model.register_forward_hook(forward_post, with_kwargs=True),
+        model.model.language_model.register_forward_pre_hook(forward_pre, with_kwargs=True),
+        model.model.language_model.register_forward_hook(forward_post, with_kwargs=True),
         model.model.visual.register_forward_pre_hook(vision_pre, with_kwargs=True),
         model.model.visual.register_forward_hook(vision_post, with_kwargs=True),
     ]
