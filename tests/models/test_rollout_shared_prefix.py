@@ -213,3 +213,37 @@ def test_the_deferred_stop_check_of_a_gpu_gives_the_same_rollout(bundles, two_im
     assert ids.shape[1] < 40 and (ids[:, -1] == eos).any()  # stopped early, at the step the last row ended
     assert torch.equal(ids, ids_d) and len(raw) == len(raw_d) == ids.shape[1]
     assert all(torch.equal(a, b) for a, b in zip(raw, raw_d, strict=True))
+
+
+def test_under_fsdp_the_step_runs_the_whole_model_and_gives_the_same_logits(bundles, two_images, monkeypatch):
+    """The decoding step calls the language model and the head directly, except under FSDP (its root module's
+    hooks must run): there the whole model's forward, whose logits must be the same."""
+    import syngrpo_hf.engine as hf_engine
+
+    bundle = bundles["qwen2_5_vl"]
+    prompts = _prompts(bundle, two_images)
+    engine = _engine(bundle=bundle, return_logprobs=True)
+    calls = {"whole": 0}
+    model = bundle.model.eval()
+
+    def count(module, args, kwargs):
+        calls["whole"] += 1
+
+    runs = {}
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        for fsdp in (False, True):
+            monkeypatch.setattr(hf_engine, "_fsdp_managed", lambda m, _on=fsdp: _on)
+            calls["whole"] = 0
+            cfg = engine.generation_config(bundle, num_generations=3, temperature=1.0, top_p=1.0, max_new_tokens=8)
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(5)
+                runs[fsdp] = hf_engine.sample_shared_prefix(model, prompts, cfg)
+            runs[fsdp] = (*runs[fsdp], calls["whole"])
+    finally:
+        handle.remove()
+    (ids, raw, whole_direct), (ids_f, raw_f, whole_fsdp) = runs[False], runs[True]
+    assert whole_direct == 1 and whole_fsdp == ids.shape[1]  # the prefill only / the prefill and every step
+    assert torch.equal(ids, ids_f)
+    for a, b in zip(raw, raw_f, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
