@@ -91,11 +91,28 @@ class PolicyUpdate:
     through); ``policy`` the module it wraps (scored without gradients as the old policy).
     """
 
-    def __init__(self, *, model: Any, policy: Any, ref_model: Any | None, optimizer: Any, scheduler: Any,
-                 trainable: Sequence[Any], policy_loss: Any, precision: Precision, par: Parallel, shared_prefix: bool,
-                 grad_accum: int, updates_per_batch: int, aggregation: str, max_grad_norm: float | None,
-                 temperature: float, correction: Any | None = None, packed: bool = False,
-                 token_budget: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: Any,
+        policy: Any,
+        ref_model: Any | None,
+        optimizer: Any,
+        scheduler: Any,
+        trainable: Sequence[Any],
+        policy_loss: Any,
+        precision: Precision,
+        par: Parallel,
+        shared_prefix: bool,
+        grad_accum: int,
+        updates_per_batch: int,
+        aggregation: str,
+        max_grad_norm: float | None,
+        temperature: float,
+        correction: Any | None = None,
+        packed: bool = False,
+        token_budget: int | None = None,
+    ) -> None:
         self.model = model
         self.policy = policy
         self.ref_model = ref_model
@@ -108,9 +125,11 @@ class PolicyUpdate:
         self.shared_prefix = shared_prefix
         self.packed = packed
         if token_budget is not None and par.world > 1:
-            raise ConfigError("optim.token_budget runs on one process only for now (ranks would run different "
-                              "numbers of micro-batches and their collectives would not meet): unset it, or use "
-                              "optim.grad_accum")
+            raise ConfigError(
+                "optim.token_budget runs on one process only for now (ranks would run different "
+                "numbers of micro-batches and their collectives would not meet): unset it, or use "
+                "optim.grad_accum"
+            )
         self.token_budget = token_budget
         self.grad_accum = grad_accum
         self.updates_per_batch = updates_per_batch
@@ -120,18 +139,29 @@ class PolicyUpdate:
         #: ``rollout.importance_correction`` (:class:`~syngrpo.config.ImportanceCorrectionConfig`) when on, else None
         self.correction = correction if correction is not None and correction.enabled else None
 
-    def _score(self, model: Any, rollout: Rollout, prompt_ids: list[int], *,
-               entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[int], int]:
-        """(log-probs, entropies, rows, T) of the completions of prompts ``prompt_ids`` under ``model``."""
+    def _score(
+        self, model: Any, rollout: Rollout, prompt_ids: list[int], *, entropy: bool, prompts: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int], int]:
+        """(log-probs, entropies, rows, T) of the completions of prompts ``prompt_ids`` under ``model``;
+        ``prompts``: the rollout's prompts one row per group (:func:`_group_prompts`), when they are."""
         G = rollout.group_size
         rows = [p * G + j for p in prompt_ids for j in range(G)]
         cmask = rollout.completion_mask[rows]
         T = max(1, int(cmask.sum(-1).max()))  # trim the padding every row of this chunk has
         ids, cmask = rollout.completion_ids[rows][:, :T], cmask[:, :T]
         with self.precision.autocast():  # bf16 compute on float32 masters (precision.py)
-            logp, ent = completion_logprobs(model, rollout.batch.select_prompts(prompt_ids), ids, cmask, group_size=G,
-                                            shared_prefix=self.shared_prefix, packed=self.packed, with_entropy=entropy,
-                                            temperature=self.temperature)
+            batch = prompts.select(prompt_ids) if prompts is not None else rollout.batch.select_prompts(prompt_ids)
+            logp, ent = completion_logprobs(
+                model,
+                batch,
+                ids,
+                cmask,
+                group_size=G,
+                shared_prefix=self.shared_prefix,
+                packed=self.packed,
+                with_entropy=entropy,
+                temperature=self.temperature,
+            )
         return logp, ent, rows, T
 
     def _micro_batches(self, rollout: Rollout, B: int, G: int) -> list[list[int]]:
@@ -143,25 +173,36 @@ class PolicyUpdate:
             prompt_len = prompt_len[::G]
         completion_len = rollout.completion_mask.sum(1).view(B, G).tolist()
         if self.packed:  # the real tokens the packed pass scores
-            return split_by_tokens(B, lambda c: sum(G * prompt_len[p] + sum(completion_len[p]) for p in c),
-                                   self.token_budget)
+            return split_by_tokens(
+                B, lambda c: sum(G * prompt_len[p] + sum(completion_len[p]) for p in c), self.token_budget
+            )
         # padded: every row as long as the chunk's longest prompt plus its longest completion
-        return split_by_tokens(B, lambda c: len(c) * G * (max(prompt_len[p] for p in c)
-                                                          + max(max(completion_len[p]) for p in c)),
-                               self.token_budget)
+        return split_by_tokens(
+            B,
+            lambda c: len(c) * G * (max(prompt_len[p] for p in c) + max(max(completion_len[p]) for p in c)),
+            self.token_budget,
+        )
 
-    def _is_weights(self, trainer_logp: torch.Tensor, rollout: Rollout, rows: list[int], T: int,
-                    stats: CorrectionStats) -> torch.Tensor:
+    def _is_weights(
+        self, trainer_logp: torch.Tensor, rollout: Rollout, rows: list[int], T: int, stats: CorrectionStats
+    ) -> torch.Tensor:
         """The rollout correction's weights of these rows ((N, T) or (N, 1)), from π_θold's log-probs."""
         if rollout.logprobs is None:
             raise ConfigError(
                 f"rollout.importance_correction.mode is {self.correction.mode!r} but the rollout engine returned no "
                 "log-probs of the sampled tokens: set rollout.engine_options.return_logprobs: true (hf, vllm), or "
-                "rollout.importance_correction.mode: off")
+                "rollout.importance_correction.mode: off"
+            )
         cmask = rollout.completion_mask[rows][:, :T].to(trainer_logp.device)
         c = self.correction
-        weights, outside = importance_weights(trainer_logp.detach(), rollout.logprobs[rows][:, :T].to(trainer_logp.device),
-                                              cmask, mode=c.mode, clip_min=c.clip_min, clip_max=c.clip_max)
+        weights, outside = importance_weights(
+            trainer_logp.detach(),
+            rollout.logprobs[rows][:, :T].to(trainer_logp.device),
+            cmask,
+            mode=c.mode,
+            clip_min=c.clip_min,
+            clip_max=c.clip_max,
+        )
         stats.add(weights, outside, cmask)
         return weights
 
@@ -174,15 +215,16 @@ class PolicyUpdate:
         self.model.train()
         chunks = self._micro_batches(rollout, B, G)
         total_rows, total_tokens = B * G, float(loss_mask.sum().clamp(min=1))
+        prompts = _group_prompts(rollout)  # every scoring pass selects its prompts from these B rows
 
         old_logps: list[Any] = [None] * len(chunks)
         ref_logps: list[Any] = [None] * len(chunks)
         with torch.no_grad():
             for c, prompt_ids in enumerate(chunks):
                 if self.updates_per_batch > 1:
-                    old_logps[c] = self._score(self.policy, rollout, prompt_ids, entropy=False)[0]
+                    old_logps[c] = self._score(self.policy, rollout, prompt_ids, entropy=False, prompts=prompts)[0]
                 if self.ref_model is not None:
-                    ref_logps[c] = self._score(self.ref_model, rollout, prompt_ids, entropy=False)[0]
+                    ref_logps[c] = self._score(self.ref_model, rollout, prompt_ids, entropy=False, prompts=prompts)[0]
 
         stats_sum: dict[str, float] = {}
         entropy_sum, grad_norm, engine_gap = 0.0, 0.0, None
@@ -194,7 +236,7 @@ class PolicyUpdate:
             for c, prompt_ids in enumerate(chunks):
                 # under torchrun the gradients are averaged over ranks once, with the last micro-batch
                 with self.par.grad_sync(self.model, c == len(chunks) - 1):
-                    logp, ent, rows, T = self._score(self.model, rollout, prompt_ids, entropy=True)
+                    logp, ent, rows, T = self._score(self.model, rollout, prompt_ids, entropy=True, prompts=prompts)
                     if not self.policy_loss.entropy_needs_grad:
                         ent = ent.detach()  # frees the entropy's graph now
                     mask = loss_mask[rows][:, :T]
@@ -205,25 +247,53 @@ class PolicyUpdate:
                             is_weights[c] = self._is_weights(old, rollout, rows, T, correction)
                         extra["is_weights"] = is_weights[c]
                     loss, stats = self.policy_loss(
-                        logp=logp, old_logp=old_logps[c], ref_logp=ref_logps[c],
-                        advantages=advantages[rows].to(logp.device), mask=mask, entropy=ent, **extra,
+                        logp=logp,
+                        old_logp=old_logps[c],
+                        ref_logp=ref_logps[c],
+                        advantages=advantages[rows].to(logp.device),
+                        mask=mask,
+                        entropy=ent,
+                        **extra,
                     )
                     # micro-batches weighted so that their sum is the loss of the whole batch
-                    weight = (float(mask.sum()) / total_tokens if self.aggregation == "token_mean"
-                              else len(rows) / total_rows)
+                    weight = (
+                        float(mask.sum()) / total_tokens if self.aggregation == "token_mean" else len(rows) / total_rows
+                    )
                     self.precision.backward(loss * weight)
                 for k, v in stats.items():
                     stats_sum[k] = stats_sum.get(k, 0.0) + weight * float(v)
                 # H(q) of §3.2: per-response mean token entropy, averaged over the batch
-                entropy_sum += float(grpo.aggregate(ent.detach(), completion_mask[rows][:, :T], "sequence_mean")) \
-                    * len(rows) / total_rows
+                entropy_sum += (
+                    float(grpo.aggregate(ent.detach(), completion_mask[rows][:, :T], "sequence_mean"))
+                    * len(rows)
+                    / total_rows
+                )
                 if update == 0 and rollout.logprobs is not None:
                     # the sampler's log-probs vs the ones the loss uses (the multimodal-position check)
-                    gap = float(((logp.detach() - rollout.logprobs[rows][:, :T].to(logp.device)).abs()
-                                 * completion_mask[rows][:, :T].to(logp.device)).max())
+                    gap = float(
+                        (
+                            (logp.detach() - rollout.logprobs[rows][:, :T].to(logp.device)).abs()
+                            * completion_mask[rows][:, :T].to(logp.device)
+                        ).max()
+                    )
                     engine_gap = gap if engine_gap is None else max(engine_gap, gap)
             grad_norm = self.precision.clip_and_step(self.optimizer, self.trainable, self.max_grad_norm)
         self.scheduler.step()
-        return UpdateStats(stats={k: v / self.updates_per_batch for k, v in stats_sum.items()},
-                           entropy=entropy_sum, grad_norm=grad_norm, engine_gap=engine_gap,
-                           correction=correction.metrics())
+        return UpdateStats(
+            stats={k: v / self.updates_per_batch for k, v in stats_sum.items()},
+            entropy=entropy_sum,
+            grad_norm=grad_norm,
+            engine_gap=engine_gap,
+            correction=correction.metrics(),
+        )
+
+
+def _group_prompts(rollout: Rollout) -> Any:
+    """The rollout's prompts with one row per group (B rows, pixels once per image), or None when its batch is
+    not G consecutive copies of each prompt.  Selecting a micro-batch's prompts from these copies B-row slices
+    where ``select_prompts`` on the expanded batch copied B x G rows of pixels (and the scorer then collapsed
+    them again) for every scoring pass: reference, old policy, policy."""
+    G, batch = rollout.group_size, rollout.batch
+    if batch.group_size == G and batch.num_rows == len(rollout.texts):
+        return batch.collapse()
+    return None

@@ -29,34 +29,67 @@ from typing import Any
 TRL_VERSION = "1.16.0"
 
 
-def syngrpo_trainer(root: Path, policy_dir: Path, *, group: int, image_size: int, new_tokens: int, batch: int,
-                    lr: float = 1e-5, beta: float = 0.04, temperature: float = 1.0,
-                    algorithm: dict[str, Any] | None = None):
+def syngrpo_trainer(
+    root: Path,
+    policy_dir: Path,
+    *,
+    group: int,
+    image_size: int,
+    new_tokens: int,
+    batch: int,
+    lr: float = 1e-5,
+    beta: float = 0.04,
+    temperature: float = 1.0,
+    algorithm: dict[str, Any] | None = None,
+    engine_options: dict[str, Any] | None = None,
+):
     """A set-up syngrpo Trainer for plain GRPO on the toy REC data under ``root``."""
     from syngrpo.config import TrainConfig
     from syngrpo.train.trainer import Trainer
 
-    cfg = TrainConfig.model_validate({
-        "seed": 0,
-        "model": {"policy": str(policy_dir), "dtype": "float32", "device": "cpu"},
-        "data": {"task": "rec", "toy": {"n_train": 16, "n_eval": 2, "image_size": image_size, "seed": 0},
-                 "toy_dir": str(root / "data")},
-        "rollout": {"num_generations": group, "max_new_tokens": new_tokens, "temperature": temperature,
-                    "response_format": "plain"},
-        "algorithm": {"beta": beta, **(algorithm or {})},
-        "synthesis": {"mode": "off"},
-        "optim": {"lr": lr, "batch_size": batch, "max_steps": 1000},
-        "sft": {"enabled": False},
-        "eval": {"at_end": False},
-        "logging": {"tensorboard": False, "plots": False, "gallery": False, "progress": False, "samples_every": 0},
-    })
+    cfg = TrainConfig.model_validate(
+        {
+            "seed": 0,
+            "model": {"policy": str(policy_dir), "dtype": "float32", "device": "cpu"},
+            "data": {
+                "task": "rec",
+                "toy": {"n_train": 16, "n_eval": 2, "image_size": image_size, "seed": 0},
+                "toy_dir": str(root / "data"),
+            },
+            "rollout": {
+                "num_generations": group,
+                "max_new_tokens": new_tokens,
+                "temperature": temperature,
+                "response_format": "plain",
+                "engine_options": dict(engine_options or {}),
+            },
+            "algorithm": {"beta": beta, **(algorithm or {})},
+            "synthesis": {"mode": "off"},
+            "optim": {"lr": lr, "batch_size": batch, "max_steps": 1000},
+            "sft": {"enabled": False},
+            "eval": {"at_end": False},
+            "logging": {"tensorboard": False, "plots": False, "gallery": False, "progress": False, "samples_every": 0},
+        }
+    )
     trainer = Trainer(cfg, root / "syngrpo-run")
     trainer.setup()
     return trainer
 
 
-def trl_trainer(root: Path, policy_dir: Path, syn: Any, *, group: int, new_tokens: int, batch: int, max_steps: int,
-                lr: float = 1e-5, beta: float = 0.04, temperature: float = 1.0, callbacks: list | None = None):
+def trl_trainer(
+    root: Path,
+    policy_dir: Path,
+    syn: Any,
+    *,
+    group: int,
+    new_tokens: int,
+    batch: int,
+    max_steps: int,
+    lr: float = 1e-5,
+    beta: float = 0.04,
+    temperature: float = 1.0,
+    callbacks: list | None = None,
+):
     """TRL's GRPOTrainer on the same checkpoint, prompts, images and rewards as the syngrpo trainer ``syn``."""
     import torch
     from datasets import Dataset
@@ -70,26 +103,54 @@ def trl_trainer(root: Path, policy_dir: Path, syn: Any, *, group: int, new_token
 
     samples = list(syn.train_samples)
     texts = build_prompts(syn.task, samples, "plain")
-    rows = [{"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
-             "image": load_rgb(s.image), "sample_index": i} for i, (s, t) in enumerate(zip(samples, texts, strict=True))]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
+            "image": load_rgb(s.image),
+            "sample_index": i,
+        }
+        for i, (s, t) in enumerate(zip(samples, texts, strict=True))
+    ]
 
     def make_reward(term_key: str, fn: Any, weight: float):
         def reward(completions, sample_index, **_: Any) -> list[float]:
             parsed = [parse_response(c if isinstance(c, str) else c[0]["content"], "plain") for c in completions]
             rows_samples = [samples[int(i)] for i in sample_index]
             return [weight * float(v) for v in fn(parsed, rows_samples, task=syn.task, frames=None)]
+
         reward.__name__ = term_key
         return reward
 
     rewards = [make_reward(term.key, fn, term.weight) for term, fn in syn.rewards.terms]
     model = AutoModelForImageTextToText.from_pretrained(str(policy_dir), dtype=torch.float32)
-    args = GRPOConfig(output_dir=str(root / "trl-run"), per_device_train_batch_size=batch * group,
-                      num_generations=group, max_completion_length=new_tokens, temperature=temperature, beta=beta,
-                      learning_rate=lr, lr_scheduler_type="constant", max_steps=max_steps, use_cpu=True, report_to=[],
-                      logging_steps=1, save_strategy="no", bf16=False, gradient_accumulation_steps=1, seed=0,
-                      dataloader_num_workers=0, disable_tqdm=True)
-    return GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=Dataset.from_list(rows),
-                       processing_class=load_processor(policy_dir), callbacks=callbacks or [])
+    args = GRPOConfig(
+        output_dir=str(root / "trl-run"),
+        per_device_train_batch_size=batch * group,
+        num_generations=group,
+        max_completion_length=new_tokens,
+        temperature=temperature,
+        beta=beta,
+        learning_rate=lr,
+        lr_scheduler_type="constant",
+        max_steps=max_steps,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        bf16=False,
+        gradient_accumulation_steps=1,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=rewards,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=load_processor(policy_dir),
+        callbacks=callbacks or [],
+    )
 
 
 class StepTimer:
@@ -126,8 +187,12 @@ def syngrpo_step(trainer: Any, step: int) -> dict[str, float]:
     total = time.perf_counter() - t0
     trainer.step = step
     n_rows = trainer.cfg.optim.batch_size * trainer.cfg.rollout.num_generations
-    return {"step": total, "rollout": float(m["time/rollout"]), "update": float(m["time/update"]),
-            "tokens": float(m["completion/mean_length"]) * n_rows}
+    return {
+        "step": total,
+        "rollout": float(m["time/rollout"]),
+        "update": float(m["time/update"]),
+        "tokens": float(m["completion/mean_length"]) * n_rows,
+    }
 
 
 def _rss_bytes() -> int:
@@ -167,8 +232,9 @@ def memory_main(argv: list[str]) -> None:
                 marks["base"] = _rss_bytes()
 
         syn.close()
-        tr = trl_trainer(root, policy_dir, syn, group=group, new_tokens=new_tokens, batch=batch, max_steps=2,
-                         callbacks=[Mark()])
+        tr = trl_trainer(
+            root, policy_dir, syn, group=group, new_tokens=new_tokens, batch=batch, max_steps=2, callbacks=[Mark()]
+        )
         tr.train()
         base = marks["base"]
     peak = _peak_rss_bytes()
