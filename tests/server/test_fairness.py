@@ -155,3 +155,112 @@ async def test_a_client_with_many_requests_in_progress_waits_its_turn_and_others
         for s in stalled:
             s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+
+class _HeldInflate:
+    """``zlib.decompressobj`` whose ``decompress`` waits at a gate: a body being inflated, held as long as the
+    test likes.  Records the thread each call ran on and whether the gate was open when it began."""
+
+    def __init__(self):
+        import threading
+        import zlib
+
+        self.real = zlib.decompressobj
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.threads: list[str] = []
+        # the fallback: a gate never opened by the test opens itself, so a loop held by it cannot hang the run
+        self.timer = threading.Timer(20.0, self.gate.set)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def __call__(self, *args, **kwargs):
+        import threading
+
+        held, d = self, self.real(*args, **kwargs)
+
+        class Obj:
+            def decompress(self, data, *a, **k):
+                held.threads.append(threading.current_thread().name)
+                held.entered.set()
+                held.gate.wait(30)
+                return d.decompress(data, *a, **k)
+
+            def __getattr__(self, name):
+                return getattr(d, name)
+
+        return Obj()
+
+
+async def test_another_clients_request_is_served_while_a_clients_gzip_body_is_being_inflated(aiohttp_client,
+                                                                                              config_for,
+                                                                                              monkeypatch):
+    """Issue 24 (innocent request p99 under a heavy flood): a client's gzip body is inflated off the event loop,
+    so another client's small requests are served meanwhile.  aiohttp's parser inflated it on the loop, where a
+    7 KB bomb growing to 7 MB held every other client's request ~10 ms; here the inflating is held at a gate
+    while a second client is served, and the order (served, then the gate opens) is the check."""
+    import asyncio
+    import gzip
+    import json
+    import zlib
+
+    from .test_hostile_bodies import partial_post
+
+    client = await aiohttp_client(create_app(config_for()))
+    port = client.server.port
+    url = f"http://127.0.0.1:{port}"
+    async with session_from("127.0.0.3") as other:  # B's connection is open before A's body arrives
+        assert (await post(other, url, "before")).status == 201
+        held = _HeldInflate()
+        monkeypatch.setattr(zlib, "decompressobj", held)
+        packed = gzip.compress(json.dumps(job_body("bomb")).encode() + b" " * 1_000_000)  # a valid job, 1 MB
+        bomb = partial_post(port, packed, len(packed), source="127.0.0.2", headers=("Content-Encoding: gzip",))
+        try:
+            assert await asyncio.to_thread(held.entered.wait, 30)  # A's body is being inflated, held at the gate
+            listed = await other.get(url + "/v1/jobs", params={"limit": "5"})
+            served_while_held = not held.gate.is_set()
+            assert listed.status == 200 and len((await listed.json())["jobs"]) == 1
+            resp = await other.post(url + "/v1/jobs", json=job_body("beside"))
+            served_while_held = served_while_held and not held.gate.is_set()
+            assert resp.status == 201
+            held.gate.set()
+            answer = await asyncio.to_thread(bomb.recv, 65536)  # A is answered too, once its body is inflated
+        finally:
+            held.gate.set()
+            held.timer.cancel()
+            bomb.close()
+    assert served_while_held, "the other client's requests waited for the inflating of a gzip body"
+    assert held.threads and all(name.startswith("syngrpo-body") for name in held.threads), held.threads
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+
+
+async def test_body_work_takes_one_piece_of_each_client_at_a_time_and_clients_take_turns():
+    """:class:`~syngrpo.synthesis.server.admission.BodyWork`: while client A's first piece is held, A's second
+    waits (even with a thread free) and client B's piece runs at once: one client cannot fill the threads."""
+    import asyncio
+    import threading
+
+    from syngrpo.synthesis.server.admission import BodyWork
+
+    work = BodyWork(threads=2)
+    gate, started = threading.Event(), []
+
+    def piece(tag: str, wait: bool) -> str:
+        started.append(tag)
+        if wait:
+            gate.wait(30)
+        return tag
+
+    try:
+        a1 = asyncio.create_task(work.run("a", piece, "a1", True))
+        await wait_until(lambda: started == ["a1"])
+        a2 = asyncio.create_task(work.run("a", piece, "a2", False))
+        assert await work.run("b", piece, "b1", False) == "b1"  # B's turn came while A's first piece was held
+        await asyncio.sleep(0.05)
+        assert started == ["a1", "b1"] and not a2.done()  # A's second waits for its first
+        gate.set()
+        assert await a1 == "a1" and await a2 == "a2"
+        assert started == ["a1", "b1", "a2"]
+    finally:
+        gate.set()
+        work.close()

@@ -164,3 +164,26 @@ def test_process_and_thread_workers_make_the_same_bytes_for_the_same_jobs(tmp_pa
         finally:
             handle.stop()
     assert results["process"] == results["thread"]
+
+
+def test_a_worker_process_yields_the_cpu_to_the_servers_event_loop(tmp_path):
+    """``worker_nice``: the worker process runs at a lower priority than the server that started it (issue 24:
+    a busy worker at the server's own priority took half the event loop's core under a heavy flood, doubling
+    every client's request time); ``0`` keeps the server's priority."""
+    import asyncio
+
+    from syngrpo.synthesis.server.config import ServerConfig
+    from syngrpo.synthesis.server.device import DeviceSpec
+    from syngrpo.synthesis.server.worker_process import ProcessRunner
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = {}
+    for nice in (7, 0):
+        runner = ProcessRunner(DeviceSpec.from_config(ServerConfig(data_dir=tmp_path, worker_nice=nice), "cpu"),
+                               f"w{nice}")
+        try:
+            asyncio.run(runner.load(120))
+            seen[nice] = os.getpriority(os.PRIO_PROCESS, runner.pid)
+        finally:
+            runner.shutdown()
+    assert seen == {7: min(19, mine + 7), 0: mine}

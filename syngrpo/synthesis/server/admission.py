@@ -22,6 +22,13 @@ Its own module because these rules sit between the connection and the handlers, 
   with fifty requests in progress made everyone else's wait fifty times as long; with it, a client's
   share of the loop is bounded by its concurrency, whatever it sends.
 
+- **A body's CPU work is done off the event loop, in turns** (:class:`BodyWork`): a ``gzip`` or
+  ``deflate`` body is inflated here, in a thread, not by aiohttp's parser (which inflated on the
+  loop: a 7 KB bomb held the loop ~10 ms while it grew to 7 MB), and large bodies are parsed in
+  the same threads; each client has one such piece of work at a time, taken in turn with the
+  others', so a client sending bombs cannot fill the threads and another client's small request is
+  served between its pieces (issue 24: an innocent client's requests waited behind them).
+
 Why count arrived bytes rather than reserve announced lengths: a reservation is an allocation the
 client never has to pay for, and four stalled connections reserved the whole budget for 30 s
 (renewable).  The price is that a refusal may come after part of a body was sent; the early check
@@ -34,7 +41,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +174,98 @@ class RequestShare:
                 self._gates.pop(client, None)
 
 
+class BodyWork:
+    """CPU work on request bodies (inflating, parsing large ones) off the event loop, in turns between clients.
+
+    ``threads`` threads do it; each client has at most one piece of work there at a time (the next waits for
+    it, first come first served), so one client cannot take every thread, and a piece waits for at most one
+    piece of each other client.  The event loop only hands chunks over and gets results back.
+    """
+
+    def __init__(self, threads: int = 2) -> None:
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self.pieces = 0  # pieces of work done (for tests and /metrics readers)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="syngrpo-body")
+        return self._pool
+
+    async def run(self, client: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a body thread, after ``client``'s previous piece of work."""
+        turn = self._turns.get(client)
+        if turn is None:
+            turn = self._turns[client] = (asyncio.Lock(), [0])
+        lock, users = turn
+        users[0] += 1
+        try:
+            async with lock:
+                self.pieces += 1
+                return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                self._turns.pop(client, None)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class _BadStream(Exception):
+    """A body that is not the compressed stream its ``Content-Encoding`` says."""
+
+
+class Inflater:
+    """Inflates a ``gzip`` or ``deflate`` body chunk by chunk into a buffer, never past ``max_bytes``.
+
+    Its methods run in a :class:`BodyWork` thread (zlib lets go of the interpreter lock while it works).
+    ``deflate`` is taken with or without its zlib header (clients send both), as aiohttp took it.
+    """
+
+    def __init__(self, encoding: str, max_bytes: int) -> None:
+        self.encoding = encoding
+        self.max_bytes = max_bytes
+        self._d: Any = None
+
+    def feed(self, body: bytearray, data: bytes) -> int:
+        """Inflate ``data`` onto ``body``; returns the bytes added (``max_bytes`` + 1 in all means too large)."""
+        if not data:
+            return 0
+        if self._d is None:
+            if self.encoding == "gzip":
+                wbits = 16 + zlib.MAX_WBITS
+            else:  # a zlib header says its method in the low four bits of its first byte (8: deflate)
+                wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+            self._d = zlib.decompressobj(wbits)
+        if self._d.eof:
+            return 0  # after the end of the stream: ignored, as aiohttp ignored it
+        try:
+            out = self._d.decompress(data, self.max_bytes - len(body) + 1)
+        except zlib.error as exc:
+            raise _BadStream(str(exc)) from None
+        body += out
+        return len(out)
+
+    def finish(self, body: bytearray) -> int:
+        """The end of the body: a stream cut short is refused."""
+        if self._d is None:
+            return 0  # an empty body
+        if self._d.eof:
+            return 0
+        try:
+            out = self._d.flush()
+        except zlib.error as exc:  # pragma: no cover - flush of a valid prefix does not raise
+            raise _BadStream(str(exc)) from None
+        body += out
+        if not self._d.eof:
+            raise _BadStream("the stream ends before its end")
+        return len(out)
+
+
 def check_encoding(request: web.BaseRequest) -> str:
     """The body's ``Content-Encoding`` (``identity`` when none); 415 for one the server does not inflate."""
     raw = request.headers.get("Content-Encoding", "").strip().lower()
@@ -198,9 +299,13 @@ def end_body(request: web.Request, budget: BodyBudget) -> int:
     return held
 
 
-async def read_body(request: web.Request, budget: BodyBudget, *, max_bytes: int, timeout_s: float) -> bytearray:
+async def read_body(request: web.Request, budget: BodyBudget, *, max_bytes: int, timeout_s: float,
+                    work: BodyWork | None = None) -> bytearray:
     """The decoded body, counted against the budget as it arrives (held until :func:`end_body`).
 
+    With ``work`` (the server's :class:`BodyWork`; its app is made with ``auto_decompress=False``, as
+    :func:`~syngrpo.synthesis.server.app.create_app` makes it), a ``gzip`` or ``deflate`` body is inflated
+    here, in ``work``'s threads, in the client's turn; without it, aiohttp's parser inflated it already.
     Refusals: ``413`` past ``max_bytes`` decoded (a compressed body included), ``408`` when the whole
     body has not arrived within ``timeout_s``, ``400 bad_encoding`` for a body that is not the
     ``gzip``/``deflate`` stream it says it is, ``429``/``503`` from the budget.
@@ -211,6 +316,26 @@ async def read_body(request: web.Request, budget: BodyBudget, *, max_bytes: int,
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     body = bytearray()
+    enc = request.headers.get("Content-Encoding", "").strip().lower()
+    inflater = None
+    if work is not None and enc in ("gzip", "deflate"):
+        inflater = Inflater(enc, max_bytes)
+
+    def too_large() -> ApiError:
+        how = f" once inflated ({enc})" if enc and enc != "identity" else ""
+        return ApiError(413, "request_too_large",
+                        f"the request body is more than {max_bytes} bytes{how}; the limit is {max_bytes}")
+
+    def count(n: int) -> None:
+        if len(body) > max_bytes:
+            raise too_large()
+        budget.take(client, n)
+        request[_HELD_KEY] += n
+
+    async def inflate(fn: Callable[..., int], *args: Any) -> int:
+        assert work is not None
+        return int(await work.run(client, fn, *args))
+
     try:
         while True:
             left = deadline - loop.time()
@@ -218,15 +343,20 @@ async def read_body(request: web.Request, budget: BodyBudget, *, max_bytes: int,
                 raise asyncio.TimeoutError
             chunk = await asyncio.wait_for(request.content.readany(), left)
             if not chunk:
+                if inflater is not None:
+                    count(await inflate(inflater.finish, body))
                 break
+            if inflater is not None:
+                count(await inflate(inflater.feed, body, chunk))
+                continue
             if len(body) + len(chunk) > max_bytes:
-                enc = request.headers.get("Content-Encoding", "").strip().lower()
-                how = f" once inflated ({enc})" if enc and enc != "identity" else ""
-                raise ApiError(413, "request_too_large",
-                               f"the request body is more than {max_bytes} bytes{how}; the limit is {max_bytes}")
+                raise too_large()
             budget.take(client, len(chunk))
             request[_HELD_KEY] += len(chunk)
             body += chunk
+    except _BadStream:
+        raise ApiError(400, "bad_encoding", f"the request body is not a valid {enc} stream (Content-Encoding: "
+                       f"{enc}); send it compressed whole, or without Content-Encoding", close=True) from None
     except asyncio.TimeoutError:
         raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout_s:g} s "
                        "(body_timeout_s)", close=True) from None
@@ -237,7 +367,6 @@ async def read_body(request: web.Request, budget: BodyBudget, *, max_bytes: int,
     except (ContentEncodingError, RequestPayloadError) as exc:
         # aiohttp's parser hands a body it cannot decode to the handler as RequestPayloadError (an inflate
         # error, a malformed chunk): a 4xx of the client's making, where it used to be a 500 and a traceback
-        enc = request.headers.get("Content-Encoding", "").strip().lower()
         text = " ".join(str(exc).split())
         if isinstance(exc, ContentEncodingError) or "content-encoding" in text.lower():
             raise ApiError(400, "bad_encoding", f"the request body is not a valid {enc} stream (Content-Encoding: "

@@ -35,7 +35,6 @@ collected; cancelling deletes; retention deletes the rest) and by a budget check
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import json
@@ -50,6 +49,7 @@ from syngrpo.plugins import Registry
 from syngrpo.synthesis.server.admission import (
     CLIENT_KEY,
     BodyBudget,
+    BodyWork,
     RequestShare,
     begin_body,
     client_of,
@@ -156,6 +156,8 @@ _AUTHORIZED = request_key("syngrpo_authorized", bool)
 
 
 BODIES: web.AppKey[BodyBudget] = web.AppKey("syngrpo_bodies", BodyBudget)
+#: inflating and parsing large bodies, off the event loop, one piece of each client's at a time
+WORK: web.AppKey[BodyWork] = web.AppKey("syngrpo_body_work", BodyWork)
 SHARES: web.AppKey[RequestShare] = web.AppKey("syngrpo_request_shares", RequestShare)
 
 
@@ -205,14 +207,15 @@ async def read_json_body(request: web.Request) -> bytearray:
     """The request's decoded body (:func:`.admission.read_body` under this server's limits)."""
     cfg = request.app[SERVICE].config
     return await read_body(request, request.app[BODIES], max_bytes=cfg.max_request_bytes,
-                           timeout_s=cfg.body_timeout_s)
+                           timeout_s=cfg.body_timeout_s, work=request.app[WORK])
 
 
 # ---------------------------------------------------------------------------- handlers
 
 
-#: bodies larger than this are parsed in a thread (a 30 MB JSON text takes the loop ~0.3 s)
-_PARSE_IN_THREAD_BYTES = 256 * 1024
+#: bodies larger than this are parsed in a body thread, in the client's turn (a 30 MB JSON text takes the
+#: loop ~0.3 s; a 7 MB one held the loop, or the interpreter lock, ~7 ms, so the whole of it matters)
+_PARSE_IN_THREAD_BYTES = 64 * 1024
 
 
 def _parse_checked(raw: bytes | bytearray, config: ServerConfig) -> SubmissionBody:
@@ -229,7 +232,7 @@ async def submit_job(request: web.Request) -> web.Response:
     raw = await read_json_body(request)
     service = request.app[SERVICE]
     if len(raw) > _PARSE_IN_THREAD_BYTES:  # a large body is parsed off the loop: others' requests go on
-        body = await asyncio.to_thread(_parse_checked, raw, service.config)
+        body = await request.app[WORK].run(request[CLIENT_KEY], _parse_checked, raw, service.config)
     else:
         body = _parse_checked(raw, service.config)
     del raw  # parsed: the text is not needed while the image is checked
@@ -299,7 +302,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def query_jobs(request: web.Request) -> web.Response:
     """``POST /v1/jobs/query``: the list with a JSON body, for id lists too long for a URL."""
-    body = _json_object(await read_json_body(request))
+    body = await _json_body(request)
     unknown = sorted(set(body) - {"state", "ids", "key", "after", "limit"})
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: state, ids, key, after, limit")
@@ -316,6 +319,14 @@ async def query_jobs(request: web.Request) -> web.Response:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ApiError(422, "invalid_request", f"{name} must be an integer between {lo} and {hi}")
     return _list(request, states, ids, key, after, limit)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """A JSON object body (:func:`_json_object`); a large one is parsed in a body thread, in the client's turn."""
+    raw = await read_json_body(request)
+    if len(raw) > _PARSE_IN_THREAD_BYTES:
+        return await request.app[WORK].run(request[CLIENT_KEY], _json_object, raw)
+    return _json_object(raw)
 
 
 def _json_object(raw: bytes | bytearray) -> dict[str, Any]:
@@ -393,7 +404,7 @@ async def delete_job(request: web.Request) -> web.Response:
 
 async def delete_jobs(request: web.Request) -> web.Response:
     """``POST /v1/jobs/delete``: many jobs by id or key in one request (what the trainer's transport sends)."""
-    body = _json_object(await read_json_body(request))
+    body = await _json_body(request)
     unknown = sorted(set(body) - {"ids", "keys"})
     if unknown:
         raise ApiError(422, "invalid_request", f"unknown field(s) {unknown}; fields: ids, keys")
@@ -465,18 +476,23 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
         config = service.config
     config = config or ServerConfig()
     service = service or JobService(config, registry)
+    # auto_decompress off: gzip and deflate bodies are inflated by read_body, in a body thread (aiohttp's
+    # parser inflated them on the event loop, where every other client's requests waited for it)
     app = web.Application(client_max_size=config.max_request_bytes,
-                          middlewares=[errors_as_json, bearer_auth(config.token), client_turns, body_limit])
+                          middlewares=[errors_as_json, bearer_auth(config.token), client_turns, body_limit],
+                          handler_args={"auto_decompress": False})
     app[SERVICE] = service
     app[BODIES] = BodyBudget(config.max_body_bytes_in_flight, config.client_body_budget())
     app[CONNECTIONS] = ConnectionGuard(config.max_connections)
     app[SHARES] = RequestShare(config.client_concurrency, config.client_waiting)
+    app[WORK] = BodyWork()
 
     async def on_startup(app: web.Application) -> None:
         await service.start()
 
     async def on_cleanup(app: web.Application) -> None:
         await service.stop()
+        app[WORK].close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

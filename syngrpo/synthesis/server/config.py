@@ -71,6 +71,10 @@ class ServerConfig(StrictModel):
         "auto", description="where each worker's device runs: its own process (no shared interpreter lock or global "
         "RNG state between devices; a hung call is killed), a thread of the server, or auto: process, unless the "
         "plugins were handed over as a registry object (tests, the inprocess transport)")
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="worker processes lower their CPU priority by this much (nice), so the "
+        "server's event loop, which answers every client, is never starved of CPU by synthesis on the same cores; "
+        "0 keeps the server's priority")
     backend: str = Field("local", description="who runs the workers: local (this server's processes) or a server "
                          "backend plugin (ray: replicas on a Ray cluster)")
     backend_options: dict[str, Any] = Field(default_factory=dict,

@@ -72,6 +72,8 @@ class DeviceSpec:
     max_label_edge_gap: float = 0.1
     #: extra plugin modules (the server config's ``plugins:``) a fresh process imports
     plugins: tuple[str, ...] = ()
+    #: how much a worker process lowers its CPU priority (``worker_nice``); a thread worker ignores it
+    nice: int = 0
 
     @classmethod
     def from_config(cls, config: Any, device: str) -> DeviceSpec:
@@ -80,7 +82,7 @@ class DeviceSpec:
                    synthesizers=config.served_synthesizers(), default_synthesizer=config.synthesizer,
                    mask_threshold=config.mask_threshold, min_foreground_fraction=config.min_foreground_fraction,
                    min_label_coverage=config.min_label_coverage, max_label_edge_gap=config.max_label_edge_gap,
-                   plugins=tuple(config.plugins))
+                   plugins=tuple(config.plugins), nice=int(getattr(config, "worker_nice", 0)))
 
 
 class DeviceModels:

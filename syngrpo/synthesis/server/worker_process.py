@@ -54,6 +54,7 @@ def worker_main(conn: Any, spec: DeviceSpec, name: str, parent_pid: int) -> None
     if os.getppid() != parent_pid:  # the server died before prctl took effect
         os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _lower_priority(spec.nice)
     _watch_parent(parent_pid)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     models = DeviceModels(spec)
@@ -81,6 +82,19 @@ def worker_main(conn: Any, spec: DeviceSpec, name: str, parent_pid: int) -> None
             conn.send(reply)
         except (BrokenPipeError, OSError):
             return
+
+
+def _lower_priority(nice: int) -> None:
+    """``worker_nice``: yield the CPU to the server's event loop when both want it.
+
+    Synthesis is throughput work; the event loop answers every client, and its latency is what a
+    client waits.  On shared cores a busy worker process at the server's own priority took half the
+    loop's CPU, which doubled every request's time under a heavy flood (docs/data-server.md, "Clients,
+    shares and fairness").  A lower priority costs the worker nothing when the loop is idle.
+    """
+    if nice > 0:
+        with contextlib.suppress(OSError, AttributeError):
+            os.nice(nice)
 
 
 def _die_with_parent() -> None:
