@@ -482,6 +482,23 @@ def test_mechanism_arms_differ_only_in_their_images(tmp_path):
     assert all(made[a].diversity_weight == 1.0 and made[a].synthesis.mode == "sync" for a in t)
 
 
+def test_mechanism_phase3_runs_seed_major_so_a_stop_leaves_whole_seeds():
+    """Amendment 3's order: every arm of seed 0, then of seed 1, ...; the shards split that list, so two processes
+    stopped at any moment have finished whole seeds and at most two runs of the next one."""
+    from syngrpo.experiments.mechanism import load_mechanism_config, schedule
+
+    cfg = load_mechanism_config(REPO / "configs" / "mechanism_rec_toy.yaml")
+    whole = schedule(cfg)
+    assert [(a, s) for _, a, s in whole] == [(a, s) for s in range(8) for a in cfg.arms]
+    shards = [schedule(cfg, (i, 2)) for i in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(whole)
+    for cut in range(len(whole) + 1):  # both shards stopped after their runs before position `cut`
+        done = {(a, s) for shard in shards for k, a, s in shard if k < cut}
+        seeds = {s for _, s in done}
+        whole_seeds = [s for s in seeds if all((a, s) in done for a in cfg.arms)]
+        assert len(done) - len(cfg.arms) * len(whole_seeds) <= 2 * len(cfg.arms) - 2
+
+
 def test_quickstart_control_is_the_main_job_and_its_one_switch(tmp_path):
     from syngrpo.config import QUICKSTART_CONFIG, load_train_config
     from syngrpo.experiments.control import load_control_config, train_config
