@@ -340,3 +340,16 @@ def test_good_toy_jobs_pass_the_label_check(task_name, size, options, tmp_path):
     outcomes = run_pipeline(items, segmenter=registry.create("segmenters", "object"),
                             synthesizer=registry.create("synthesizers", "procedural"))
     assert [o.error for o in outcomes if not o.ok] == []
+
+
+def test_an_unknown_label_segmenter_is_a_start_up_error_and_a_named_one_is_the_second_opinion(config_for):
+    from syngrpo.errors import UnknownPluginError
+    from syngrpo.synthesis.server.device import DeviceModels, DeviceSpec
+
+    with pytest.raises(UnknownPluginError, match="no segmenter named 'nope'"):
+        create_app(config_for(label_segmenter="nope"))
+    models = DeviceModels(DeviceSpec.from_config(config_for(segmenter="box", label_segmenter="object"), "cpu"))
+    assert type(models.label_segmenter()).__name__ == "ObjectSegmenter" and models.label_segmenter() is not \
+        models.segmenter()
+    same = DeviceModels(DeviceSpec.from_config(config_for(segmenter="box"), "cpu"))
+    assert same.label_segmenter() is same.segmenter()
