@@ -28,18 +28,31 @@ def test_label_check_object_rule_cost_beside_one_synthesis(tmp_path, figures, qu
     registry = get_registry()
     task = registry.create("tasks", "rec")
     n = 8 if quick else 40
-    samples = task.make_toy_dataset(tmp_path, n=n, seed=1, split="train", image_size=84, grid=3,
-                                    position_code=True, n_shapes=(1, 1), relational_prob=0.0)
-    items = [PipelineItem(load_rgb(s.image), [tuple(b) for b in task.foreground_boxes(s)], ["target"],
-                          "a busy red room", i) for i, s in enumerate(samples)]
+    samples = task.make_toy_dataset(
+        tmp_path,
+        n=n,
+        seed=1,
+        split="train",
+        image_size=84,
+        grid=3,
+        position_code=True,
+        n_shapes=(1, 1),
+        relational_prob=0.0,
+    )
+    items = [
+        PipelineItem(load_rgb(s.image), [tuple(b) for b in task.foreground_boxes(s)], ["target"], "a busy red room", i)
+        for i, s in enumerate(samples)
+    ]
     segmenter = registry.create("segmenters", "object")
     synthesizer = registry.create("synthesizers", "procedural")
 
     def jobs(coverage: float):
         def run():
-            outcomes = run_pipeline(items, segmenter=segmenter, synthesizer=synthesizer,
-                                    min_label_object_coverage=coverage)
+            outcomes = run_pipeline(
+                items, segmenter=segmenter, synthesizer=synthesizer, min_label_object_coverage=coverage
+            )
             assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+
         return run
 
     def masks_only():
@@ -50,20 +63,30 @@ def test_label_check_object_rule_cost_beside_one_synthesis(tmp_path, figures, qu
         synthesizer.synthesize([r for r in _requests(items, segmenter)])
 
     rounds = 2 if quick else 7
-    t = interleaved({"with": jobs(0.8), "without": jobs(0.0), "masks": masks_only, "synthesis": synthesis_only},
-                    rounds)
+    t = interleaved({"with": jobs(0.8), "without": jobs(0.0), "masks": masks_only, "synthesis": synthesis_only}, rounds)
     with_rule, without = median(t["with"]) / n, median(t["without"]) / n
     masks, synthesis = median(t["masks"]) / n, median(t["synthesis"]) / n
     # the whole-job difference drowns in a shared machine's noise (it came out negative at a load average of 8-12),
     # so the figure is the rule's own work, the label segmenter's call, against one synthesis, timed side by side
-    figures("label check object rule: label segmentation / one synthesis", masks / synthesis, unit="x",
-            target="report", jobs=n, rounds=rounds, label_masks_ms_per_job=1000 * masks,
-            synthesis_ms_per_job=1000 * synthesis, job_ms_without=1000 * without, job_ms_with=1000 * with_rule)
+    figures(
+        "label check object rule: label segmentation / one synthesis",
+        masks / synthesis,
+        unit="x",
+        target="report",
+        jobs=n,
+        rounds=rounds,
+        label_masks_ms_per_job=1000 * masks,
+        synthesis_ms_per_job=1000 * synthesis,
+        job_ms_without=1000 * without,
+        job_ms_with=1000 * with_rule,
+    )
 
 
 def _requests(items, segmenter):
     from syngrpo.synthesis.pipeline import SynthesisRequest, keep_mask
 
     masks = segmenter.segment([it.image for it in items], [it.boxes for it in items])
-    return [SynthesisRequest(it.image, keep_mask(m, it.boxes, it.image.size), it.boxes, it.labels, it.description,
-                             it.seed) for it, m in zip(items, masks, strict=True)]
+    return [
+        SynthesisRequest(it.image, keep_mask(m, it.boxes, it.image.size), it.boxes, it.labels, it.description, it.seed)
+        for it, m in zip(items, masks, strict=True)
+    ]
