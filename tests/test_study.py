@@ -482,6 +482,57 @@ def test_mechanism_arms_differ_only_in_their_images(tmp_path):
     assert all(made[a].diversity_weight == 1.0 and made[a].synthesis.mode == "sync" for a in t)
 
 
+def test_mechanism_phase3_runs_seed_major_so_a_stop_leaves_whole_seeds():
+    """Amendment 3's order: every arm of seed 0, then of seed 1, ...; the shards split that list, so two processes
+    stopped at any moment have finished whole seeds and at most two runs of the next one."""
+    from syngrpo.experiments.mechanism import load_mechanism_config, schedule
+
+    cfg = load_mechanism_config(REPO / "configs" / "mechanism_rec_toy.yaml")
+    whole = schedule(cfg)
+    assert [(a, s) for _, a, s in whole] == [(a, s) for s in range(8) for a in cfg.arms]
+    shards = [schedule(cfg, (i, 2)) for i in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(whole)
+    for cut in range(len(whole) + 1):  # both shards stopped after their runs before position `cut`
+        done = {(a, s) for shard in shards for k, a, s in shard if k < cut}
+        seeds = {s for _, s in done}
+        whole_seeds = [s for s in seeds if all((a, s) in done for a in cfg.arms)]
+        assert len(done) - len(cfg.arms) * len(whole_seeds) <= 2 * len(cfg.arms) - 2
+
+
+def test_mechanism_report_judges_the_predictions_on_whole_seeds_only():
+    """An experiment stopped by the clock (amendment 3) leaves runs of a seed whose other arms did not finish: the
+    tables and the predictions use the seeds whose five arms all finished, and say how many that is."""
+    from syngrpo.experiments.kept import hits_hex
+    from syngrpo.experiments.regenerate import mechanism_predictions, mechanism_results, whole_seeds
+
+    arms = ["grpo", "offline", "syn_grpo", "syn_grpo_fixed", "fresh_plain"]
+    exp = {"config": {"arms": arms, "seeds": 8},
+           "phases": {"collapse": {"tried": [], "chosen": None, "target": 0.7}, "difficulty": None}}
+
+    def run(arm: str, seed: int, acc: float, zero: float) -> dict:
+        n = 40
+        hits = [i < round(acc * n) for i in range(n)]
+        entry = {"metrics": {"acc@0.5": sum(hits) / n}, "n": n, "hits": hits_hex(hits)}
+        return {"arm": arm, "seed": seed, "curves": {"diversity/zero_variance_groups": [zero] * 50},
+                "eval": {"test_hard": entry, "test_plain": entry}}
+
+    rows = [run(a, s, 0.5, 0.8) for s in (0, 1, 2) for a in arms]
+    # seed 3: only grpo and syn_grpo finished, and they would change everything if they counted
+    rows += [run("grpo", 3, 0.0, 0.0), run("syn_grpo", 3, 1.0, 0.0)]
+    kept, whole, partial = whole_seeds(exp, rows)
+    assert whole == [0, 1, 2] and partial == [3] and len(kept) == 15
+    results = mechanism_results(exp, rows)
+    assert "| GRPO (continued) | 3 | 20.0 ± 0.0 | 50.0 ± 0.0 |" in results
+    assert ("Seeds analysed: 3 of the 8 planned, those whose 5 arms all finished (0, 1, 2); left out: 2 finished "
+            "runs of seed 3") in results
+    preds = mechanism_predictions(exp, rows)
+    assert "grpo 20.0 %, syn_grpo 20.0 %" in preds  # seed 3's signal-rich runs left out
+    assert "| 3 | signal:" in preds and "Predictions 3–6 are judged on the whole seeds only. Seeds analysed: 3" in preds
+    # one whole seed: no paired interval, said so
+    one = mechanism_predictions(exp, [r for r in rows if r["seed"] in (0, 3)])
+    assert "| 3 | (phase 3) | 1 whole seed: a paired interval needs 2 | not run |" in one
+
+
 def test_quickstart_control_is_the_main_job_and_its_one_switch(tmp_path):
     from syngrpo.config import QUICKSTART_CONFIG, load_train_config
     from syngrpo.experiments.control import load_control_config, train_config

@@ -120,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_pipeline([item], segmenter=segmenter, synthesizer=synthesizer, mask_threshold=cfg.mask_threshold,
                            min_foreground_fraction=cfg.min_foreground_fraction,
                            min_label_coverage=cfg.min_label_coverage,
-                           max_label_edge_gap=cfg.max_label_edge_gap)[0]
+                           max_label_edge_gap=cfg.max_label_edge_gap,
+                           label_segmenter=(None if cfg.label_segmenter is None else
+                                            _build(registry, "segmenters", cfg.label_segmenter,
+                                                   cfg.label_segmenter_options, device)),
+                           min_label_object_coverage=cfg.min_label_object_coverage)[0]
     if not outcome.ok:
         print(f"syngrpo synth: synthesis failed: {outcome.error}", file=sys.stderr)
         return 1

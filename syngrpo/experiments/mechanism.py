@@ -418,6 +418,16 @@ def evaluate_start(cfg: MechanismConfig, out: Path, collapsed: dict[str, Any], t
     return result
 
 
+def schedule(cfg: MechanismConfig, shard: tuple[int, int] = (0, 1)) -> list[tuple[int, str, int]]:
+    """Phase 3's runs as ``(position, arm, seed)``, **seed-major** (every arm of the first seed, then of the next),
+    this shard's share: every n-th run from the i-th. Run side by side, the shards finish the seeds in order, so an
+    experiment stopped early leaves whole seeds (all arms, the paired comparisons' unit) and at most n runs of the
+    next seed behind them (docs/study.md, amendment 3)."""
+    index, count = shard
+    runs = [(arm, seed) for seed in range(cfg.seed, cfg.seed + cfg.seeds) for arm in cfg.arms]
+    return [(k, arm, seed) for k, (arm, seed) in enumerate(runs) if k % count == index]
+
+
 def run_mechanism(cfg: MechanismConfig, out_dir: str | Path, *, shard: tuple[int, int] = (0, 1),
                   say: Callable[[str], None] = print) -> dict[str, Any]:
     """The three phases (module doc); with ``shard=(i, n)`` this process runs every n-th arm run from the i-th.
@@ -446,10 +456,8 @@ def run_mechanism(cfg: MechanismConfig, out_dir: str | Path, *, shard: tuple[int
     hard = synthesized_split(cfg, data["test_plain"], level["options"], out / "synth" / "test", seed=cfg.data.seed)
     tests = {"test_plain": task.load(data["test_plain"])[:cfg.data.n_test_plain], "test_hard": task.load(hard)}
     start = evaluate_start(cfg, out, collapse["chosen"], tests) if index == 0 else None
-    todo = [(arm, seed) for seed in range(cfg.seed, cfg.seed + cfg.seeds) for arm in cfg.arms]
-    for k, (arm, seed) in enumerate(todo):
-        if k % count != index:
-            continue
+    todo = schedule(cfg)
+    for k, arm, seed in schedule(cfg, shard):
         t0 = time.perf_counter()
         run_arm(cfg, out, arm, seed, collapse["chosen"], level, data, tests)
         say(f"{arm} seed {seed}: done in {time.perf_counter() - t0:.0f} s ({k + 1}/{len(todo)})")

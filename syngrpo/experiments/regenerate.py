@@ -145,6 +145,32 @@ def signal_share(run: dict[str, Any], from_step: int = SIGNAL_FROM_STEP) -> floa
     return 1.0 - sum(z) / len(z) if z else float("nan")
 
 
+def whole_seeds(exp: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+    """The runs of the seeds whose every arm finished, those seeds, and the seeds with an arm missing.
+
+    The mechanism experiment's analysis unit is the seed (every arm against ``grpo`` on the same seed): an
+    experiment stopped early (docs/study.md, amendment 3) is analysed over its whole seeds only, whatever the
+    runs of a partial seed say."""
+    arms = list(exp["config"]["arms"])
+    seeds = sorted({int(r["seed"]) for r in rows})
+    whole = [s for s in seeds if all(any(r["arm"] == a and int(r["seed"]) == s for r in rows) for a in arms)]
+    return [r for r in rows if int(r["seed"]) in whole], whole, [s for s in seeds if s not in whole]
+
+
+def seeds_note(exp: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """One sentence: how many of the planned seeds the tables use, and which partial seeds they leave out."""
+    _, whole, partial = whole_seeds(exp, rows)
+    planned = exp["config"]["seeds"]
+    text = f"Seeds analysed: {len(whole)} of the {planned} planned, those whose {len(exp['config']['arms'])} arms all finished"
+    if whole:
+        text += f" ({', '.join(map(str, whole))})"
+    if partial:
+        n = sum(1 for r in rows if int(r["seed"]) in partial)
+        text += (f"; left out: {n} finished run{'s' if n != 1 else ''} of seed{'s' if len(partial) > 1 else ''} "
+                 f"{', '.join(map(str, partial))}, whose other arms did not finish before the stop")
+    return text + "."
+
+
 def mechanism_phases(exp: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     ph = exp["phases"]
     c = ph["collapse"]
@@ -177,9 +203,13 @@ def mechanism_phases(exp: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 def mechanism_results(exp: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     cfg = exp["config"]
+    if not rows:
+        return "No arm has finished yet.\n"
+    note = seeds_note(exp, rows)
+    rows = whole_seeds(exp, rows)[0]
     arms = [a for a in cfg["arms"] if any(r["arm"] == a for r in rows)]
     if not arms:
-        return "No arm has finished yet.\n"
+        return f"No seed has all its arms finished yet. {note}\n"
     lines = ["| arm | runs | groups with signal, steps 13–50 (%) | test_hard Acc@0.5 | vs GRPO, 95 % paired bootstrap "
              "| test_plain Acc@0.5 | vs GRPO |", "|---|---|---|---|---|---|---|"]
     start = exp.get("start") or {}
@@ -202,7 +232,7 @@ def mechanism_results(exp: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     n_hard = rows[0]["eval"]["test_hard"]["n"]
     n_plain = rows[0]["eval"]["test_plain"]["n"]
     lines += ["", f"Acc@0.5 in % (greedy), mean ± std over seeds; test_hard {n_hard} images, test_plain {n_plain}. "
-              "Differences in points, arm − GRPO, seeds and images resampled together (10,000 draws)."]
+              "Differences in points, arm − GRPO, seeds and images resampled together (10,000 draws). " + note]
     return "\n".join(lines) + "\n"
 
 
@@ -224,6 +254,8 @@ def mechanism_predictions(exp: dict[str, Any], rows: list[dict[str, Any]]) -> st
         (t1 is None and any(s <= 150 for _, s in lower)) if 1.0 in reached else None)
     d = ph.get("difficulty")
     row(2, "the kept level is L2, L3 or L4", d["chosen"] if d else "—", d["chosen"] in ("L2", "L3", "L4") if d else None)
+    note = seeds_note(exp, rows) if rows else ""
+    rows, whole, _ = whole_seeds(exp, rows)
     have = {a for a in (r["arm"] for r in rows)}
 
     def sig(arm: str) -> float:
@@ -253,8 +285,11 @@ def mechanism_predictions(exp: dict[str, Any], rows: list[dict[str, Any]]) -> st
         on_off = paired(rows, "offline", "syn_grpo_fixed", "test_hard")[0]
         row(6, "test_hard: fixed − offline interval contains 0", on_off.text(), on_off.lo <= 0 <= on_off.hi)
     else:
+        got = "—" if not note else f"{len(whole)} whole seed{'s' if len(whole) != 1 else ''}: a paired interval needs 2"
         for k in (3, 4, 5, 6):
-            row(k, "(phase 3)", "—", None)
+            row(k, "(phase 3)", got, None)
+    if note:
+        out += ["", f"Predictions 3–6 are judged on the whole seeds only. {note}"]
     return "\n".join(out) + "\n"
 
 
@@ -287,7 +322,8 @@ def fill(text: str, data: Path = DATA) -> str:
 
 
 def figures(data: Path = DATA, out: Path | None = None) -> list[Path]:
-    """docs/study/mechanism_signal.png: the share of groups with signal per step, per arm (mean over seeds)."""
+    """docs/study/mechanism_signal.png: the share of groups with signal per step, per arm (mean over the whole
+    seeds, :func:`whole_seeds`)."""
     got = load("mechanism", data)
     if got is None:
         return []
@@ -297,7 +333,8 @@ def figures(data: Path = DATA, out: Path | None = None) -> list[Path]:
     import matplotlib.pyplot as plt
 
     exp, rows = got
-    if not rows:  # the phases ran, no arm yet: nothing to draw
+    rows = whole_seeds(exp, rows)[0]  # the seeds the tables analyse
+    if not rows:  # the phases ran, no whole seed yet: nothing to draw
         return []
     fig, ax = plt.subplots(figsize=(7, 4))
     for arm in exp["config"]["arms"]:

@@ -12,21 +12,29 @@ One job: an image, its labelled boxes and a new description.  The pipeline
 5. checks every labelled object of the result against the *original* image
    (:func:`check_labelled_objects`): in each labelled box the kept mask must reach every side of
    the box (within ``max_label_edge_gap`` of its width or height, and 2 pixels), cover at least
-   ``min_label_coverage`` of it, and every kept pixel must equal the original's.  A result that
-   fails the check is a failed job, never a label the check knows to be wrong.
+   ``min_label_coverage`` of it, keep unchanged at least ``min_label_object_coverage`` of **the
+   labelled object's own pixels** -- the label segmenter's mask of it on the original, computed at
+   the box (:func:`label_object_masks`) -- and every kept pixel must equal the original's.  A result
+   that fails the check is a failed job, never a label the check knows to be wrong.
 
 Why these rules: checking only "kept pixels unchanged" passes by construction, since the paste-back
 copies exactly those pixels.  The failure to catch is a segmenter that keeps the wrong object -- an
-occluder, a part, something beside the labelled one -- so that the labelled object itself is
-repainted under its unchanged box.  The one fact about the object the pipeline has besides the
-segmenter's word is its box, and a labelled box is drawn tightly around its object: the object
-touches each of its four sides.  So a side of the box that the kept region does not reach is a side
-where the object's own pixels were repainted -- a failure of this check is a proof, not a guess.  A
-share of the box alone was not enough: a wrong mask keeping the top 30 % of a box passed it with 75 %
-of the labelled circle repainted (issue #23; ``tests/server/test_label_check.py``).  What the check
-cannot see is a wrong mask that reaches every side as the object would (a table behind a cup, a
-frame along the box's border): telling those apart needs a second opinion on the object (another
-segmenter), which this pipeline does not ask for; docs/data-server.md states the limit.
+occluder, a part, something beside or behind the labelled one -- so that the labelled object itself
+is repainted under its unchanged box.  A labelled box is drawn tightly around its object, so a side
+of the box the kept region does not reach is a side where the object's own pixels were repainted: a
+proof, not a guess.  A share of the box alone was not enough: a wrong mask keeping the top 30 % of a
+box passed it with 75 % of the labelled circle repainted (issue #23; ``tests/server/test_label_check.py``).
+The sides do not see a wrong mask that reaches every side as the object would (a table behind a cup,
+a frame along the box's border).  The object rule does: the label segmenter is asked again, on a crop
+of the original around that one box (the box plus a margin, the box as its only prompt), where the
+labelled object is what the crop is about, and the result must keep that mask's pixels.  It is a
+second opinion only where that answer can differ from the one the keep mask came from: a
+``label_segmenter`` other than the job's segmenter, a segmenter that looks at the whole image rather
+than the box (BEN2's salient foreground), or a model whose answer depends on the view (SAM on the
+zoomed crop against SAM on the whole image: a part in one view and the whole object in the other
+fails the job).  With ``box`` or ``object`` as their own label segmenter the two answers agree by
+construction (both read only the box and the pixels just around it) and the rule adds nothing;
+docs/data-server.md states the limit.
 
 Segmenters and synthesizers are plugins (``register_segmenters`` / ``register_synthesizers``);
 this module knows none of them by name.  Server workers and the ``inprocess`` transport both call
@@ -61,6 +69,14 @@ DEFAULT_MIN_LABEL_COVERAGE = 0.25
 #: the kept mask must come this close to every side of a labelled box (a share of the box's width or height), or
 #: the job fails: a tight box touches its object on all four sides
 DEFAULT_MAX_LABEL_EDGE_GAP = 0.1
+#: the result must keep unchanged at least this share of the labelled object's own pixels (the label segmenter's
+#: mask of it on the original, at its box), or the job fails; a segmenter's answers on the object's border differ
+#: by a pixel or two between views (a 40 px circle's one-pixel rim is a tenth of it)
+DEFAULT_MIN_LABEL_OBJECT_COVERAGE = 0.8
+#: the label segmenter sees a crop of the original around one box: the box and this share of its larger side
+#: around it, at least LABEL_CROP_MIN_MARGIN pixels (the ``object`` segmenter reads the colours just outside)
+LABEL_CROP_MARGIN = 0.25
+LABEL_CROP_MIN_MARGIN = 4
 #: a gap of this many pixels is always allowed (a fractional box edge, an anti-aliased or matted object border)
 LABEL_EDGE_SLACK_PIXELS = 2
 
@@ -241,6 +257,57 @@ def label_edge_gaps(kept: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(width - 1 - cols[-1]), int(height - 1 - rows[-1])
 
 
+def label_object_masks(
+    segmenter: Segmenter,
+    image: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    *,
+    threshold: int = DEFAULT_MASK_THRESHOLD,
+) -> list[np.ndarray | None]:
+    """Each labelled object's own pixels on the original, as ``segmenter`` sees it at its box.
+
+    For every box, ``segmenter`` gets a crop of ``image`` around that box alone (the box and a margin of
+    :data:`LABEL_CROP_MARGIN` of its larger side, at least :data:`LABEL_CROP_MIN_MARGIN` pixels, clipped to the
+    image) with the box, in the crop's coordinates, as its only box; one call for all the boxes of a job.  Returns
+    per box its ``(rows, cols)`` boolean mask over the box's pixels (:func:`box_pixel_bounds`), ``None`` for a
+    box with no pixel in the image.  A mask of another size than its crop is resized (nearest), as
+    :func:`keep_mask` does.
+    """
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    crops: list[Image.Image] = []
+    prompts: list[list[Box]] = []
+    where: list[tuple[int, int, int, int, int, int] | None] = []
+    for box in boxes:
+        c1, r1, c2, r2 = box_pixel_bounds(box, width, height)
+        if c2 <= c1 or r2 <= r1:
+            where.append(None)
+            continue
+        margin = max(LABEL_CROP_MIN_MARGIN, math.ceil(LABEL_CROP_MARGIN * max(c2 - c1, r2 - r1)))
+        x0, y0 = max(0, c1 - margin), max(0, r1 - margin)
+        x1, y1 = min(width, c2 + margin), min(height, r2 + margin)
+        x_1, y_1, x_2, y_2 = (float(v) for v in box)
+        crops.append(rgb.crop((x0, y0, x1, y1)))
+        prompts.append([(x_1 - x0, y_1 - y0, x_2 - x0, y_2 - y0)])
+        where.append((x0, y0, c1, r1, c2, r2))
+    masks = segmenter.segment(crops, prompts) if crops else []
+    if len(masks) != len(crops):
+        raise ValueError(f"the label segmenter returned {len(masks)} masks for {len(crops)} crops")
+    out: list[np.ndarray | None] = []
+    it = iter(zip(crops, masks, strict=True))
+    for w in where:
+        if w is None:
+            out.append(None)
+            continue
+        crop, mask = next(it)
+        m = mask.convert("L")
+        if m.size != crop.size:
+            m = m.resize(crop.size, Image.Resampling.NEAREST)
+        x0, y0, c1, r1, c2, r2 = w
+        out.append(np.asarray(m)[r1 - y0 : r2 - y0, c1 - x0 : c2 - x0] >= threshold)
+    return out
+
+
 def check_labelled_objects(
     original: Image.Image,
     result: Image.Image,
@@ -249,6 +316,8 @@ def check_labelled_objects(
     *,
     min_coverage: float = DEFAULT_MIN_LABEL_COVERAGE,
     max_edge_gap: float = DEFAULT_MAX_LABEL_EDGE_GAP,
+    objects: Sequence[np.ndarray | None] | None = None,
+    min_object_coverage: float = DEFAULT_MIN_LABEL_OBJECT_COVERAGE,
 ) -> str | None:
     """Why ``result`` does not preserve every labelled object of ``original``, or None when it does.
 
@@ -260,7 +329,12 @@ def check_labelled_objects(
       (left and right) or height (top and bottom), or :data:`LABEL_EDGE_SLACK_PIXELS`, whichever is
       larger: the labelled object touches every side of its tight box, so a side the kept pixels do
       not reach had object pixels that were repainted (``max_edge_gap=1`` turns this rule off, for boxes
-      drawn loosely); and
+      drawn loosely);
+    * with ``objects`` (:func:`label_object_masks`: per box, the labelled object's own pixels on the original),
+      at least ``min_object_coverage`` of the object's pixels must be kept *and* unchanged in ``result`` (a
+      wrong mask that reaches every side -- a frame, an object behind this one -- keeps few of them; an
+      object the label segmenter did not find at all fails too: there is nothing to check the label against;
+      ``min_object_coverage=0`` turns the rule off); and
     * every kept pixel of the box must be the original's, compared on the images themselves.
     """
     if original.size != result.size:
@@ -289,6 +363,20 @@ def check_labelled_objects(
                         f"(max_label_edge_gap {max_edge_gap:.0%} of the box allows {limit:.0f}): the labelled object "
                         "touches every side of its box, so its pixels on that side would be repainted (did the "
                         "segmenter keep another object, or part of this one?)")
+        obj = None if objects is None or min_object_coverage <= 0 else objects[n]
+        if obj is not None:
+            if obj.shape != region.shape:
+                return f"label check failed: the label mask of box {n} is {obj.shape}, the box {region.shape}"
+            if not obj.any():
+                return (f"label check failed: box {n} {tuple(box)}: the label segmenter found no object at the box on "
+                        "the original, so the kept pixels cannot be checked against it (set label_segmenter to one "
+                        "that finds it, or min_label_object_coverage 0 to skip this rule)")
+            held = float((obj & region & same[r1:r2, c1:c2]).sum() / obj.sum())
+            if held < min_object_coverage:
+                return (f"label check failed: box {n} {tuple(box)} keeps {held:.0%} of the labelled object's own "
+                        f"pixels (the label segmenter's mask of it on the original, at the box), under "
+                        f"min_label_object_coverage {min_object_coverage:.0%}: the rest would be repainted (did the "
+                        "segmenter keep another object, or a part of this one?)")
         changed = int((region & ~same[r1:r2, c1:c2]).sum())
         if changed:
             return f"label check failed: {changed} kept pixels of box {n} {tuple(box)} differ from the original"
@@ -425,8 +513,15 @@ def run_pipeline(
     min_foreground_fraction: float = DEFAULT_MIN_FOREGROUND_FRACTION,
     min_label_coverage: float = DEFAULT_MIN_LABEL_COVERAGE,
     max_label_edge_gap: float = DEFAULT_MAX_LABEL_EDGE_GAP,
+    label_segmenter: Segmenter | None = None,
+    min_label_object_coverage: float = DEFAULT_MIN_LABEL_OBJECT_COVERAGE,
 ) -> list[PipelineOutcome]:
     """Segment → keep-mask → outpaint → paste back → check the labels, for a batch of jobs.
+
+    The label check's object rule asks ``label_segmenter`` (default: ``segmenter``) for each labelled object at
+    its box on the original (:func:`label_object_masks`, once per job); ``min_label_object_coverage=0`` skips
+    that call.  The rules that need no result (the keep mask's sides, its share of the box, the object's pixels)
+    are checked before synthesis too, so a job they fail costs no synthesizer call.
 
     Never raises for a plugin's failure: each item gets an outcome with either the new image or
     the reason it has none, so one bad job never fails its batch-mates.
@@ -440,6 +535,7 @@ def run_pipeline(
              for img, it in zip(images, items, strict=True)]
 
     masks = _segment_all(segmenter, items)
+    objects: list[list[np.ndarray | None] | None] = [None] * len(items)
     requests: list[SynthesisRequest] = []
     index: list[int] = []
     for i, (it, seg) in enumerate(zip(items, masks, strict=True)):
@@ -453,6 +549,19 @@ def run_pipeline(
             outcomes[i].error = _describe("segmentation", exc).reason
             continue
         outcomes[i].keep_mask = km
+        if min_label_object_coverage > 0:
+            try:
+                objects[i] = label_object_masks(label_segmenter or segmenter, it.image, it.boxes,
+                                                threshold=mask_threshold)
+            except Exception as exc:  # noqa: BLE001 - the label segmenter failed or returned no usable mask
+                outcomes[i].error = _describe("label segmentation", exc).reason
+                continue
+        early = check_labelled_objects(it.image, it.image, it.boxes, km, min_coverage=min_label_coverage,
+                                       max_edge_gap=max_label_edge_gap, objects=objects[i],
+                                       min_object_coverage=min_label_object_coverage)
+        if early is not None:  # fails whatever the synthesizer paints: do not ask it
+            outcomes[i].error = early
+            continue
         requests.append(SynthesisRequest(it.image, km, it.boxes, it.labels, it.description, it.seed, it.options))
         index.append(i)
 
@@ -468,7 +577,8 @@ def run_pipeline(
             outcomes[i].error = _describe("paste-back", exc).reason
             continue
         failure = check_labelled_objects(it.image, result, it.boxes, km, min_coverage=min_label_coverage,
-                                         max_edge_gap=max_label_edge_gap)
+                                         max_edge_gap=max_label_edge_gap, objects=objects[i],
+                                         min_object_coverage=min_label_object_coverage)
         if failure is not None:
             outcomes[i].error = failure
             continue

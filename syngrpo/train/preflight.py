@@ -208,6 +208,8 @@ def _check_synthesis(cfg: TrainConfig, registry: Any, report: CheckReport) -> No
     for name in served:
         _resolve(report, registry, "synthesizers", name, f"{where}: synthesizer")
     _resolve(report, registry, "segmenters", server.segmenter, f"{where}: segmenter")
+    if server.label_segmenter is not None:
+        _resolve(report, registry, "segmenters", server.label_segmenter, f"{where}: label_segmenter")
     try:
         name, options = check_synthesizer(dict(s.job_options), served, server.synthesizer)
         check_job_options(name, options, job_options_model(registry.get("synthesizers", name).factory))

@@ -10,6 +10,13 @@ Issue #23's counterexample: a wrong mask that keeps the top 30 % of a circle's b
 coverage rule (30 % >= 25 %) with 75 % of the circle repainted; the box's sides catch it (a tight
 box touches its object on every side).  The toy shapes' own masks say how much of the object a
 keep mask holds, so every number here is measured, not assumed.
+
+A wrong mask that reaches every side (a frame along the box, an object behind the labelled one) passed the
+sides and the share; the object rule fails it: the label segmenter's mask of the labelled object, asked at its
+box on the original, must be kept (``label_object_masks``).  The tests whose segmenter hands back a fixed mask
+whatever the image (``MaskSegmenter``) take the real ``object`` segmenter as that second opinion
+(``label_segmenter``); the whole-image case uses a stand-in for BEN2's salient foreground as the job's only
+segmenter.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ class WrongObjectPlugin:
     def register_segmenters(self, register):
         register("occluder", OccluderSegmenter)
 
+        register("salient", SalientSegmenter)
+
     @hookimpl
     def register_synthesizers(self, register):
         register("flat", lambda device="cpu", **options: FlatSynthesizer())
@@ -86,10 +95,17 @@ def test_the_right_object_passes_and_the_share_is_configurable():
     (ok,) = run_pipeline([PipelineItem(image, boxes, labels, "a beach")], segmenter=right,
                          synthesizer=FlatSynthesizer())
     assert ok.ok, ok.error
-    # a user who accepts 5 % coverage and any distance from the box's sides lets the occluder through
+    # a user who accepts 5 % coverage, any distance from the box's sides and no check of the object's own pixels
+    # lets the occluder through
     (lenient,) = run_pipeline([PipelineItem(image, boxes, labels, "a beach")], segmenter=OccluderSegmenter(),
-                              synthesizer=FlatSynthesizer(), min_label_coverage=0.05, max_label_edge_gap=1.0)
+                              synthesizer=FlatSynthesizer(), min_label_coverage=0.05, max_label_edge_gap=1.0,
+                              min_label_object_coverage=0.0)
     assert lenient.ok
+    # the object rule alone does not: the `object` segmenter finds the circle at its box, the occluder keeps 7 %
+    (second,) = run_pipeline([PipelineItem(image, boxes, labels, "a beach")], segmenter=OccluderSegmenter(),
+                             synthesizer=FlatSynthesizer(), min_label_coverage=0.05, max_label_edge_gap=1.0,
+                             label_segmenter=OBJECT)
+    assert not second.ok and "of the labelled object's own pixels" in second.error
     # 5 % coverage alone no longer does: the occluder reaches no side of the circle's box
     (sides,) = run_pipeline([PipelineItem(image, boxes, labels, "a beach")], segmenter=OccluderSegmenter(),
                             synthesizer=FlatSynthesizer(), min_label_coverage=0.05)
@@ -106,6 +122,10 @@ def test_kept_pixels_are_compared_with_the_original_not_with_the_mask():
     assert "result is" in check_labelled_objects(image, result.resize((10, 10)), boxes, keep)
     # a box entirely outside the image has no pixel to check
     assert check_labelled_objects(image, paste_back(image, image, keep), [(500, 500, 600, 600)], keep) is None
+
+
+#: the second opinion of the tests below: the real model-free segmenter, asked at each box on the original
+OBJECT = get_registry().create("segmenters", "object")
 
 
 class MaskSegmenter:
@@ -134,13 +154,116 @@ def test_a_wrong_mask_keeping_30_percent_of_the_box_and_a_quarter_of_the_object_
     assert wrong[y1:y2, x1:x2].mean() == pytest.approx(0.30)
     assert 1 - (wrong & circle).sum() / circle.sum() == pytest.approx(0.75, abs=0.01)
     item = PipelineItem(image, [box], ["red circle"], "a beach")
-    (outcome,) = run_pipeline([item], segmenter=MaskSegmenter(wrong), synthesizer=FlatSynthesizer())
+    (outcome,) = run_pipeline([item], segmenter=MaskSegmenter(wrong), synthesizer=FlatSynthesizer(),
+                              label_segmenter=OBJECT)
     assert not outcome.ok and outcome.image is None
     assert "box 0 (10, 10, 50, 50) keeps nothing within 28 px of its bottom side" in outcome.error
     # the coverage share alone (the rule before issue #23) passed it
     (before,) = run_pipeline([item], segmenter=MaskSegmenter(wrong), synthesizer=FlatSynthesizer(),
-                             max_label_edge_gap=1.0)
+                             max_label_edge_gap=1.0, min_label_object_coverage=0.0)
     assert before.ok
+    # without the sides, the object rule refuses it on its own: a quarter of the circle's pixels kept
+    (objects,) = run_pipeline([item], segmenter=MaskSegmenter(wrong), synthesizer=FlatSynthesizer(),
+                              max_label_edge_gap=1.0, label_segmenter=OBJECT)
+    assert not objects.ok and objects.image is None
+    assert "box 0 (10, 10, 50, 50) keeps 25% of the labelled object's own pixels" in objects.error
+
+
+def test_a_wrong_mask_that_reaches_every_side_of_the_box_fails():
+    """A frame along the box's border (another object's outline, a picture frame behind a cup): it reaches all
+    four sides and keeps over a third of the box, so the sides and the share pass it with most of the circle
+    repainted; the circle's own mask at its box does not."""
+    image, box, circle = circle_scene()
+    x1, y1, x2, y2 = box
+    frame = np.zeros(circle.shape, dtype=bool)
+    frame[y1:y2, x1:x2] = True
+    frame[y1 + 4:y2 - 4, x1 + 4:x2 - 4] = False
+    assert frame[y1:y2, x1:x2].mean() == pytest.approx(0.36)
+    repainted = 1 - (frame & circle).sum() / circle.sum()
+    assert repainted > 0.75  # 79 % of the circle repainted
+    item = PipelineItem(image, [box], ["red circle"], "a beach")
+    # the rules before this one pass it (the sides within 0 px, 36 % of the box)
+    (before,) = run_pipeline([item], segmenter=MaskSegmenter(frame), synthesizer=FlatSynthesizer(),
+                             min_label_object_coverage=0.0)
+    assert before.ok
+    (outcome,) = run_pipeline([item], segmenter=MaskSegmenter(frame), synthesizer=FlatSynthesizer(),
+                              label_segmenter=OBJECT)
+    assert not outcome.ok and outcome.image is None
+    kept = round(100 * (1 - repainted))
+    assert f"box 0 (10, 10, 50, 50) keeps {kept}% of the labelled object's own pixels" in outcome.error
+    assert "min_label_object_coverage 80%" in outcome.error
+
+
+class SalientSegmenter:
+    """A stand-in for a whole-image segmenter (BEN2's salient foreground): ignores the boxes and keeps the largest
+    one-colour region that is not the image's commonest colour (its background)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+
+    def segment(self, images, boxes):
+        out = []
+        for im in images:
+            arr = np.asarray(im.convert("RGB")).astype(np.int32)
+            code = (arr[..., 0] << 16) | (arr[..., 1] << 8) | arr[..., 2]
+            values, counts = np.unique(code, return_counts=True)
+            background = values[counts.argmax()]
+            seen = code == background
+            best: list[tuple[int, int]] = []
+            h, w = code.shape
+            for r0 in range(h):
+                for c0 in range(w):
+                    if seen[r0, c0]:
+                        continue
+                    seen[r0, c0] = True
+                    region, todo = [], [(r0, c0)]
+                    while todo:
+                        r, c = todo.pop()
+                        region.append((r, c))
+                        for rr, cc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                            if 0 <= rr < h and 0 <= cc < w and not seen[rr, cc] and code[rr, cc] == code[r0, c0]:
+                                seen[rr, cc] = True
+                                todo.append((rr, cc))
+                    if len(region) > len(best):
+                        best = region
+            mask = np.zeros((h, w), dtype=np.uint8)
+            for r, c in best:
+                mask[r, c] = 255
+            out.append(Image.fromarray(mask, "L"))
+        return out
+
+
+def triangle_on_a_table(table: bool = True) -> tuple[Image.Image, tuple[int, int, int, int], np.ndarray]:
+    """A red triangle labelled on a large blue table (unlabelled), on a grey floor that is most of the image."""
+    image = Image.new("RGB", (128, 96), (200, 200, 200))
+    if table:
+        image.paste((40, 60, 200), (20, 16, 100, 80))
+    box = toyshapes.draw_shape(image, "triangle", (40, 30, 72, 62), "red")
+    return image, box, np.asarray(toyshapes.shape_mask("triangle", (40, 30, 72, 62), image.size)) > 0
+
+
+def test_a_whole_image_segmenter_that_keeps_the_table_behind_the_object_fails():
+    """The job's segmenter looks at the whole image and keeps the table: in the triangle's box that is the box
+    minus the triangle, which reaches every side and keeps half of the box, so only the object rule sees that
+    the triangle is repainted whole.  Asked at the triangle's box (the default label segmenter: the same one),
+    the segmenter finds the triangle."""
+    image, box, triangle = triangle_on_a_table()
+    (seg,) = SalientSegmenter().segment([image], [[box]])
+    x1, y1, x2, y2 = box
+    kept = np.asarray(seg)[y1:y2, x1:x2] > 0
+    assert kept.mean() > 0.4 and not (kept & triangle[y1:y2, x1:x2]).any()  # half the box, none of the triangle
+    item = PipelineItem(image, [box], ["red triangle"], "a beach")
+    (before,) = run_pipeline([item], segmenter=SalientSegmenter(), synthesizer=FlatSynthesizer(),
+                             min_label_object_coverage=0.0)
+    assert before.ok  # the sides and the share pass it
+    (outcome,) = run_pipeline([item], segmenter=SalientSegmenter(), synthesizer=FlatSynthesizer())
+    assert not outcome.ok and outcome.image is None
+    assert f"box 0 {tuple(box)} keeps 0% of the labelled object's own pixels" in outcome.error
+    # the same segmenter on the triangle alone keeps it, and the job passes
+    alone, box, _ = triangle_on_a_table(table=False)
+    (ok,) = run_pipeline([PipelineItem(alone, [box], ["red triangle"], "a beach")], segmenter=SalientSegmenter(),
+                         synthesizer=FlatSynthesizer())
+    assert ok.ok, ok.error
 
 
 @pytest.mark.parametrize("shape", toyshapes.SHAPES)
@@ -150,7 +273,7 @@ def test_every_toy_shape_segmented_right_passes_the_check(shape):
     box = toyshapes.draw_shape(image, shape, (9, 11, 47, 41), "blue")
     own = np.asarray(toyshapes.shape_mask(shape, (9, 11, 47, 41), image.size)) > 0
     (outcome,) = run_pipeline([PipelineItem(image, [box], [shape], "a beach")], segmenter=MaskSegmenter(own),
-                              synthesizer=FlatSynthesizer())
+                              synthesizer=FlatSynthesizer(), label_segmenter=OBJECT)
     assert outcome.ok, outcome.error
 
 
@@ -161,13 +284,15 @@ def test_a_gap_of_up_to_a_tenth_of_the_box_passes_and_one_beyond_it_fails():
         eroded = circle.copy()
         eroded[y2 - rows:y2, :] = False  # the bottom rows lost (a soft matte's edge, a shadow cut off)
         (outcome,) = run_pipeline([PipelineItem(image, [box], ["red circle"], "a beach")],
-                                  segmenter=MaskSegmenter(eroded), synthesizer=FlatSynthesizer())
+                                  segmenter=MaskSegmenter(eroded), synthesizer=FlatSynthesizer(),
+                                  label_segmenter=OBJECT)
         assert outcome.ok is ok, (rows, outcome.error)
     # a small box keeps a 2-pixel slack whatever the share: a fractional box edge, an anti-aliased border
     small = np.zeros(circle.shape, dtype=bool)
     small[12:18, 12:18] = True
     (outcome,) = run_pipeline([PipelineItem(image, [(10.5, 10.5, 18.0, 18.0)], ["dot"], "a beach")],
-                              segmenter=MaskSegmenter(small), synthesizer=FlatSynthesizer())
+                              segmenter=MaskSegmenter(small), synthesizer=FlatSynthesizer(),
+                              min_label_object_coverage=0.0)  # a made-up box inside the circle: the sides only
     assert outcome.ok, outcome.error
 
 
@@ -182,6 +307,20 @@ async def test_a_segmenter_that_keeps_the_occluder_fails_the_job_on_the_server(a
     job = await wait_for_state(client, (await resp.json())["id"])
     assert job["state"] == "failed"
     assert "label check failed: box 0" in job["error"]
+
+
+async def test_a_segmenter_that_keeps_the_table_behind_the_object_fails_the_job_on_the_server(aiohttp_client,
+                                                                                              config_for):
+    registry = get_registry([WrongObjectPlugin()])
+    client = await aiohttp_client(create_app(config_for(segmenter="salient", synthesizer="flat"), registry=registry))
+    image, box, _ = triangle_on_a_table()
+    body = SynthesisJob(key="table", image_png=png_bytes(image), boxes=[box], labels=["red triangle"],
+                        description="a beach").to_json()
+    resp = await client.post("/v1/jobs", json=body)
+    assert resp.status in (200, 201, 202), await resp.text()
+    job = await wait_for_state(client, (await resp.json())["id"])
+    assert job["state"] == "failed"
+    assert "keeps 0% of the labelled object's own pixels" in job["error"]
 
 
 @pytest.mark.parametrize("task_name, size, options", [
@@ -201,3 +340,16 @@ def test_good_toy_jobs_pass_the_label_check(task_name, size, options, tmp_path):
     outcomes = run_pipeline(items, segmenter=registry.create("segmenters", "object"),
                             synthesizer=registry.create("synthesizers", "procedural"))
     assert [o.error for o in outcomes if not o.ok] == []
+
+
+def test_an_unknown_label_segmenter_is_a_start_up_error_and_a_named_one_is_the_second_opinion(config_for):
+    from syngrpo.errors import UnknownPluginError
+    from syngrpo.synthesis.server.device import DeviceModels, DeviceSpec
+
+    with pytest.raises(UnknownPluginError, match="no segmenter named 'nope'"):
+        create_app(config_for(label_segmenter="nope"))
+    models = DeviceModels(DeviceSpec.from_config(config_for(segmenter="box", label_segmenter="object"), "cpu"))
+    assert type(models.label_segmenter()).__name__ == "ObjectSegmenter" and models.label_segmenter() is not \
+        models.segmenter()
+    same = DeviceModels(DeviceSpec.from_config(config_for(segmenter="box"), "cpu"))
+    assert same.label_segmenter() is same.segmenter()

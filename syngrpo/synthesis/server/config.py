@@ -107,6 +107,13 @@ class ServerConfig(StrictModel):
     max_label_edge_gap: float = Field(0.1, ge=0.0, le=1.0,
                                       description="a result whose kept mask stays farther from a side of a labelled "
                                                   "box (share of its width / height) fails; 1 turns the rule off")
+    label_segmenter: str | None = Field(
+        None, description="the segmenter the label check asks for each labelled object at its box on the original "
+                          "(null: the job's segmenter); another one is a second opinion")
+    label_segmenter_options: dict[str, Any] = Field(default_factory=dict)
+    min_label_object_coverage: float = Field(
+        0.8, ge=0.0, le=1.0, description="a result that keeps less of a labelled object's own pixels (the label "
+                                         "segmenter's mask of it at its box) fails; 0 turns the rule off")
     metrics_window: int = Field(1000, ge=1, description="finished jobs the mean/p95 job time is computed over")
     max_options_bytes: int = Field(16 * 1024, ge=64, description="a job's options as JSON, in bytes (422); every "
                                    "string in them is bounded by max_description_chars too")

@@ -70,6 +70,10 @@ class DeviceSpec:
     min_foreground_fraction: float = 0.05
     min_label_coverage: float = 0.25
     max_label_edge_gap: float = 0.1
+    #: the label check's segmenter (None: ``segmenter``) and its options
+    label_segmenter: str | None = None
+    label_segmenter_options: dict[str, Any] = field(default_factory=dict)
+    min_label_object_coverage: float = 0.8
     #: extra plugin modules (the server config's ``plugins:``) a fresh process imports
     plugins: tuple[str, ...] = ()
     #: how much a worker process lowers its CPU priority (``worker_nice``); a thread worker ignores it
@@ -82,7 +86,10 @@ class DeviceSpec:
                    synthesizers=config.served_synthesizers(), default_synthesizer=config.synthesizer,
                    mask_threshold=config.mask_threshold, min_foreground_fraction=config.min_foreground_fraction,
                    min_label_coverage=config.min_label_coverage, max_label_edge_gap=config.max_label_edge_gap,
-                   plugins=tuple(config.plugins), nice=int(getattr(config, "worker_nice", 0)))
+                   label_segmenter=config.label_segmenter,
+                   label_segmenter_options=dict(config.label_segmenter_options),
+                   min_label_object_coverage=config.min_label_object_coverage, plugins=tuple(config.plugins),
+                   nice=int(getattr(config, "worker_nice", 0)))
 
 
 class DeviceModels:
@@ -94,6 +101,7 @@ class DeviceModels:
             registry = get_registry(load_plugin_modules(list(spec.plugins))) if spec.plugins else get_registry()
         self.registry = registry
         self._segmenter: Any = None
+        self._label_segmenter: Any = None
         self._synthesizers: dict[str, Any] = {}
 
     def segmenter(self) -> Any:
@@ -101,6 +109,16 @@ class DeviceModels:
             s = self.spec
             self._segmenter = make_plugin(self.registry, "segmenters", s.segmenter, s.segmenter_options, s.device)
         return self._segmenter
+
+    def label_segmenter(self) -> Any:
+        """The label check's segmenter: the job's own unless the config names another."""
+        s = self.spec
+        if s.label_segmenter is None:
+            return self.segmenter()
+        if self._label_segmenter is None:
+            self._label_segmenter = make_plugin(self.registry, "segmenters", s.label_segmenter,
+                                                s.label_segmenter_options, s.device)
+        return self._label_segmenter
 
     def synthesizer(self, name: str) -> Any:
         if name not in self._synthesizers:
@@ -113,6 +131,7 @@ class DeviceModels:
     def load(self) -> None:
         """Create the segmenter and the default synthesizer now (a worker does at start-up)."""
         self.segmenter()
+        self.label_segmenter()
         self.synthesizer(self.spec.default_synthesizer)
 
     def run(self, jobs: list[DeviceJob]) -> list[DeviceOutcome]:
@@ -131,7 +150,9 @@ class DeviceModels:
         s = self.spec
         outcomes = run_pipeline(items, segmenter=self.segmenter(), synthesizer=self.synthesizer(jobs[0].synthesizer),
                                 mask_threshold=s.mask_threshold, min_foreground_fraction=s.min_foreground_fraction,
-                                min_label_coverage=s.min_label_coverage, max_label_edge_gap=s.max_label_edge_gap)
+                                min_label_coverage=s.min_label_coverage, max_label_edge_gap=s.max_label_edge_gap,
+                                label_segmenter=self.label_segmenter(),
+                                min_label_object_coverage=s.min_label_object_coverage)
         out = []
         for outcome in outcomes:
             if not outcome.ok:

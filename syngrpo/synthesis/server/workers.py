@@ -102,6 +102,8 @@ class JobService(SubmissionIntake):
         for name in config.served_synthesizers():
             registry.get("synthesizers", name)
         registry.get("segmenters", config.segmenter)
+        if config.label_segmenter is not None:
+            registry.get("segmenters", config.label_segmenter)
         self.option_models = {name: job_options_model(registry.get("synthesizers", name).factory)
                               for name in config.served_synthesizers()}
         self.store = JobStore(config.data_dir)
