@@ -258,10 +258,14 @@ def _flag_in_flight(unfinished: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """``unfinished.any()`` copied to the host without waiting for the device, and the event that says it landed."""
     if unfinished.device.type != "cuda":
         return unfinished.any(), None
-    flag = torch.empty((), dtype=torch.bool, pin_memory=True)
-    flag.copy_(unfinished.any(), non_blocking=True)
-    event = torch.cuda.Event()
-    event.record()
+    # the copy runs on the current stream of the flag's device, which need not be the current device (a
+    # single-process run on cuda:1 never calls set_device): record there, or the event completes at once and
+    # a pinned flag read before the copy lands says "every row ended"
+    with torch.cuda.device(unfinished.device):
+        flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+        flag.copy_(unfinished.any(), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(unfinished.device))
     return flag, event
 
 
