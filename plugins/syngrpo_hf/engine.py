@@ -302,7 +302,9 @@ def sample_shared_prefix(
 
     ``defer_stop`` (default: on a GPU) reads "has every row ended?" one step late, as ``generate`` does
     (its ``DeferredStopCheck``), so the host queues the next step instead of waiting for the device every
-    step; the one step too many it may run is dropped, so the result is the same either way.
+    step; the one step too many it may run is dropped, so the tokens, the completion mask and the truncation
+    flags are the same either way (when every row ends one step before the token limit, the deferred run keeps
+    one more all-pad column, masked out).
     """
     from syngrpo.models.scoring import (
         _cache_argument,
