@@ -307,7 +307,8 @@ async def read_body(request: web.Request, budget: BodyBudget, *, max_bytes: int,
     :func:`~syngrpo.synthesis.server.app.create_app` makes it), a ``gzip`` or ``deflate`` body is inflated
     here, in ``work``'s threads, in the client's turn; without it, aiohttp's parser inflated it already.
     Refusals: ``413`` past ``max_bytes`` decoded (a compressed body included), ``408`` when the whole
-    body has not arrived within ``timeout_s``, ``400 bad_encoding`` for a body that is not the
+    body has not arrived within ``timeout_s`` (not counting the time its pieces waited for and spent in
+    ``work``'s threads), ``400 bad_encoding`` for a body that is not the
     ``gzip``/``deflate`` stream it says it is, ``429``/``503`` from the budget.
     """
     client = request.get(CLIENT_KEY) or client_of(request)
@@ -333,8 +334,15 @@ async def read_body(request: web.Request, budget: BodyBudget, *, max_bytes: int,
         request[_HELD_KEY] += n
 
     async def inflate(fn: Callable[..., int], *args: Any) -> int:
+        # the wait for a turn in the body threads and the inflating are the server's time, not the client's:
+        # the deadline bounds how long the body takes to arrive, so it moves on by that much
+        nonlocal deadline
         assert work is not None
-        return int(await work.run(client, fn, *args))
+        started = loop.time()
+        try:
+            return int(await work.run(client, fn, *args))
+        finally:
+            deadline += loop.time() - started
 
     try:
         while True:
