@@ -273,11 +273,22 @@ def label_object_masks(
     box with no pixel in the image.  A mask of another size than its crop is resized (nearest), as
     :func:`keep_mask` does.
     """
+    crops, prompts, where = _label_crops(image, boxes)
+    masks = segmenter.segment(crops, prompts) if crops else []
+    return _label_masks_from(crops, list(masks), where, threshold)
+
+
+_Where = tuple[int, int, int, int, int, int]
+
+
+def _label_crops(image: Image.Image, boxes: Sequence[Sequence[float]]
+                 ) -> tuple[list[Image.Image], list[list[Box]], list[_Where | None]]:
+    """The crops and box prompts :func:`label_object_masks` asks for, and where each box lies in its crop."""
     rgb = image.convert("RGB")
     width, height = rgb.size
     crops: list[Image.Image] = []
     prompts: list[list[Box]] = []
-    where: list[tuple[int, int, int, int, int, int] | None] = []
+    where: list[_Where | None] = []
     for box in boxes:
         c1, r1, c2, r2 = box_pixel_bounds(box, width, height)
         if c2 <= c1 or r2 <= r1:
@@ -290,7 +301,11 @@ def label_object_masks(
         crops.append(rgb.crop((x0, y0, x1, y1)))
         prompts.append([(x_1 - x0, y_1 - y0, x_2 - x0, y_2 - y0)])
         where.append((x0, y0, c1, r1, c2, r2))
-    masks = segmenter.segment(crops, prompts) if crops else []
+    return crops, prompts, where
+
+
+def _label_masks_from(crops: Sequence[Image.Image], masks: Sequence[Image.Image], where: Sequence[_Where | None],
+                      threshold: int) -> list[np.ndarray | None]:
     if len(masks) != len(crops):
         raise ValueError(f"the label segmenter returned {len(masks)} masks for {len(crops)} crops")
     out: list[np.ndarray | None] = []
@@ -306,6 +321,35 @@ def label_object_masks(
         x0, y0, c1, r1, c2, r2 = w
         out.append(np.asarray(m)[r1 - y0 : r2 - y0, c1 - x0 : c2 - x0] >= threshold)
     return out
+
+
+def _label_objects_all(segmenter: Segmenter, items: Sequence[PipelineItem], threshold: int
+                       ) -> list[list[np.ndarray | None] | _Failed]:
+    """:func:`label_object_masks` of every item in one segmenter call (a GPU segmenter batches the crops of all
+    the jobs); if that call fails, job by job, so one bad job fails alone (as :func:`_segment_all`)."""
+    asked = [_label_crops(it.image, it.boxes) for it in items]
+    crops = [c for cs, _, _ in asked for c in cs]
+    prompts = [p for _, ps, _ in asked for p in ps]
+    try:
+        masks = list(segmenter.segment(crops, prompts)) if crops else []
+        if len(masks) != len(crops):
+            raise ValueError(f"the label segmenter returned {len(masks)} masks for {len(crops)} crops")
+        out: list[list[np.ndarray | None] | _Failed] = []
+        start = 0
+        for cs, _, where in asked:
+            out.append(_label_masks_from(cs, masks[start : start + len(cs)], where, threshold))
+            start += len(cs)
+        return out
+    except Exception as exc:  # noqa: BLE001 - a plugin may raise anything, or hand back unusable masks
+        if len(items) == 1:
+            return [_describe("label segmentation", exc)]
+    alone: list[list[np.ndarray | None] | _Failed] = []
+    for it in items:
+        try:
+            alone.append(label_object_masks(segmenter, it.image, it.boxes, threshold=threshold))
+        except Exception as exc:  # noqa: BLE001
+            alone.append(_describe("label segmentation", exc))
+    return alone
 
 
 def check_labelled_objects(
@@ -519,7 +563,7 @@ def run_pipeline(
     """Segment → keep-mask → outpaint → paste back → check the labels, for a batch of jobs.
 
     The label check's object rule asks ``label_segmenter`` (default: ``segmenter``) for each labelled object at
-    its box on the original (:func:`label_object_masks`, once per job); ``min_label_object_coverage=0`` skips
+    its box on the original (:func:`label_object_masks`; one segmenter call for all the jobs' crops); ``min_label_object_coverage=0`` skips
     that call.  The rules that need no result (the keep mask's sides, its share of the box, the object's pixels)
     are checked before synthesis too, so a job they fail costs no synthesizer call.
 
@@ -538,6 +582,7 @@ def run_pipeline(
     objects: list[list[np.ndarray | None] | None] = [None] * len(items)
     requests: list[SynthesisRequest] = []
     index: list[int] = []
+    kept: list[int] = []  # the jobs with a usable keep mask, in order
     for i, (it, seg) in enumerate(zip(items, masks, strict=True)):
         if isinstance(seg, _Failed):
             outcomes[i].error = seg.reason
@@ -549,13 +594,18 @@ def run_pipeline(
             outcomes[i].error = _describe("segmentation", exc).reason
             continue
         outcomes[i].keep_mask = km
-        if min_label_object_coverage > 0:
-            try:
-                objects[i] = label_object_masks(label_segmenter or segmenter, it.image, it.boxes,
-                                                threshold=mask_threshold)
-            except Exception as exc:  # noqa: BLE001 - the label segmenter failed or returned no usable mask
-                outcomes[i].error = _describe("label segmentation", exc).reason
-                continue
+        kept.append(i)
+    if min_label_object_coverage > 0 and kept:  # one call for every job's crops
+        asked = _label_objects_all(label_segmenter or segmenter, [items[i] for i in kept], mask_threshold)
+        for i, found in zip(list(kept), asked, strict=True):
+            if isinstance(found, _Failed):
+                outcomes[i].error = found.reason
+                kept.remove(i)
+            else:
+                objects[i] = found
+    for i in kept:
+        it, km = items[i], outcomes[i].keep_mask
+        assert km is not None
         early = check_labelled_objects(it.image, it.image, it.boxes, km, min_coverage=min_label_coverage,
                                        max_edge_gap=max_label_edge_gap, objects=objects[i],
                                        min_object_coverage=min_label_object_coverage)

@@ -353,3 +353,55 @@ def test_an_unknown_label_segmenter_is_a_start_up_error_and_a_named_one_is_the_s
         models.segmenter()
     same = DeviceModels(DeviceSpec.from_config(config_for(segmenter="box"), "cpu"))
     assert same.label_segmenter() is same.segmenter()
+
+
+class _CountingSegmenter:
+    """The `object` segmenter, counting its calls; raises for a crop whose image is ``poison`` pixels wide."""
+
+    def __init__(self, poison: int | None = None) -> None:
+        self.inner = get_registry().create("segmenters", "object")
+        self.calls: list[int] = []
+        self.poison = poison
+
+    def segment(self, images, boxes):
+        self.calls.append(len(images))
+        if self.poison is not None and any(im.width == self.poison for im in images):
+            raise ValueError("cannot segment this crop (test)")
+        return self.inner.segment(images, boxes)
+
+
+def test_the_label_segmenter_is_asked_once_for_every_jobs_crops_and_a_failure_stays_with_its_job(tmp_path):
+    """One call for the crops of every job of a batch (a GPU segmenter such as SAM batches them; one call per job
+    made k sequential calls for k jobs, found in review), and when that call fails, job by job, so only the job
+    whose crop it cannot take fails, with the reason."""
+    from syngrpo.data.images import load_rgb
+
+    registry = get_registry()
+    task = registry.create("tasks", "rec")
+    samples = task.make_toy_dataset(tmp_path, n=4, seed=1, split="train", image_size=112)
+    items = [PipelineItem(load_rgb(s.image), [tuple(b) for b in task.foreground_boxes(s)],
+                          [str(n) for n in range(len(task.foreground_boxes(s)))], "a red room", i)
+             for i, s in enumerate(samples)]
+    boxes = sum(len(it.boxes) for it in items)
+    label = _CountingSegmenter()
+    outcomes = run_pipeline(items, segmenter=registry.create("segmenters", "object"),
+                            synthesizer=registry.create("synthesizers", "procedural"), label_segmenter=label)
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert label.calls == [boxes]  # one call, every job's crops
+
+    first_crop = label_crop_width(items[0])
+    poisoned = _CountingSegmenter(poison=first_crop)
+    outcomes = run_pipeline(items, segmenter=registry.create("segmenters", "object"),
+                            synthesizer=registry.create("synthesizers", "procedural"), label_segmenter=poisoned)
+    failed = [i for i, o in enumerate(outcomes) if not o.ok]
+    assert 0 in failed and "label segmentation failed: ValueError" in outcomes[0].error
+    widths = [label_crop_width(it) for it in items]
+    assert failed == [i for i, w in enumerate(widths) if w == first_crop]  # the others were checked and passed
+    assert poisoned.calls[0] == boxes and len(poisoned.calls) == 1 + len(items)
+
+
+def label_crop_width(item: PipelineItem) -> int:
+    from syngrpo.synthesis.pipeline import _label_crops
+
+    crops, _, _ = _label_crops(item.image, item.boxes)
+    return crops[0].width
