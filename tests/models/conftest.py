@@ -57,3 +57,21 @@ def two_prompts(policy, two_images):
     from syngrpo.models.policy import encode_prompts
 
     return encode_prompts(policy, two_images, ["Locate the red circle.", "Locate the blue square on the right."])
+
+
+@pytest.fixture
+def vllm_standin(monkeypatch):
+    """The vLLM stand-in (``standin_vllm.py``, a test double named so: vLLM needs CUDA) installed as ``vllm``,
+    outside a torchrun launch."""
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import standin_vllm
+
+    mod = standin_vllm.install(monkeypatch)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    return mod

@@ -11,18 +11,12 @@ built-in family's two-image clause is in ``check_family_contract`` (tests/models
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
 from syngrpo.errors import ConfigError
 from syngrpo.models.scoring import completion_logprobs
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import standin_vllm  # noqa: E402
 
 TEMPERATURE = 0.7
 G = 2
@@ -149,13 +143,6 @@ def test_box_images_must_index_the_prompts_images(policy, three_images):
 
 # ---- the vLLM engine ----------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def vllm_standin(monkeypatch):
-    mod = standin_vllm.install(monkeypatch)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.delenv("RANK", raising=False)
-    return mod
 
 
 def test_vllm_gets_each_prompts_images_as_a_list_with_standin_vllm(vllm_standin, fresh_policy, three_images):

@@ -26,14 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import standin_vllm  # noqa: E402
 
 
-@pytest.fixture
-def vllm_standin(monkeypatch):
-    mod = standin_vllm.install(monkeypatch)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.delenv("RANK", raising=False)
-    return mod
-
-
 def _engine(bundle, **options):
     from syngrpo_vllm.engine import VLLMRolloutEngine
 
